@@ -1,0 +1,9 @@
+"""Linux mechanics of a sandboxed job: namespaces, root filesystem, cgroups, seccomp, launch.
+
+Imports nothing from Jupyter; usable on its own. See engine.Sandbox for the entry point.
+"""
+
+from .engine import RunningJob, RunResult, Sandbox, SandboxError
+from .launch_spec import LaunchSpec
+
+__all__ = ["LaunchSpec", "RunResult", "RunningJob", "Sandbox", "SandboxError"]

@@ -1,0 +1,180 @@
+"""The sandbox engine's Python API: start the spawner once, then launch, watch and stop jobs.
+
+    with Sandbox() as sandbox:
+        job = sandbox.launch(LaunchSpec(["python3", "-c", "print(1)"]), stdout=fd)
+        outcome = job.wait()
+
+Needs root. Safe to call from a threaded or asyncio program: all forking happens in the spawner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..spec import Outcome, SpecError, Usage
+from .launch_spec import LaunchSpec
+
+DEFAULT_RUNTIME_DIR = "/run/jupyter-worker"
+DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+class SandboxError(RuntimeError):
+    """The engine itself cannot work here (not root, spawner gone); not a problem of one job."""
+
+
+class RunningJob:
+    """A launched job: read its events, stop it, wait for its outcome."""
+
+    def __init__(self, control: socket.socket, supervisor_pid: int, spec: LaunchSpec):
+        self.control = control
+        self.supervisor_pid = supervisor_pid
+        self.spec = spec
+        self.started: dict | None = None
+        self.usage = Usage()
+        self.outcome: Outcome | None = None
+
+    def fileno(self) -> int:
+        return self.control.fileno()
+
+    def events(self, timeout: float | None = None) -> Iterator[dict]:
+        """Events as they come (started, metrics, exit); ends after exit or when timeout passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.outcome is None:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if not select.select([self.control], [], [], wait)[0]:
+                return
+            event = self.handle(self.control.recv(1 << 20))
+            yield event
+
+    def handle(self, data: bytes) -> dict:
+        """Take one raw event off the control socket (also for callers that poll it themselves)."""
+        if not data:
+            raise SandboxError(f"the supervisor of job {self.spec.name} ended without an outcome")
+        event = json.loads(data)
+        if event["event"] == "started":
+            self.started = event
+        elif event["event"] == "metrics":
+            self.usage = Usage(**event["usage"])
+        elif event["event"] == "exit":
+            self.outcome = Outcome.from_dict(event["outcome"])
+            self.usage = self.outcome.usage
+        return event
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        for _ in self.events(timeout):
+            pass
+        return self.outcome
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM the job's processes, then after the grace period SIGKILL what is left."""
+        if self.outcome is not None:
+            return
+        request = {"op": "stop"} if grace_s is None else {"op": "stop", "grace_s": grace_s}
+        try:
+            self.control.send(json.dumps(request).encode())
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.control.close()
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    stdout: bytes
+    stderr: bytes
+
+
+class Sandbox:
+    """Owns one spawner process; launch() may be called from any thread."""
+
+    def __init__(self, cgroup_root: str = DEFAULT_CGROUP_ROOT, runtime_dir: str = DEFAULT_RUNTIME_DIR):
+        self.cgroup_root = cgroup_root
+        self.runtime_dir = runtime_dir
+        self.info: dict = {}
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError("the sandbox engine needs root; start the executor as root")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command = [sys.executable, "-I", "-m", "jupyter_worker.sandbox.spawner",
+                   str(theirs.fileno()), self.cgroup_root, self.runtime_dir]
+        self._process = subprocess.Popen(
+            command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        theirs.close()
+        self._sock = ours
+        hello = ours.recv(65536)
+        if not hello:
+            self.close()
+            raise SandboxError("the sandbox spawner failed to start (see its output above)")
+        self.info = json.loads(hello)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
+
+    def launch(self, spec: LaunchSpec, stdin: int | None = None, stdout: int | None = None,
+               stderr: int | None = None) -> RunningJob:
+        """Start a job; its outcome (including a refused limit) arrives through the returned handle."""
+        if self._sock is None:
+            raise SandboxError("the sandbox is not started")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fds = [stdin if stdin is not None else null, stdout if stdout is not None else null,
+                   stderr if stderr is not None else null, theirs.fileno()]
+            with self._lock:
+                socket.send_fds(self._sock, [json.dumps(spec.to_dict()).encode()], fds)
+                reply = self._sock.recv(65536)
+        finally:
+            os.close(null)
+            theirs.close()
+        if not reply:
+            ours.close()
+            raise SandboxError("the sandbox spawner has gone")
+        answer = json.loads(reply)
+        if "error" in answer:
+            ours.close()
+            raise SpecError(answer["error"])
+        return RunningJob(ours, answer["pid"], spec)
+
+    def run(self, spec: LaunchSpec, stdin: bytes = b"") -> RunResult:
+        """Run to the end and return the outcome with the captured output."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
+            inp.write(stdin)
+            inp.seek(0)
+            job = self.launch(spec, inp.fileno(), out.fileno(), err.fileno())
+            try:
+                outcome = job.wait()
+            finally:
+                job.close()
+            out.seek(0)
+            err.seek(0)
+            assert outcome is not None
+            return RunResult(outcome, out.read(), err.read())

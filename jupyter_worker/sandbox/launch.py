@@ -1,0 +1,189 @@
+"""The two processes inside the sandbox: its init (pid 1) and the job it starts.
+
+The init joins the job's cgroups before anything else, enters fresh mount, uts, ipc, cgroup and
+(network 'none') net namespaces, builds the root filesystem, then forks the job. The job drops every
+privilege, applies seccomp last and execs the command. Setup errors travel to the supervisor over a
+close-on-exec pipe, so an empty pipe at EOF proves the exec happened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import signal
+import struct
+from typing import NoReturn
+
+from ..spec import NetworkMode
+from . import libc
+from .cgroups import JobCgroup
+from .launch_spec import LaunchSpec, job_env
+from .mounts import Bind, RootPlan, acting_as, build_root, open_source
+from .netns import loopback_up
+from .seccomp import load_program
+
+_HIGH_FD = 100
+STATUS = struct.Struct("i")
+
+
+def _report(fd: int, message: str) -> None:
+    try:
+        os.write(fd, message.encode(errors="replace")[:4000])
+    except OSError:
+        pass
+
+
+def _set_oom_score_adj(value: int) -> None:
+    """Spare the init from the OOM killer; lowering needs CAP_SYS_RESOURCE, which a host may withhold."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass
+
+
+def _open_binds(spec: LaunchSpec) -> list[Bind]:
+    """Open every client-named source with the requester's permissions, before any mount."""
+    binds = []
+    wanted = [(p, p, False) for p in spec.python_prefixes] + [
+        (m.source, m.destination, m.rw) for m in spec.mounts
+    ]
+    with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
+        for source, destination, rw in wanted:
+            fd, is_dir = open_source(source)
+            binds.append(Bind(fd, destination, rw, is_dir))
+    return binds
+
+
+def _namespaces(spec: LaunchSpec) -> int:
+    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+    if spec.network is NetworkMode.NONE:
+        flags |= libc.CLONE_NEWNET
+    return flags
+
+
+def _wait_until_placed(placed_fd: int) -> None:
+    """The supervisor moves us into the job's cgroups meanwhile; no user code before that."""
+    if os.read(placed_fd, 1) != b"1":
+        raise RuntimeError("the job could not be placed in its cgroups")
+    os.close(placed_fd)
+    libc.unshare(libc.CLONE_NEWCGROUP)
+
+
+def init_main(
+    spec: LaunchSpec,
+    cgroup: JobCgroup,
+    seccomp_program: bytes,
+    new_root: str,
+    stdio: list[int],
+    error_fd: int,
+    status_fd: int,
+    placed_fd: int,
+) -> NoReturn:
+    """Pid 1 of the job's pid namespace: set the sandbox up, start the job, reap, report."""
+    try:
+        task_fds = cgroup.open_v1_tasks()
+        libc.unshare(_namespaces(spec))
+        binds = _open_binds(spec)
+        build_root(RootPlan(new_root, spec.uid, spec.gid, spec.user, spec.hostname,
+                            spec.limits.tmp_mb, spec.work_dir, binds, spec.network is NetworkMode.HOST))
+        for bind in binds:
+            os.close(bind.fd)
+        libc.sethostname(spec.hostname)
+        if spec.network is NetworkMode.NONE:
+            loopback_up()
+        _set_oom_score_adj(-1000)
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
+        cgroup.join_v1(task_fds)
+        _wait_until_placed(placed_fd)
+        job_pid = os.fork()
+        if job_pid == 0:
+            job_main(spec, stdio, error_fd, seccomp_program)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the supervisor
+        _report(error_fd, f"sandbox setup failed: {exc}")
+        os._exit(125)
+    _become_quiet_init(stdio, error_fd)
+    _reap(job_pid, status_fd)
+
+
+def _become_quiet_init(stdio: list[int], error_fd: int) -> None:
+    """Hold nothing of the job's: its output ends when its processes end."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for target in range(3):
+        os.dup2(null, target)
+    for fd in {null, error_fd, *stdio} - {0, 1, 2}:
+        os.close(fd)
+
+
+def _reap(job_pid: int, status_fd: int) -> NoReturn:
+    """Reap every orphan; when the job itself ends, report its wait status and end the namespace."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == job_pid:
+            os.write(status_fd, STATUS.pack(status))
+            os._exit(0)
+
+
+def _arrange_fds(stdio: list[int], error_fd: int) -> int:
+    """0-2 become the job's stdio, 3 the close-on-exec error pipe, everything else is closed."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in [*stdio, error_fd]]
+    for target, fd in enumerate(high[:3]):
+        os.dup2(fd, target, inheritable=True)
+    os.dup2(high[3], 3, inheritable=False)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+    return 3
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, the spawner SIGCHLD; ignored signals survive exec."""
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _drop_privileges(spec: LaunchSpec) -> None:
+    libc.drop_all_capabilities()
+    os.setgroups([])
+    os.setresgid(spec.gid, spec.gid, spec.gid)
+    os.setresuid(spec.uid, spec.uid, spec.uid)
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def job_main(spec: LaunchSpec, stdio: list[int], error_fd: int, seccomp_program: bytes) -> NoReturn:
+    """Become the job: own session, no privileges, scrubbed environment, seccomp, exec."""
+    try:
+        os.setsid()
+        _set_oom_score_adj(0)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        error_fd = _arrange_fds(stdio, error_fd)
+        _drop_privileges(spec)
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _enter_cwd(spec.cwd)
+        os.umask(0o022)
+        env = job_env(spec)
+        _reset_signals()
+        load_program(seccomp_program)
+        os.execvpe(spec.argv[0], spec.argv, env)
+    except FileNotFoundError:
+        _report(error_fd, f"command not found: {spec.argv[0]}")
+    except PermissionError:
+        _report(error_fd, f"permission denied: {spec.argv[0]}")
+    except BaseException as exc:  # noqa: BLE001
+        _report(error_fd, f"could not start the command: {exc}")
+    os._exit(127)
+
+
+def _enter_cwd(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise RuntimeError(f"working directory {cwd}: {exc.strerror}") from None

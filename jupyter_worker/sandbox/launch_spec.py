@@ -1,0 +1,98 @@
+"""What the sandbox engine needs to start one job: command, identity, limits, filesystem, network."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..spec import Limits, Mount, NetworkMode, SpecError, validate_argv, validate_env
+
+NOBODY = 65534
+
+
+def default_python_prefixes() -> list[str]:
+    """The prefixes of the interpreter asking for the job, so its packages work inside."""
+    prefixes = dict.fromkeys([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix])
+    return [p for p in prefixes if p != "/usr" and not p.startswith("/usr/")]
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user{uid}"
+
+
+@dataclass
+class LaunchSpec:
+    """One sandboxed command. uid/gid run it; requester_* resolve the paths the client named."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/work"
+    uid: int = NOBODY
+    gid: int = NOBODY
+    requester_uid: int = 0
+    requester_gid: int = 0
+    requester_groups: list[int] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    mounts: list[Mount] = field(default_factory=list)
+    network: NetworkMode = NetworkMode.NONE
+    hostname: str = "jupyter-worker"
+    work_dir: str | None = None
+    python_prefixes: list[str] = field(default_factory=default_python_prefixes)
+    stop_grace_s: float = 5.0
+    name: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        self.argv = validate_argv(self.argv)
+        self.env = validate_env(self.env)
+        self.network = NetworkMode(self.network)
+        if self.network is NetworkMode.ISOLATED:
+            raise SpecError("network: 'isolated' is not available in this version; use 'none' or 'host'")
+        for what, value in (("uid", self.uid), ("gid", self.gid)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**32 - 1:
+                raise SpecError(f"{what}: jobs never run as root; {value!r} is not an unprivileged id")
+        if not self.cwd.startswith("/"):
+            raise SpecError(f"cwd: {self.cwd!r} must be an absolute path inside the sandbox")
+        if not self.name.replace("-", "").isalnum():
+            raise SpecError(f"name: {self.name!r} may hold only letters, digits and '-'")
+        destinations = [m.destination for m in self.mounts]
+        if len(set(destinations)) != len(destinations):
+            raise SpecError("mount: two mounts share one destination")
+        if any(not p.startswith("/") for p in self.python_prefixes):
+            raise SpecError("python prefix: must be absolute paths")
+
+    @property
+    def user(self) -> str:
+        return user_name(self.uid)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["limits"] = self.limits.to_dict()
+        data["mounts"] = [m.to_dict() for m in self.mounts]
+        data["network"] = self.network.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LaunchSpec:
+        data = dict(data)
+        data["limits"] = Limits.from_dict(data.get("limits", {}))
+        data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        return cls(**data)
+
+
+def job_env(spec: LaunchSpec) -> dict[str, str]:
+    """The whole environment of the job: PATH, HOME, LANG, then exactly what the spec passes."""
+    bins = [os.path.join(p, "bin") for p in spec.python_prefixes]
+    env = {
+        "PATH": ":".join([*bins, "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": "/work",
+        "LANG": "C.UTF-8",
+    }
+    env.update(spec.env)
+    return env

@@ -1,0 +1,300 @@
+"""The job's root filesystem: a fresh tmpfs with read-only binds of the host's system files.
+
+Runs in the job's init, inside its new mount namespace, before pivot_root. Sources a client named
+(extra mounts, the Python prefix) are opened once, with the requester's own file permissions, and
+bound from that open file; mount points are walked component by component without following
+symlinks, and are only ever created on the sandbox's own tmpfs, never inside a host folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from . import libc
+from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+
+SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+ETC_ENTRIES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "alternatives",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "os-release",
+    "protocols",
+    "services",
+    "mime.types",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "profile",
+    "bash.bashrc",
+)
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "latency_stats", "sched_debug", "kallsyms", "kmsg")
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
+
+
+class SetupError(Exception):
+    """A step of the sandbox setup failed; the message goes to the job's start error."""
+
+
+@dataclass
+class Bind:
+    """A host object, already opened, to show at destination."""
+
+    fd: int
+    destination: str
+    rw: bool
+    is_dir: bool
+
+
+@dataclass
+class RootPlan:
+    new_root: str
+    uid: int
+    gid: int
+    user: str
+    hostname: str
+    tmp_mb: int
+    work_dir: str | None
+    binds: list[Bind]
+    host_network: bool
+
+
+@contextlib.contextmanager
+def acting_as(uid: int, gid: int, groups: list[int]) -> Iterator[None]:
+    """Resolve paths with someone else's file permissions (fsuid/fsgid, groups), then switch back."""
+    saved = os.getgroups()
+    os.setgroups(groups)
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
+    try:
+        yield
+    finally:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
+        os.setgroups(saved)
+
+
+def open_source(path: str) -> tuple[int, bool]:
+    """Open a path the client named as an O_PATH handle; what it resolved to is what gets bound."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError(f"mount source {path}: {exc.strerror}") from None
+    return fd, os.path.isdir(f"/proc/self/fd/{fd}")
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class _Tree:
+    """Mount points under new_root, created only outside host folders, never through symlinks."""
+
+    def __init__(self, new_root: str):
+        self.root_fd = os.open(new_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.host_folders: list[str] = []
+
+    def _walk(self, destination: str, is_dir: bool) -> tuple[int, str]:
+        """The parent of destination as an O_PATH handle, and the leaf's name (made if missing)."""
+        parts = [p for p in destination.split("/") if p]
+        fd = os.dup(self.root_fd)
+        try:
+            for index, part in enumerate(parts[:-1]):
+                fd = self._step(fd, part, "/" + "/".join(parts[: index + 1]), False, True)
+            leaf = self._step(os.dup(fd), parts[-1], destination, True, is_dir)
+            os.close(leaf)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    def _mount(self, destination: str, is_dir: bool, mount: Callable[[str], None],
+               adjust: Callable[[str], None] | None = None) -> None:
+        """Mount on the leaf without following symlinks, then adjust the new mount's flags."""
+        parent, name = self._walk(destination, is_dir)
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+        leaf = os.open(name, flags, dir_fd=parent)
+        try:
+            mount(_fd_path(leaf))
+            if adjust is not None:
+                top = os.open(name, flags, dir_fd=parent)
+                try:
+                    adjust(_fd_path(top))
+                finally:
+                    os.close(top)
+        except OSError as exc:
+            raise SetupError(f"mount {destination}: {exc.strerror}") from None
+        finally:
+            os.close(leaf)
+            os.close(parent)
+
+    def _step(self, fd: int, part: str, so_far: str, last: bool, is_dir: bool) -> int:
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if not last or is_dir else 0)
+        try:
+            child = os.open(part, flags, dir_fd=fd)
+        except FileNotFoundError:
+            self._create(fd, part, so_far, dir_wanted=not last or is_dir)
+            child = os.open(part, flags, dir_fd=fd)
+        except OSError as exc:
+            raise SetupError(f"mount point {so_far}: {exc.strerror} (symlinks are not followed)") from None
+        os.close(fd)
+        return child
+
+    def _create(self, parent_fd: int, part: str, so_far: str, dir_wanted: bool) -> None:
+        inside = next((h for h in self.host_folders if so_far.startswith(h.rstrip("/") + "/")), None)
+        if inside:
+            raise SetupError(f"mount point {so_far} does not exist in {inside}, a host folder")
+        writable = os.open(_fd_path(parent_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if dir_wanted:
+                os.mkdir(part, 0o755, dir_fd=writable)
+            else:
+                os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=writable))
+        finally:
+            os.close(writable)
+
+    def mount_bind(
+        self, source: str, destination: str, *, rw: bool = False, is_dir: bool = True, host: bool = True,
+        devices: bool = False,
+    ) -> None:
+        """Bind source at destination; host folders are remembered so nothing is created inside."""
+
+        def adjust(top: str) -> None:
+            if rw:
+                libc.mount(None, top, None, MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if devices else MS_NODEV))
+            elif not libc.make_tree_readonly(top):
+                libc.mount(None, top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+        self._mount(destination, is_dir, lambda leaf: libc.mount(source, leaf, None, MS_BIND | MS_REC), adjust)
+        if host and is_dir:
+            self.host_folders.append(destination)
+
+    def mount_fs(self, fstype: str, destination: str, flags: int, data: str) -> None:
+        self._mount(destination, True, lambda leaf: libc.mount(fstype, leaf, fstype, flags, data))
+
+
+def build_root(plan: RootPlan) -> None:
+    """Assemble the job's root at plan.new_root and pivot into it."""
+    libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    libc.mount("tmpfs", plan.new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    tree = _Tree(plan.new_root)
+    _write_etc(plan)
+    for operation in sorted(_operations(plan), key=lambda op: (op[0].count("/"), op[0])):
+        operation[1](tree)
+    os.chdir(plan.new_root)
+    libc.pivot_root(".", ".")
+    libc.umount(".", libc.MNT_DETACH)
+    os.chdir("/")
+    libc.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _operations(plan: RootPlan) -> list[tuple[str, object]]:
+    ops: list[tuple[str, object]] = [
+        ("/usr", lambda t: t.mount_bind("/usr", "/usr")),
+        ("/proc", _mount_proc),
+        ("/dev", lambda t: _mount_dev(t, plan.tmp_mb)),
+        ("/tmp", lambda t: _mount_tmpfs(t, "/tmp", plan.tmp_mb)),
+        ("/work", lambda t: _mount_work(t, plan)),
+    ]
+    for name in SYSTEM_DIRS:
+        path = "/" + name
+        if os.path.isdir(path) and not os.path.islink(path):
+            ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
+    for name in ETC_ENTRIES:
+        path = "/etc/" + name
+        if os.path.isdir(path) and not os.path.islink(path):
+            ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
+    if plan.host_network and os.path.exists("/etc/resolv.conf"):
+        resolv = "/etc/resolv.conf"
+        ops.append((resolv, lambda t: t.mount_bind(resolv, resolv, is_dir=os.path.isdir(resolv))))
+    for bind in plan.binds:
+        ops.append(
+            (bind.destination, lambda t, b=bind: t.mount_bind(_fd_path(b.fd), b.destination, rw=b.rw, is_dir=b.is_dir))
+        )
+    return ops
+
+
+def _write_etc(plan: RootPlan) -> None:
+    root = plan.new_root
+    os.mkdir(os.path.join(root, "etc"), 0o755)
+    for name in SYSTEM_DIRS:
+        if os.path.islink("/" + name):
+            os.symlink(os.readlink("/" + name), os.path.join(root, name))
+    for name in ETC_ENTRIES:
+        path = "/etc/" + name
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), os.path.join(root, "etc", name))
+        elif os.path.isfile(path):
+            with open(path, "rb") as src, open(os.path.join(root, "etc", name), "wb") as dst:
+                dst.write(src.read())
+    group_name = "nogroup" if plan.gid == 65534 else plan.user
+    files = {
+        "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{plan.user}:x:{plan.uid}:{plan.gid}::/work:/bin/sh\n",
+        "group": f"root:x:0:\n{group_name}:x:{plan.gid}:\n",
+        "hostname": plan.hostname + "\n",
+        "hosts": f"127.0.0.1\tlocalhost {plan.hostname}\n::1\tlocalhost ip6-localhost\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(root, "etc", name), "w") as f:
+            f.write(text)
+    os.mkdir(os.path.join(root, "var"), 0o755)
+    os.symlink("/tmp", os.path.join(root, "var", "tmp"))
+
+
+def _mount_proc(tree: _Tree) -> None:
+    tree.mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
+    for name in PROC_READONLY:
+        path = "/proc/" + name
+        inside = tree_path(tree, path)
+        if os.path.exists(inside):
+            tree.mount_bind(inside, path, is_dir=os.path.isdir(inside), host=False)
+    for name in PROC_MASKED_FILES:
+        if os.path.exists(tree_path(tree, "/proc/" + name)):
+            tree.mount_bind("/dev/null", "/proc/" + name, is_dir=False, host=False)
+    for name in PROC_MASKED_DIRS:
+        if os.path.isdir(tree_path(tree, "/proc/" + name)):
+            tree.mount_fs("tmpfs", "/proc/" + name, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+
+
+def tree_path(tree: _Tree, path: str) -> str:
+    return _fd_path(tree.root_fd) + path
+
+
+def _mount_dev(tree: _Tree, tmp_mb: int) -> None:
+    tree.mount_fs("tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    dev = tree_path(tree, "/dev")
+    for name in DEVICES:
+        tree.mount_bind("/dev/" + name, "/dev/" + name, rw=True, is_dir=False, host=False, devices=True)
+    for name, target in (("fd", "/proc/self/fd"), ("ptmx", "pts/ptmx"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+    tree.mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    _mount_tmpfs(tree, "/dev/shm", tmp_mb)
+    libc.mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+
+
+def _mount_tmpfs(tree: _Tree, destination: str, size_mb: int) -> None:
+    tree.mount_fs("tmpfs", destination, MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=1777")
+
+
+def _mount_work(tree: _Tree, plan: RootPlan) -> None:
+    if plan.work_dir is None:
+        tree.mount_fs("tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={plan.tmp_mb}m,mode=700,uid={plan.uid},gid={plan.gid}")
+        return
+    fd = os.open(plan.work_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tree.mount_bind(_fd_path(fd), "/work", rw=True)
+    finally:
+        os.close(fd)
