@@ -254,9 +254,11 @@ class Outcome:
 
     @property
     def shell_code(self) -> int:
-        """The exit code a shell would report: the code, or 128+signal when killed."""
+        """The exit code a shell would report: the code, 128+signal when killed, 127 if never started."""
         if self.exit_code is not None:
             return self.exit_code
+        if self.reason is Reason.START_ERROR:
+            return 127
         return 128 + (self.signal or 9)
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,9 +88,7 @@ def _mounts_under(root: str) -> list[tuple[str, str, str, str]]:
         sep = fields.index("-")
         mountpoint, mount_root = fields[4], fields[3]
         fstype, options = fields[sep + 1], fields[sep + 3]
-        if fstype in ("cgroup", "cgroup2") and (
-            mountpoint == root or mountpoint.startswith(root.rstrip("/") + "/")
-        ):
+        if fstype in ("cgroup", "cgroup2") and (mountpoint == root or mountpoint.startswith(root.rstrip("/") + "/")):
             found.append((mountpoint, mount_root, fstype, options))
     return found
 
@@ -319,6 +317,12 @@ class JobCgroup:
             return None
         return hierarchy, self.dirs[hierarchy.mountpoint]
 
+    def _enforcing(self, controller: str) -> tuple[Hierarchy, str]:
+        found = self._dir(controller)
+        if found is None:
+            raise CgroupError(f"{controller} limit: no {controller} cgroup for this job")
+        return found
+
     @property
     def tracking_dir(self) -> str:
         if self.host.v2 and self.host.v2.mountpoint in self.dirs:
@@ -359,16 +363,14 @@ class JobCgroup:
         if limits.cpu_percent is not None:
             self._limit_cpu(limits.cpu_percent * _PERIOD_US // 100)
         if limits.pids is not None:
-            hierarchy, path = self._dir("pids")  # type: ignore[misc]
-            _write(os.path.join(path, "pids.max"), str(limits.pids + 1))
+            _write(os.path.join(self._enforcing("pids")[1], "pids.max"), str(limits.pids + 1))
         if limits.io_bps is not None:
             self._limit_io(limits.io_bps, io_devices)
         if limits.cpuset is not None:
-            hierarchy, path = self._dir("cpuset")  # type: ignore[misc]
-            _write(os.path.join(path, "cpuset.cpus"), limits.cpuset)
+            _write(os.path.join(self._enforcing("cpuset")[1], "cpuset.cpus"), limits.cpuset)
 
     def _limit_memory(self, limit: int) -> None:
-        hierarchy, path = self._dir("memory")  # type: ignore[misc]
+        hierarchy, path = self._enforcing("memory")
         if hierarchy.version == 2:
             _write(os.path.join(path, "memory.max"), str(limit))
             if os.path.exists(os.path.join(path, "memory.swap.max")):
@@ -380,7 +382,7 @@ class JobCgroup:
         _write(os.path.join(path, "memory.swappiness"), "0")
 
     def _limit_cpu(self, quota: int) -> None:
-        hierarchy, path = self._dir("cpu")  # type: ignore[misc]
+        hierarchy, path = self._enforcing("cpu")
         quota = max(quota, 1000)
         if hierarchy.version == 2:
             _write(os.path.join(path, "cpu.max"), f"{quota} {_PERIOD_US}")
@@ -389,7 +391,7 @@ class JobCgroup:
         _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
 
     def _limit_io(self, bps: int, devices: list[str]) -> None:
-        hierarchy, path = self._dir("io")  # type: ignore[misc]
+        hierarchy, path = self._enforcing("io")
         for device in devices:
             if hierarchy.version == 2:
                 _write(os.path.join(path, "io.max"), f"{device} rbps={bps} wbps={bps}")

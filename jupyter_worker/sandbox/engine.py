@@ -88,6 +88,16 @@ class RunningJob:
     def close(self) -> None:
         self.control.close()
 
+    def __enter__(self) -> RunningJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving the block ends the job: stopped at once if it still runs."""
+        if self.outcome is None:
+            self.stop(grace_s=0)
+            self.wait()
+        self.close()
+
 
 @dataclass
 class RunResult:
@@ -118,8 +128,15 @@ class Sandbox:
         if os.geteuid() != 0:
             raise SandboxError("the sandbox engine needs root; start the executor as root")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-I", "-m", "jupyter_worker.sandbox.spawner",
-                   str(theirs.fileno()), self.cgroup_root, self.runtime_dir]
+        command = [
+            sys.executable,
+            "-I",
+            "-m",
+            "jupyter_worker.sandbox.spawner",
+            str(theirs.fileno()),
+            self.cgroup_root,
+            self.runtime_dir,
+        ]
         self._process = subprocess.Popen(
             command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -139,16 +156,21 @@ class Sandbox:
             self._process.wait()
             self._process = None
 
-    def launch(self, spec: LaunchSpec, stdin: int | None = None, stdout: int | None = None,
-               stderr: int | None = None) -> RunningJob:
+    def launch(
+        self, spec: LaunchSpec, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    ) -> RunningJob:
         """Start a job; its outcome (including a refused limit) arrives through the returned handle."""
         if self._sock is None:
             raise SandboxError("the sandbox is not started")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            fds = [stdin if stdin is not None else null, stdout if stdout is not None else null,
-                   stderr if stderr is not None else null, theirs.fileno()]
+            fds = [
+                stdin if stdin is not None else null,
+                stdout if stdout is not None else null,
+                stderr if stderr is not None else null,
+                theirs.fileno(),
+            ]
             with self._lock:
                 socket.send_fds(self._sock, [json.dumps(spec.to_dict()).encode()], fds)
                 reply = self._sock.recv(65536)
@@ -169,11 +191,8 @@ class Sandbox:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as inp:
             inp.write(stdin)
             inp.seek(0)
-            job = self.launch(spec, inp.fileno(), out.fileno(), err.fileno())
-            try:
+            with self.launch(spec, inp.fileno(), out.fileno(), err.fileno()) as job:
                 outcome = job.wait()
-            finally:
-                job.close()
             out.seek(0)
             err.seek(0)
             assert outcome is not None

@@ -13,11 +13,12 @@ import os
 import resource
 import signal
 import struct
+from dataclasses import dataclass
 from typing import NoReturn
 
 from ..spec import NetworkMode
 from . import libc
-from .cgroups import JobCgroup
+from .cgroups import CgroupHost, JobCgroup
 from .launch_spec import LaunchSpec, job_env
 from .mounts import Bind, RootPlan, acting_as, build_root, open_source
 from .netns import loopback_up
@@ -25,6 +26,24 @@ from .seccomp import load_program
 
 _HIGH_FD = 100
 STATUS = struct.Struct("i")
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """What the spawner prepares once and every job shares."""
+
+    cgroups: CgroupHost
+    seccomp_program: bytes
+    new_root: str
+
+
+@dataclass(frozen=True)
+class InitPipes:
+    """The init's lines to its supervisor: setup errors, the job's wait status, 'placed in cgroups'."""
+
+    error_fd: int
+    status_fd: int
+    placed_fd: int
 
 
 def _report(fd: int, message: str) -> None:
@@ -46,9 +65,7 @@ def _set_oom_score_adj(value: int) -> None:
 def _open_binds(spec: LaunchSpec) -> list[Bind]:
     """Open every client-named source with the requester's permissions, before any mount."""
     binds = []
-    wanted = [(p, p, False) for p in spec.python_prefixes] + [
-        (m.source, m.destination, m.rw) for m in spec.mounts
-    ]
+    wanted = [(p, p, False) for p in spec.python_prefixes] + [(m.source, m.destination, m.rw) for m in spec.mounts]
     with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
         for source, destination, rw in wanted:
             fd, is_dir = open_source(source)
@@ -72,22 +89,26 @@ def _wait_until_placed(placed_fd: int) -> None:
 
 
 def init_main(
-    spec: LaunchSpec,
-    cgroup: JobCgroup,
-    seccomp_program: bytes,
-    new_root: str,
-    stdio: list[int],
-    error_fd: int,
-    status_fd: int,
-    placed_fd: int,
+    spec: LaunchSpec, cgroup: JobCgroup, context: HostContext, stdio: list[int], pipes: InitPipes
 ) -> NoReturn:
     """Pid 1 of the job's pid namespace: set the sandbox up, start the job, reap, report."""
     try:
         task_fds = cgroup.open_v1_tasks()
         libc.unshare(_namespaces(spec))
         binds = _open_binds(spec)
-        build_root(RootPlan(new_root, spec.uid, spec.gid, spec.user, spec.hostname,
-                            spec.limits.tmp_mb, spec.work_dir, binds, spec.network is NetworkMode.HOST))
+        build_root(
+            RootPlan(
+                context.new_root,
+                spec.uid,
+                spec.gid,
+                spec.user,
+                spec.hostname,
+                spec.limits.tmp_mb,
+                spec.work_dir,
+                binds,
+                spec.network is NetworkMode.HOST,
+            )
+        )
         for bind in binds:
             os.close(bind.fd)
         libc.sethostname(spec.hostname)
@@ -96,15 +117,15 @@ def init_main(
         _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
         cgroup.join_v1(task_fds)
-        _wait_until_placed(placed_fd)
+        _wait_until_placed(pipes.placed_fd)
         job_pid = os.fork()
         if job_pid == 0:
-            job_main(spec, stdio, error_fd, seccomp_program)
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the supervisor
-        _report(error_fd, f"sandbox setup failed: {exc}")
+            job_main(spec, stdio, pipes.error_fd, context.seccomp_program)
+    except BaseException as exc:
+        _report(pipes.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
-    _become_quiet_init(stdio, error_fd)
-    _reap(job_pid, status_fd)
+    _become_quiet_init(stdio, pipes.error_fd)
+    _reap(job_pid, pipes.status_fd)
 
 
 def _become_quiet_init(stdio: list[int], error_fd: int) -> None:
@@ -177,7 +198,7 @@ def job_main(spec: LaunchSpec, stdio: list[int], error_fd: int, seccomp_program:
         _report(error_fd, f"command not found: {spec.argv[0]}")
     except PermissionError:
         _report(error_fd, f"permission denied: {spec.argv[0]}")
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         _report(error_fd, f"could not start the command: {exc}")
     os._exit(127)
 

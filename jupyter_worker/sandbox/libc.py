@@ -21,13 +21,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEW_ANY = (
-    CLONE_NEWNS
-    | CLONE_NEWCGROUP
-    | CLONE_NEWUTS
-    | CLONE_NEWIPC
-    | CLONE_NEWUSER
-    | CLONE_NEWPID
-    | CLONE_NEWNET
+    CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
 )
 
 MS_RDONLY = 1
@@ -121,9 +115,7 @@ def make_tree_readonly(path: str) -> bool:
     Returns False where the kernel predates mount_setattr (5.12), so the caller can fall back.
     """
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
-    result = _libc.syscall(
-        _SYS_MOUNT_SETATTR, -100, _b(path), _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
-    )
+    result = _libc.syscall(_SYS_MOUNT_SETATTR, -100, _b(path), _AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
     if result == -1 and ctypes.get_errno() == 38:
         return False
     _check(result, f"mount_setattr {path}")

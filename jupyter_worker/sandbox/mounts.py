@@ -120,8 +120,9 @@ class _Tree:
             raise
         return fd, parts[-1]
 
-    def _mount(self, destination: str, is_dir: bool, mount: Callable[[str], None],
-               adjust: Callable[[str], None] | None = None) -> None:
+    def _mount(
+        self, destination: str, is_dir: bool, mount: Callable[[str], None], adjust: Callable[[str], None] | None = None
+    ) -> None:
         """Mount on the leaf without following symlinks, then adjust the new mount's flags."""
         parent, name = self._walk(destination, is_dir)
         flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -166,7 +167,13 @@ class _Tree:
             os.close(writable)
 
     def mount_bind(
-        self, source: str, destination: str, *, rw: bool = False, is_dir: bool = True, host: bool = True,
+        self,
+        source: str,
+        destination: str,
+        *,
+        rw: bool = False,
+        is_dir: bool = True,
+        host: bool = True,
         devices: bool = False,
     ) -> None:
         """Bind source at destination; host folders are remembered so nothing is created inside."""
@@ -277,8 +284,13 @@ def _mount_dev(tree: _Tree, tmp_mb: int) -> None:
     dev = tree_path(tree, "/dev")
     for name in DEVICES:
         tree.mount_bind("/dev/" + name, "/dev/" + name, rw=True, is_dir=False, host=False, devices=True)
-    for name, target in (("fd", "/proc/self/fd"), ("ptmx", "pts/ptmx"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("ptmx", "pts/ptmx"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, os.path.join(dev, name))
     tree.mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     _mount_tmpfs(tree, "/dev/shm", tmp_mb)
@@ -291,7 +303,9 @@ def _mount_tmpfs(tree: _Tree, destination: str, size_mb: int) -> None:
 
 def _mount_work(tree: _Tree, plan: RootPlan) -> None:
     if plan.work_dir is None:
-        tree.mount_fs("tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={plan.tmp_mb}m,mode=700,uid={plan.uid},gid={plan.gid}")
+        tree.mount_fs(
+            "tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={plan.tmp_mb}m,mode=700,uid={plan.uid},gid={plan.gid}"
+        )
         return
     fd = os.open(plan.work_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

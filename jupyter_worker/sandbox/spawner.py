@@ -17,6 +17,7 @@ import sys
 
 from ..spec import SpecError
 from .cgroups import CgroupError, CgroupHost
+from .launch import HostContext
 from .launch_spec import LaunchSpec
 from .seccomp import compile_filter
 from .supervisor import Channel, supervise
@@ -24,28 +25,34 @@ from .supervisor import Channel, supervise
 _MAX_REQUEST = 1 << 20
 
 
-def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str) -> None:
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
+    """Everything jobs share, done once: cgroup layout and delegation, the seccomp program."""
     host = CgroupHost.detect(cgroup_root)
     try:
         host.enable_v2_controllers()
     except (CgroupError, OSError) as exc:
         host.refuse_v2_controllers(str(exc))
-    seccomp_program = compile_filter()
     new_root = os.path.join(runtime_dir, "root")
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
     os.makedirs(new_root, mode=0o700, exist_ok=True)
+    return HostContext(host, compile_filter(), new_root)
+
+
+def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    context = prepare(cgroup_root, runtime_dir)
     gc.freeze()
-    sock.send(json.dumps({"ready": True, "cgroup_mode": host.mode, "problem": host.problem}).encode())
+    hello = {"ready": True, "cgroup_mode": context.cgroups.mode, "problem": context.cgroups.problem}
+    sock.send(json.dumps(hello).encode())
     while True:
         message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 4)
         if not message:
             return
-        sock.send(json.dumps(_launch(message, fds, sock, host, seccomp_program, new_root)).encode())
+        sock.send(json.dumps(_launch(message, fds, sock, context)).encode())
 
 
-def _launch(message: bytes, fds: list[int], sock: socket.socket, host: CgroupHost, seccomp_program, new_root: str) -> dict:
+def _launch(message: bytes, fds: list[int], sock: socket.socket, context: HostContext) -> dict:
     try:
         if len(fds) != 4:
             raise SpecError("a launch needs stdin, stdout, stderr and a control socket")
@@ -56,19 +63,18 @@ def _launch(message: bytes, fds: list[int], sock: socket.socket, host: CgroupHos
         return {"error": str(exc)}
     pid = os.fork()
     if pid == 0:
-        _become_supervisor(sock, spec, host, seccomp_program, new_root, fds)
+        _become_supervisor(sock, spec, context, fds)
     for fd in fds:
         os.close(fd)
     return {"pid": pid}
 
 
-def _become_supervisor(sock, spec: LaunchSpec, host: CgroupHost, seccomp_program, new_root: str, fds: list[int]) -> None:
+def _become_supervisor(sock: socket.socket, spec: LaunchSpec, context: HostContext, fds: list[int]) -> None:
     try:
         sock.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        control = socket.socket(fileno=fds[3])
-        supervise(spec, host, seccomp_program, new_root, fds[:3], Channel(control))
+        supervise(spec, context, fds[:3], Channel(socket.socket(fileno=fds[3])))
     finally:
         os._exit(0)
 

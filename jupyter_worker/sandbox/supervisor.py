@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from ..spec import Outcome, Reason, SpecError, Usage
 from . import libc
-from .cgroups import CgroupHost, JobCgroup
+from .cgroups import JobCgroup
 from .devices import io_devices
-from .launch import STATUS, init_main
+from .launch import STATUS, HostContext, InitPipes, init_main
 from .launch_spec import LaunchSpec
 from .mounts import acting_as
 
@@ -69,37 +69,23 @@ class _Running:
     started: float
 
 
-def supervise(
-    spec: LaunchSpec,
-    host: CgroupHost,
-    seccomp_program: bytes,
-    new_root: str,
-    stdio: list[int],
-    channel: Channel,
-) -> None:
+def supervise(spec: LaunchSpec, context: HostContext, stdio: list[int], channel: Channel) -> None:
     """Run one job from cgroup creation to cgroup removal and report its outcome."""
-    outcome = _run(spec, host, seccomp_program, new_root, stdio, channel)
+    outcome = _run(spec, context, stdio, channel)
     channel.send({"event": "exit", "outcome": outcome.to_dict()})
 
 
-def _run(
-    spec: LaunchSpec,
-    host: CgroupHost,
-    seccomp_program: bytes,
-    new_root: str,
-    stdio: list[int],
-    channel: Channel,
-) -> Outcome:
+def _run(spec: LaunchSpec, context: HostContext, stdio: list[int], channel: Channel) -> Outcome:
     try:
         devices, warnings = [], []
         if spec.limits.io_bps is not None:
             with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
                 devices, warnings = io_devices(spec)
-        cgroup = host.create(spec.name, spec.limits, devices)
+        cgroup = context.cgroups.create(spec.name, spec.limits, devices)
     except SpecError as exc:
         return Outcome(Reason.START_ERROR, error=str(exc))
     try:
-        running, error = _start(spec, cgroup, seccomp_program, new_root, stdio)
+        running, error = _start(spec, cgroup, context, stdio)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
         channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
@@ -111,9 +97,7 @@ def _run(
         cgroup.remove()
 
 
-def _start(
-    spec: LaunchSpec, cgroup: JobCgroup, seccomp_program: bytes, new_root: str, stdio: list[int]
-) -> tuple[_Running, str]:
+def _start(spec: LaunchSpec, cgroup: JobCgroup, context: HostContext, stdio: list[int]) -> tuple[_Running, str]:
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
@@ -123,7 +107,7 @@ def _start(
     if pid == 0:
         for fd in (error_r, status_r, placed_w):
             os.close(fd)
-        init_main(spec, cgroup, seccomp_program, new_root, stdio, error_w, status_w, placed_r)
+        init_main(spec, cgroup, context, stdio, InitPipes(error_w, status_w, placed_r))
     for fd in (error_w, status_w, placed_r, *stdio):
         os.close(fd)
     try:
@@ -178,7 +162,7 @@ def _stop(spec: LaunchSpec, cgroup: JobCgroup, running: _Running, reason: Reason
     cgroup.kill()
     if status is None:
         status = _read_status(running.status_fd)
-    return _finish(cgroup, running, status, Outcome(reason))
+    return _finish(cgroup, running, signal.SIGKILL if status is None else status, Outcome(reason))
 
 
 def _usage(cgroup: JobCgroup, running: _Running) -> Usage:

@@ -1,0 +1,99 @@
+"""What this host can isolate and limit, so a refused job can be explained before it is asked for."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..spec import Limits
+from .cgroups import CgroupHost, kernel_at_least, swap_in_use
+from .devices import whole_disk
+
+_LIMIT_FILES = {
+    "memory": {1: "memory.limit_in_bytes + memory.memsw.limit_in_bytes", 2: "memory.max + memory.swap.max=0"},
+    "cpu": {1: "cpu.cfs_quota_us", 2: "cpu.max"},
+    "pids": {1: "pids.max", 2: "pids.max"},
+    "io": {
+        1: "blkio.throttle.{read,write}_bps_device (direct I/O only: v1 cannot throttle buffered writes)",
+        2: "io.max rbps/wbps",
+    },
+    "cpuset": {1: "cpuset.cpus", 2: "cpuset.cpus"},
+}
+_SAMPLE = {
+    "memory": Limits(memory_mb=64),
+    "cpu": Limits(cpu_percent=50),
+    "pids": Limits(pids=10),
+    "io": Limits(io_bps=1 << 20),
+    "cpuset": Limits(cpuset="0"),
+}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
+    """A JSON-ready report of the host; it changes nothing."""
+    host = CgroupHost.detect(cgroup_root)
+    limits = {}
+    for name, sample in _SAMPLE.items():
+        refusals = host.refusals(sample)
+        backend = host.backend(name)
+        limits[name] = {
+            "enforced": not refusals,
+            "how": _LIMIT_FILES[name][backend.version] if backend and not refusals else None,
+            "why_not": "; ".join(refusals) or None,
+        }
+    hierarchies = [
+        {"mountpoint": h.mountpoint, "version": h.version, "controllers": sorted(h.controllers), "own": h.own}
+        for h in {id(h): h for h in [*host.v1.values(), *([host.v2] if host.v2 else [])]}.values()
+    ]
+    return {
+        "root": os.geteuid() == 0,
+        "kernel": os.uname().release,
+        "cgroup": {
+            "mode": host.mode,
+            "root": cgroup_root,
+            "hierarchies": hierarchies,
+            "tracking": "v2" if host.uses_v2 else ("v1 freezer" if "freezer" in host.v1 else None),
+            "kill": host.can_kill(),
+        },
+        "namespaces": sorted(os.listdir("/proc/self/ns")),
+        "seccomp": _read("/proc/sys/kernel/seccomp/actions_avail") is not None,
+        "features": {
+            "mount_setattr": kernel_at_least(5, 12),
+            "hidepid_invisible": kernel_at_least(5, 8),
+            "swap_in_use": swap_in_use(),
+        },
+        "limits": limits,
+        "network_modes": ["none", "host"],
+        "io_devices": {path: whole_disk(path) for path in ("/usr", "/var/lib")},
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as the lines `jupyter-worker doctor` prints."""
+    cg = report["cgroup"]
+    lines = [
+        f"running as root:  {'yes' if report['root'] else 'NO - the executor must run as root'}",
+        f"kernel:           {report['kernel']}",
+        f"cgroup mode:      {cg['mode']} (under {cg['root']})",
+        f"job tracking:     {cg['tracking']}; whole-tree kill by {cg['kill']}",
+    ]
+    for h in cg["hierarchies"]:
+        controllers = ",".join(h["controllers"]) or "(no controllers)"
+        lines.append(f"  v{h['version']} {h['mountpoint']}: {controllers}; own cgroup {h['own']}")
+    lines.append(f"namespaces:       {' '.join(report['namespaces'])}")
+    lines.append(f"seccomp:          {'yes' if report['seccomp'] else 'no'}")
+    lines.append("limits:")
+    for name, info in report["limits"].items():
+        state = f"enforced via {info['how']}" if info["enforced"] else f"REFUSED: {info['why_not']}"
+        lines.append(f"  {name:<7} {state}")
+    lines.append(f"network modes:    {', '.join(report['network_modes'])}")
+    for path, device in report["io_devices"].items():
+        lines.append(f"I/O device of {path}: {device or 'none (not throttled)'}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Fixtures shared by the whole suite: a real sandbox engine, and a check that nothing is left over."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox
+
+PROJECT_MARKERS = ("jupyter-worker", "jupyter_worker")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def cgroup_residue() -> list[str]:
+    found = []
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        for name in dirs:
+            if name.startswith("jupyter-worker"):
+                found.append(os.path.join(top, name))
+        if top.count("/") > 8:
+            dirs.clear()
+    return found
+
+
+def process_residue() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "jupyter_worker.sandbox.spawner" in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_residue_after_suite():
+    """Whatever the suite started, it must have cleaned up: cgroups, processes, mounts."""
+    before = set(cgroup_residue())
+    yield
+    assert set(cgroup_residue()) - before == set()
+    assert process_residue() == []
+    with open("/proc/self/mountinfo") as f:
+        assert not any(m in line for line in f for m in PROJECT_MARKERS)
+
+
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("runtime"))
+
+
+@pytest.fixture(scope="session")
+def sandbox(runtime_dir):
+    if not is_root():
+        pytest.skip("the sandbox engine needs root")
+    with Sandbox(runtime_dir=runtime_dir) as engine:
+        yield engine
+
+
+@pytest.fixture
+def run(sandbox):
+    """Run a command to its end: run(["id", "-u"], limits=Limits(...)) -> RunResult."""
+
+    def runner(argv: list[str], stdin: bytes = b"", **fields) -> RunResult:
+        return sandbox.run(LaunchSpec(argv=argv, **fields), stdin=stdin)
+
+    return runner
+
+
+@pytest.fixture
+def sh(run):
+    """Run a shell snippet; returns the RunResult."""
+
+    def runner(script: str, **fields) -> RunResult:
+        return run(["/bin/sh", "-c", script], **fields)
+
+    return runner

@@ -1,0 +1,127 @@
+"""The shared vocabulary turns every bad value into one clear error, and good ones into numbers."""
+
+import pytest
+
+from jupyter_worker.sandbox import LaunchSpec
+from jupyter_worker.spec import (
+    JobStatus,
+    Limits,
+    Mount,
+    Outcome,
+    Reason,
+    SpecError,
+    parse_duration,
+    parse_env_assignment,
+    parse_size,
+    validate_env,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5g", int(1.5 * (1 << 30))),
+        ("100k", 102400),
+        ("64MiB", 64 << 20),
+        (" 8 m ", 8 << 20),
+        (123, 123),
+    ],
+)
+def test_sizes_use_binary_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12X", "M", "-5", "1.2.3G", "ten"])
+def test_bad_sizes_name_the_field_and_the_form(text):
+    with pytest.raises(SpecError, match=r"--max-memory: .* is not a size \(use e.g. 512M or 2G\)"):
+        parse_size(text, "--max-memory")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400), (5, 5.0)],
+)
+def test_durations(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "10x", "m10", "1h 30", "forever", "-3"])
+def test_bad_durations(text):
+    with pytest.raises(SpecError, match=r"is not a duration|negative"):
+        parse_duration(text, "--timeout")
+
+
+def test_limits_accept_numbers_and_reject_nonsense():
+    limits = Limits(memory_mb="256", cpu_percent=50, pids=10, timeout_s="2m")
+    assert (limits.memory_mb, limits.cpu_percent, limits.pids, limits.timeout_s) == (256, 50, 10, 120.0)
+    for bad, message in [
+        ({"memory_mb": 2}, "at least 8"),
+        ({"cpu_percent": 0}, "at least 1|between 1"),
+        ({"pids": "many"}, "not a whole number"),
+        ({"memory_mb": True}, "not a whole number"),
+        ({"timeout_s": "0s"}, "more than 0"),
+        ({"cpuset": "0-"}, "not a CPU list"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            Limits(**bad)
+
+
+def test_unknown_limit_fields_are_refused():
+    with pytest.raises(SpecError, match="unknown field"):
+        Limits.from_dict({"memory_mb": 64, "gpu": 1})
+
+
+def test_mounts_parse_relative_to_cwd_and_default_to_read_only():
+    assert Mount.parse(".:.:rw", cwd="/home/a/nb") == Mount("/home/a/nb", "/home/a/nb", True)
+    assert Mount.parse("/data:/data") == Mount("/data", "/data", False)
+    for bad in ["/data", "/a:/b:rx", "/a:/b:rw:x", ":/b", "/a:/proc/x", "/a:/", "/a/../b:/c", "/a:/usr/lib"]:
+        with pytest.raises(SpecError):
+            Mount.parse(bad)
+
+
+def test_environment_names_and_values_are_checked():
+    assert parse_env_assignment("A_B=1=2") == ("A_B", "1=2")
+    for bad in ["NOEQUALS", "1A=x", "A-B=x"]:
+        with pytest.raises(SpecError):
+            parse_env_assignment(bad)
+    with pytest.raises(SpecError, match="NUL"):
+        validate_env({"A": "x\0y"})
+
+
+def test_launch_spec_never_runs_root_and_knows_its_network_modes():
+    with pytest.raises(SpecError, match="never run as root"):
+        LaunchSpec(["true"], uid=0)
+    with pytest.raises(SpecError, match="isolated"):
+        LaunchSpec(["true"], network="isolated")
+    with pytest.raises(ValueError):
+        LaunchSpec(["true"], network="bridge")
+    with pytest.raises(SpecError, match="non-empty"):
+        LaunchSpec([])
+    with pytest.raises(SpecError, match="share one destination"):
+        LaunchSpec(["true"], mounts=[Mount("/a", "/x"), Mount("/b", "/x")])
+
+
+def test_launch_spec_survives_the_trip_to_the_spawner():
+    spec = LaunchSpec(["echo", "hi"], env={"A": "1"}, limits=Limits(memory_mb=64), mounts=[Mount("/a", "/b", True)])
+    assert LaunchSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "code"),
+    [
+        (Outcome(Reason.EXIT, exit_code=0), JobStatus.COMPLETED, 0),
+        (Outcome(Reason.EXIT, exit_code=3), JobStatus.FAILED, 3),
+        (Outcome(Reason.SIGNAL, signal=15), JobStatus.FAILED, 143),
+        (Outcome(Reason.OOM, signal=9), JobStatus.FAILED, 137),
+        (Outcome(Reason.TIMEOUT), JobStatus.FAILED, 137),
+        (Outcome(Reason.STOPPED, signal=15), JobStatus.STOPPED, 143),
+        (Outcome(Reason.START_ERROR, error="x"), JobStatus.FAILED, 127),
+    ],
+)
+def test_outcomes_map_to_states_and_shell_codes(outcome, status, code):
+    assert outcome.status is status
+    assert outcome.shell_code == code
+    assert Outcome.from_dict(outcome.to_dict()) == outcome
