@@ -43,8 +43,7 @@ def partial_cgroup_root(tmp_path):
 
 def test_a_missing_controller_refuses_the_limit_and_runs_nothing(partial_cgroup_root, runtime_dir):
     marker = f"/tmp/jw-ran-{uuid.uuid4().hex}"
-    spec = LaunchSpec(["/bin/sh", "-c", f"touch {marker}"], limits=Limits(memory_mb=64), network="host",
-                      mounts=[])
+    spec = LaunchSpec(["/bin/sh", "-c", f"touch {marker}"], limits=Limits(memory_mb=64), network="host", mounts=[])
     with Sandbox(cgroup_root=partial_cgroup_root, runtime_dir=runtime_dir) as engine:
         result = engine.run(spec)
     assert result.outcome.reason is Reason.START_ERROR
