@@ -338,24 +338,16 @@ class JobCgroup:
         if self.host.v2 and self.host.v2.mountpoint in self.dirs:
             _write(os.path.join(self.dirs[self.host.v2.mountpoint], "cgroup.procs"), str(pid))
 
-    def open_v1_tasks(self) -> list[int]:
-        """Handles on the job's v1 tasks files, opened while the host's cgroupfs is still visible.
+    def join_v1(self) -> None:
+        """Move the calling single-threaded process into the job's v1 cgroups.
 
         '0' written to a v1 tasks file moves the writer's own thread without the kernel's global
         threadgroup lock, which makes joining cheap; for a single-threaded init, the thread is the
-        whole process. See join_v1.
+        whole process.
         """
-        return [
-            os.open(os.path.join(path, "tasks"), os.O_WRONLY | os.O_CLOEXEC)
-            for mountpoint, path in self.dirs.items()
-            if self.host.v2 is None or mountpoint != self.host.v2.mountpoint
-        ]
-
-    @staticmethod
-    def join_v1(task_fds: list[int]) -> None:
-        for fd in task_fds:
-            os.write(fd, b"0")
-            os.close(fd)
+        for mountpoint, path in self.dirs.items():
+            if self.host.v2 is None or mountpoint != self.host.v2.mountpoint:
+                _write(os.path.join(path, "tasks"), "0")
 
     def apply(self, limits: Limits, io_devices: list[str]) -> None:
         if limits.memory_mb is not None:
@@ -413,6 +405,8 @@ class JobCgroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the job, forks in flight included, and wait until it is empty."""
+        if not self.populated():
+            return
         kill_file = os.path.join(self.tracking_dir, "cgroup.kill")
         if os.path.exists(kill_file):
             _write(kill_file, "1")

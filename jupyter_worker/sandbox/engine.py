@@ -109,9 +109,12 @@ class RunResult:
 class Sandbox:
     """Owns one spawner process; launch() may be called from any thread."""
 
-    def __init__(self, cgroup_root: str = DEFAULT_CGROUP_ROOT, runtime_dir: str = DEFAULT_RUNTIME_DIR):
+    def __init__(
+        self, cgroup_root: str = DEFAULT_CGROUP_ROOT, runtime_dir: str = DEFAULT_RUNTIME_DIR, standbys: int = 2
+    ):
         self.cgroup_root = cgroup_root
         self.runtime_dir = runtime_dir
+        self.standbys = standbys
         self.info: dict = {}
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen | None = None
@@ -136,6 +139,7 @@ class Sandbox:
             str(theirs.fileno()),
             self.cgroup_root,
             self.runtime_dir,
+            str(self.standbys),
         ]
         self._process = subprocess.Popen(
             command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True

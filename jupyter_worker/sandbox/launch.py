@@ -1,7 +1,8 @@
 """The two processes inside the sandbox: its init (pid 1) and the job it starts.
 
-The init joins the job's cgroups before anything else, enters fresh mount, uts, ipc, cgroup and
-(network 'none') net namespaces, builds the root filesystem, then forks the job. The job drops every
+The init joins the job's cgroups before anything else, enters fresh mount, uts, ipc and net
+namespaces and builds the shared part of the root, all before a job exists; given a job, it adds
+the job's own mounts, pivots, enters a fresh cgroup namespace and forks the job. The job drops every
 privilege, applies seccomp last and execs the command. Setup errors travel to the supervisor over a
 close-on-exec pipe, so an empty pipe at EOF proves the exec happened.
 """
@@ -9,9 +10,11 @@ close-on-exec pipe, so an empty pipe at EOF proves the exec happened.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import resource
 import signal
+import socket
 import struct
 from dataclasses import dataclass
 from typing import NoReturn
@@ -20,9 +23,9 @@ from ..spec import NetworkMode
 from . import libc
 from .cgroups import CgroupHost, JobCgroup
 from .launch_spec import LaunchSpec, job_env
-from .mounts import Bind, RootPlan, acting_as, build_root, open_source
+from .mounts import Bind, RootPlan, Tree, acting_as, finish_root, open_source, prepare_root
 from .netns import loopback_up
-from .seccomp import load_program
+from .seccomp import LoadableFilter
 
 _HIGH_FD = 100
 STATUS = struct.Struct("i")
@@ -38,12 +41,12 @@ class HostContext:
 
 
 @dataclass(frozen=True)
-class InitPipes:
-    """The init's lines to its supervisor: setup errors, the job's wait status, 'placed in cgroups'."""
+class InitLines:
+    """The init's lines to its supervisor: the job (spec and stdio) in, setup errors and status out."""
 
+    job: socket.socket
     error_fd: int
     status_fd: int
-    placed_fd: int
 
 
 def _report(fd: int, message: str) -> None:
@@ -73,59 +76,66 @@ def _open_binds(spec: LaunchSpec) -> list[Bind]:
     return binds
 
 
-def _namespaces(spec: LaunchSpec) -> int:
-    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
-    if spec.network is NetworkMode.NONE:
-        flags |= libc.CLONE_NEWNET
-    return flags
+def _receive_job(job: socket.socket) -> tuple[LaunchSpec, list[int]]:
+    """Wait for the job; the supervisor sends it only once we are inside every job cgroup."""
+    message, stdio, _, _ = socket.recv_fds(job, 1 << 20, 3)
+    if not message:
+        os._exit(0)
+    job.close()
+    return LaunchSpec.from_dict(json.loads(message)), stdio
 
 
-def _wait_until_placed(placed_fd: int) -> None:
-    """The supervisor moves us into the job's cgroups meanwhile; no user code before that."""
-    if os.read(placed_fd, 1) != b"1":
-        raise RuntimeError("the job could not be placed in its cgroups")
-    os.close(placed_fd)
-    libc.unshare(libc.CLONE_NEWCGROUP)
+def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
+    binds = _open_binds(spec)
+    plan = RootPlan(
+        new_root,
+        spec.uid,
+        spec.gid,
+        spec.user,
+        spec.hostname,
+        spec.limits.tmp_mb,
+        spec.work_dir,
+        binds,
+        spec.network is NetworkMode.HOST,
+    )
+    finish_root(tree, plan)
+    for bind in binds:
+        os.close(bind.fd)
+    libc.sethostname(spec.hostname)
 
 
-def init_main(
-    spec: LaunchSpec, cgroup: JobCgroup, context: HostContext, stdio: list[int], pipes: InitPipes
-) -> NoReturn:
-    """Pid 1 of the job's pid namespace: set the sandbox up, start the job, reap, report."""
+def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoReturn:
+    """Pid 1 of the job's pid namespace: prepare the sandbox, take a job, start it, reap, report.
+
+    Everything before _receive_job happens before any job asks (the spawner keeps standbys), so
+    the cost of cgroup placement, namespaces and the shared part of the root is off the clock.
+    """
     try:
-        task_fds = cgroup.open_v1_tasks()
-        libc.unshare(_namespaces(spec))
-        binds = _open_binds(spec)
-        build_root(
-            RootPlan(
-                context.new_root,
-                spec.uid,
-                spec.gid,
-                spec.user,
-                spec.hostname,
-                spec.limits.tmp_mb,
-                spec.work_dir,
-                binds,
-                spec.network is NetworkMode.HOST,
-            )
-        )
-        for bind in binds:
-            os.close(bind.fd)
-        libc.sethostname(spec.hostname)
-        if spec.network is NetworkMode.NONE:
-            loopback_up()
+        cgroup.join_v1()
+        host_network = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)
+        loopback_up()
+        tree = prepare_root(context.new_root)
         _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
-        cgroup.join_v1(task_fds)
-        _wait_until_placed(pipes.placed_fd)
+        _shed_inheritable_privileges()
+        syscall_filter = LoadableFilter(context.seccomp_program)
+        spec, stdio = _receive_job(lines.job)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if spec.network is NetworkMode.HOST:
+            libc.setns(host_network, libc.CLONE_NEWNET)
+        os.close(host_network)
+        _finish_sandbox(spec, tree, context.new_root)
+        libc.unshare(libc.CLONE_NEWCGROUP)
+        env = job_env(spec)
         job_pid = os.fork()
         if job_pid == 0:
-            job_main(spec, stdio, pipes.error_fd, context.seccomp_program)
+            job_main(spec, env, stdio, lines.error_fd, syscall_filter)
     except BaseException as exc:
-        _report(pipes.error_fd, f"sandbox setup failed: {exc}")
+        _report(lines.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
-    _become_quiet_init(stdio, pipes.error_fd)
-    _reap(job_pid, pipes.status_fd)
+    _become_quiet_init(stdio, lines.error_fd)
+    _reap(job_pid, lines.status_fd)
 
 
 def _become_quiet_init(stdio: list[int], error_fd: int) -> None:
@@ -171,28 +181,33 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def _shed_inheritable_privileges() -> None:
+    """What the job inherits at fork: no capability bounding set, default signals, no core dumps."""
+    libc.empty_bounding_set()
+    _reset_signals()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _drop_privileges(spec: LaunchSpec) -> None:
-    libc.drop_all_capabilities()
     os.setgroups([])
     os.setresgid(spec.gid, spec.gid, spec.gid)
     os.setresuid(spec.uid, spec.uid, spec.uid)
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def job_main(spec: LaunchSpec, stdio: list[int], error_fd: int, seccomp_program: bytes) -> NoReturn:
+def job_main(
+    spec: LaunchSpec, env: dict[str, str], stdio: list[int], error_fd: int, syscall_filter: LoadableFilter
+) -> NoReturn:
     """Become the job: own session, no privileges, scrubbed environment, seccomp, exec."""
     try:
         os.setsid()
         _set_oom_score_adj(0)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         error_fd = _arrange_fds(stdio, error_fd)
         _drop_privileges(spec)
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         _enter_cwd(spec.cwd)
         os.umask(0o022)
-        env = job_env(spec)
-        _reset_signals()
-        load_program(seccomp_program)
+        syscall_filter.install()
         os.execvpe(spec.argv[0], spec.argv, env)
     except FileNotFoundError:
         _report(error_fd, f"command not found: {spec.argv[0]}")

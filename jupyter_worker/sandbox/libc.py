@@ -77,6 +77,10 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
@@ -127,8 +131,8 @@ def last_capability() -> int:
         return int(f.read())
 
 
-def drop_all_capabilities() -> None:
-    """Empty the bounding and ambient sets; setresuid to a non-root uid then clears the rest."""
+def empty_bounding_set() -> None:
+    """No exec can ever grant a capability again; the caller keeps those it has until setresuid."""
     for cap in range(last_capability() + 1):
         prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)

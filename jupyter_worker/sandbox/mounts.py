@@ -99,7 +99,7 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-class _Tree:
+class Tree:
     """Mount points under new_root, created only outside host folders, never through symlinks."""
 
     def __init__(self, new_root: str):
@@ -192,37 +192,32 @@ class _Tree:
         self._mount(destination, True, lambda leaf: libc.mount(fstype, leaf, fstype, flags, data))
 
 
-def build_root(plan: RootPlan) -> None:
-    """Assemble the job's root at plan.new_root and pivot into it."""
+def prepare_root(new_root: str) -> Tree:
+    """The part of every job's root that does not depend on the job: done before a job asks."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    libc.mount("tmpfs", plan.new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
-    tree = _Tree(plan.new_root)
-    _write_etc(plan)
-    for operation in sorted(_operations(plan), key=lambda op: (op[0].count("/"), op[0])):
-        operation[1](tree)
-    os.chdir(plan.new_root)
-    libc.pivot_root(".", ".")
-    libc.umount(".", libc.MNT_DETACH)
-    os.chdir("/")
-    libc.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def _operations(plan: RootPlan) -> list[tuple[str, object]]:
-    ops: list[tuple[str, object]] = [
+    libc.mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    tree = Tree(new_root)
+    _copy_system_files(new_root)
+    ops: list[tuple[str, Callable[[Tree], None]]] = [
         ("/usr", lambda t: t.mount_bind("/usr", "/usr")),
         ("/proc", _mount_proc),
-        ("/dev", lambda t: _mount_dev(t, plan.tmp_mb)),
+        ("/dev", _mount_dev),
+    ]
+    for path in [f"/{name}" for name in SYSTEM_DIRS] + [f"/etc/{name}" for name in ETC_ENTRIES]:
+        if os.path.isdir(path) and not os.path.islink(path):
+            ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
+    _apply(tree, ops)
+    return tree
+
+
+def finish_root(tree: Tree, plan: RootPlan) -> None:
+    """Add what this job needs (its user, /work, /tmp sizes, mounts), then pivot into the root."""
+    _write_identity(plan)
+    ops: list[tuple[str, Callable[[Tree], None]]] = [
         ("/tmp", lambda t: _mount_tmpfs(t, "/tmp", plan.tmp_mb)),
+        ("/dev/shm", lambda t: _mount_tmpfs(t, "/dev/shm", plan.tmp_mb)),
         ("/work", lambda t: _mount_work(t, plan)),
     ]
-    for name in SYSTEM_DIRS:
-        path = "/" + name
-        if os.path.isdir(path) and not os.path.islink(path):
-            ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
-    for name in ETC_ENTRIES:
-        path = "/etc/" + name
-        if os.path.isdir(path) and not os.path.islink(path):
-            ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
     if plan.host_network and os.path.exists("/etc/resolv.conf"):
         resolv = "/etc/resolv.conf"
         ops.append((resolv, lambda t: t.mount_bind(resolv, resolv, is_dir=os.path.isdir(resolv))))
@@ -230,11 +225,21 @@ def _operations(plan: RootPlan) -> list[tuple[str, object]]:
         ops.append(
             (bind.destination, lambda t, b=bind: t.mount_bind(_fd_path(b.fd), b.destination, rw=b.rw, is_dir=b.is_dir))
         )
-    return ops
+    _apply(tree, ops)
+    os.chdir(plan.new_root)
+    libc.pivot_root(".", ".")
+    libc.umount(".", libc.MNT_DETACH)
+    os.chdir("/")
+    libc.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _write_etc(plan: RootPlan) -> None:
-    root = plan.new_root
+def _apply(tree: Tree, ops: list[tuple[str, Callable[[Tree], None]]]) -> None:
+    """Mount parents before children, whatever order the operations came in."""
+    for _, operation in sorted(ops, key=lambda op: (op[0].count("/"), op[0])):
+        operation(tree)
+
+
+def _copy_system_files(root: str) -> None:
     os.mkdir(os.path.join(root, "etc"), 0o755)
     for name in SYSTEM_DIRS:
         if os.path.islink("/" + name):
@@ -246,6 +251,12 @@ def _write_etc(plan: RootPlan) -> None:
         elif os.path.isfile(path):
             with open(path, "rb") as src, open(os.path.join(root, "etc", name), "wb") as dst:
                 dst.write(src.read())
+    os.mkdir(os.path.join(root, "var"), 0o755)
+    os.symlink("/tmp", os.path.join(root, "var", "tmp"))
+
+
+def _write_identity(plan: RootPlan) -> None:
+    """passwd and group holding the job's user, so whoami and getpass work; hostname and hosts."""
     group_name = "nogroup" if plan.gid == 65534 else plan.user
     files = {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{plan.user}:x:{plan.uid}:{plan.gid}::/work:/bin/sh\n",
@@ -254,13 +265,11 @@ def _write_etc(plan: RootPlan) -> None:
         "hosts": f"127.0.0.1\tlocalhost {plan.hostname}\n::1\tlocalhost ip6-localhost\n",
     }
     for name, text in files.items():
-        with open(os.path.join(root, "etc", name), "w") as f:
+        with open(os.path.join(plan.new_root, "etc", name), "w") as f:
             f.write(text)
-    os.mkdir(os.path.join(root, "var"), 0o755)
-    os.symlink("/tmp", os.path.join(root, "var", "tmp"))
 
 
-def _mount_proc(tree: _Tree) -> None:
+def _mount_proc(tree: Tree) -> None:
     tree.mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible")
     for name in PROC_READONLY:
         path = "/proc/" + name
@@ -275,11 +284,11 @@ def _mount_proc(tree: _Tree) -> None:
             tree.mount_fs("tmpfs", "/proc/" + name, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
 
 
-def tree_path(tree: _Tree, path: str) -> str:
+def tree_path(tree: Tree, path: str) -> str:
     return _fd_path(tree.root_fd) + path
 
 
-def _mount_dev(tree: _Tree, tmp_mb: int) -> None:
+def _mount_dev(tree: Tree) -> None:
     tree.mount_fs("tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     dev = tree_path(tree, "/dev")
     for name in DEVICES:
@@ -293,15 +302,15 @@ def _mount_dev(tree: _Tree, tmp_mb: int) -> None:
     ):
         os.symlink(target, os.path.join(dev, name))
     tree.mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
-    _mount_tmpfs(tree, "/dev/shm", tmp_mb)
+    os.mkdir(os.path.join(dev, "shm"), 0o755)
     libc.mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
-def _mount_tmpfs(tree: _Tree, destination: str, size_mb: int) -> None:
+def _mount_tmpfs(tree: Tree, destination: str, size_mb: int) -> None:
     tree.mount_fs("tmpfs", destination, MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=1777")
 
 
-def _mount_work(tree: _Tree, plan: RootPlan) -> None:
+def _mount_work(tree: Tree, plan: RootPlan) -> None:
     if plan.work_dir is None:
         tree.mount_fs(
             "tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={plan.tmp_mb}m,mode=700,uid={plan.uid},gid={plan.gid}"

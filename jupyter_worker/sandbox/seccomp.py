@@ -107,8 +107,13 @@ _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 
 
-def load_program(program: bytes) -> None:
-    """Install a compiled filter on the calling thread; needs no_new_privs (or CAP_SYS_ADMIN)."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+class LoadableFilter:
+    """A compiled filter laid out in memory ahead of time, so the job only makes the one call."""
+
+    def __init__(self, program: bytes):
+        self._buffer = ctypes.create_string_buffer(program, len(program))
+        self._prog = _SockFprog(len(program) // 8, ctypes.cast(self._buffer, ctypes.c_void_p))
+
+    def install(self) -> None:
+        """Filter the calling thread from now on; needs no_new_privs (or CAP_SYS_ADMIN)."""
+        libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(self._prog))

@@ -1,7 +1,8 @@
 """The per-job supervisor: outside the sandbox, it owns the job's cgroups, deadline and exit status.
 
-One supervisor process per job, forked from the spawner into a session of its own, so it does not
-depend on whoever asked for the job. It talks over a SOCK_SEQPACKET control socket: JSON events
+One supervisor process per job, forked from the spawner into a session of its own before the job
+exists (a standby, which prepares the sandbox ahead), so it does not depend on whoever asked for
+the job. It talks over a SOCK_SEQPACKET control socket: JSON events
 out (started, metrics about every second, exit), JSON requests in (stop). A client that goes away
 does not end the job.
 """
@@ -14,13 +15,14 @@ import select
 import signal
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 
-from ..spec import Outcome, Reason, SpecError, Usage
+from ..spec import Limits, Outcome, Reason, SpecError, Usage
 from . import libc
 from .cgroups import JobCgroup
 from .devices import io_devices
-from .launch import STATUS, HostContext, InitPipes, init_main
+from .launch import STATUS, HostContext, InitLines, init_main
 from .launch_spec import LaunchSpec
 from .mounts import acting_as
 
@@ -69,57 +71,135 @@ class _Running:
     started: float
 
 
-def supervise(spec: LaunchSpec, context: HostContext, stdio: list[int], channel: Channel) -> None:
-    """Run one job from cgroup creation to cgroup removal and report its outcome."""
-    outcome = _run(spec, context, stdio, channel)
+@dataclass
+class _Prepared:
+    """A sandbox made before its job: cgroups, and an init waiting in them for a job."""
+
+    cgroup: JobCgroup
+    init_pid: int
+    job: socket.socket
+    error_fd: int
+    status_fd: int
+
+
+def standby(context: HostContext, link: socket.socket) -> None:
+    """Prepare a sandbox, wait for the spawner to hand over a job, run it to its end.
+
+    Preparing runs at idle priority, so it never takes a CPU from a job being started; a link
+    closed without a job means the spawner is shutting down: the sandbox is taken apart.
+    """
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    try:
+        prepared: _Prepared | str = _prepare(context)
+    except (SpecError, OSError) as exc:
+        prepared = f"could not prepare the sandbox: {exc}"
+    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 4)
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    if not message:
+        if isinstance(prepared, _Prepared):
+            _discard(prepared)
+        link.close()
+        return
+    link.close()
+    spec = LaunchSpec.from_dict(json.loads(message))
+    channel = Channel(socket.socket(fileno=fds[3]))
+    if isinstance(prepared, str):
+        for fd in fds[:3]:
+            os.close(fd)
+        outcome = Outcome(Reason.START_ERROR, error=prepared)
+        channel.send({"event": "exit", "outcome": outcome.to_dict()})
+        return
+    outcome = _run(spec, context, prepared, fds[:3], channel)
     channel.send({"event": "exit", "outcome": outcome.to_dict()})
+    prepared.cgroup.remove()
 
 
-def _run(spec: LaunchSpec, context: HostContext, stdio: list[int], channel: Channel) -> Outcome:
+def _prepare(context: HostContext) -> _Prepared:
+    cgroup = context.cgroups.create(uuid.uuid4().hex, Limits(), [])
+    job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    libc.unshare(libc.CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        job_ours.close()
+        for fd in (error_r, status_r):
+            os.close(fd)
+        init_main(cgroup, context, InitLines(job_theirs, error_w, status_w))
+    job_theirs.close()
+    for fd in (error_w, status_w):
+        os.close(fd)
+    cgroup.add_to_v2(pid)
+    return _Prepared(cgroup, pid, job_ours, error_r, status_r)
+
+
+def _release_init(prepared: _Prepared) -> None:
+    """Tell the waiting init there is no job: it exits, and its namespaces with it."""
+    prepared.job.close()
+    os.waitpid(prepared.init_pid, 0)
+    os.close(prepared.error_fd)
+    os.close(prepared.status_fd)
+
+
+def _discard(prepared: _Prepared) -> None:
+    _release_init(prepared)
+    prepared.cgroup.kill()
+    prepared.cgroup.remove()
+
+
+def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> list[str]:
+    """Refuse what this host cannot enforce; otherwise set every limit. Returns warnings."""
+    problems = context.cgroups.refusals(spec.limits)
+    if problems:
+        raise SpecError("; ".join(problems))
+    devices, warnings = [], []
+    if spec.limits.io_bps is not None:
+        with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
+            devices, warnings = io_devices(spec)
     try:
-        devices, warnings = [], []
-        if spec.limits.io_bps is not None:
-            with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
-                devices, warnings = io_devices(spec)
-        cgroup = context.cgroups.create(spec.name, spec.limits, devices)
-    except SpecError as exc:
-        return Outcome(Reason.START_ERROR, error=str(exc))
+        cgroup.apply(spec.limits, devices)
+    except OSError as exc:
+        raise SpecError(f"could not apply the limits: {exc}") from None
+    return warnings
+
+
+def _run(spec: LaunchSpec, context: HostContext, prepared: _Prepared, stdio: list[int], channel: Channel) -> Outcome:
+    """Limit the prepared sandbox, hand the job to its init, and follow it until no process is left.
+
+    The outcome goes out as soon as the job's processes are gone; the empty cgroups are removed
+    after it, and the supervisor exits last (its control socket closes then).
+    """
+    cgroup = prepared.cgroup
     try:
-        running, error = _start(spec, cgroup, context, stdio)
+        try:
+            warnings = _apply_limits(spec, context, cgroup)
+        except SpecError as exc:
+            _release_init(prepared)
+            return Outcome(Reason.START_ERROR, error=str(exc))
+        running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
+        error = _hand_over(spec, prepared, stdio)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
         channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
         return _watch(spec, cgroup, running, channel)
-    except OSError as exc:
-        return Outcome(Reason.START_ERROR, error=f"could not start the sandbox: {exc}")
     finally:
-        cgroup.kill()
-        cgroup.remove()
-
-
-def _start(spec: LaunchSpec, cgroup: JobCgroup, context: HostContext, stdio: list[int]) -> tuple[_Running, str]:
-    error_r, error_w = os.pipe2(os.O_CLOEXEC)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
-    libc.unshare(libc.CLONE_NEWPID)
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (error_r, status_r, placed_w):
+        for fd in stdio:
             os.close(fd)
-        init_main(spec, cgroup, context, stdio, InitPipes(error_w, status_w, placed_r))
-    for fd in (error_w, status_w, placed_r, *stdio):
-        os.close(fd)
+        cgroup.kill()
+
+
+def _hand_over(spec: LaunchSpec, prepared: _Prepared, stdio: list[int]) -> str:
+    """Send the job to the init; returns its setup error, or '' once the command was exec'd."""
     try:
-        cgroup.add_to_v2(pid)
-        os.write(placed_w, b"1")
-    finally:
-        os.close(placed_w)
+        socket.send_fds(prepared.job, [json.dumps(spec.to_dict()).encode()], stdio)
+    except OSError:
+        pass
+    prepared.job.close()
     error = b""
-    while chunk := os.read(error_r, 4096):
+    while chunk := os.read(prepared.error_fd, 4096):
         error += chunk
-    os.close(error_r)
-    return _Running(pid, status_r, started), error.decode(errors="replace")
+    os.close(prepared.error_fd)
+    return error.decode(errors="replace")
 
 
 def _watch(spec: LaunchSpec, cgroup: JobCgroup, running: _Running, channel: Channel) -> Outcome:
