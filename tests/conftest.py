@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -41,9 +42,15 @@ def process_residue() -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_residue_after_suite():
-    """Whatever the suite started, it must have cleaned up: cgroups, processes, mounts."""
+    """Whatever the suite started, it must have cleaned up: cgroups, processes, mounts.
+
+    Supervisors remove a job's empty cgroups just after reporting its outcome, hence the short wait.
+    """
     before = set(cgroup_residue())
     yield
+    deadline = time.monotonic() + 5
+    while (set(cgroup_residue()) - before or process_residue()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert set(cgroup_residue()) - before == set()
     assert process_residue() == []
     with open("/proc/self/mountinfo") as f:

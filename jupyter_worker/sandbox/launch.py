@@ -42,11 +42,13 @@ class HostContext:
 
 @dataclass(frozen=True)
 class InitLines:
-    """The init's lines to its supervisor: the job (spec and stdio) in, setup errors and status out."""
+    """The init's lines to its supervisor: the job (spec and stdio) and 'limits set' in, setup
+    errors and the job's wait status out."""
 
     job: socket.socket
     error_fd: int
     status_fd: int
+    limits_set_fd: int
 
 
 def _report(fd: int, message: str) -> None:
@@ -83,6 +85,13 @@ def _receive_job(job: socket.socket) -> tuple[LaunchSpec, list[int]]:
         os._exit(0)
     job.close()
     return LaunchSpec.from_dict(json.loads(message)), stdio
+
+
+def _wait_for_limits(limits_set_fd: int) -> None:
+    """No user code before the supervisor has written every limit; a refused job ends here."""
+    if os.read(limits_set_fd, 1) != b"1":
+        os._exit(0)
+    os.close(limits_set_fd)
 
 
 def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
@@ -126,6 +135,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)
         _finish_sandbox(spec, tree, context.new_root)
+        _wait_for_limits(lines.limits_set_fd)
         libc.unshare(libc.CLONE_NEWCGROUP)
         env = job_env(spec)
         job_pid = os.fork()

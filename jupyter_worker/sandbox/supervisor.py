@@ -80,6 +80,7 @@ class _Prepared:
     job: socket.socket
     error_fd: int
     status_fd: int
+    limits_set_fd: int
 
 
 def standby(context: HostContext, link: socket.socket) -> None:
@@ -109,7 +110,7 @@ def standby(context: HostContext, link: socket.socket) -> None:
         outcome = Outcome(Reason.START_ERROR, error=prepared)
         channel.send({"event": "exit", "outcome": outcome.to_dict()})
         return
-    outcome = _run(spec, context, prepared, fds[:3], channel)
+    outcome = _run(spec, message, context, prepared, fds[:3], channel)
     channel.send({"event": "exit", "outcome": outcome.to_dict()})
     prepared.cgroup.remove()
 
@@ -119,30 +120,27 @@ def _prepare(context: HostContext) -> _Prepared:
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    limits_r, limits_w = os.pipe2(os.O_CLOEXEC)
     libc.unshare(libc.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
         job_ours.close()
-        for fd in (error_r, status_r):
+        for fd in (error_r, status_r, limits_w):
             os.close(fd)
-        init_main(cgroup, context, InitLines(job_theirs, error_w, status_w))
+        init_main(cgroup, context, InitLines(job_theirs, error_w, status_w, limits_r))
     job_theirs.close()
-    for fd in (error_w, status_w):
+    for fd in (error_w, status_w, limits_r):
         os.close(fd)
     cgroup.add_to_v2(pid)
-    return _Prepared(cgroup, pid, job_ours, error_r, status_r)
-
-
-def _release_init(prepared: _Prepared) -> None:
-    """Tell the waiting init there is no job: it exits, and its namespaces with it."""
-    prepared.job.close()
-    os.waitpid(prepared.init_pid, 0)
-    os.close(prepared.error_fd)
-    os.close(prepared.status_fd)
+    return _Prepared(cgroup, pid, job_ours, error_r, status_r, limits_w)
 
 
 def _discard(prepared: _Prepared) -> None:
-    _release_init(prepared)
+    """Tell the waiting init there is no job: it exits, and its namespaces with it."""
+    prepared.job.close()
+    os.waitpid(prepared.init_pid, 0)
+    for fd in (prepared.error_fd, prepared.status_fd, prepared.limits_set_fd):
+        os.close(fd)
     prepared.cgroup.kill()
     prepared.cgroup.remove()
 
@@ -163,21 +161,29 @@ def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> 
     return warnings
 
 
-def _run(spec: LaunchSpec, context: HostContext, prepared: _Prepared, stdio: list[int], channel: Channel) -> Outcome:
-    """Limit the prepared sandbox, hand the job to its init, and follow it until no process is left.
+def _run(
+    spec: LaunchSpec, message: bytes, context: HostContext, prepared: _Prepared, stdio: list[int], channel: Channel
+) -> Outcome:
+    """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
-    The outcome goes out as soon as the job's processes are gone; the empty cgroups are removed
-    after it, and the supervisor exits last (its control socket closes then).
+    The init finishes the root while the limits are written; it forks the job only after the
+    'limits set' byte, so no user code runs unlimited. The outcome goes out as soon as the job's
+    processes are gone; the empty cgroups are removed after it.
     """
     cgroup = prepared.cgroup
+    running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
     try:
+        try:
+            socket.send_fds(prepared.job, [message], stdio)
+        except OSError:
+            pass
+        prepared.job.close()
         try:
             warnings = _apply_limits(spec, context, cgroup)
         except SpecError as exc:
-            _release_init(prepared)
-            return Outcome(Reason.START_ERROR, error=str(exc))
-        running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
-        error = _hand_over(spec, prepared, stdio)
+            os.close(prepared.limits_set_fd)
+            return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))
+        error = _release(prepared)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
         channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
@@ -188,13 +194,13 @@ def _run(spec: LaunchSpec, context: HostContext, prepared: _Prepared, stdio: lis
         cgroup.kill()
 
 
-def _hand_over(spec: LaunchSpec, prepared: _Prepared, stdio: list[int]) -> str:
-    """Send the job to the init; returns its setup error, or '' once the command was exec'd."""
+def _release(prepared: _Prepared) -> str:
+    """Let the init start the job; returns its setup error, or '' once the command was exec'd."""
     try:
-        socket.send_fds(prepared.job, [json.dumps(spec.to_dict()).encode()], stdio)
+        os.write(prepared.limits_set_fd, b"1")
     except OSError:
         pass
-    prepared.job.close()
+    os.close(prepared.limits_set_fd)
     error = b""
     while chunk := os.read(prepared.error_fd, 4096):
         error += chunk
