@@ -3,7 +3,9 @@
 Namespaces and fork do not mix with threads, and a fresh Python costs tens of milliseconds, so the
 caller (an asyncio daemon, a test) starts this process once and sends it launch requests with the
 job's stdio and control socket attached (SCM_RIGHTS). It keeps a few standby supervisors whose
-sandboxes are already prepared and hands each request to one, then forks a replacement. Started as
+sandboxes are already prepared and hands each request to one; once that job has started, it forks
+a replacement (preparing one during a start would contend for the kernel's mount and cgroup locks).
+Started as
 `python -I -m jupyter_worker.sandbox.spawner FD CGROUP_ROOT RUNTIME_DIR POOL_SIZE`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -51,21 +54,29 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     context = prepare(cgroup_root, runtime_dir)
     gc.freeze()
-    pool: list[_Standby] = []
-    for _ in range(pool_size):
-        pool.append(_new_standby(context, sock, pool))
+    pool = [_new_standby(context, sock, []) for _ in range(pool_size)]
+    starting: list[socket.socket] = []
     hello = {"ready": True, "cgroup_mode": context.cgroups.mode, "problem": context.cgroups.problem}
     sock.send(json.dumps(hello).encode())
     while True:
+        ready = select.select([sock, *starting], [], [])[0]
+        for link in ready:
+            if link is not sock:
+                starting.remove(link)
+                link.close()
+                pool.append(_new_standby(context, sock, [*pool, *starting]))
+        if sock not in ready:
+            continue
         message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 4)
         if not message:
             break
+        if not pool:
+            pool.append(_new_standby(context, sock, starting))
         reply = _launch(message, fds, pool[0])
         sock.send(json.dumps(reply).encode())
         if "pid" in reply:
-            pool.pop(0).link.close()
-            pool.append(_new_standby(context, sock, pool))
-    _shut_down(pool)
+            starting.append(pool.pop(0).link)
+    _shut_down(pool, starting)
 
 
 def _launch(message: bytes, fds: list[int], standby: _Standby) -> dict:
@@ -83,12 +94,13 @@ def _launch(message: bytes, fds: list[int], standby: _Standby) -> dict:
     return {"pid": standby.pid}
 
 
-def _new_standby(context: HostContext, sock: socket.socket, pool: list[_Standby]) -> _Standby:
+def _new_standby(context: HostContext, sock: socket.socket, others: list) -> _Standby:
+    """Fork a standby; it must not hold the caller's socket or any other standby's link."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         try:
-            for other in [sock, ours, *(s.link for s in pool)]:
+            for other in [sock, ours, *(o.link if isinstance(o, _Standby) else o for o in others)]:
                 other.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
@@ -99,8 +111,10 @@ def _new_standby(context: HostContext, sock: socket.socket, pool: list[_Standby]
     return _Standby(pid, ours)
 
 
-def _shut_down(pool: list[_Standby]) -> None:
+def _shut_down(pool: list[_Standby], starting: list[socket.socket]) -> None:
     """Standbys take their sandboxes apart when told there is no job; wait until they are gone."""
+    for link in starting:
+        link.close()
     for item in pool:
         item.link.shutdown(socket.SHUT_WR)
     for item in pool:

@@ -83,10 +83,22 @@ class _Prepared:
     limits_set_fd: int
 
 
+@dataclass
+class _Job:
+    """A job as handed over by the spawner: its spec (raw and parsed), stdio and control channel."""
+
+    spec: LaunchSpec
+    message: bytes
+    stdio: list[int]
+    channel: Channel
+
+
 def standby(context: HostContext, link: socket.socket) -> None:
     """Prepare a sandbox, wait for the spawner to hand over a job, run it to its end.
 
-    Preparing runs at idle priority, so it never takes a CPU from a job being started; a link
+    Preparing runs at idle priority, so it never takes a CPU from a job being started. The link
+    stays open until the job has started: its closing tells the spawner to prepare the next
+    standby, whose mounts and cgroup moves would otherwise contend with this start. A link
     closed without a job means the spawner is shutting down: the sandbox is taken apart.
     """
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -101,18 +113,21 @@ def standby(context: HostContext, link: socket.socket) -> None:
             _discard(prepared)
         link.close()
         return
-    link.close()
-    spec = LaunchSpec.from_dict(json.loads(message))
-    channel = Channel(socket.socket(fileno=fds[3]))
+    job = _Job(LaunchSpec.from_dict(json.loads(message)), message, fds[:3], Channel(socket.socket(fileno=fds[3])))
     if isinstance(prepared, str):
-        for fd in fds[:3]:
-            os.close(fd)
+        link.close()
         outcome = Outcome(Reason.START_ERROR, error=prepared)
-        channel.send({"event": "exit", "outcome": outcome.to_dict()})
+        _close_all(job.stdio)
+        job.channel.send({"event": "exit", "outcome": outcome.to_dict()})
         return
-    outcome = _run(spec, message, context, prepared, fds[:3], channel)
-    channel.send({"event": "exit", "outcome": outcome.to_dict()})
+    outcome = _run(job, context, prepared, link)
+    job.channel.send({"event": "exit", "outcome": outcome.to_dict()})
     prepared.cgroup.remove()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _prepare(context: HostContext) -> _Prepared:
@@ -161,9 +176,7 @@ def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> 
     return warnings
 
 
-def _run(
-    spec: LaunchSpec, message: bytes, context: HostContext, prepared: _Prepared, stdio: list[int], channel: Channel
-) -> Outcome:
+def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.socket) -> Outcome:
     """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
     The init finishes the root while the limits are written; it forks the job only after the
@@ -174,23 +187,24 @@ def _run(
     running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
     try:
         try:
-            socket.send_fds(prepared.job, [message], stdio)
+            socket.send_fds(prepared.job, [job.message], job.stdio)
         except OSError:
             pass
         prepared.job.close()
         try:
-            warnings = _apply_limits(spec, context, cgroup)
+            warnings = _apply_limits(job.spec, context, cgroup)
         except SpecError as exc:
             os.close(prepared.limits_set_fd)
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))
         error = _release(prepared)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
-        channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
-        return _watch(spec, cgroup, running, channel)
+        job.channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
+        link.close()
+        return _watch(job.spec, cgroup, running, job.channel)
     finally:
-        for fd in stdio:
-            os.close(fd)
+        link.close()
+        _close_all(job.stdio)
         cgroup.kill()
 
 
