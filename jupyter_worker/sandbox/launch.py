@@ -130,7 +130,6 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         _shed_inheritable_privileges()
         syscall_filter = LoadableFilter(context.seccomp_program)
         spec, stdio = _receive_job(lines.job)
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         if spec.network is NetworkMode.HOST:
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)

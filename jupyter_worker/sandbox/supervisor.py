@@ -187,6 +187,7 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
     running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
     try:
         try:
+            os.sched_setscheduler(prepared.init_pid, os.SCHED_OTHER, os.sched_param(0))
             socket.send_fds(prepared.job, [job.message], job.stdio)
         except OSError:
             pass
