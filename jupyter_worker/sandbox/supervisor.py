@@ -116,7 +116,8 @@ def standby(context: HostContext, link: socket.socket) -> None:
     job = _Job(LaunchSpec.from_dict(json.loads(message)), message, fds[:3], Channel(socket.socket(fileno=fds[3])))
     if isinstance(prepared, str):
         link.close()
-        outcome = Outcome(Reason.START_ERROR, error=prepared)
+        refusals = context.cgroups.refusals(job.spec.limits)
+        outcome = Outcome(Reason.START_ERROR, error="; ".join(refusals) or prepared)
         _close_all(job.stdio)
         job.channel.send({"event": "exit", "outcome": outcome.to_dict()})
         return
