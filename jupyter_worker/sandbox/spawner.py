@@ -6,7 +6,7 @@ job's stdio and control socket attached (SCM_RIGHTS). It keeps a few standby sup
 sandboxes are already prepared and hands each request to one; once that job has started, it forks
 a replacement (preparing one during a start would contend for the kernel's mount and cgroup locks).
 Started as
-`python -I -m jupyter_worker.sandbox.spawner FD CGROUP_ROOT RUNTIME_DIR POOL_SIZE`.
+`python -I -c ... FD CGROUP_ROOT RUNTIME_DIR POOL_SIZE` by engine.Sandbox.
 """
 
 from __future__ import annotations
