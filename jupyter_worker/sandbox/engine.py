@@ -28,7 +28,9 @@ DEFAULT_RUNTIME_DIR = "/run/jupyter-worker"
 # The spawner runs this very copy of the package, whatever the environment would import first;
 # -I keeps PYTHONPATH and the working directory out of a root process.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_SPAWNER_ENTRY = "import sys; sys.path.insert(0, sys.argv.pop(1)); from jupyter_worker.sandbox.spawner import main; main()"
+_SPAWNER_ENTRY = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from jupyter_worker.sandbox.spawner import main; main()"
+)
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 
 

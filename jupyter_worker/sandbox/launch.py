@@ -42,13 +42,14 @@ class HostContext:
 
 @dataclass(frozen=True)
 class InitLines:
-    """The init's lines to its supervisor: the job (spec and stdio) and 'limits set' in, setup
-    errors and the job's wait status out."""
+    """The init's lines to its supervisor: the job (spec and stdio), 'placed in the v2 cgroup' and
+    'limits set' in; setup errors and the job's wait status out."""
 
     job: socket.socket
     error_fd: int
     status_fd: int
     limits_set_fd: int
+    placed_fd: int
 
 
 def _report(fd: int, message: str) -> None:
@@ -58,13 +59,14 @@ def _report(fd: int, message: str) -> None:
         pass
 
 
-def _set_oom_score_adj(value: int) -> None:
+def _set_oom_score_adj(value: int) -> bool:
     """Spare the init from the OOM killer; lowering needs CAP_SYS_RESOURCE, which a host may withhold."""
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(value))
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _open_binds(spec: LaunchSpec) -> list[Bind]:
@@ -78,20 +80,20 @@ def _open_binds(spec: LaunchSpec) -> list[Bind]:
     return binds
 
 
-def _receive_job(job: socket.socket) -> tuple[LaunchSpec, list[int]]:
-    """Wait for the job; the supervisor sends it only once we are inside every job cgroup."""
+def _receive_job(job: socket.socket) -> tuple[bytes, list[int]]:
+    """Wait for the job (spec and stdio); a closed line means there will be none."""
     message, stdio, _, _ = socket.recv_fds(job, 1 << 20, 3)
     if not message:
         os._exit(0)
     job.close()
-    return LaunchSpec.from_dict(json.loads(message)), stdio
+    return message, stdio
 
 
-def _wait_for_limits(limits_set_fd: int) -> None:
-    """No user code before the supervisor has written every limit; a refused job ends here."""
-    if os.read(limits_set_fd, 1) != b"1":
+def _wait_for(fd: int) -> None:
+    """One byte from the supervisor or the init says go; a closed pipe says stop here."""
+    if os.read(fd, 1) != b"1":
         os._exit(0)
-    os.close(limits_set_fd)
+    os.close(fd)
 
 
 def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
@@ -113,11 +115,23 @@ def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
     libc.sethostname(spec.hostname)
 
 
+@dataclass(frozen=True)
+class _JobLines:
+    """What the job process gets from its init: the job (forwarded), 'the sandbox is ready', the
+    host's network namespace (for network 'host'), and whether the init's OOM shield needs undoing."""
+
+    job: socket.socket
+    ready_fd: int
+    host_network_fd: int
+    reset_oom: bool
+
+
 def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoReturn:
     """Pid 1 of the job's pid namespace: prepare the sandbox, take a job, start it, reap, report.
 
-    Everything before _receive_job happens before any job asks (the spawner keeps standbys), so
-    the cost of cgroup placement, namespaces and the shared part of the root is off the clock.
+    Everything before _receive_job happens before any job asks (the spawner keeps standbys): cgroup
+    placement, namespaces, the shared part of the root, and the fork of the job process, which
+    waits, with no user code, until the root is finished and the limits are set.
     """
     try:
         cgroup.join_v1()
@@ -125,26 +139,45 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)
         loopback_up()
         tree = prepare_root(context.new_root)
-        _set_oom_score_adj(-1000)
+        spared = _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
         _shed_inheritable_privileges()
-        syscall_filter = LoadableFilter(context.seccomp_program)
-        spec, stdio = _receive_job(lines.job)
+        _wait_for(lines.placed_fd)
+        job_pid, job_line, ready_w = _fork_job(context, lines, host_network, spared)
+        message, stdio = _receive_job(lines.job)
+        socket.send_fds(job_line, [message], stdio)
+        job_line.close()
+        spec = LaunchSpec.from_dict(json.loads(message))
         if spec.network is NetworkMode.HOST:
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)
         _finish_sandbox(spec, tree, context.new_root)
-        _wait_for_limits(lines.limits_set_fd)
-        libc.unshare(libc.CLONE_NEWCGROUP)
-        env = job_env(spec)
-        job_pid = os.fork()
-        if job_pid == 0:
-            job_main(spec, env, stdio, lines.error_fd, syscall_filter)
+        _wait_for(lines.limits_set_fd)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
     except BaseException as exc:
         _report(lines.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
     _become_quiet_init(stdio, lines.error_fd)
     _reap(job_pid, lines.status_fd)
+
+
+def _fork_job(
+    context: HostContext, lines: InitLines, host_network: int, reset_oom: bool
+) -> tuple[int, socket.socket, int]:
+    """Fork the job process ahead of its job; it is born inside every job cgroup."""
+    job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    syscall_filter = LoadableFilter(context.seccomp_program)
+    pid = os.fork()
+    if pid == 0:
+        job_ours.close()
+        os.close(ready_w)
+        lines.job.close()
+        job_main(_JobLines(job_theirs, ready_r, host_network, reset_oom), lines.error_fd, syscall_filter)
+    job_theirs.close()
+    os.close(ready_r)
+    return pid, job_ours, ready_w
 
 
 def _become_quiet_init(stdio: list[int], error_fd: int) -> None:
@@ -204,13 +237,21 @@ def _drop_privileges(spec: LaunchSpec) -> None:
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def job_main(
-    spec: LaunchSpec, env: dict[str, str], stdio: list[int], error_fd: int, syscall_filter: LoadableFilter
-) -> NoReturn:
+def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) -> NoReturn:
     """Become the job: own session, no privileges, scrubbed environment, seccomp, exec."""
+    spec = None
     try:
+        message, stdio = _receive_job(lines.job)
+        spec = LaunchSpec.from_dict(json.loads(message))
+        env = job_env(spec)
+        _wait_for(lines.ready_fd)
+        if spec.network is NetworkMode.HOST:
+            libc.setns(lines.host_network_fd, libc.CLONE_NEWNET)
+        os.close(lines.host_network_fd)
+        libc.unshare(libc.CLONE_NEWCGROUP)
         os.setsid()
-        _set_oom_score_adj(0)
+        if lines.reset_oom:
+            _set_oom_score_adj(0)
         error_fd = _arrange_fds(stdio, error_fd)
         _drop_privileges(spec)
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -219,9 +260,9 @@ def job_main(
         syscall_filter.install()
         os.execvpe(spec.argv[0], spec.argv, env)
     except FileNotFoundError:
-        _report(error_fd, f"command not found: {spec.argv[0]}")
+        _report(error_fd, f"command not found: {spec.argv[0] if spec else '?'}")
     except PermissionError:
-        _report(error_fd, f"permission denied: {spec.argv[0]}")
+        _report(error_fd, f"permission denied: {spec.argv[0] if spec else '?'}")
     except BaseException as exc:
         _report(error_fd, f"could not start the command: {exc}")
     os._exit(127)

@@ -102,27 +102,32 @@ def standby(context: HostContext, link: socket.socket) -> None:
     closed without a job means the spawner is shutting down: the sandbox is taken apart.
     """
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    prepared, problem = None, ""
     try:
-        prepared: _Prepared | str = _prepare(context)
+        prepared = _prepare(context)
     except (SpecError, OSError) as exc:
-        prepared = f"could not prepare the sandbox: {exc}"
+        problem = f"could not prepare the sandbox: {exc}"
     message, fds, _, _ = socket.recv_fds(link, 1 << 20, 4)
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     if not message:
-        if isinstance(prepared, _Prepared):
+        if prepared:
             _discard(prepared)
         link.close()
         return
-    job = _Job(LaunchSpec.from_dict(json.loads(message)), message, fds[:3], Channel(socket.socket(fileno=fds[3])))
-    if isinstance(prepared, str):
+    channel, stdio = Channel(socket.socket(fileno=fds[3])), fds[:3]
+    try:
+        spec = LaunchSpec.from_dict(json.loads(message))
+        if prepared is None:
+            raise SpecError("; ".join(context.cgroups.refusals(spec.limits)) or problem)
+    except (SpecError, ValueError, TypeError) as exc:
         link.close()
-        refusals = context.cgroups.refusals(job.spec.limits)
-        outcome = Outcome(Reason.START_ERROR, error="; ".join(refusals) or prepared)
-        _close_all(job.stdio)
-        job.channel.send({"event": "exit", "outcome": outcome.to_dict()})
+        _close_all(stdio)
+        if prepared:
+            _discard(prepared)
+        channel.send({"event": "exit", "outcome": Outcome(Reason.START_ERROR, error=str(exc)).to_dict()})
         return
-    outcome = _run(job, context, prepared, link)
-    job.channel.send({"event": "exit", "outcome": outcome.to_dict()})
+    outcome = _run(_Job(spec, message, stdio, channel), context, prepared, link)
+    channel.send({"event": "exit", "outcome": outcome.to_dict()})
     prepared.cgroup.remove()
 
 
@@ -137,17 +142,22 @@ def _prepare(context: HostContext) -> _Prepared:
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     limits_r, limits_w = os.pipe2(os.O_CLOEXEC)
+    placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
     libc.unshare(libc.CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
         job_ours.close()
-        for fd in (error_r, status_r, limits_w):
+        for fd in (error_r, status_r, limits_w, placed_w):
             os.close(fd)
-        init_main(cgroup, context, InitLines(job_theirs, error_w, status_w, limits_r))
+        init_main(cgroup, context, InitLines(job_theirs, error_w, status_w, limits_r, placed_r))
     job_theirs.close()
-    for fd in (error_w, status_w, limits_r):
+    for fd in (error_w, status_w, limits_r, placed_r):
         os.close(fd)
-    cgroup.add_to_v2(pid)
+    try:
+        cgroup.add_to_v2(pid)
+        os.write(placed_w, b"1")
+    finally:
+        os.close(placed_w)
     return _Prepared(cgroup, pid, job_ours, error_r, status_r, limits_w)
 
 
