@@ -98,11 +98,21 @@ class RunningJob:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Leaving the block ends the job: stopped at once if it still runs."""
-        if self.outcome is None:
+        """Leaving the block ends the job: stopped at once if it still runs (and is still ours)."""
+        if self.outcome is None and self.control.fileno() != -1:
             self.stop(grace_s=0)
             self.wait()
         self.close()
+
+
+@dataclass
+class CaptureFiles:
+    """Descriptors a captured job's supervisor takes over (see Sandbox.launch_captured)."""
+
+    log: int
+    result: int
+    listener: int
+    log_cap: int
 
 
 @dataclass
@@ -171,22 +181,36 @@ class Sandbox:
         self, spec: LaunchSpec, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
     ) -> RunningJob:
         """Start a job; its outcome (including a refused limit) arrives through the returned handle."""
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            stdio = [fd if fd is not None else null for fd in (stdin, stdout, stderr)]
+            return self._send({"spec": spec.to_dict()}, stdio, spec)
+        finally:
+            os.close(null)
+
+    def launch_captured(self, spec: LaunchSpec, capture: CaptureFiles) -> RunningJob:
+        """Start a job whose supervisor owns its output and outcome, so both outlive this process.
+
+        The supervisor appends the job's stdout and stderr to capture.log (output.read_chunks reads
+        it), writes the outcome as JSON to capture.result, and accepts further control connections
+        on capture.listener (a listening SOCK_SEQPACKET socket) after this one is gone.
+        """
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fds = [null, capture.log, capture.result, capture.listener]
+            return self._send({"spec": spec.to_dict(), "capture": {"log_cap": capture.log_cap}}, fds, spec)
+        finally:
+            os.close(null)
+
+    def _send(self, request: dict, fds: list[int], spec: LaunchSpec) -> RunningJob:
         if self._sock is None:
             raise SandboxError("the sandbox is not started")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            fds = [
-                stdin if stdin is not None else null,
-                stdout if stdout is not None else null,
-                stderr if stderr is not None else null,
-                theirs.fileno(),
-            ]
             with self._lock:
-                socket.send_fds(self._sock, [json.dumps(spec.to_dict()).encode()], fds)
+                socket.send_fds(self._sock, [json.dumps(request).encode()], [*fds, theirs.fileno()])
                 reply = self._sock.recv(65536)
         finally:
-            os.close(null)
             theirs.close()
         if not reply:
             ours.close()

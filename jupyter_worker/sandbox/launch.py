@@ -147,7 +147,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         message, stdio = _receive_job(lines.job)
         socket.send_fds(job_line, [message], stdio)
         job_line.close()
-        spec = LaunchSpec.from_dict(json.loads(message))
+        spec = LaunchSpec.from_dict(json.loads(message)["spec"])
         if spec.network is NetworkMode.HOST:
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)
@@ -242,7 +242,7 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
     spec = None
     try:
         message, stdio = _receive_job(lines.job)
-        spec = LaunchSpec.from_dict(json.loads(message))
+        spec = LaunchSpec.from_dict(json.loads(message)["spec"])
         env = job_env(spec)
         _wait_for(lines.ready_fd)
         if spec.network is NetworkMode.HOST:

@@ -66,7 +66,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
                 pool.append(_new_standby(context, sock, [*pool, *starting]))
         if sock not in ready:
             continue
-        message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 4)
+        message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 5)
         if not message:
             break
         if not pool:
@@ -81,8 +81,8 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
 def _launch(message: bytes, fds: list[int], standby: _Standby) -> dict:
     """Hand the request, with its descriptors, to a prepared standby, which validates it."""
     try:
-        if len(fds) != 4:
-            raise SpecError("a launch needs stdin, stdout, stderr and a control socket")
+        if len(fds) not in (4, 5):
+            raise SpecError("a launch needs stdin, stdout, stderr (or log, result, listener) and a control socket")
         socket.send_fds(standby.link, [message], fds)
     except (SpecError, OSError) as exc:
         return {"error": str(exc)}

@@ -2,9 +2,9 @@
 
 One supervisor process per job, forked from the spawner into a session of its own before the job
 exists (a standby, which prepares the sandbox ahead), so it does not depend on whoever asked for
-the job. It talks over a SOCK_SEQPACKET control socket: JSON events
-out (started, metrics about every second, exit), JSON requests in (stop). A client that goes away
-does not end the job.
+the job. It talks over control connections (control.Channels): JSON events out (started, metrics
+about every second, exit), JSON requests in (stop). A client that goes away does not end the job.
+With capture (control.Capture) it also owns the job's output and writes its outcome to a file.
 """
 
 from __future__ import annotations
@@ -21,47 +21,14 @@ from dataclasses import dataclass
 from ..spec import Limits, Outcome, Reason, SpecError, Usage
 from . import libc
 from .cgroups import JobCgroup
+from .control import Capture, Channels
 from .devices import io_devices
 from .launch import STATUS, HostContext, InitLines, init_main
 from .launch_spec import LaunchSpec
 from .mounts import acting_as
 
 METRICS_INTERVAL_S = 1.0
-
-
-class Channel:
-    """The control socket; sends never block the supervisor, so a stalled client costs nothing."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self.open = True
-
-    def send(self, event: dict) -> None:
-        if not self.open:
-            return
-        try:
-            self.sock.send(json.dumps(event).encode(), socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.open = False
-
-    def receive(self) -> dict | None:
-        """The next request, or None when the client has gone (the job goes on)."""
-        try:
-            data = self.sock.recv(65536, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return {}
-        except OSError:
-            data = b""
-        if not data:
-            self.open = False
-            return None
-        try:
-            request = json.loads(data)
-        except ValueError:
-            return {}
-        return request if isinstance(request, dict) else {}
+DEFAULT_LOG_CAP = 1 << 30
 
 
 @dataclass
@@ -85,12 +52,40 @@ class _Prepared:
 
 @dataclass
 class _Job:
-    """A job as handed over by the spawner: its spec (raw and parsed), stdio and control channel."""
+    """A job as handed over by the spawner: its request (raw and parsed), stdio, and what it talks to."""
 
     spec: LaunchSpec
     message: bytes
     stdio: list[int]
-    channel: Channel
+    channels: Channels
+    capture: Capture | None
+    running: _Running | None = None
+
+    def greeting(self) -> dict:
+        """What a newly attached connection is told first."""
+        if self.running is None:
+            return {"event": "attached", "started": False}
+        return {"event": "attached", "started": True, "pid": self.running.init_pid}
+
+
+def _take_job(message: bytes, fds: list[int]) -> _Job:
+    """Parse a launch request: {"spec": ..., "capture": {"log_cap": N} or absent} with its fds.
+
+    Without capture the fds are stdin, stdout, stderr, control; with capture they are stdin, the
+    log file, the result file, a listening socket for later connections, and the control socket.
+    """
+    request = json.loads(message)
+    spec = LaunchSpec.from_dict(request["spec"])
+    capture_options = request.get("capture")
+    if capture_options is None:
+        job = _Job(spec, message, fds[:3], Channels(socket.socket(fileno=fds[3]), None, dict), None)
+    else:
+        capture = Capture(fds[1], fds[2], int(capture_options.get("log_cap", DEFAULT_LOG_CAP)))
+        listener = socket.socket(fileno=fds[3])
+        channels = Channels(socket.socket(fileno=fds[4]), listener, dict)
+        job = _Job(spec, message, [fds[0], *capture.job_ends], channels, capture)
+    job.channels.greeting = job.greeting
+    return job
 
 
 def standby(context: HostContext, link: socket.socket) -> None:
@@ -107,28 +102,47 @@ def standby(context: HostContext, link: socket.socket) -> None:
         prepared = _prepare(context)
     except (SpecError, OSError) as exc:
         problem = f"could not prepare the sandbox: {exc}"
-    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 4)
+    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 5)
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     if not message:
         if prepared:
             _discard(prepared)
         link.close()
         return
-    channel, stdio = Channel(socket.socket(fileno=fds[3])), fds[:3]
     try:
-        spec = LaunchSpec.from_dict(json.loads(message))
-        if prepared is None:
-            raise SpecError("; ".join(context.cgroups.refusals(spec.limits)) or problem)
-    except (SpecError, ValueError, TypeError) as exc:
+        job = _take_job(message, fds)
+    except (SpecError, ValueError, TypeError, KeyError, IndexError) as exc:
         link.close()
-        _close_all(stdio)
         if prepared:
             _discard(prepared)
-        channel.send({"event": "exit", "outcome": Outcome(Reason.START_ERROR, error=str(exc)).to_dict()})
+        _refuse_request(fds, f"invalid launch request: {exc}")
         return
-    outcome = _run(_Job(spec, message, stdio, channel), context, prepared, link)
-    channel.send({"event": "exit", "outcome": outcome.to_dict()})
+    if prepared is None:
+        link.close()
+        _close_all(job.stdio)
+        error = "; ".join(context.cgroups.refusals(job.spec.limits)) or problem
+        _report(job, Outcome(Reason.START_ERROR, error=error))
+        return
+    outcome = _run(job, context, prepared, link)
+    _report(job, outcome)
     prepared.cgroup.remove()
+
+
+def _refuse_request(fds: list[int], error: str) -> None:
+    """A request that cannot be parsed still gets its answer, on its control socket (the last fd)."""
+    control = socket.socket(fileno=fds[-1])
+    _close_all(fds[:-1])
+    outcome = Outcome(Reason.START_ERROR, error=error)
+    Channels(control, None, dict).broadcast({"event": "exit", "outcome": outcome.to_dict()})
+    control.close()
+
+
+def _report(job: _Job, outcome: Outcome) -> None:
+    """The outcome goes to the result file first (it must survive us), then to every connection."""
+    if job.capture is not None:
+        job.capture.finish(outcome)
+    job.channels.broadcast({"event": "exit", "outcome": outcome.to_dict()})
+    job.channels.close()
 
 
 def _close_all(fds: list[int]) -> None:
@@ -206,17 +220,19 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
         try:
             warnings = _apply_limits(job.spec, context, cgroup)
         except SpecError as exc:
+            _close_all(job.stdio)
             os.close(prepared.limits_set_fd)
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))
+        _close_all(job.stdio)
         error = _release(prepared)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
-        job.channel.send({"event": "started", "pid": running.init_pid, "warnings": warnings})
+        job.running = running
+        job.channels.broadcast({"event": "started", "pid": running.init_pid, "warnings": warnings})
         link.close()
-        return _watch(job.spec, cgroup, running, job.channel)
+        return _watch(job, cgroup, running)
     finally:
         link.close()
-        _close_all(job.stdio)
         cgroup.kill()
 
 
@@ -234,30 +250,39 @@ def _release(prepared: _Prepared) -> str:
     return error.decode(errors="replace")
 
 
-def _watch(spec: LaunchSpec, cgroup: JobCgroup, running: _Running, channel: Channel) -> Outcome:
-    timeout = spec.limits.timeout_s
+def _watch(job: _Job, cgroup: JobCgroup, running: _Running) -> Outcome:
+    """Until the job ends: its output to the log, metrics out, stop requests in, the deadline."""
+    timeout = job.spec.limits.timeout_s
     deadline = running.started + timeout if timeout else None
-    poller = select.poll()
-    poller.register(running.status_fd, select.POLLIN)
-    poller.register(channel.sock, select.POLLIN)
     next_sample = time.monotonic() + METRICS_INTERVAL_S
+    output = job.capture.fds() if job.capture else []
     while True:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            return _stop(spec, cgroup, running, Reason.TIMEOUT, None)
+            return _stop(job, cgroup, running, Reason.TIMEOUT, None)
         if now >= next_sample:
-            channel.send({"event": "metrics", "usage": _usage(cgroup, running).to_dict()})
+            job.channels.broadcast({"event": "metrics", "usage": _usage(cgroup, running).to_dict()})
             next_sample = now + METRICS_INTERVAL_S
         wait = min(next_sample, deadline or next_sample) - now
-        for fd, _ in poller.poll(max(wait, 0) * 1000):
+        ready = select.select([running.status_fd, *output, *job.channels.fds()], [], [], max(wait, 0))[0]
+        for fd in ready:
             if fd == running.status_fd:
                 return _finish(cgroup, running, _read_status(running.status_fd), None)
-            request = channel.receive()
-            if request is None:
-                poller.unregister(channel.sock)
-            elif request.get("op") == "stop":
-                grace = float(request.get("grace_s", spec.stop_grace_s))
-                return _stop(spec, cgroup, running, Reason.STOPPED, grace)
+            if fd in output:
+                job.capture.pump(fd)  # type: ignore[union-attr]
+                output = job.capture.fds()  # type: ignore[union-attr]
+                continue
+            request = job.channels.handle(fd)
+            if request and request.get("op") == "stop":
+                grace = _grace(request, job.spec.stop_grace_s)
+                return _stop(job, cgroup, running, Reason.STOPPED, grace)
+
+
+def _grace(request: dict, default: float) -> float:
+    try:
+        return max(0.0, float(request.get("grace_s", default)))
+    except (TypeError, ValueError):
+        return default
 
 
 def _read_status(fd: int) -> int | None:
@@ -265,9 +290,9 @@ def _read_status(fd: int) -> int | None:
     return STATUS.unpack(data)[0] if len(data) == STATUS.size else None
 
 
-def _stop(spec: LaunchSpec, cgroup: JobCgroup, running: _Running, reason: Reason, grace: float | None) -> Outcome:
+def _stop(job: _Job, cgroup: JobCgroup, running: _Running, reason: Reason, grace: float | None) -> Outcome:
     """SIGTERM to every process of the job, a grace period, then SIGKILL of the whole tree."""
-    grace = spec.stop_grace_s if grace is None else grace
+    grace = job.spec.stop_grace_s if grace is None else grace
     cgroup.signal_all(signal.SIGTERM, spare=running.init_pid)
     ready, _, _ = select.select([running.status_fd], [], [], grace)
     status = _read_status(running.status_fd) if ready else None

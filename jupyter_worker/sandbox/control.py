@@ -1,0 +1,128 @@
+"""What a supervisor owns besides the sandbox: its control connections and the job's output.
+
+Control connections carry JSON events out and requests in (SOCK_SEQPACKET, one message each);
+sends never block, so a stalled client costs the supervisor nothing. With capture, the supervisor
+reads the job's stdout and stderr pipes into the job's log file and writes the outcome to a result
+file, so both survive whoever asked for the job (a daemon that crashes and restarts, say).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Callable
+
+from ..spec import Outcome
+from .output import STDERR, STDOUT, LogWriter
+
+_PIPE_SIZE = 1 << 20
+_READ_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+
+
+class Channels:
+    """The job's control connections: the launcher's, and any that attach through the listener."""
+
+    def __init__(self, first: socket.socket | None, listener: socket.socket | None, greeting: Callable[[], dict]):
+        self.connections = [first] if first is not None else []
+        self.listener = listener
+        self.greeting = greeting
+
+    def fds(self) -> list[int]:
+        return [c.fileno() for c in self.connections] + ([self.listener.fileno()] if self.listener else [])
+
+    def broadcast(self, event: dict) -> None:
+        data = json.dumps(event).encode()
+        for connection in list(self.connections):
+            try:
+                connection.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._drop(connection)
+
+    def handle(self, fd: int) -> dict | None:
+        """Accept a new connection or read one request; None when there is no request to act on."""
+        if self.listener is not None and fd == self.listener.fileno():
+            self._accept()
+            return None
+        connection = next(c for c in self.connections if c.fileno() == fd)
+        try:
+            data = connection.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(connection)
+            return None
+        try:
+            request = json.loads(data)
+        except ValueError:
+            return None
+        return request if isinstance(request, dict) else None
+
+    def _accept(self) -> None:
+        try:
+            connection, _ = self.listener.accept()  # type: ignore[union-attr]
+        except OSError:
+            return
+        self.connections.append(connection)
+        try:
+            connection.send(json.dumps(self.greeting()).encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            self._drop(connection)
+
+    def _drop(self, connection: socket.socket) -> None:
+        self.connections.remove(connection)
+        connection.close()
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        if self.listener is not None:
+            self.listener.close()
+
+
+class Capture:
+    """The job's stdout and stderr, read from pipes into its log; its outcome, into a result file."""
+
+    def __init__(self, log_fd: int, result_fd: int, cap_bytes: int):
+        self.log = LogWriter(log_fd, cap_bytes)
+        self.result_fd = result_fd
+        self.streams: dict[int, int] = {}
+        self.job_ends: list[int] = []
+        for stream in (STDOUT, STDERR):
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            fcntl.fcntl(read_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+            self.streams[read_end] = stream
+            self.job_ends.append(write_end)
+
+    def fds(self) -> list[int]:
+        return list(self.streams)
+
+    def pump(self, fd: int) -> None:
+        """Move what one pipe holds to the log; close the pipe at end of file."""
+        data = os.read(fd, _READ_SIZE)
+        if data:
+            self.log.write(self.streams[fd], data)
+        else:
+            del self.streams[fd]
+            os.close(fd)
+
+    def drain(self) -> None:
+        """Once no job process is left, every pipe reaches end of file: take what remains."""
+        for fd in list(self.streams):
+            while fd in self.streams:
+                self.pump(fd)
+
+    def finish(self, outcome: Outcome) -> None:
+        self.drain()
+        self.log.close()
+        data = json.dumps(outcome.to_dict()).encode()
+        os.ftruncate(self.result_fd, 0)
+        os.pwrite(self.result_fd, data, 0)
+        os.fsync(self.result_fd)
+        os.close(self.result_fd)
