@@ -1,20 +1,38 @@
-"""The `jupyter-worker` command line.
+"""The `jupyter-worker` command line: the executor's verbs, the daemon itself, and the host check.
 
-For now: `doctor` (what this host can enforce) and `sandbox` (run one command in the sandbox
-engine directly, as root, for manual checks). The executor verbs (run, list, status, log, stop,
-delete, executor) arrive with the executor daemon.
+    jupyter-worker run [limits] [--wait] [--json] -- CMD ARGS   submit a job (prints it, or streams it)
+    jupyter-worker list | status ID | log ID [--follow] | stop ID | delete ID
+    jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
+    jupyter-worker doctor [--json]                               what this host can enforce
+    jupyter-worker sandbox [limits] -- CMD ARGS                  one command, engine only (root)
+
+Clients find the executor by --socket or $JUPYTER_WORKER_SOCKET. IDs may be shortened to any
+unique prefix. Errors are one line on stderr; the exit code is 2 for bad input, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
+from typing import Any
 
+from .client import Client, ExecutorError
+from .executor.app import main as executor_main
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
-from .spec import Limits, Mount, SpecError, parse_duration, parse_env_assignment
+from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_duration, parse_env_assignment, python_prefixes
+
+_BAD_INPUT = {"bad_request", "invalid", "ambiguous", "version"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error of this command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SpecError(f"{self.prog}: {message}")
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +41,33 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pids", type=int, metavar="N", help="most processes and threads at once")
     parser.add_argument("--max-iobps", type=int, metavar="BPS", help="read and write bytes per second")
     parser.add_argument("--timeout", metavar="DURATION", help="wall-clock limit, e.g. 30s, 10m, 1h")
-    parser.add_argument("--network", choices=["none", "host"], default="none")
+    parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--env", action="append", default=[], metavar="K=V")
     parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jupyter-worker", description="Sandboxed background jobs for Jupyter.")
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    parser = _Parser(prog="jupyter-worker", description="Sandboxed background jobs for Jupyter.")
+    parser.add_argument("--socket", help="executor socket (default: $JUPYTER_WORKER_SOCKET or /run/...)")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    run = verbs.add_parser("run", help="submit a job")
+    _add_limit_flags(run)
+    run.add_argument("--name", help="a name to show beside the id")
+    run.add_argument("--wait", action="store_true", help="stream the log and exit with the job's code")
+    run.add_argument("--json", action="store_true", help="print the job record as JSON")
+    listing = verbs.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--status", action="append", choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED", "STOPPED"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    for verb, text in (("status", "show one job"), ("stop", "stop a job"), ("delete", "delete a finished job")):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("job_id", metavar="ID")
+        sub.add_argument("--json", action="store_true")
+    log = verbs.add_parser("log", help="print a job's output")
+    log.add_argument("job_id", metavar="ID")
+    log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    verbs.add_parser("executor", help="run the executor daemon (root); --help-all for its options")
     doctor = verbs.add_parser("doctor", help="show what this host can isolate and limit")
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--cgroup-root", default="/sys/fs/cgroup")
@@ -38,34 +75,155 @@ def _parser() -> argparse.ArgumentParser:
     _add_limit_flags(sandbox)
     sandbox.add_argument("--work-dir", help="host folder shown as the job's writable /work")
     sandbox.add_argument("--json", action="store_true", help="print the outcome as JSON on stderr")
-    sandbox.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     return parser
 
 
-def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(
-        memory_mb=args.max_memory,
-        cpu_percent=args.max_cpu,
-        pids=args.max_pids,
-        io_bps=args.max_iobps,
-        timeout_s=parse_duration(args.timeout, "--timeout") if args.timeout else None,
-    )
-
-
-def _sandbox(args: argparse.Namespace) -> int:
+def _command(args: argparse.Namespace) -> list[str]:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise SpecError("no command given (put it after --)")
+    return command
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    asked = {
+        "memory_mb": args.max_memory,
+        "cpu_percent": args.max_cpu,
+        "pids": args.max_pids,
+        "io_bps": args.max_iobps,
+        "timeout_s": parse_duration(args.timeout, "--timeout") if args.timeout else None,
+    }
+    limits = {key: value for key, value in asked.items() if value is not None}
+    Limits.from_dict(limits)
+    return limits
+
+
+def _job_request(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "command": _command(args),
+        "name": args.name,
+        "limits": _limits(args),
+        "env": dict(parse_env_assignment(e) for e in args.env),
+        "mounts": [Mount.parse(m, cwd=os.getcwd()).to_dict() for m in args.mount],
+        "network": args.network,
+        "python_prefixes": python_prefixes(),
+    }
+
+
+def _time(stamp: float | None) -> str:
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
+
+
+def _ending(job: dict[str, Any]) -> str:
+    if job["status"] in ("QUEUED", "RUNNING"):
+        return ""
+    reason = job.get("reason")
+    if reason == "exit":
+        return f" (exit code {job['exit_code']})"
+    if reason == "signal":
+        return f" (killed by signal {job['signal']})"
+    return f" ({reason}{': ' + job['error'] if job.get('error') else ''})"
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    print(f"ID:        {job['id']}")
+    print(f"Name:      {job['name']}")
+    print(f"Owner:     {job['owner']}")
+    print(f"Command:   {' '.join(job['command'])}")
+    print(f"Status:    {job['status']}{_ending(job)}")
+    print(f"StartTime: {_time(job.get('started_at'))}")
+    print(f"Limits:    {', '.join(f'{k}={v}' for k, v in job['limits'].items() if v is not None)}")
+    if job.get("stopped_by"):
+        print(f"StoppedBy: {job['stopped_by']}")
+    metrics = job.get("metrics") or {}
+    if metrics:
+        print(
+            f"Usage:     cpu {metrics.get('cpu_seconds', 0):.2f}s, memory peak "
+            f"{metrics.get('memory_peak_bytes', 0) / 2**20:.1f} MiB, wall {metrics.get('wall_seconds', 0):.2f}s"
+        )
+
+
+def _print_table(jobs: list[dict[str, Any]]) -> None:
+    rows = [("ID", "COMMAND", "STATUS", "STARTTIME")]
+    rows += [(j["id"][:8], " ".join(j["command"])[:40], j["status"], _time(j.get("started_at"))) for j in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _shell_code(job: dict[str, Any]) -> int:
+    return Outcome(Reason(job["reason"]), job.get("exit_code"), job.get("signal")).shell_code
+
+
+def _stream_log(client: Client, job_id: str) -> dict[str, Any]:
+    """Write the job's output to our stdout and stderr as it comes; returns the final record."""
+    for event in client.follow(job_id):
+        if event["event"] == "log":
+            stream = sys.stderr if event["stream"] in ("stderr", "notice") else sys.stdout
+            stream.buffer.write(event["data"])
+            stream.flush()
+        elif event["event"] == "end":
+            return event["job"]
+    raise ExecutorError("disconnected", "the log ended before the job did")
+
+
+def _run(client: Client, args: argparse.Namespace) -> int:
+    job = client.run(_job_request(args))
+    if not args.wait:
+        print(json.dumps(job)) if args.json else _print_job(job)
+        return 0
+    final = _stream_log(client, job["id"])
+    if args.json:
+        print(json.dumps(final), file=sys.stderr)
+    elif final.get("error"):
+        print(f"jupyter-worker: {final['error']}", file=sys.stderr)
+    return _shell_code(final)
+
+
+def _log(client: Client, args: argparse.Namespace) -> int:
+    if args.follow:
+        _stream_log(client, args.job_id)
+        return 0
+    offset = 0
+    while True:
+        chunks, offset, _ = client.logs(args.job_id, offset)
+        if not chunks:
+            return 0
+        for chunk in chunks:
+            stream = sys.stderr if chunk.stream in ("stderr", "notice") else sys.stdout
+            stream.buffer.write(chunk.data)
+            stream.flush()
+
+
+def _client_verb(args: argparse.Namespace) -> int:
+    with Client(args.socket) as client:
+        if args.verb == "run":
+            return _run(client, args)
+        if args.verb == "log":
+            return _log(client, args)
+        if args.verb == "list":
+            jobs, _ = client.list(status=args.status, limit=args.limit)
+            print(json.dumps(jobs)) if args.json else _print_table(jobs)
+            return 0
+        if args.verb == "delete":
+            client.delete(args.job_id)
+            print(f"deleted {args.job_id}") if not args.json else print("{}")
+            return 0
+        job = client.get(args.job_id) if args.verb == "status" else client.stop(args.job_id)
+        print(json.dumps(job)) if args.json else _print_job(job)
+        return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
     spec = LaunchSpec(
-        argv=command,
+        argv=_command(args),
         env=dict(parse_env_assignment(e) for e in args.env),
-        limits=_limits(args),
+        limits=Limits.from_dict(_limits(args)),
         mounts=[Mount.parse(m, cwd=os.getcwd()) for m in args.mount],
-        network=args.network,
+        network=args.network or "none",
         work_dir=os.path.abspath(args.work_dir) if args.work_dir else None,
     )
-    with Sandbox() as sandbox:
-        job = sandbox.launch(spec, 0, 1, 2)
+    with Sandbox() as sandbox, sandbox.launch(spec, 0, 1, 2) as job:
         try:
             outcome = job.wait()
         except KeyboardInterrupt:
@@ -79,17 +237,37 @@ def _sandbox(args: argparse.Namespace) -> int:
     return outcome.shell_code
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    report = diagnose(args.cgroup_root)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["executor"]:
+        executor_main(argv[1:])
+        return 0
     try:
+        args = _parser().parse_args(argv)
         if args.verb == "doctor":
-            report = diagnose(args.cgroup_root)
-            print(json.dumps(report, indent=2) if args.json else render(report))
-            return 0
-        return _sandbox(args)
-    except (SpecError, SandboxError) as exc:
+            return _doctor(args)
+        if args.verb == "sandbox":
+            return _sandbox(args)
+        return _client_verb(args)
+    except SpecError as exc:
         print(f"jupyter-worker: {exc}", file=sys.stderr)
         return 2
+    except SandboxError as exc:
+        print(f"jupyter-worker: {exc}", file=sys.stderr)
+        return 1
+    except ExecutorError as exc:
+        print(f"jupyter-worker: {exc}", file=sys.stderr)
+        return 2 if exc.reason in _BAD_INPUT else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -181,6 +182,12 @@ class Mount:
         return asdict(self)
 
 
+def python_prefixes() -> list[str]:
+    """The prefixes of this interpreter outside /usr, shown read-only in a job so its packages work."""
+    prefixes = dict.fromkeys([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix])
+    return [p for p in prefixes if p != "/usr" and not p.startswith("/usr/")]
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -280,3 +287,109 @@ class Outcome:
             error=data.get("error"),
             usage=Usage(**data.get("usage", {})),
         )
+
+
+_NAME_RE = re.compile(r"^[\w.@+-][\w .@+-]{0,99}$")
+_REQUEST_FIELDS = {"command", "name", "limits", "env", "mounts", "network", "cwd", "python_prefixes", "owner"}
+
+
+@dataclass
+class JobRequest:
+    """What a client asks the executor for; limits not given come from the executor's policy."""
+
+    command: list[str]
+    name: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    network: NetworkMode | None = None
+    cwd: str = "/work"
+    python_prefixes: list[str] = field(default_factory=list)
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        self.command = validate_argv(self.command)
+        self.env = validate_env(self.env)
+        if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.match(self.name)):
+            raise SpecError("name: use up to 100 letters, digits, spaces and . @ + - _")
+        if not isinstance(self.limits, dict):
+            raise SpecError("limits: must be an object")
+        Limits.from_dict(self.limits)
+        self.network = None if self.network is None else _network(self.network)
+        self.cwd = _clean_absolute(self.cwd, "cwd")
+        self.python_prefixes = [_clean_absolute(p, "python prefix") for p in self.python_prefixes]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRequest:
+        if not isinstance(data, dict):
+            raise SpecError("job: must be an object")
+        unknown = set(data) - _REQUEST_FIELDS
+        if unknown:
+            raise SpecError(f"job: unknown field(s) {', '.join(sorted(unknown))}")
+        data = dict(data)
+        mounts = data.get("mounts", [])
+        if not isinstance(mounts, list):
+            raise SpecError("mounts: must be a list")
+        data["mounts"] = [Mount.parse(m) if isinstance(m, str) else _mount_from_dict(m) for m in mounts]
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise SpecError(f"job: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mounts"] = [m.to_dict() for m in self.mounts]
+        data["network"] = self.network.value if self.network else None
+        return data
+
+
+def _network(value: Any) -> NetworkMode:
+    try:
+        return NetworkMode(value)
+    except ValueError:
+        raise SpecError(f"network: {value!r} is not one of none, host, isolated") from None
+
+
+def _mount_from_dict(data: Any) -> Mount:
+    if not isinstance(data, dict) or set(data) - {"source", "destination", "rw"}:
+        raise SpecError("mount: an object with source, destination and rw")
+    try:
+        return Mount(**data)
+    except TypeError as exc:
+        raise SpecError(f"mount: {exc}") from None
+
+
+TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
+
+
+@dataclass
+class JobRecord:
+    """A job as the executor keeps it and every API shows it."""
+
+    id: str
+    name: str
+    owner: str
+    owner_uid: int
+    command: list[str]
+    status: JobStatus
+    limits: dict[str, Any]
+    network: str
+    created_at: float
+    reason: Reason | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    stopped_by: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["reason"] = self.reason.value if self.reason else None
+        return data

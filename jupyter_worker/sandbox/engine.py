@@ -41,13 +41,23 @@ class SandboxError(RuntimeError):
 class RunningJob:
     """A launched job: read its events, stop it, wait for its outcome."""
 
-    def __init__(self, control: socket.socket, supervisor_pid: int, spec: LaunchSpec):
+    def __init__(self, control: socket.socket, name: str):
         self.control = control
-        self.supervisor_pid = supervisor_pid
-        self.spec = spec
+        self.name = name
         self.started: dict | None = None
         self.usage = Usage()
         self.outcome: Outcome | None = None
+
+    @classmethod
+    def attach(cls, control_path: str, name: str) -> RunningJob:
+        """Reconnect to a captured job's supervisor (see Sandbox.launch_captured); OSError if it is gone."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(control_path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, name)
 
     def fileno(self) -> int:
         return self.control.fileno()
@@ -65,9 +75,9 @@ class RunningJob:
     def handle(self, data: bytes) -> dict:
         """Take one raw event off the control socket (also for callers that poll it themselves)."""
         if not data:
-            raise SandboxError(f"the supervisor of job {self.spec.name} ended without an outcome")
+            raise SandboxError(f"the supervisor of job {self.name} ended without an outcome")
         event = json.loads(data)
-        if event["event"] == "started":
+        if event["event"] == "started" or (event["event"] == "attached" and event.get("started")):
             self.started = event
         elif event["event"] == "metrics":
             self.usage = Usage(**event["usage"])
@@ -219,7 +229,7 @@ class Sandbox:
         if "error" in answer:
             ours.close()
             raise SpecError(answer["error"])
-        return RunningJob(ours, answer["pid"], spec)
+        return RunningJob(ours, spec.name)
 
     def run(self, spec: LaunchSpec, stdin: bytes = b"") -> RunResult:
         """Run to the end and return the outcome with the captured output."""

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import Limits, Mount, NetworkMode, SpecError, validate_argv, validate_env
+from ..spec import Limits, Mount, NetworkMode, SpecError, python_prefixes, validate_argv, validate_env
 
 NOBODY = 65534
-
-
-def default_python_prefixes() -> list[str]:
-    """The prefixes of the interpreter asking for the job, so its packages work inside."""
-    prefixes = dict.fromkeys([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix])
-    return [p for p in prefixes if p != "/usr" and not p.startswith("/usr/")]
 
 
 def user_name(uid: int) -> str:
@@ -44,7 +37,7 @@ class LaunchSpec:
     network: NetworkMode = NetworkMode.NONE
     hostname: str = "jupyter-worker"
     work_dir: str | None = None
-    python_prefixes: list[str] = field(default_factory=default_python_prefixes)
+    python_prefixes: list[str] = field(default_factory=python_prefixes)
     stop_grace_s: float = 5.0
     name: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -1,0 +1,253 @@
+"""Clients of the executor: `Client` (blocking) and `AsyncClient` (asyncio), one implementation.
+
+    from jupyter_worker.client import Client
+    with Client() as client:                       # $JUPYTER_WORKER_SOCKET or the default socket
+        job = client.run({"command": ["python3", "-c", "print(1)"], "limits": {"memory_mb": 256}})
+        for event in client.follow(job["id"]):     # log chunks, status, metrics, then end
+            ...
+
+Every request method is written once, in _Requests, against an abstract _call; the two classes
+differ only in how a frame travels. Errors from the executor raise ExecutorError (with a stable
+`reason`); a missing executor raises ExecutorUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import protocol
+
+DEFAULT_SOCKET = "/run/jupyter-worker/executor.sock"
+
+
+class ExecutorError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExecutorUnavailable(ExecutorError):
+    def __init__(self, path: str, why: str):
+        super().__init__(
+            "unavailable", f"no executor answers at {path} ({why}); start one as root: jupyter-worker executor"
+        )
+
+
+@dataclass
+class LogChunk:
+    offset: int
+    stream: str
+    data: bytes
+
+
+def socket_path(path: str | None = None) -> str:
+    return path or os.environ.get("JUPYTER_WORKER_SOCKET") or DEFAULT_SOCKET
+
+
+def _result(response: dict[str, Any]) -> dict[str, Any]:
+    if not response.get("ok"):
+        error = response.get("error") or {}
+        raise ExecutorError(error.get("reason", "error"), error.get("message", "the executor refused the request"))
+    return response
+
+
+def _chunks(result: dict[str, Any]) -> tuple[list[LogChunk], int, bool]:
+    chunks = [LogChunk(c["offset"], c["stream"], base64.b64decode(c["data"])) for c in result["chunks"]]
+    return chunks, result["offset"], result["finished"]
+
+
+def _stream_event(message: dict[str, Any]) -> dict[str, Any]:
+    if "error" in message:
+        _result(message)
+    if message.get("event") == "log":
+        message["data"] = base64.b64decode(message["data"])
+    return message
+
+
+class _Requests:
+    """The requests, once; _call(op, params, pick) is sync or async depending on the subclass."""
+
+    def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
+        raise NotImplementedError
+
+    def run(self, job: dict[str, Any]) -> Any:
+        """Submit a job (fields of spec.JobRequest); returns its record, QUEUED or RUNNING."""
+        return self._call("run", {"job": job}, lambda r: r["job"])
+
+    def list(self, status: list[str] | None = None, limit: int = 50, cursor: int | None = None,
+             order: str = "newest", owner: str | None = None) -> Any:  # fmt: skip
+        """One page of jobs, newest first unless order='oldest'; returns (jobs, next cursor or None)."""
+        params = {"status": status, "limit": limit, "cursor": cursor, "order": order, "owner": owner}
+        return self._call("list", params, lambda r: (r["jobs"], r["cursor"]))
+
+    def get(self, job_id: str) -> Any:
+        return self._call("get", {"job_id": job_id}, lambda r: r["job"])
+
+    def logs(self, job_id: str, offset: int = 0, max_bytes: int = 1 << 20) -> Any:
+        """Log chunks from offset on; returns (chunks, next offset, whether the job has finished)."""
+        return self._call("logs", {"job_id": job_id, "offset": offset, "max_bytes": max_bytes}, _chunks)
+
+    def stop(self, job_id: str, grace_s: float | None = None) -> Any:
+        return self._call("stop", {"job_id": job_id, "grace_s": grace_s}, lambda r: r["job"])
+
+    def delete(self, job_id: str) -> Any:
+        return self._call("delete", {"job_id": job_id}, lambda r: None)
+
+    def capabilities(self) -> Any:
+        return self._call("capabilities", {}, lambda r: r["policy"])
+
+
+class Client(_Requests):
+    """A blocking client; one connection for requests, one more for each follow or watch."""
+
+    def __init__(self, path: str | None = None, timeout: float | None = 60):
+        self.path = socket_path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._next_id = 0
+        self.identity: dict[str, Any] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
+        self.identity = self._exchange(sock, "hello", {"version": protocol.VERSION})
+        return sock
+
+    def _exchange(self, sock: socket.socket, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._next_id += 1
+        sock.sendall(protocol.encode({"op": op, "id": self._next_id, **params}))
+        return _result(self._read(sock))
+
+    @staticmethod
+    def _read(sock: socket.socket) -> dict[str, Any]:
+        header = _read_exactly(sock, protocol.LENGTH.size)
+        return protocol.decode(_read_exactly(sock, protocol.frame_length(header)))
+
+    def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
+        if self._sock is None:
+            self._sock = self._connect()
+        return pick(self._exchange(self._sock, op, params))
+
+    def _stream(self, op: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        sock = self._connect()
+        sock.settimeout(None)
+        try:
+            self._exchange(sock, op, params)
+            while True:
+                event = _stream_event(self._read(sock))
+                yield event
+                if event.get("event") == "end":
+                    return
+        finally:
+            sock.close()
+
+    def follow(self, job_id: str, offset: int = 0) -> Iterator[dict[str, Any]]:
+        """Log chunks (event 'log', data as bytes), 'status', 'metrics', and finally 'end'."""
+        return self._stream("follow", {"job_id": job_id, "offset": offset})
+
+    def watch(self) -> Iterator[dict[str, Any]]:
+        """Every change to a job the caller may see, as it happens ('job' events); never ends."""
+        return self._stream("watch", {})
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = sock.recv(size - len(data))
+        if not piece:
+            raise ExecutorError("disconnected", "the executor closed the connection")
+        data += piece
+    return bytes(data)
+
+
+class AsyncClient(_Requests):
+    """The asyncio client: the same requests as Client, awaited."""
+
+    def __init__(self, path: str | None = None):
+        self.path = socket_path(path)
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+        self._next_id = 0
+        self.identity: dict[str, Any] = {}
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            streams = await asyncio.open_unix_connection(self.path, limit=protocol.MAX_FRAME + 4)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
+        self.identity = await self._exchange(streams, "hello", {"version": protocol.VERSION})
+        return streams
+
+    async def _exchange(self, streams, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._next_id += 1
+        streams[1].write(protocol.encode({"op": op, "id": self._next_id, **params}))
+        await streams[1].drain()
+        return _result(await self._read(streams[0]))
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            header = await reader.readexactly(protocol.LENGTH.size)
+            return protocol.decode(await reader.readexactly(protocol.frame_length(header)))
+        except asyncio.IncompleteReadError:
+            raise ExecutorError("disconnected", "the executor closed the connection") from None
+
+    async def _call_async(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
+        async with self._lock:
+            if self._streams is None:
+                self._streams = await self._connect()
+            return pick(await self._exchange(self._streams, op, params))
+
+    def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
+        return self._call_async(op, params, pick)
+
+    async def _stream(self, op: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        streams = await self._connect()
+        try:
+            await self._exchange(streams, op, params)
+            while True:
+                event = _stream_event(await self._read(streams[0]))
+                yield event
+                if event.get("event") == "end":
+                    return
+        finally:
+            streams[1].close()
+
+    def follow(self, job_id: str, offset: int = 0) -> AsyncIterator[dict[str, Any]]:
+        return self._stream("follow", {"job_id": job_id, "offset": offset})
+
+    def watch(self) -> AsyncIterator[dict[str, Any]]:
+        return self._stream("watch", {})

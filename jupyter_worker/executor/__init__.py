@@ -1,0 +1,1 @@
+"""The privileged executor daemon: jobs, queue, policy, store, logs, metrics, crash recovery."""

@@ -1,0 +1,115 @@
+"""The executor's job table: SQLite in WAL mode, one row per job, nothing kept in memory only."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..spec import JobRecord, JobStatus, Reason
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    owner_uid INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    finished_at REAL,
+    record TEXT NOT NULL,
+    launch TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner_uid, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+"""
+
+
+def _record(text: str) -> JobRecord:
+    data = json.loads(text)
+    data["status"] = JobStatus(data["status"])
+    data["reason"] = Reason(data["reason"]) if data.get("reason") else None
+    return JobRecord(**data)
+
+
+class JobStore:
+    """Rows hold the record as JSON plus the columns that queries filter and sort on."""
+
+    def __init__(self, path: str):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, record: JobRecord, launch: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO jobs (id, owner_uid, status, finished_at, record, launch) VALUES (?, ?, ?, ?, ?, ?)",
+            (record.id, record.owner_uid, record.status.value, record.finished_at,
+             json.dumps(record.to_dict()), json.dumps(launch)),
+        )  # fmt: skip
+
+    def save(self, record: JobRecord) -> None:
+        self.db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, record = ? WHERE id = ?",
+            (record.status.value, record.finished_at, json.dumps(record.to_dict()), record.id),
+        )
+
+    def save_many(self, records: list[JobRecord]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for record in records:
+                self.save(record)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self.db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _record(row[0]) if row else None
+
+    def launch_of(self, job_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT launch FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def ids_with_prefix(self, prefix: str, owner_uid: int | None, limit: int = 2) -> list[str]:
+        pattern = prefix.replace("\\", "").replace("%", "").replace("_", "") + "%"
+        query, args = "SELECT id FROM jobs WHERE id LIKE ?", [pattern]
+        if owner_uid is not None:
+            query, args = query + " AND owner_uid = ?", [*args, owner_uid]
+        return [row[0] for row in self.db.execute(query + " LIMIT ?", (*args, limit))]
+
+    def page(
+        self, owner_uid: int | None, statuses: list[str] | None, before: int | None, limit: int, oldest_first: bool
+    ) -> tuple[list[JobRecord], int | None]:
+        """One page in creation order; the cursor is the seq to continue after (None at the end)."""
+        where, args = [], []
+        if owner_uid is not None:
+            where.append("owner_uid = ?")
+            args.append(owner_uid)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if before is not None:
+            where.append("seq > ?" if oldest_first else "seq < ?")
+            args.append(before)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "ASC" if oldest_first else "DESC"
+        rows = self.db.execute(
+            f"SELECT seq, record FROM jobs {clause} ORDER BY seq {order} LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        cursor = rows[limit - 1][0] if len(rows) > limit else None
+        return [_record(text) for _, text in rows[:limit]], cursor
+
+    def with_status(self, *statuses: JobStatus) -> list[JobRecord]:
+        marks = ", ".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT record FROM jobs WHERE status IN ({marks}) ORDER BY seq", [s.value for s in statuses]
+        )
+        return [_record(text) for (text,) in rows]
+
+    def finished_oldest_first(self) -> list[tuple[str, float]]:
+        return self.db.execute(
+            "SELECT id, finished_at FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at"
+        ).fetchall()
+
+    def delete(self, job_id: str) -> None:
+        self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
