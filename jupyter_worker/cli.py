@@ -120,9 +120,15 @@ def _ending(job: dict[str, Any]) -> str:
     reason = job.get("reason")
     if reason == "exit":
         return f" (exit code {job['exit_code']})"
-    if reason == "signal":
-        return f" (killed by signal {job['signal']})"
-    return f" ({reason}{': ' + job['error'] if job.get('error') else ''})"
+    words = {
+        "signal": f"killed by signal {job.get('signal')}",
+        "oom": f"killed: out of memory (limit {job['limits'].get('memory_mb')} MiB)",
+        "timeout": f"timed out after {job['limits'].get('timeout_s'):g} s",
+        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
+        "start_error": f"could not start: {job.get('error')}",
+        "lost": "lost: its supervisor vanished",
+    }
+    return f" ({words.get(reason, reason)})"
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -175,8 +181,8 @@ def _run(client: Client, args: argparse.Namespace) -> int:
     final = _stream_log(client, job["id"])
     if args.json:
         print(json.dumps(final), file=sys.stderr)
-    elif final.get("error"):
-        print(f"jupyter-worker: {final['error']}", file=sys.stderr)
+    elif final["status"] != "COMPLETED":
+        print(f"jupyter-worker: job {final['id'][:8]} {final['status'].lower()}{_ending(final)}", file=sys.stderr)
     return _shell_code(final)
 
 

@@ -151,10 +151,18 @@ class Client(_Requests):
         return pick(self._exchange(self._sock, op, params))
 
     def _stream(self, op: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Subscribe now (so nothing after this call is missed); events come as they are iterated."""
         sock = self._connect()
         sock.settimeout(None)
         try:
             self._exchange(sock, op, params)
+        except BaseException:
+            sock.close()
+            raise
+        return self._events(sock)
+
+    def _events(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
+        try:
             while True:
                 event = _stream_event(self._read(sock))
                 yield event

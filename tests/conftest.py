@@ -35,7 +35,7 @@ def process_residue() -> list[str]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "jupyter_worker.sandbox.spawner" in cmdline:  # spawners, standbys, supervisors, inits
+        if "jupyter_worker.sandbox.spawner" in cmdline or "jupyter_worker.cli executor" in cmdline:
             found.append(f"{pid}: {cmdline}")
     return found
 

@@ -45,7 +45,8 @@ class Policy(Configurable):
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
 
     def limits_for(self, request: JobRequest) -> Limits:
-        """The request's limits with defaults filled in; a value above a maximum is refused."""
+        """The request's limits with defaults (capped at the maxima) filled in; a value above a
+        maximum is refused."""
         asked = dict(request.limits)
         defaults = {
             "memory_mb": self.default_memory_limit,
@@ -61,6 +62,9 @@ class Policy(Configurable):
             "pids": (self.max_pids_limit, "process limit", ""),
             "timeout_s": (self.max_job_timeout, "timeout", "s"),
         }
+        for key, (maximum, _, _) in maxima.items():
+            if maximum is not None and (defaults[key] is None or defaults[key] > maximum):
+                defaults[key] = maximum
         limits = Limits.from_dict({**{k: v for k, v in defaults.items() if v is not None}, **asked})
         for key, (maximum, what, unit) in maxima.items():
             value = getattr(limits, key)

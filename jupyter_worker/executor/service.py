@@ -386,6 +386,7 @@ class Executor:
         outcome = _read_result(self.paths(record.id)["result"])
         if outcome is None:
             outcome = Outcome(Reason.LOST, error="the job's supervisor vanished without an outcome")
+            self.sandbox.remove_leftovers(record.id.replace("-", ""))
         self._finish(record, outcome)
 
     def retain(self) -> None:

@@ -236,6 +236,15 @@ class CgroupHost:
             self._move_own_processes_to_leaf()
             _write(control, " ".join("+" + c for c in wanted))
 
+    def find_job(self, name: str) -> JobCgroup | None:
+        """The cgroups of a job by its name, where any are left."""
+        dirs = {}
+        for hierarchy in self._hierarchies_for(Limits(cpuset="0")):
+            path = os.path.join(hierarchy.own_dir, PROJECT_DIR, name)
+            if os.path.isdir(path):
+                dirs[hierarchy.mountpoint] = path
+        return JobCgroup(self, dirs, Limits()) if dirs else None
+
     def refuse_v2_controllers(self, why: str) -> None:
         """Controllers that cannot be delegated are treated as absent, with the reason kept."""
         if self.v2 is not None:
@@ -498,6 +507,13 @@ class JobCgroup:
                     usage.io_write_bytes += int(parts[2])
         except OSError:
             pass
+
+    def rename(self, name: str) -> None:
+        """Give a standby's cgroups the job's name, so whoever knows the job can find them."""
+        for mountpoint, path in self.dirs.items():
+            target = os.path.join(os.path.dirname(path), name)
+            os.rename(path, target)
+            self.dirs[mountpoint] = target
 
     def remove(self) -> None:
         """rmdir the job's cgroups, then the project folder if no other job uses it."""

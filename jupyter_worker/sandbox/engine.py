@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..spec import Outcome, SpecError, Usage
+from .cgroups import CgroupHost
 from .launch_spec import LaunchSpec
 
 DEFAULT_RUNTIME_DIR = "/run/jupyter-worker"
@@ -230,6 +231,15 @@ class Sandbox:
             ours.close()
             raise SpecError(answer["error"])
         return RunningJob(ours, spec.name)
+
+    def remove_leftovers(self, name: str) -> bool:
+        """Kill and remove what is left of a job whose supervisor is gone; True if anything was."""
+        cgroup = CgroupHost.detect(self.cgroup_root).find_job(name)
+        if cgroup is None:
+            return False
+        cgroup.kill()
+        cgroup.remove()
+        return True
 
     def run(self, spec: LaunchSpec, stdin: bytes = b"") -> RunResult:
         """Run to the end and return the outcome with the captured output."""

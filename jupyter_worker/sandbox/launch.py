@@ -135,6 +135,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
     """
     try:
         cgroup.join_v1()
+        lines.job.send(b"joined")
         host_network = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)
         loopback_up()

@@ -194,18 +194,17 @@ def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> 
     if spec.limits.io_bps is not None:
         with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
             devices, warnings = io_devices(spec)
-    try:
-        cgroup.apply(spec.limits, devices)
-    except OSError as exc:
-        raise SpecError(f"could not apply the limits: {exc}") from None
+    cgroup.apply(spec.limits, devices)
     return warnings
 
 
 def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.socket) -> Outcome:
     """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
-    The init finishes the root while the limits are written; it forks the job only after the
-    'limits set' byte, so no user code runs unlimited. The outcome goes out as soon as the job's
+    The init says 'joined' once inside the job's v1 cgroups (a standby may still be preparing when
+    its job arrives); only then are the cgroups renamed after the job. The init finishes the root
+    while the limits are written; it lets the job run only after the 'limits set' byte, so no user
+    code runs unlimited. The outcome goes out as soon as the job's
     processes are gone; the empty cgroups are removed after it.
     """
     cgroup = prepared.cgroup
@@ -213,13 +212,15 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
     try:
         try:
             os.sched_setscheduler(prepared.init_pid, os.SCHED_OTHER, os.sched_param(0))
+            prepared.job.recv(16)
             socket.send_fds(prepared.job, [job.message], job.stdio)
         except OSError:
             pass
         prepared.job.close()
         try:
+            cgroup.rename(job.spec.name)
             warnings = _apply_limits(job.spec, context, cgroup)
-        except SpecError as exc:
+        except (SpecError, OSError) as exc:
             _close_all(job.stdio)
             os.close(prepared.limits_set_fd)
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))

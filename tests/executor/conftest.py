@@ -1,0 +1,193 @@
+"""A real executor daemon per test, real local users, and a way to act as one of them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from jupyter_worker import protocol
+from jupyter_worker.client import Client, ExecutorUnavailable
+from tests.conftest import is_root
+
+USERS = ("jwtest-alice", "jwtest-bob", "jwtest-carol")
+VIEWERS = "jwtest-viewers"
+ADMINS = "jwtest-admins"
+
+
+@pytest.fixture(scope="session")
+def users():
+    """Three real local users; carol is in the viewer group. Removed after the session."""
+    if not is_root():
+        pytest.skip("needs root to create users")
+    for group in (VIEWERS, ADMINS):
+        subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
+    for name in USERS:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    subprocess.run(["usermod", "-aG", VIEWERS, "jwtest-carol"], check=True, capture_output=True)
+    try:
+        yield {name: pwd.getpwnam(name) for name in USERS}
+    finally:
+        for name in USERS:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+        for group in (VIEWERS, ADMINS):
+            subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+
+def as_user(name: str, action: Callable[[], Any]) -> Any:
+    """Run action in a forked child that has become the user; its result or exception comes back."""
+    entry = pwd.getpwnam(name)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            os.setgroups(os.getgrouplist(name, entry.pw_gid))
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            payload = pickle.dumps(("ok", action()))
+        except BaseException as exc:  # noqa: BLE001 - carried back to the test
+            payload = pickle.dumps(("error", (type(exc), str(exc), traceback.format_exc())))
+        with os.fdopen(write_end, "wb") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as incoming:
+        kind, value = pickle.loads(incoming.read())
+    os.waitpid(pid, 0)
+    if kind == "error":
+        error_type, message, _ = value
+        raise error_type(message) if error_type is not SystemExit else AssertionError(message)
+    return value
+
+
+@dataclass
+class Daemon:
+    """A real `jupyter-worker executor` process on a socket and state dir of its own."""
+
+    folder: str
+    flags: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.folder, "executor.sock")
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.folder, "state")
+
+    def start(self, *extra: str) -> None:
+        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
+                   "--state-dir", self.state_dir, "--admin-group", ADMINS, "--viewer-group", VIEWERS,
+                   *self.flags, *extra]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with Client(self.socket) as client:
+                    client.capabilities()
+                return
+            except ExecutorUnavailable:
+                if self.process.poll() is not None:
+                    raise AssertionError(self.process.stderr.read().decode()) from None
+                time.sleep(0.05)
+        raise AssertionError("the executor did not come up")
+
+    def kill_hard(self) -> None:
+        """kill -9: no clean-up of any kind."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def client(self) -> Client:
+        return Client(self.socket)
+
+
+def stop_everything(daemon: Daemon) -> None:
+    """Stop every unfinished job and wait until all have ended, so nothing outlives the test."""
+    with daemon.client() as client:
+        jobs, _ = client.list(status=["QUEUED", "RUNNING"], limit=1000)
+        for job in jobs:
+            client.stop(job["id"], grace_s=0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and client.list(status=["QUEUED", "RUNNING"], limit=1000)[0]:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(request, users):
+    """A started executor; flags come from @pytest.mark.executor_flags(...).
+
+    Its folder is outside pytest's private temporary tree, so the test users can reach the socket.
+    """
+    marker = request.node.get_closest_marker("executor_flags")
+    folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
+    os.chmod(folder, 0o755)
+    running = Daemon(folder, list(marker.args) if marker else [])
+    running.start()
+    try:
+        yield running
+    finally:
+        if running.process is None:
+            running.start()
+        stop_everything(running)
+        running.stop()
+        shutil.rmtree(folder)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_status(client: Client, job_id: str) -> str:
+    return client.get(job_id)["status"]
+
+
+def raw_exchange(path: str, frames: list[bytes]) -> list[dict]:
+    """Send raw bytes to the executor and read every response until it closes or goes quiet."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(3)
+    for frame in frames:
+        sock.sendall(frame)
+    responses = []
+    try:
+        while True:
+            header = sock.recv(4, socket.MSG_WAITALL)
+            if len(header) < 4:
+                break
+            responses.append(protocol.decode(sock.recv(protocol.frame_length(header), socket.MSG_WAITALL)))
+    except TimeoutError:
+        pass
+    sock.close()
+    return responses

@@ -1,0 +1,238 @@
+"""The executor daemon as its clients see it: ownership, roles, queueing, logs, crashes, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from jupyter_worker.client import AsyncClient, Client, ExecutorError
+from tests.executor.conftest import as_user, job_status, wait_for
+
+SLEEP = {"command": ["sleep", "300"]}
+
+
+def run_as(daemon, user: str, job: dict) -> dict:
+    return as_user(user, lambda: Client(daemon.socket).run(job))
+
+
+def ask_as(daemon, user: str, method: str, *args, **kwargs):
+    """Call one client method as the user; an ExecutorError comes back as its reason."""
+
+    def call():
+        try:
+            return getattr(Client(daemon.socket), method)(*args, **kwargs)
+        except ExecutorError as exc:
+            return f"refused: {exc.reason}"
+
+    return as_user(user, call)
+
+
+def test_a_job_runs_as_its_owner_and_others_cannot_touch_it(daemon, users):
+    alice = users["jwtest-alice"]
+    job = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", "id -u; sleep 300"]})
+    with daemon.client() as root:
+        wait_for(lambda: root.logs(job["id"])[0], what="output")
+        assert root.logs(job["id"])[0][0].data == f"{alice.pw_uid}\n".encode()
+    assert job["owner"] == "jwtest-alice" and job["owner_uid"] == alice.pw_uid
+    assert ask_as(daemon, "jwtest-bob", "list")[0] == []
+    for method in ("get", "logs", "stop", "delete"):
+        assert ask_as(daemon, "jwtest-bob", method, job["id"]) == "refused: not_found"
+    assert ask_as(daemon, "jwtest-bob", "get", job["id"][:8]) == "refused: not_found"
+    assert [j["id"] for j in ask_as(daemon, "jwtest-alice", "list")[0]] == [job["id"]]
+    assert ask_as(daemon, "jwtest-alice", "stop", job["id"][:6])["id"] == job["id"]
+
+
+def test_root_sees_and_stops_every_job(daemon, users):
+    job = run_as(daemon, "jwtest-alice", SLEEP)
+    with daemon.client() as root:
+        assert job["id"] in [j["id"] for j in root.list()[0]]
+        assert root.stop(job["id"])["stopped_by"] == "root"
+        final = wait_for(lambda: (j := root.get(job["id"]))["status"] != "RUNNING" and j, what="stop")
+    assert final["status"] == "STOPPED" and final["reason"] == "stopped"
+
+
+def test_a_viewer_reads_every_job_but_runs_and_stops_none(daemon, users):
+    job = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", "echo visible; sleep 300"]})
+    assert job["id"] in [j["id"] for j in ask_as(daemon, "jwtest-carol", "list")[0]]
+    wait_for(lambda: ask_as(daemon, "jwtest-carol", "logs", job["id"])[0], what="output")
+    assert ask_as(daemon, "jwtest-carol", "run", SLEEP) == "refused: forbidden"
+    assert ask_as(daemon, "jwtest-carol", "stop", job["id"]) == "refused: forbidden"
+    assert ask_as(daemon, "jwtest-carol", "delete", job["id"]) == "refused: forbidden"
+
+
+@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=2")
+def test_jobs_beyond_the_concurrency_cap_wait_in_order(daemon):
+    with daemon.client() as client:
+        ids = [client.run(SLEEP)["id"] for _ in range(4)]
+        assert [job_status(client, i) for i in ids] == ["RUNNING", "RUNNING", "QUEUED", "QUEUED"]
+        client.stop(ids[0], grace_s=0)
+        wait_for(lambda: job_status(client, ids[2]) == "RUNNING", what="the third job to start")
+        assert job_status(client, ids[3]) == "QUEUED"
+        client.stop(ids[3])
+        assert job_status(client, ids[3]) == "STOPPED"
+
+
+@pytest.mark.executor_flags("--Policy.max_jobs_per_user=1")
+def test_the_per_user_cap_queues_one_user_without_holding_back_another(daemon, users):
+    first = run_as(daemon, "jwtest-alice", SLEEP)
+    second = run_as(daemon, "jwtest-alice", SLEEP)
+    other = run_as(daemon, "jwtest-bob", SLEEP)
+    assert (first["status"], second["status"], other["status"]) == ("RUNNING", "QUEUED", "RUNNING")
+
+
+@pytest.mark.executor_flags("--Policy.max_memory_limit=512", "--Policy.max_job_timeout=60")
+def test_limits_above_the_maxima_are_refused_with_a_clear_error(daemon):
+    with daemon.client() as client, pytest.raises(ExecutorError, match="memory limit: 1024MiB is above the maximum"):
+        client.run({"command": ["true"], "limits": {"memory_mb": 1024}})
+    with daemon.client() as client, pytest.raises(ExecutorError, match="timeout: 120s is above the maximum"):
+        client.run({"command": ["true"], "limits": {"timeout_s": 120}})
+    with daemon.client() as client:
+        assert client.list()[0] == []
+
+
+def test_a_timeout_ends_the_job_and_says_so(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["sleep", "300"], "limits": {"timeout_s": 1}})
+        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="timeout")
+    assert (final["status"], final["reason"]) == ("FAILED", "timeout")
+
+
+COUNTER = (
+    "import time\nfor i in range(4000):\n    print(i, flush=True)\n    time.sleep(0.0005) if i % 50 == 0 else None\n"
+)
+
+
+def test_logs_resume_from_any_offset_with_no_gap_or_duplicate(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["python3", "-c", COUNTER]})
+        expected = b"".join(b"%d\n" % i for i in range(4000))
+        seen, offset = b"", 0
+        while True:
+            chunks, offset, finished = client.logs(job["id"], offset, max_bytes=997)
+            seen += b"".join(c.data for c in chunks)
+            if finished and not chunks:
+                break
+        assert seen == expected
+        middle = client.logs(job["id"], 0, max_bytes=5000)[1]
+        followed = b"".join(e["data"] for e in client.follow(job["id"], middle) if e["event"] == "log")
+        assert expected[: len(expected) - len(followed)] + followed == expected
+        assert len(followed) < len(expected)
+
+
+def test_following_a_live_job_delivers_every_byte_then_ends(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["python3", "-c", COUNTER]})
+        events = list(client.follow(job["id"]))
+    data = b"".join(e["data"] for e in events if e["event"] == "log")
+    assert data == b"".join(b"%d\n" % i for i in range(4000))
+    assert events[-1]["event"] == "end" and events[-1]["job"]["status"] == "COMPLETED"
+    assert "status" in {e["event"] for e in events}
+
+
+@pytest.mark.executor_flags("--Policy.log_max_bytes=10000")
+def test_the_log_cap_keeps_the_start_marks_the_cut_and_lets_the_job_finish(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\\\0' x; echo; echo end"]})
+        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="the job")
+        chunks, _, _ = client.logs(job["id"])
+    assert final["status"] == "COMPLETED"
+    assert sum(len(c.data) for c in chunks if c.stream == "stdout") <= 10000
+    assert any(c.stream == "notice" and b"log cap of 10000 bytes" in c.data for c in chunks)
+
+
+def test_a_crash_of_the_executor_loses_nothing(daemon):
+    with daemon.client() as client:
+        done_meanwhile = client.run({"command": ["python3", "-c", COUNTER]})["id"]
+        still_running = client.run({"command": ["sh", "-c", "echo before; sleep 300"]})["id"]
+        wait_for(lambda: client.logs(still_running)[0], what="output")
+    daemon.kill_hard()
+    time.sleep(3)
+    daemon.start()
+    with daemon.client() as client:
+        ended = client.get(done_meanwhile)
+        assert (ended["status"], ended["reason"], ended["exit_code"]) == ("COMPLETED", "exit", 0)
+        log = b"".join(c.data for c in client.logs(done_meanwhile, max_bytes=1 << 20)[0])
+        assert log == b"".join(b"%d\n" % i for i in range(4000))
+        assert client.get(still_running)["status"] == "RUNNING"
+        client.stop(still_running, grace_s=0)
+        final = wait_for(lambda: (j := client.get(still_running))["status"] != "RUNNING" and j, what="stop")
+        assert final["status"] == "STOPPED"
+
+
+def test_a_job_whose_supervisor_vanished_is_recorded_as_lost(daemon):
+    marker = "4242"
+    with daemon.client() as client:
+        job = client.run({"command": ["sleep", marker + "0"]})
+        wait_for(lambda: _pid_of(["sleep", marker + "0"]), what="the job")
+    daemon.kill_hard()
+    supervisor = _parent(_parent(_pid_of(["sleep", marker + "0"])))
+    os.kill(supervisor, signal.SIGKILL)
+    daemon.start()
+    with daemon.client() as client:
+        lost = client.get(job["id"])
+    assert (lost["status"], lost["reason"]) == ("FAILED", "lost")
+    wait_for(lambda: not _pid_of(["sleep", marker + "0"]), what="the orphaned job to be killed")
+
+
+def _pid_of(argv: list[str]) -> int | None:
+    wanted = "\0".join(argv).encode() + b"\0"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == wanted:
+                    return int(pid)
+        except OSError:
+            pass
+    return None
+
+
+def _parent(pid: int | None) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def test_retention_deletes_old_jobs_and_delete_removes_one(daemon):
+    with daemon.client() as client:
+        kept = client.run({"command": ["true"]})["id"]
+        doomed = client.run({"command": ["true"]})["id"]
+        wait_for(lambda: job_status(client, doomed) == "COMPLETED", what="the job")
+        with pytest.raises(ExecutorError, match="stop it first"):
+            client.delete(client.run(SLEEP)["id"])
+        client.delete(doomed)
+        with pytest.raises(ExecutorError, match="no job"):
+            client.get(doomed)
+    assert not os.path.exists(os.path.join(daemon.state_dir, "jobs", doomed))
+    daemon.stop()
+    daemon.start("--Policy.retention_max_bytes=0")
+    with daemon.client() as client, pytest.raises(ExecutorError, match="no job"):
+        client.get(kept)
+
+
+def test_the_async_client_runs_and_follows(daemon):
+    async def scenario():
+        async with AsyncClient(daemon.socket) as client:
+            job = await client.run({"command": ["sh", "-c", "echo async"]})
+            events = [e async for e in client.follow(job["id"])]
+            return job, events, await client.get(job["id"])
+
+    job, events, final = asyncio.run(scenario())
+    assert b"".join(e["data"] for e in events if e["event"] == "log") == b"async\n"
+    assert final["status"] == "COMPLETED"
+
+
+def test_watchers_hear_of_every_change_to_their_jobs(daemon):
+    with daemon.client() as client:
+        stream = client.watch()
+        job = client.run({"command": ["true"]})
+        statuses = []
+        for event in stream:
+            if event.get("event") == "job" and event["job"]["id"] == job["id"]:
+                statuses.append(event["job"]["status"])
+                if event["job"]["status"] == "COMPLETED":
+                    break
+        stream.close()
+    assert statuses[0] in ("QUEUED", "RUNNING") and statuses[-1] == "COMPLETED"
