@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import pwd
@@ -138,16 +139,13 @@ def stop_everything(daemon: Daemon) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def daemon(request, users):
-    """A started executor; flags come from @pytest.mark.executor_flags(...).
-
-    Its folder is outside pytest's private temporary tree, so the test users can reach the socket.
-    """
-    marker = request.node.get_closest_marker("executor_flags")
+@contextlib.contextmanager
+def started_daemon(flags: list[str]):
+    """A started executor in a folder outside pytest's private temporary tree, so the test users can
+    reach its socket; every job is stopped and the daemon shut down afterwards."""
     folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
     os.chmod(folder, 0o755)
-    running = Daemon(folder, list(marker.args) if marker else [])
+    running = Daemon(folder, flags)
     running.start()
     try:
         yield running
@@ -157,6 +155,21 @@ def daemon(request, users):
         stop_everything(running)
         running.stop()
         shutil.rmtree(folder)
+
+
+@pytest.fixture
+def daemon(request, users):
+    """An executor of the test's own; flags come from @pytest.mark.executor_flags(...)."""
+    marker = request.node.get_closest_marker("executor_flags")
+    with started_daemon(list(marker.args) if marker else []) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(users):
+    """One executor for a whole module of tests that only read or add jobs."""
+    with started_daemon([]) as running:
+        yield running
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
@@ -174,7 +187,7 @@ def job_status(client: Client, job_id: str) -> str:
 
 
 def raw_exchange(path: str, frames: list[bytes]) -> list[dict]:
-    """Send raw bytes to the executor and read every response until it closes or goes quiet."""
+    """Send raw bytes to the executor; read a response per frame, or until it closes the connection."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
     sock.settimeout(3)
@@ -182,7 +195,7 @@ def raw_exchange(path: str, frames: list[bytes]) -> list[dict]:
         sock.sendall(frame)
     responses = []
     try:
-        while True:
+        while len(responses) < len(frames):
             header = sock.recv(4, socket.MSG_WAITALL)
             if len(header) < 4:
                 break

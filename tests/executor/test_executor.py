@@ -219,7 +219,7 @@ def test_the_async_client_runs_and_follows(daemon):
             events = [e async for e in client.follow(job["id"])]
             return job, events, await client.get(job["id"])
 
-    job, events, final = asyncio.run(scenario())
+    _, events, final = asyncio.run(scenario())
     assert b"".join(e["data"] for e in events if e["event"] == "log") == b"async\n"
     assert final["status"] == "COMPLETED"
 
