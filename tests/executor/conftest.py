@@ -63,7 +63,7 @@ def as_user(name: str, action: Callable[[], Any]) -> Any:
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
             payload = pickle.dumps(("ok", action()))
-        except BaseException as exc:  # noqa: BLE001 - carried back to the test
+        except BaseException as exc:  # carried back to the test
             payload = pickle.dumps(("error", (type(exc), str(exc), traceback.format_exc())))
         with os.fdopen(write_end, "wb") as out:
             out.write(payload)
