@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 
 from traitlets import Int, Unicode
@@ -57,6 +58,8 @@ class ExecutorApp(Application):
         if os.geteuid() != 0:
             self.log.critical("the executor must run as root")
             self.exit(2)
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(self.serve())
 
     async def serve(self) -> None:

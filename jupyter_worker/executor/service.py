@@ -28,6 +28,7 @@ from .store import JobStore
 
 METRICS_FLUSH_S = 2.0
 FOLLOW_POLL_S = 0.05
+READ_MAX = 512 << 10  # log bytes per response: base64 of it stays well inside one protocol frame
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Executor:
         record = self.find(caller, job_ref)
         if not isinstance(offset, int) or offset < 0 or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ProtocolError("bad_request", "offset: a whole number >= 0; max_bytes: >= 1")
-        chunks, next_offset = read_chunks(self.paths(record.id)["log"], offset, min(max_bytes, 1 << 20))
+        chunks, next_offset = read_chunks(self.paths(record.id)["log"], offset, min(max_bytes, READ_MAX))
         return record, chunks, next_offset
 
     async def follow(self, caller: Caller, job_ref: str, offset: int) -> AsyncIterator[dict]:
@@ -199,7 +200,7 @@ class Executor:
         try:
             status, metrics = None, None
             while True:
-                record, chunks, offset = self.logs(caller, record.id, offset, 1 << 20)
+                record, chunks, offset = self.logs(caller, record.id, offset, READ_MAX)
                 for chunk in chunks:
                     yield {"event": "log", "offset": chunk.offset, "stream": chunk.stream_name, "data": chunk.data}
                 if record.status != status:
@@ -383,10 +384,13 @@ class Executor:
 
     def _settle(self, record: JobRecord) -> None:
         """A job with no supervisor to talk to: its result file says how it ended, or it is lost."""
-        outcome = _read_result(self.paths(record.id)["result"])
-        if outcome is None:
+        result = _read_result(self.paths(record.id)["result"])
+        if "reason" in result:
+            outcome = Outcome.from_dict(result)
+        else:
             outcome = Outcome(Reason.LOST, error="the job's supervisor vanished without an outcome")
-            self.sandbox.remove_leftovers(record.id.replace("-", ""))
+            if result.get("cgroup"):
+                self.sandbox.remove_leftovers(result["cgroup"])
         self._finish(record, outcome)
 
     def retain(self) -> None:
@@ -408,13 +412,14 @@ class Executor:
             await asyncio.sleep(60)
 
 
-def _read_result(path: str) -> Outcome | None:
+def _read_result(path: str) -> dict:
+    """The supervisor's result file: the outcome once the job ended, before that its cgroup name."""
     try:
         with open(path) as f:
-            text = f.read()
-        return Outcome.from_dict(json.loads(text)) if text else None
-    except (OSError, ValueError, KeyError):
-        return None
+            data = json.loads(f.read() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _folder_size(path: str) -> int:

@@ -508,12 +508,10 @@ class JobCgroup:
         except OSError:
             pass
 
-    def rename(self, name: str) -> None:
-        """Give a standby's cgroups the job's name, so whoever knows the job can find them."""
-        for mountpoint, path in self.dirs.items():
-            target = os.path.join(os.path.dirname(path), name)
-            os.rename(path, target)
-            self.dirs[mountpoint] = target
+    @property
+    def name(self) -> str:
+        """The job's cgroup folder name (the same in every hierarchy)."""
+        return os.path.basename(next(iter(self.dirs.values())))
 
     def remove(self) -> None:
         """rmdir the job's cgroups, then the project folder if no other job uses it."""

@@ -92,6 +92,7 @@ class Capture:
     def __init__(self, log_fd: int, result_fd: int, cap_bytes: int):
         self.log = LogWriter(log_fd, cap_bytes)
         self.result_fd = result_fd
+        self.cgroup = ""
         self.streams: dict[int, int] = {}
         self.job_ends: list[int] = []
         for stream in (STDOUT, STDERR):
@@ -118,11 +119,19 @@ class Capture:
             while fd in self.streams:
                 self.pump(fd)
 
+    def begin(self, cgroup: str) -> None:
+        """Until the outcome replaces it, the result file names the job's cgroup, so whoever finds
+        the supervisor gone can remove what is left of the job."""
+        self.cgroup = cgroup
+        self._write_result({"cgroup": cgroup})
+
     def finish(self, outcome: Outcome) -> None:
         self.drain()
         self.log.close()
-        data = json.dumps(outcome.to_dict()).encode()
-        os.ftruncate(self.result_fd, 0)
-        os.pwrite(self.result_fd, data, 0)
-        os.fsync(self.result_fd)
+        self._write_result({**outcome.to_dict(), "cgroup": self.cgroup})
         os.close(self.result_fd)
+
+    def _write_result(self, data: dict) -> None:
+        os.ftruncate(self.result_fd, 0)
+        os.pwrite(self.result_fd, json.dumps(data).encode(), 0)
+        os.fsync(self.result_fd)

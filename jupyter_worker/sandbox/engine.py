@@ -233,7 +233,8 @@ class Sandbox:
         return RunningJob(ours, spec.name)
 
     def remove_leftovers(self, name: str) -> bool:
-        """Kill and remove what is left of a job whose supervisor is gone; True if anything was."""
+        """Kill and remove what is left of a job whose supervisor is gone, by the cgroup name its
+        result file gave; True if anything was."""
         cgroup = CgroupHost.detect(self.cgroup_root).find_job(name)
         if cgroup is None:
             return False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 HEADER = struct.Struct(">BI")
 STDOUT, STDERR, NOTICE = 1, 2, 3
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr", NOTICE: "notice"}
-MAX_RECORD = 1 << 20
+MAX_RECORD = 256 << 10
 
 
 @dataclass

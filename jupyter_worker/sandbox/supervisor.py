@@ -202,9 +202,8 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
     """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
     The init says 'joined' once inside the job's v1 cgroups (a standby may still be preparing when
-    its job arrives); only then are the cgroups renamed after the job. The init finishes the root
-    while the limits are written; it lets the job run only after the 'limits set' byte, so no user
-    code runs unlimited. The outcome goes out as soon as the job's
+    its job arrives). The init finishes the root while the limits are written; it lets the job run
+    only after the 'limits set' byte, so no user code runs unlimited. The outcome goes out as soon as the job's
     processes are gone; the empty cgroups are removed after it.
     """
     cgroup = prepared.cgroup
@@ -217,8 +216,9 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
         except OSError:
             pass
         prepared.job.close()
+        if job.capture is not None:
+            job.capture.begin(cgroup.name)
         try:
-            cgroup.rename(job.spec.name)
             warnings = _apply_limits(job.spec, context, cgroup)
         except (SpecError, OSError) as exc:
             _close_all(job.stdio)

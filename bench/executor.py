@@ -1,0 +1,222 @@
+"""Executor figures, each beside its anchor from the same run (run as root, bubblewrap installed).
+
+    python bench/executor.py [--quick]
+
+- submit to terminal state of /bin/true through the socket, beside a bare subprocess and bwrap;
+- sustained jobs per second with 8 concurrent clients;
+- a job writing 1 GiB to stdout: capture rate, every byte reaching a follower, daemon RSS growth;
+- 1,000 concurrently running sleep jobs: daemon RSS and the supervisors' PSS;
+- the first page of 50 out of 100,000 stored jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from jupyter_worker.client import Client, ExecutorUnavailable
+from jupyter_worker.executor.store import JobStore
+from jupyter_worker.spec import JobRecord, JobStatus
+
+sys.path.insert(0, os.path.dirname(__file__))
+from start_latency import BWRAP, summary
+
+
+class Daemon:
+    def __init__(self, folder: str, *flags: str):
+        self.socket = os.path.join(folder, "executor.sock")
+        self.state_dir = os.path.join(folder, "state")
+        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
+                   "--state-dir", self.state_dir, *flags]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            try:
+                Client(self.socket).capabilities()
+                return
+            except ExecutorUnavailable:
+                time.sleep(0.05)
+        raise SystemExit("executor did not start")
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.process.pid}/status") as f:
+            return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) / 1024
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait()
+
+
+def run_to_end(client: Client, job: dict) -> dict:
+    record = client.run(job)
+    for event in client.follow(record["id"]):
+        if event["event"] == "end":
+            return event["job"]
+    raise RuntimeError("no end")
+
+
+def submit_latency(daemon: Daemon, runs: int) -> None:
+    client = Client(daemon.socket)
+    cases = {
+        "bare subprocess /bin/true": lambda: subprocess.run(["/bin/true"], check=True),
+        "bwrap /bin/true": lambda: subprocess.run(BWRAP, check=True),
+        "executor: submit to COMPLETED": lambda: run_to_end(client, {"command": ["/bin/true"], "python_prefixes": []}),
+    }
+    samples = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, action in cases.items():
+            start = time.perf_counter()
+            action()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    print(f"submit to terminal state, {runs} runs each (ms)")
+    for name, values in samples.items():
+        p50, p95 = summary(values)
+        print(f"  {name:<34} p50 {p50:7.2f}  p95 {p95:7.2f}")
+    print("  target: executor p50 <= 15 ms")
+
+
+def throughput(daemon: Daemon, seconds: float, clients: int = 8) -> None:
+    done = [0] * clients
+    stop_at = time.monotonic() + seconds
+
+    def worker(index: int) -> None:
+        client = Client(daemon.socket)
+        while time.monotonic() < stop_at:
+            run_to_end(client, {"command": ["/bin/true"], "python_prefixes": []})
+            done[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    bare, bare_end = 0, time.monotonic() + 1
+    while time.monotonic() < bare_end:
+        subprocess.run(["/bin/true"], check=True)
+        bare += 1
+    print(f"sustained: {sum(done) / elapsed:.1f} jobs/s with {clients} clients over {elapsed:.1f} s "
+          f"(target >= 150; anchor: a bare subprocess loop, {bare} /bin/true a second)")  # fmt: skip
+
+
+def big_output(daemon: Daemon, gib: float) -> None:
+    size = int(gib * (1 << 30))
+    client = Client(daemon.socket)
+    rss_before = daemon.rss_mib()
+    start = time.perf_counter()
+    record = client.run({"command": ["head", "-c", str(size), "/dev/zero"], "python_prefixes": []})
+    received = 0
+    for event in client.follow(record["id"]):
+        if event["event"] == "log" and event["stream"] == "stdout":
+            received += len(event["data"])
+        elif event["event"] == "end":
+            final = event["job"]
+    elapsed = time.perf_counter() - start
+    log_path = os.path.join(daemon.state_dir, "jobs", record["id"], "log")
+    captured = os.path.getsize(log_path)
+    wall = final["metrics"]["wall_seconds"]
+    anchor_start = time.perf_counter()
+    subprocess.run(f"head -c {size} /dev/zero > {log_path}.anchor", shell=True, check=True)
+    anchor = size / (time.perf_counter() - anchor_start) / 1e6
+    os.unlink(log_path + ".anchor")
+    print(
+        f"{gib:g} GiB to stdout: captured at {size / wall / 1e6:.0f} MB/s (job wall {wall:.2f} s; "
+        f"anchor: head straight to a file {anchor:.0f} MB/s; target >= 300 MB/s); follower got "
+        f"{received} of {size} bytes in {elapsed:.2f} s; log {captured} bytes; daemon RSS "
+        f"{rss_before:.0f} -> {daemon.rss_mib():.0f} MiB (target growth < 50 MiB)"
+    )
+
+
+def supervisor_pss_mib() -> tuple[int, float]:
+    count, total = 0, 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"jupyter_worker.sandbox.spawner" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += int(next(line for line in f if line.startswith("Pss:")).split()[1]) / 1024
+            count += 1
+        except (OSError, StopIteration):
+            pass
+    return count, total
+
+
+def many_sleepers(daemon: Daemon, count: int) -> None:
+    client = Client(daemon.socket)
+    start = time.perf_counter()
+    ids = [client.run({"command": ["sleep", "600"], "python_prefixes": []})["id"] for _ in range(count)]
+    while client.list(status=["QUEUED"], limit=1)[0]:
+        time.sleep(0.2)
+    started = time.perf_counter() - start
+    processes, pss = supervisor_pss_mib()
+    print(f"{count} running sleep jobs (all started in {started:.1f} s): daemon RSS {daemon.rss_mib():.0f} MiB "
+          f"(target < 300); {processes} spawner/supervisor/init processes, PSS {pss:.0f} MiB in all, "
+          f"{pss / count:.2f} MiB a job")  # fmt: skip
+    for job_id in ids:
+        client.stop(job_id, grace_s=0)
+    while client.list(status=["RUNNING"], limit=1)[0]:
+        time.sleep(0.2)
+
+
+def listing(folder: str, count: int) -> None:
+    state = os.path.join(folder, "state")
+    os.makedirs(state, exist_ok=True)
+    store = JobStore(os.path.join(state, "jobs.db"))
+    now = time.time()
+    with store.db:
+        store.db.execute("BEGIN")
+        for _ in range(count):
+            job_id = str(uuid.uuid4())
+            record = JobRecord(job_id, "true", "root", 0, ["true"], JobStatus.COMPLETED, {}, "none", now,
+                               finished_at=now)  # fmt: skip
+            store.add(record, {})
+    store.close()
+    daemon = Daemon(folder, "--Policy.retention_days=0", f"--Policy.retention_max_bytes={1 << 50}")
+    try:
+        client = Client(daemon.socket)
+        client.list(limit=50)
+        samples = []
+        for _ in range(20):
+            start = time.perf_counter()
+            jobs, _ = client.list(limit=50)
+            samples.append((time.perf_counter() - start) * 1000)
+        assert len(jobs) == 50
+        p50, p95 = summary(samples)
+        print(f"first page of 50 of {count} stored jobs: p50 {p50:.2f} ms, p95 {p95:.2f} ms (target < 50 ms)")
+    finally:
+        daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not shutil.which("bwrap"):
+        sys.exit("bench: run as root with bubblewrap installed")
+    folder = tempfile.mkdtemp(prefix="jupyter-worker-bench-")
+    try:
+        daemon = Daemon(folder, "--Policy.max_concurrent_jobs=1100", f"--Policy.log_max_bytes={2 << 30}",
+                        "--Policy.default_memory_limit=256")  # fmt: skip
+        try:
+            submit_latency(daemon, 10 if args.quick else 50)
+            throughput(daemon, 3 if args.quick else 10)
+            big_output(daemon, 0.1 if args.quick else 1)
+            many_sleepers(daemon, 50 if args.quick else 1000)
+        finally:
+            daemon.stop()
+        listing(os.path.join(folder, "listing"), 2_000 if args.quick else 100_000)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
