@@ -206,8 +206,9 @@ class Executor:
                 if record.status != status:
                     status = record.status
                     yield {"event": "status", "job": record.to_dict()}
-                if record.metrics != metrics and record.metrics:
-                    metrics = record.metrics
+                current = self.metrics_of(record.id) or record.metrics
+                if current and current != metrics:
+                    metrics = current
                     yield {"event": "metrics", "metrics": metrics}
                 if record.finished and not chunks:
                     yield {"event": "end", "job": record.to_dict(), "offset": offset}
