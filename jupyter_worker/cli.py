@@ -151,7 +151,8 @@ def _print_job(job: dict[str, Any]) -> None:
 
 def _print_table(jobs: list[dict[str, Any]]) -> None:
     rows = [("ID", "COMMAND", "STATUS", "STARTTIME")]
-    rows += [(j["id"][:8], " ".join(j["command"])[:40], j["status"], _time(j.get("started_at"))) for j in jobs]
+    rows += [(j["id"][:8], " ".join(" ".join(j["command"]).split())[:40], j["status"], _time(j.get("started_at")))
+             for j in jobs]  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
