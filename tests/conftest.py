@@ -9,6 +9,8 @@ import pytest
 
 from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox
 
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
 PROJECT_MARKERS = ("jupyter-worker", "jupyter_worker")
 
 

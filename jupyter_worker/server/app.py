@@ -1,0 +1,139 @@
+"""The Jupyter server extension: REST and websocket routes under {base_url}api/worker/.
+
+It talks to the executor only through jupyter_worker.client. With no executor answering and the
+server running as root, it starts one as its child (state under the Jupyter data dir) and stops it
+at shutdown; jobs keep running and are reattached by the next executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import pwd
+import subprocess
+import sys
+import time
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Unicode, default
+
+from ..client import AsyncClient, ExecutorError, ExecutorUnavailable, socket_path
+from .handlers import handlers
+
+ACTIVITY_KEY = "worker_jobs_last_activity"
+ACTIVITY_CHECK_S = 30.0
+
+
+class JupyterWorker(ExtensionApp):
+    name = "jupyter_worker"
+    description = "Sandboxed background jobs for Jupyter"
+
+    socket = Unicode(help="executor socket (default: $JUPYTER_WORKER_SOCKET or /run/jupyter-worker/...)").tag(
+        config=True
+    )
+    embedded_executor = Bool(
+        True, help="start an executor as a child when none answers and the server runs as root"
+    ).tag(config=True)
+    embedded_state_dir = Unicode(help="state folder of an embedded executor").tag(config=True)
+    default_network = Unicode("", help="network mode a UI should preselect (empty: the executor's default)").tag(
+        config=True
+    )
+
+    @default("socket")
+    def _default_socket(self) -> str:
+        return socket_path()
+
+    @default("embedded_state_dir")
+    def _default_state_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "jupyter-worker")
+
+    def initialize_settings(self) -> None:
+        os.environ["JUPYTER_WORKER_SOCKET"] = self.socket
+        self.client = AsyncClient(self.socket)
+        self.embedded: subprocess.Popen | None = None
+        self.executor_problem: str | None = None
+        self._checked: asyncio.Future | None = None
+        self.settings.update({"jupyter_worker": self})
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
+        await self.ensure_executor()
+        self._activity = asyncio.create_task(self._track_activity())
+
+    async def ensure_executor(self) -> None:
+        """Once: find the executor, or start the embedded one; handlers wait for this too."""
+        if self._checked is None:
+            self._checked = asyncio.ensure_future(self._find_or_start_executor())
+        await asyncio.shield(self._checked)
+
+    async def _find_or_start_executor(self) -> None:
+        try:
+            await self.client.capabilities()
+            return
+        except ExecutorUnavailable as exc:
+            problem = str(exc)
+        if not self.embedded_executor or os.geteuid() != 0:
+            self.executor_problem = (
+                f"{problem}. This server does not run as root, so it cannot start one itself; as root run "
+                "`jupyter-worker executor` (or install the systemd unit, docs/deployment.md)."
+            )
+            self.log.warning("jupyter-worker: %s", self.executor_problem)
+            return
+        await self._start_embedded()
+
+    async def _start_embedded(self) -> None:
+        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
+                   "--state-dir", self.embedded_state_dir]  # fmt: skip
+        self.embedded = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                await self.client.capabilities()
+                self.log.info("jupyter-worker: started an embedded executor on %s", self.socket)
+                return
+            except ExecutorUnavailable:
+                if self.embedded.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+        self.executor_problem = f"the embedded executor did not start (see the server log); socket {self.socket}"
+        self.log.error("jupyter-worker: %s", self.executor_problem)
+
+    async def note_activity(self) -> None:
+        """Running jobs count as activity, so JupyterHub's idle culler spares this server."""
+        try:
+            jobs, _ = await self.client.list(status=["RUNNING", "QUEUED"], limit=1, owner=self.owner_filter())
+        except ExecutorError:
+            return
+        if jobs:
+            self.serverapp.web_app.settings[ACTIVITY_KEY] = utcnow()
+
+    async def _track_activity(self) -> None:
+        while True:
+            await self.note_activity()
+            await asyncio.sleep(ACTIVITY_CHECK_S)
+
+    @property
+    def owner(self) -> str:
+        """The Jupyter user this server is for: the hub's user name, else this process's user."""
+        return os.environ.get("JUPYTERHUB_USER") or pwd.getpwuid(os.geteuid()).pw_name
+
+    def owner_filter(self) -> str | None:
+        """When the executor shows this server every job (it runs as root), only its user's jobs."""
+        return self.owner if self.client.identity.get("role") in ("admin", "viewer") else None
+
+    async def stop_extension(self) -> None:
+        task = getattr(self, "_activity", None)
+        if task is not None:
+            task.cancel()
+        await self.client.close()
+        if self.embedded is not None and self.embedded.poll() is None:
+            self.embedded.terminate()
+            await asyncio.get_running_loop().run_in_executor(None, self.embedded.wait)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)

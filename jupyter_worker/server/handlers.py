@@ -1,0 +1,293 @@
+"""REST and websocket handlers of the server extension (docs: jupyter_worker/server/openapi.yaml).
+
+Every handler is authenticated and authorized through jupyter_server with auth_resource "worker":
+GET is read, POST and DELETE are write, the websockets are execute; a JupyterHub deployment can
+grant each by scope. A client's mistake gets a 4xx JSON error {"message", "reason"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import ensure_async, url_path_join
+from tornado import web, websocket
+
+from ..client import AsyncClient, ExecutorError
+from ..sandbox.doctor import diagnose
+from ..spec import python_prefixes
+
+AUTH_RESOURCE = "worker"
+MAX_BODY = 256 << 10
+_STATUS = {
+    "bad_request": 400, "invalid": 400, "ambiguous": 400, "version": 400, "too_large": 413,
+    "not_found": 404, "forbidden": 403, "conflict": 409, "busy": 503, "unavailable": 503,
+    "disconnected": 503, "misconfigured": 500,
+}  # fmt: skip
+OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
+
+
+def _http_error(exc: ExecutorError) -> web.HTTPError:
+    return web.HTTPError(_STATUS.get(exc.reason, 502), str(exc), reason=exc.reason)
+
+
+class WorkerHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def worker(self):
+        return self.settings["jupyter_worker"]
+
+    @property
+    def client(self) -> AsyncClient:
+        return self.worker.client
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        await self.worker.ensure_executor()
+
+    async def call(self, coroutine) -> Any:
+        try:
+            return await coroutine
+        except ExecutorError as exc:
+            raise _http_error(exc) from None
+
+    async def visible_job(self, job_id: str) -> dict[str, Any]:
+        """A job this server's user may see; others answer 404 like jobs that do not exist."""
+        job = await self.call(self.client.get(job_id))
+        owner = self.worker.owner_filter()
+        if owner is not None and job["owner"] != owner:
+            raise web.HTTPError(404, f"no job {job_id}", reason="not_found")
+        return job
+
+    def body(self) -> dict[str, Any]:
+        if len(self.request.body) > MAX_BODY:
+            raise web.HTTPError(413, f"request body over {MAX_BODY} bytes", reason="too_large")
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body must be JSON", reason="bad_request") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the body must be a JSON object", reason="bad_request")
+        return data
+
+    def int_argument(self, name: str, default: int | None) -> int | None:
+        value = self.get_argument(name, None)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise web.HTTPError(400, f"{name}: {value!r} is not a whole number", reason="bad_request") from None
+
+
+class JobsHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """A page of jobs, newest first: ?status=RUNNING&status=QUEUED&limit=50&cursor=...&order=oldest."""
+        order = self.get_argument("order", "newest")
+        if order not in ("newest", "oldest"):
+            raise web.HTTPError(400, "order: newest or oldest", reason="bad_request")
+        jobs, cursor = await self.call(
+            self.client.list(
+                status=self.get_arguments("status") or None,
+                limit=self.int_argument("limit", 50),
+                cursor=self.int_argument("cursor", None),
+                order=order,
+                owner=self.worker.owner_filter(),
+            )
+        )
+        self.finish({"jobs": jobs, "cursor": cursor})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """Submit a job: {"command": [...], "name", "limits", "env", "mounts", "network", "cwd"}."""
+        job = self.body()
+        if "owner" in job:
+            raise web.HTTPError(400, "owner: set by the server, not by the request", reason="invalid")
+        job.setdefault("python_prefixes", python_prefixes())
+        if self.worker.owner_filter() is not None:
+            job["owner"] = self.worker.owner
+        record = await self.call(self.client.run(job))
+        self.set_status(201)
+        self.set_header("Location", url_path_join(self.base_url, "api/worker/jobs", record["id"]))
+        self.finish(record)
+
+
+class JobHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.finish(await self.visible_job(job_id))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, job_id: str) -> None:
+        job = await self.visible_job(job_id)
+        await self.call(self.client.delete(job["id"]))
+        self.set_status(204)
+        self.finish()
+
+
+class StopHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        job = await self.visible_job(job_id)
+        grace = self.body().get("grace_s")
+        self.finish(await self.call(self.client.stop(job["id"], grace)))
+
+
+class LogsHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """Log chunks from ?offset= (text, stream, offset) and the offset to read next."""
+        job = await self.visible_job(job_id)
+        offset = self.int_argument("offset", 0)
+        max_bytes = self.int_argument("max_bytes", 512 << 10)
+        chunks, next_offset, finished = await self.call(self.client.logs(job["id"], offset, max_bytes))
+        self.finish({"chunks": [_chunk(c.offset, c.stream, c.data) for c in chunks], "offset": next_offset,
+                     "finished": finished})  # fmt: skip
+
+
+class CapabilitiesHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """What this host can enforce, the executor's defaults and maxima, and how to reach it."""
+        try:
+            policy = await self.client.capabilities()
+        except ExecutorError as exc:
+            policy = None
+            problem = self.worker.executor_problem or str(exc)
+        else:
+            problem = None
+        self.finish({"executor": {"socket": self.worker.socket, "available": policy is not None, "problem": problem,
+                                  "embedded": self.worker.embedded is not None},
+                     "policy": policy, "host": diagnose(), "default_network": self.worker.default_network or None})  # fmt: skip
+
+
+class OpenAPIHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml")
+        with open(OPENAPI, "rb") as f:
+            self.finish(f.read())
+
+
+class _Stream(ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+    """A websocket fed from an executor stream; closed when that stream ends or the peer leaves."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def worker(self):
+        return self.settings["jupyter_worker"]
+
+    async def pre_get(self) -> None:
+        authorized_ = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
+        )
+        if not authorized_:
+            raise web.HTTPError(403)
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.pre_get()
+        await self.check_request(*args)
+        result = super().get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    async def check_request(self, *args: str) -> None:
+        """Refuse before the upgrade (with a JSON 4xx) what would fail once connected."""
+        await self.worker.ensure_executor()
+
+    def events(self, *args: str) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def open(self, *args: str) -> None:  # type: ignore[override]
+        self._feed = self.worker.serverapp.io_loop.asyncio_loop.create_task(self._pump(*args))
+
+    async def _pump(self, *args: str) -> None:
+        try:
+            async for message in self.events(*args):
+                await self.write_message(json.dumps(message))
+        except (websocket.WebSocketClosedError, ExecutorError):
+            pass
+        finally:
+            self.close()
+
+    def on_close(self) -> None:
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            feed.cancel()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        APIHandler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
+
+
+class JobStreamHandler(_Stream):
+    """ws …/jobs/{id}/stream?offset=N: log chunks from N, status and metrics, then end."""
+
+    async def check_request(self, job_id: str) -> None:  # type: ignore[override]
+        await super().check_request()
+        try:
+            self.offset = int(self.get_argument("offset", "0"))
+            job = await self.worker.client.get(job_id)
+        except ValueError:
+            raise web.HTTPError(400, "offset: a whole number", reason="bad_request") from None
+        except ExecutorError as exc:
+            raise _http_error(exc) from None
+        owner = self.worker.owner_filter()
+        if owner is not None and job["owner"] != owner:
+            raise web.HTTPError(404, f"no job {job_id}", reason="not_found")
+        self.job_id = job["id"]
+
+    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        async for event in AsyncClient(self.worker.socket).follow(self.job_id, self.offset):
+            kind = event.pop("event", None)
+            event.pop("id", None)
+            if kind == "log":
+                yield {"type": "log", **_chunk(event["offset"], event["stream"], event["data"])}
+            elif kind is not None:
+                yield {"type": kind, **event}
+
+
+class JobEventsHandler(_Stream):
+    """ws …/events: every change to this user's jobs, as it happens, so a UI never polls."""
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        owner = self.worker.owner_filter()
+        async for event in AsyncClient(self.worker.socket).watch():
+            job = event.get("job")
+            if job is not None and (owner is None or job["owner"] == owner):
+                yield {"type": "job", "job": job}
+
+
+def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:
+    return {"offset": offset, "stream": stream, "text": data.decode(errors="replace"), "size": len(data)}
+
+
+def handlers() -> list[tuple[str, type]]:
+    job = r"([0-9a-fA-F-]{1,36})"
+    return [
+        (r"/api/worker/jobs", JobsHandler),
+        (rf"/api/worker/jobs/{job}", JobHandler),
+        (rf"/api/worker/jobs/{job}/stop", StopHandler),
+        (rf"/api/worker/jobs/{job}/logs", LogsHandler),
+        (rf"/api/worker/jobs/{job}/stream", JobStreamHandler),
+        (r"/api/worker/events", JobEventsHandler),
+        (r"/api/worker/capabilities", CapabilitiesHandler),
+        (r"/api/worker/openapi.yaml", OpenAPIHandler),
+    ]

@@ -1,0 +1,183 @@
+"""The REST and websocket API through a real Jupyter server, a real executor and real jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from openapi_spec_validator import validate
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from jupyter_worker.server.app import ACTIVITY_KEY
+
+COUNTER = "import sys\nfor i in range(3000): print(i)\nprint('err', file=sys.stderr)"
+
+
+async def submit(jp_fetch, **job) -> dict:
+    response = await jp_fetch("api", "worker", "jobs", method="POST", body=json.dumps(job))
+    assert response.code == 201
+    return json.loads(response.body)
+
+
+async def finished(jp_fetch, job_id: str) -> dict:
+    for _ in range(400):
+        job = json.loads((await jp_fetch("api", "worker", "jobs", job_id)).body)
+        if job["status"] not in ("QUEUED", "RUNNING"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+async def error_of(call) -> tuple[int, dict]:
+    with pytest.raises(HTTPClientError) as caught:
+        await call
+    return caught.value.code, json.loads(caught.value.response.body)
+
+
+async def test_a_job_is_created_read_listed_logged_and_deleted(jp_fetch, conforms):
+    body = json.dumps({"command": ["sh", "-c", "echo out; echo err >&2"]})
+    job = conforms((await jp_fetch("api", "worker", "jobs", method="POST", body=body)).body, "Job")
+    done = conforms(json.dumps(await finished(jp_fetch, job["id"])), "Job")
+    assert (done["status"], done["reason"], done["exit_code"]) == ("COMPLETED", "exit", 0)
+    page = conforms((await jp_fetch("api", "worker", "jobs")).body, "JobPage")
+    assert job["id"] in [j["id"] for j in page["jobs"]]
+    logs = conforms((await jp_fetch("api", "worker", "jobs", job["id"], "logs")).body, "LogPage")
+    assert {(c["stream"], c["text"]) for c in logs["chunks"]} == {("stdout", "out\n"), ("stderr", "err\n")}
+    assert (await jp_fetch("api", "worker", "jobs", job["id"][:8], method="DELETE")).code == 204
+    code, error = await error_of(jp_fetch("api", "worker", "jobs", job["id"]))
+    assert code == 404 and conforms(error, "Error")["reason"] == "not_found"
+
+
+async def test_jobs_page_with_a_cursor(jp_fetch):
+    ids = {(await submit(jp_fetch, command=["true"], name=f"page-{i}"))["id"] for i in range(5)}
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2"} | ({"cursor": str(cursor)} if cursor is not None else {})
+        page = json.loads((await jp_fetch("api", "worker", "jobs", params=params)).body)
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert ids <= set(seen) and len(seen) == len(set(seen))
+
+
+async def test_stop_ends_a_running_job(jp_fetch, conforms):
+    job = await submit(jp_fetch, command=["sleep", "300"])
+    stopped = await jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body=json.dumps({"grace_s": 0}))
+    conforms(stopped.body, "Job")
+    done = await finished(jp_fetch, job["id"])
+    assert (done["status"], done["reason"], done["stopped_by"]) == ("STOPPED", "stopped", "root")
+
+
+async def test_the_job_stream_resumes_from_an_offset_with_no_gap_or_duplicate(jp_fetch, jp_ws_fetch):
+    job = await submit(jp_fetch, command=["python3", "-c", COUNTER])
+
+    async def read_stream(offset: int) -> tuple[list[dict], dict]:
+        ws = await jp_ws_fetch("api", "worker", "jobs", job["id"], "stream", params={"offset": str(offset)})
+        logs = []
+        while True:
+            message = json.loads(await ws.read_message())
+            if message["type"] == "log":
+                logs.append(message)
+            elif message["type"] == "end":
+                ws.close()
+                return logs, message
+
+    logs, end = await read_stream(0)
+    text = "".join(m["text"] for m in logs if m["stream"] == "stdout")
+    assert text == "".join(f"{i}\n" for i in range(3000))
+    assert end["job"]["status"] == "COMPLETED"
+    middle = logs[len(logs) // 2]
+    rest, _ = await read_stream(middle["offset"])
+    assert [m["offset"] for m in rest] == [m["offset"] for m in logs[len(logs) // 2 :]]
+
+
+async def test_the_events_stream_tells_of_every_change(jp_fetch, jp_ws_fetch):
+    ws = await jp_ws_fetch("api", "worker", "events")
+    await asyncio.sleep(0.2)
+    job = await submit(jp_fetch, command=["true"])
+    statuses = []
+    while "COMPLETED" not in statuses:
+        message = json.loads(await asyncio.wait_for(ws.read_message(), 20))
+        if message["type"] == "job" and message["job"]["id"] == job["id"]:
+            statuses.append(message["job"]["status"])
+    ws.close()
+    assert statuses[-1] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "reason"),
+    [
+        (b"{not json", 400, "bad_request"),
+        (b"[1]", 400, "bad_request"),
+        (json.dumps({"command": ["true"], "gpu": 1}).encode(), 400, "invalid"),
+        (json.dumps({"command": []}).encode(), 400, "invalid"),
+        (json.dumps({"command": ["true"], "limits": {"memory_mb": 4096}}).encode(), 400, "invalid"),
+        (json.dumps({"command": ["true"], "owner": "someone"}).encode(), 400, "invalid"),
+        (b"{" + b" " * (300 << 10) + b"}", 413, "too_large"),
+    ],
+)
+async def test_a_clients_mistake_is_a_4xx_json_error(jp_fetch, body, code, reason):
+    got, error = await error_of(jp_fetch("api", "worker", "jobs", method="POST", body=body))
+    assert (got, error["reason"]) == (code, reason)
+    assert error["message"]
+
+
+async def test_unknown_jobs_and_bad_parameters_are_4xx(jp_fetch):
+    assert (await error_of(jp_fetch("api", "worker", "jobs", "ffffffff")))[0] == 404
+    assert (await error_of(jp_fetch("api", "worker", "jobs", "ffffffff", "stop", method="POST", body="{}")))[0] == 404
+    assert (await error_of(jp_fetch("api", "worker", "jobs", params={"limit": "many"})))[0] == 400
+    assert (await error_of(jp_fetch("api", "worker", "jobs", params={"status": "DONE"})))[0] == 400
+    running = await submit(jp_fetch, command=["sleep", "300"])
+    code, error = await error_of(jp_fetch("api", "worker", "jobs", running["id"], method="DELETE"))
+    assert code == 409 and "stop it first" in error["message"]
+    await jp_fetch("api", "worker", "jobs", running["id"], "stop", method="POST", body="{}")
+
+
+async def test_every_route_refuses_a_request_without_a_token(jp_serverapp, jp_base_url, jp_http_port, jp_fetch):
+    job = await submit(jp_fetch, command=["true"])
+    client = AsyncHTTPClient()
+    base = f"http://localhost:{jp_http_port}{jp_base_url}api/worker/"
+    routes = [("GET", "jobs"), ("POST", "jobs"), ("GET", f"jobs/{job['id']}"), ("DELETE", f"jobs/{job['id']}"),
+              ("POST", f"jobs/{job['id']}/stop"), ("GET", f"jobs/{job['id']}/logs"), ("GET", "capabilities"),
+              ("GET", "openapi.yaml")]  # fmt: skip
+    for method, route in routes:
+        body = "{}" if method == "POST" else None
+        response = await client.fetch(HTTPRequest(base + route, method=method, body=body), raise_error=False)
+        assert response.code == 403, (method, route, response.code)
+    for route in (f"jobs/{job['id']}/stream", "events"):
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(HTTPRequest(base.replace("http:", "ws:") + route))
+        assert refused.value.code == 403
+
+
+async def test_capabilities_and_the_served_openapi_document(jp_fetch, conforms, openapi):
+    capabilities = conforms((await jp_fetch("api", "worker", "capabilities")).body, "Capabilities")
+    assert capabilities["executor"]["available"] is True
+    assert capabilities["policy"]["max_memory_limit"] == 2048
+    assert "memory" in capabilities["host"]["limits"]
+    served = (await jp_fetch("api", "worker", "openapi.yaml")).body.decode()
+    assert "jupyter-worker REST API" in served
+    validate(openapi)
+
+
+async def test_a_jobs_environment_carries_no_server_or_hub_token(jp_fetch, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-secret-token")
+    job = await submit(jp_fetch, command=["env"])
+    await finished(jp_fetch, job["id"])
+    logs = json.loads((await jp_fetch("api", "worker", "jobs", job["id"], "logs")).body)
+    text = "".join(c["text"] for c in logs["chunks"])
+    assert "hub-secret-token" not in text and "TOKEN" not in text
+
+
+async def test_running_jobs_count_as_server_activity(jp_fetch, jp_serverapp):
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["jupyter_worker"]))
+    jp_serverapp.web_app.settings.pop(ACTIVITY_KEY, None)
+    await extension.note_activity()
+    assert ACTIVITY_KEY not in jp_serverapp.web_app.settings
+    job = await submit(jp_fetch, command=["sleep", "300"])
+    await extension.note_activity()
+    assert ACTIVITY_KEY in jp_serverapp.web_app.settings
+    await jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body=json.dumps({"grace_s": 0}))
