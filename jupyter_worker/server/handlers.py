@@ -171,9 +171,14 @@ class CapabilitiesHandler(WorkerHandler):
             problem = self.worker.executor_problem or str(exc)
         else:
             problem = None
-        self.finish({"executor": {"socket": self.worker.socket, "available": policy is not None, "problem": problem,
-                                  "embedded": self.worker.embedded is not None},
-                     "policy": policy, "host": diagnose(), "default_network": self.worker.default_network or None})  # fmt: skip
+        executor = {
+            "socket": self.worker.socket,
+            "available": policy is not None,
+            "problem": problem,
+            "embedded": self.worker.embedded is not None,
+        }
+        network = self.worker.default_network or None
+        self.finish({"executor": executor, "policy": policy, "host": diagnose(), "default_network": network})
 
 
 class OpenAPIHandler(WorkerHandler):
