@@ -12,7 +12,7 @@ import os
 import resource
 import signal
 
-from traitlets import Int, Unicode
+from traitlets import Bool, Int, Unicode
 from traitlets.config import Application
 
 from ..sandbox import Sandbox
@@ -37,6 +37,7 @@ class ExecutorApp(Application):
     root_runs_as = Unicode("nobody", help="user that jobs submitted by root run as").tag(config=True)
     standbys = Int(2, help="sandboxes kept prepared ahead of jobs").tag(config=True)
     config_file = Unicode("", help="configuration file (Python or JSON)").tag(config=True)
+    exit_with_parent = Bool(False, help="stop when the process that started this one ends").tag(config=True)
 
     aliases = {  # noqa: RUF012 - traitlets reads this class attribute
         "socket": "ExecutorApp.socket",
@@ -46,6 +47,9 @@ class ExecutorApp(Application):
         "viewer-group": "ExecutorApp.viewer_group",
         "root-runs-as": "ExecutorApp.root_runs_as",
         "log-level": "Application.log_level",
+    }
+    flags = {  # noqa: RUF012 - traitlets reads this class attribute
+        "exit-with-parent": ({"ExecutorApp": {"exit_with_parent": True}}, "stop when the parent process ends"),
     }
 
     def initialize(self, argv: list[str] | None = None) -> None:
@@ -74,6 +78,8 @@ class ExecutorApp(Application):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        if self.exit_with_parent:
+            loop.add_reader(os.pidfd_open(os.getppid()), stopping.set)
         try:
             await executor.start()
             await server.start()

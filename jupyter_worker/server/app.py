@@ -87,7 +87,7 @@ class JupyterWorker(ExtensionApp):
 
     async def _start_embedded(self) -> None:
         command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
-                   "--state-dir", self.embedded_state_dir]  # fmt: skip
+                   "--state-dir", self.embedded_state_dir, "--exit-with-parent"]  # fmt: skip
         self.embedded = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

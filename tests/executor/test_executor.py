@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -236,3 +238,16 @@ def test_watchers_hear_of_every_change_to_their_jobs(daemon):
                     break
         stream.close()
     assert statuses[0] in ("QUEUED", "RUNNING") and statuses[-1] == "COMPLETED"
+
+
+def test_an_executor_started_with_exit_with_parent_stops_when_its_parent_dies(tmp_path):
+    sock = tmp_path / "child.sock"
+    command = (f"{sys.executable} -m jupyter_worker.cli executor --exit-with-parent --socket {sock} "
+               f"--state-dir {tmp_path / 'state'} & wait")  # fmt: skip
+    parent = subprocess.Popen(["sh", "-c", command])
+    wait_for(lambda: sock.exists(), what="the executor's socket")
+    with Client(str(sock)) as client:
+        assert client.capabilities()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_for(lambda: not sock.exists(), what="the executor to stop")
