@@ -1,8 +1,10 @@
 # Shared by dev/start and dev/test: where the environment lives and how it is made.
 # JUPYTER_WORKER_VENV overrides the location; it must lie outside /work and /tmp, which jobs see
-# as their own folders, so that the sandbox can show the environment at its own path.
-VENV=${JUPYTER_WORKER_VENV:-$HOME/.cache/jupyter-worker/venv}
-PYTHON=${PYTHON:-python3}
+# as their own folders, so that the sandbox can show the environment at its own path. It is built
+# on the system's Python so that every local user can run it (the tests start Jupyter servers as
+# test users).
+VENV=${JUPYTER_WORKER_VENV:-/opt/jupyter-worker/venv}
+PYTHON=${PYTHON:-/usr/bin/python3}
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -25,6 +27,7 @@ apt_install() {
 
 # make_venv SPEC: a virtualenv with the project installed (editable) as SPEC, e.g. ".[test]".
 make_venv() {
+  apt_install python3 python3-venv
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$1"
 }

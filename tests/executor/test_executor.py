@@ -245,7 +245,7 @@ def test_an_executor_started_with_exit_with_parent_stops_when_its_parent_dies(tm
     command = (f"{sys.executable} -m jupyter_worker.cli executor --exit-with-parent --socket {sock} "
                f"--state-dir {tmp_path / 'state'} & wait")  # fmt: skip
     parent = subprocess.Popen(["sh", "-c", command])
-    wait_for(lambda: sock.exists(), what="the executor's socket")
+    wait_for(sock.exists, what="the executor's socket")
     with Client(str(sock)) as client:
         assert client.capabilities()
     parent.send_signal(signal.SIGKILL)
