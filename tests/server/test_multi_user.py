@@ -1,0 +1,100 @@
+"""Two single-user Jupyter servers, running as two real users, against one system executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.executor.conftest import started_daemon, users  # noqa: F401 - the users fixture
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class UserServer:
+    """`jupyter server` as a local user, with the extension pointed at the system executor."""
+
+    def __init__(self, user: str, executor_socket: str):
+        entry = pwd.getpwnam(user)
+        self.home = tempfile.mkdtemp(prefix=f"jupyter-worker-{user}-")
+        os.chown(self.home, entry.pw_uid, entry.pw_gid)
+        self.port, self.token = free_port(), f"token-of-{user}"
+        env = {"PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8"}
+        command = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
+                   f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.home}",
+                   f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False"]  # fmt: skip
+        self.process = subprocess.Popen(command, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], env=env,
+                                        cwd=self.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.call("GET", "capabilities")
+                return
+            except (OSError, urllib.error.HTTPError):
+                if self.process.poll() is not None:
+                    raise AssertionError(self.process.stderr.read().decode()) from None
+                time.sleep(0.2)
+        raise AssertionError("the server did not come up")
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/worker/{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"token {self.token}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 and path == "capabilities":
+                raise
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers(users):  # noqa: F811 - the fixture imported above
+    with started_daemon([]) as executor:
+        alice = UserServer("jwtest-alice", executor.socket)
+        bob = UserServer("jwtest-bob", executor.socket)
+        try:
+            yield alice, bob
+        finally:
+            alice.stop()
+            bob.stop()
+
+
+def test_each_users_server_shows_only_that_users_jobs(servers, users):  # noqa: F811
+    alice, bob = servers
+    code, job = alice.call("POST", "jobs", {"command": ["sh", "-c", "id -u; sleep 300"]})
+    assert code == 201 and job["owner"] == "jwtest-alice" and job["owner_uid"] == users["jwtest-alice"].pw_uid
+    assert job["id"] in [j["id"] for j in alice.call("GET", "jobs")[1]["jobs"]]
+    assert job["id"] not in [j["id"] for j in bob.call("GET", "jobs")[1]["jobs"]]
+    for method, path in (("GET", f"jobs/{job['id']}"), ("GET", f"jobs/{job['id']}/logs"),
+                         ("POST", f"jobs/{job['id']}/stop"), ("DELETE", f"jobs/{job['id']}")):  # fmt: skip
+        code, error = bob.call(method, path, {} if method == "POST" else None)
+        assert (code, error["reason"]) == (404, "not_found"), (method, path)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not alice.call("GET", f"jobs/{job['id']}/logs")[1]["chunks"]:
+        time.sleep(0.1)
+    output = alice.call("GET", f"jobs/{job['id']}/logs")[1]["chunks"][0]["text"]
+    assert output == f"{users['jwtest-alice'].pw_uid}\n"
+    assert alice.call("POST", f"jobs/{job['id']}/stop", {"grace_s": 0})[0] == 200
