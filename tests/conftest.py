@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pwd
+import subprocess
 import time
 
 import pytest
@@ -12,6 +14,9 @@ from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 PROJECT_MARKERS = ("jupyter-worker", "jupyter_worker")
+USERS = ("jwtest-alice", "jwtest-bob", "jwtest-carol")
+VIEWERS = "jwtest-viewers"
+ADMINS = "jwtest-admins"
 
 
 def is_root() -> bool:
@@ -57,6 +62,34 @@ def no_residue_after_suite():
     assert process_residue() == []
     with open("/proc/self/mountinfo") as f:
         assert not any(m in line for line in f for m in PROJECT_MARKERS)
+
+
+@pytest.fixture(scope="session")
+def users():
+    """Three real local users; carol is in the viewer group. Removed after the session."""
+    if not is_root():
+        pytest.skip("needs root to create users")
+    _remove_test_users()
+    for group in (VIEWERS, ADMINS):
+        subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
+    for name in USERS:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    subprocess.run(["usermod", "-aG", VIEWERS, "jwtest-carol"], check=True, capture_output=True)
+    try:
+        yield {name: pwd.getpwnam(name) for name in USERS}
+    finally:
+        _remove_test_users()
+
+
+def _remove_test_users() -> None:
+    """Also clears what an interrupted earlier run left behind."""
+    for name in USERS:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+    for group in (VIEWERS, ADMINS):
+        subprocess.run(["groupdel", group], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -22,33 +22,7 @@ import pytest
 
 from jupyter_worker import protocol
 from jupyter_worker.client import Client, ExecutorUnavailable
-from tests.conftest import is_root
-
-USERS = ("jwtest-alice", "jwtest-bob", "jwtest-carol")
-VIEWERS = "jwtest-viewers"
-ADMINS = "jwtest-admins"
-
-
-@pytest.fixture(scope="session")
-def users():
-    """Three real local users; carol is in the viewer group. Removed after the session."""
-    if not is_root():
-        pytest.skip("needs root to create users")
-    for group in (VIEWERS, ADMINS):
-        subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
-    for name in USERS:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True, capture_output=True,
-        )  # fmt: skip
-    subprocess.run(["usermod", "-aG", VIEWERS, "jwtest-carol"], check=True, capture_output=True)
-    try:
-        yield {name: pwd.getpwnam(name) for name in USERS}
-    finally:
-        for name in USERS:
-            subprocess.run(["userdel", name], check=False, capture_output=True)
-        for group in (VIEWERS, ADMINS):
-            subprocess.run(["groupdel", group], check=False, capture_output=True)
+from tests.conftest import ADMINS, VIEWERS
 
 
 def as_user(name: str, action: Callable[[], Any]) -> Any:

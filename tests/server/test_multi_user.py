@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.executor.conftest import started_daemon, users  # noqa: F401 - the users fixture
+from tests.executor.conftest import started_daemon
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ class UserServer:
 
 
 @pytest.fixture(scope="module")
-def servers(users):  # noqa: F811 - the fixture imported above
+def servers(users):
     with started_daemon([]) as executor:
         alice = UserServer("jwtest-alice", executor.socket)
         bob = UserServer("jwtest-bob", executor.socket)
@@ -82,7 +82,7 @@ def servers(users):  # noqa: F811 - the fixture imported above
             bob.stop()
 
 
-def test_each_users_server_shows_only_that_users_jobs(servers, users):  # noqa: F811
+def test_each_users_server_shows_only_that_users_jobs(servers, users):
     alice, bob = servers
     code, job = alice.call("POST", "jobs", {"command": ["sh", "-c", "id -u; sleep 300"]})
     assert code == 201 and job["owner"] == "jwtest-alice" and job["owner_uid"] == users["jwtest-alice"].pw_uid
