@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 VERSION = 1
-MAX_FRAME = 1 << 20
+MAX_FRAME = 4 << 20
 LENGTH = struct.Struct(">I")
 
 OPS = ("hello", "run", "list", "get", "logs", "follow", "stop", "delete", "capabilities")

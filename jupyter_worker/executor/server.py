@@ -129,7 +129,7 @@ class Server:
             return {"job": self._with_live_metrics(record)}
         if op == "logs":
             record, chunks, offset = executor.logs(
-                caller, request.get("job_id"), request.get("offset", 0), request.get("max_bytes", 1 << 20)
+                caller, request.get("job_id"), request.get("offset", 0), request.get("max_bytes", 512 << 10)
             )
             return {"chunks": [_chunk(c.offset, c.stream_name, c.data) for c in chunks], "offset": offset,
                     "finished": record.finished}  # fmt: skip
@@ -190,7 +190,8 @@ def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:
 
 def _event(request_id: Any, event: dict[str, Any]) -> dict[str, Any]:
     if event["event"] == "log":
-        return {"id": request_id, "event": "log", **_chunk(event["offset"], event["stream"], event["data"])}
+        chunk = _chunk(event["offset"], event["stream"], event["data"])
+        return {"id": request_id, "event": "log", "next_offset": event["next_offset"], **chunk}
     return {"id": request_id, **event}
 
 

@@ -28,7 +28,7 @@ from .store import JobStore
 
 METRICS_FLUSH_S = 2.0
 FOLLOW_POLL_S = 0.05
-READ_MAX = 512 << 10  # log bytes per response: base64 of it stays well inside one protocol frame
+READ_MAX = 2 << 20  # log bytes per response: base64 of it stays well inside one protocol frame
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,8 @@ class Executor:
             status, metrics = None, None
             while True:
                 record, chunks, offset = self.logs(caller, record.id, offset, READ_MAX)
-                for chunk in chunks:
-                    yield {"event": "log", "offset": chunk.offset, "stream": chunk.stream_name, "data": chunk.data}
+                for event in _coalesce(chunks, offset):
+                    yield event
                 if record.status != status:
                     status = record.status
                     yield {"event": "status", "job": record.to_dict()}
@@ -411,6 +411,18 @@ class Executor:
         while True:
             self.retain()
             await asyncio.sleep(60)
+
+
+def _coalesce(chunks: list, end: int) -> list[dict]:
+    """Consecutive records of one stream as one log event; next_offset is where reading goes on."""
+    events: list[dict] = []
+    for index, chunk in enumerate(chunks):
+        if events and events[-1]["stream"] == chunk.stream_name:
+            events[-1]["data"] += chunk.data
+        else:
+            events.append({"event": "log", "offset": chunk.offset, "stream": chunk.stream_name, "data": chunk.data})
+        events[-1]["next_offset"] = chunks[index + 1].offset if index + 1 < len(chunks) else end
+    return events
 
 
 def _read_result(path: str) -> dict:

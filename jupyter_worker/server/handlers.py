@@ -153,7 +153,7 @@ class LogsHandler(WorkerHandler):
         """Log chunks from ?offset= (text, stream, offset) and the offset to read next."""
         job = await self.visible_job(job_id)
         offset = self.int_argument("offset", 0)
-        max_bytes = self.int_argument("max_bytes", 512 << 10)
+        max_bytes = min(self.int_argument("max_bytes", 512 << 10) or 1, 512 << 10)
         chunks, next_offset, finished = await self.call(self.client.logs(job["id"], offset, max_bytes))
         self.finish({"chunks": [_chunk(c.offset, c.stream, c.data) for c in chunks], "offset": next_offset,
                      "finished": finished})  # fmt: skip
@@ -264,7 +264,8 @@ class JobStreamHandler(_Stream):
             kind = event.pop("event", None)
             event.pop("id", None)
             if kind == "log":
-                yield {"type": "log", **_chunk(event["offset"], event["stream"], event["data"])}
+                yield {"type": "log", "next_offset": event["next_offset"], **_chunk(event["offset"], event["stream"],
+                                                                                     event["data"])}  # fmt: skip
             elif kind is not None:
                 yield {"type": kind, **event}
 
