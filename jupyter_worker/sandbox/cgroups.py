@@ -194,7 +194,7 @@ class CgroupHost:
             raise CgroupError("; ".join(problems))
         dirs: dict[str, str] = {}
         try:
-            for hierarchy in self._hierarchies_for(limits):
+            for hierarchy in self._hierarchies():
                 base = os.path.join(hierarchy.own_dir, PROJECT_DIR)
                 dirs[hierarchy.mountpoint] = _make_child(hierarchy, base, name, self)
             job = JobCgroup(self, dirs, limits)
@@ -204,13 +204,12 @@ class CgroupHost:
             JobCgroup(self, dirs, limits).remove()
             raise CgroupError(f"cgroup setup failed: {exc}") from exc
 
-    def _hierarchies_for(self, limits: Limits) -> list[Hierarchy]:
+    def _hierarchies(self) -> list[Hierarchy]:
+        """Every hierarchy a job gets a cgroup in: made before the job's limits are known."""
         chosen: dict[str, Hierarchy] = {}
         if self.v2 and self.uses_v2:
             chosen[self.v2.mountpoint] = self.v2
-        for controller, hierarchy in self.v1.items():
-            if controller == "cpuset" and limits.cpuset is None:
-                continue
+        for hierarchy in self.v1.values():
             chosen[hierarchy.mountpoint] = hierarchy
         return list(chosen.values())
 
@@ -239,7 +238,7 @@ class CgroupHost:
     def find_job(self, name: str) -> JobCgroup | None:
         """The cgroups of a job by its name, where any are left."""
         dirs = {}
-        for hierarchy in self._hierarchies_for(Limits(cpuset="0")):
+        for hierarchy in self._hierarchies():
             path = os.path.join(hierarchy.own_dir, PROJECT_DIR, name)
             if os.path.isdir(path):
                 dirs[hierarchy.mountpoint] = path

@@ -160,6 +160,12 @@ def test_io_limit_holds_on_a_direct_io_read(run, tmp_path):
     assert result.outcome.usage.io_read_bytes >= 12 << 20
 
 
+def test_a_cpuset_pins_the_job(sh):
+    result = sh("grep Cpus_allowed_list /proc/self/status", limits=Limits(cpuset="0"))
+    assert result.outcome.exit_code == 0, result.outcome.error
+    assert result.stdout.decode().split() == ["Cpus_allowed_list:", "0"]
+
+
 def test_usage_is_reported(run):
     result = run(["python3", "-c", "x = bytearray(40 << 20); print(len(x))"], limits=Limits(memory_mb=256))
     usage = result.outcome.usage
