@@ -8,3 +8,19 @@ def _jupyter_server_extension_points() -> list[dict]:
     from .server import JupyterWorker  # noqa: PLC0415
 
     return [{"module": "jupyter_worker", "app": JupyterWorker}]
+
+
+def load_ipython_extension(ipython) -> None:
+    """%load_ext jupyter_worker: the %%worker and %worker magics."""
+    from .magics import WorkerMagics  # noqa: PLC0415 - IPython only where the magics are loaded
+
+    ipython.register_magics(WorkerMagics)
+
+
+def __getattr__(name: str):
+    """jupyter_worker.run and Job, imported on first use (the sandbox processes never need them)."""
+    if name in ("run", "Job", "JobFailed"):
+        from . import jobs  # noqa: PLC0415
+
+        return getattr(jobs, name)
+    raise AttributeError(name)

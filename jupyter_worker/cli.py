@@ -21,6 +21,7 @@ from typing import Any
 
 from .client import Client, ExecutorError
 from .executor.app import main as executor_main
+from .jobs import describe_ending
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
 from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_duration, parse_env_assignment, python_prefixes
@@ -115,20 +116,7 @@ def _time(stamp: float | None) -> str:
 
 
 def _ending(job: dict[str, Any]) -> str:
-    if job["status"] in ("QUEUED", "RUNNING"):
-        return ""
-    reason = job.get("reason")
-    if reason == "exit":
-        return f" (exit code {job['exit_code']})"
-    words = {
-        "signal": f"killed by signal {job.get('signal')}",
-        "oom": f"killed: out of memory (limit {job['limits'].get('memory_mb')} MiB)",
-        "timeout": f"timed out after {job['limits'].get('timeout_s'):g} s",
-        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
-        "start_error": f"could not start: {job.get('error')}",
-        "lost": "lost: its supervisor vanished",
-    }
-    return f" ({words.get(reason, reason)})"
+    return "" if job["status"] in ("QUEUED", "RUNNING") else f" ({describe_ending(job)})"
 
 
 def _print_job(job: dict[str, Any]) -> None:

@@ -1,0 +1,157 @@
+"""A Python API for scripts and notebooks: run code or a command as a sandboxed job.
+
+    import jupyter_worker
+    job = jupyter_worker.run("import numpy; print(numpy.__version__)", memory_mb=512, timeout="10m")
+    job.wait()           # raises JobFailed if it did not complete
+    print(job.logs(), job.result)
+
+A string is Python code, run by this interpreter (its packages are shown read-only in the job);
+a list is a command. Everything goes through the executor (jupyter_worker.client).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+from .client import Client
+from .spec import Mount, parse_duration, python_prefixes
+
+
+class JobFailed(RuntimeError):
+    """The job ended without completing; the message says how, in words."""
+
+    def __init__(self, job: dict[str, Any]):
+        super().__init__(f"job {job['id'][:8]} {job['status'].lower()}: {describe_ending(job)}")
+        self.job = job
+
+
+def describe_ending(job: dict[str, Any]) -> str:
+    """How a job ended, in words (the same words the widget and the panel use)."""
+    reason = job.get("reason")
+    limits = job.get("limits") or {}
+    words = {
+        "exit": f"exit code {job.get('exit_code')}",
+        "signal": f"killed by signal {job.get('signal')}",
+        "oom": f"killed: out of memory (limit {limits.get('memory_mb')} MiB)",
+        "timeout": f"timed out after {limits.get('timeout_s') or 0:g} s",
+        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
+        "start_error": f"could not start: {job.get('error')}",
+        "lost": "lost: its supervisor vanished",
+    }
+    return words.get(reason, job["status"].lower()) if reason else job["status"].lower()
+
+
+class Job:
+    """A handle on a submitted job."""
+
+    def __init__(self, record: dict[str, Any], socket: str | None = None):
+        self.id = record["id"]
+        self._record = record
+        self._socket = socket
+
+    def _client(self) -> Client:
+        return Client(self._socket)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id[:8]} {self._record['status']}>"
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The job's record as the executor has it now."""
+        with self._client() as client:
+            self._record = client.get(self.id)
+        return self._record
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """exit_code, reason, signal, error and metrics once it has ended; None while it runs."""
+        record = self.record
+        if record["status"] in ("QUEUED", "RUNNING"):
+            return None
+        return {key: record.get(key) for key in ("status", "exit_code", "reason", "signal", "error", "metrics")}
+
+    def stop(self, grace_s: float | None = None) -> None:
+        with self._client() as client:
+            self._record = client.stop(self.id, grace_s)
+
+    def logs(self) -> str:
+        """Everything the job printed so far, stdout and stderr interleaved as they came."""
+        text, offset = [], 0
+        with self._client() as client:
+            while True:
+                chunks, offset, _ = client.logs(self.id, offset)
+                if not chunks:
+                    return "".join(text)
+                text += [c.data.decode(errors="replace") for c in chunks]
+
+    def wait(self, stream: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None) -> dict:
+        """Block until the job ends (printing its output if stream); raise JobFailed unless it completed."""
+        with self._client() as client:
+            for event in client.follow(self.id):
+                if stream and event["event"] == "log":
+                    out = (stderr or sys.stderr) if event["stream"] != "stdout" else (stdout or sys.stdout)
+                    out.write(event["data"].decode(errors="replace"))
+                    out.flush()
+                elif event["event"] == "end":
+                    self._record = event["job"]
+        if self._record["status"] != "COMPLETED":
+            raise JobFailed(self._record)
+        return self._record
+
+
+def job_request(
+    command: list[str],
+    limits: dict[str, Any],
+    *,
+    env: dict[str, str] | None = None,
+    mounts: list[str] | None = None,
+    network: str | None = None,
+    name: str | None = None,
+    cwd: str | None = None,
+) -> dict[str, Any]:
+    """A request that runs in the caller's folder: shown read-only at its own path (a mount of it
+    with :rw makes it writable), so relative paths work; /work stays the job's own folder."""
+    here = cwd or os.getcwd()
+    parsed = [Mount.parse(m, cwd=here) for m in (mounts or [])]
+    if all(m.destination != here for m in parsed):
+        parsed.insert(0, Mount(here, here))
+    return {
+        "command": command,
+        "name": name,
+        "limits": {key: value for key, value in limits.items() if value is not None},
+        "env": env or {},
+        "mounts": [m.to_dict() for m in parsed],
+        "network": network,
+        "cwd": here,
+        "python_prefixes": python_prefixes(),
+    }
+
+
+def run(
+    code_or_command: str | list[str],
+    *,
+    memory_mb: int | None = None,
+    cpu_percent: int | None = None,
+    pids: int | None = None,
+    io_bps: int | None = None,
+    timeout: str | float | None = None,
+    network: str | None = None,
+    env: dict[str, str] | None = None,
+    mounts: list[str] | None = None,
+    name: str | None = None,
+    cwd: str | None = None,
+    socket: str | None = None,
+) -> Job:
+    """Submit a job; returns at once with its handle. Limits not given come from the executor."""
+    command = [sys.executable, "-c", code_or_command] if isinstance(code_or_command, str) else list(code_or_command)
+    limits = {"memory_mb": memory_mb, "cpu_percent": cpu_percent, "pids": pids, "io_bps": io_bps,
+              "timeout_s": parse_duration(timeout, "timeout") if timeout is not None else None}  # fmt: skip
+    request = job_request(command, limits, env=env, mounts=mounts, network=network, name=name, cwd=cwd)
+    with Client(socket) as client:
+        return Job(client.run(request), socket)

@@ -1,0 +1,106 @@
+"""%%worker, %worker and jupyter_worker.run, driven through a real IPython kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.executor.conftest import started_daemon
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A real kernel whose working directory is a notebook folder, with the extension loaded."""
+    notebook_dir = tempfile.mkdtemp(prefix="jupyter-worker-notebook-")
+    os.chmod(notebook_dir, 0o777)
+    with started_daemon([]) as daemon:
+        manager = KernelManager(kernel_name="python3")
+        manager.start_kernel(cwd=notebook_dir, env={**os.environ, "JUPYTER_WORKER_SOCKET": daemon.socket})
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        try:
+            run_cell(client, "%load_ext jupyter_worker")
+            yield client, notebook_dir
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+            shutil.rmtree(notebook_dir, ignore_errors=True)
+
+
+def run_cell(client, code: str) -> dict:
+    """Execute code; returns the reply content with the printed text gathered under 'text'."""
+    text: list[str] = []
+
+    def collect(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            text.append(message["content"]["text"])
+        elif message["msg_type"] in ("execute_result", "display_data"):
+            text.append(message["content"]["data"].get("text/plain", ""))
+
+    reply = client.execute_interactive(code, output_hook=collect, timeout=120)
+    return {**reply["content"], "text": "".join(text)}
+
+
+def test_a_cell_runs_as_a_job_with_the_kernels_python_in_the_notebook_folder(kernel):
+    client, notebook_dir = kernel
+    reply = run_cell(client, "%%worker --wait --max-memory 256\nimport os, sys\nprint('hi from a job', os.getcwd())\n"
+                             "print(sys.executable)")  # fmt: skip
+    assert reply["status"] == "ok", reply
+    assert f"hi from a job {notebook_dir}" in reply["text"]
+    assert "/opt/" in reply["text"] or "venv" in reply["text"]
+
+
+def test_a_failing_cell_raises_naming_the_reason(kernel):
+    client, _ = kernel
+    reply = run_cell(client, "%%worker --wait --max-memory 32\nb = bytearray(256 << 20)")
+    assert reply["status"] == "error"
+    assert reply["ename"] == "JobFailed"
+    assert "out of memory (limit 32 MiB)" in reply["evalue"]
+    reply = run_cell(client, "%%worker --wait\nraise SystemExit(3)")
+    assert (reply["ename"], reply["evalue"].split(": ", 1)[1]) == ("JobFailed", "exit code 3")
+
+
+def test_bash_cells_and_flag_expansion(kernel):
+    client, _ = kernel
+    run_cell(client, "limit = 128")
+    reply = run_cell(client, "%%worker --wait --bash --max-memory $limit\necho $((40 + 2))")
+    assert reply["text"].strip() == "42"
+
+
+def test_bad_flags_get_one_usage_message(kernel):
+    client, _ = kernel
+    reply = run_cell(client, "%%worker --max-memry 5\nprint(1)")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    assert "unrecognized arguments: --max-memry" in reply["evalue"]
+    reply = run_cell(client, "%worker frobnicate")
+    assert reply["ename"] == "UsageError"
+
+
+def test_jobs_in_the_background_are_listed_read_and_stopped(kernel):
+    client, _ = kernel
+    reply = run_cell(client, "job = %worker run -- sh -c 'echo started; sleep 300'\njob.id")
+    job_id = reply["text"].strip().strip("'").splitlines()[-1].strip("'")
+    assert run_cell(client, "%worker list")["text"].count(job_id[:8]) == 1
+    run_cell(client, "import time\nwhile 'started' not in job.logs(): time.sleep(0.1)")
+    assert run_cell(client, f"%worker logs {job_id[:8]}")["text"] == "started\n"
+    run_cell(client, f"%worker stop {job_id[:8]}")
+    run_cell(client, "while job.status == 'RUNNING': time.sleep(0.1)")
+    assert "STOPPED" in run_cell(client, f"%worker status {job_id[:8]}")["text"]
+
+
+def test_the_python_api_and_a_writable_notebook_folder(kernel):
+    client, notebook_dir = kernel
+    code = (
+        "import jupyter_worker\n"
+        "j = jupyter_worker.run(\"open('made.txt', 'w').write('x'); print(6 * 7)\", mounts=['.:.:rw'])\n"
+        "j.wait()\nprint(j.logs(), j.result['reason'])"
+    )
+    reply = run_cell(client, code)
+    assert reply["status"] == "ok", reply
+    assert reply["text"].split() == ["42", "exit"]
+    assert os.path.exists(os.path.join(notebook_dir, "made.txt"))
