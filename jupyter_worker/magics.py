@@ -18,10 +18,12 @@ import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
 
 from .client import Client, ExecutorError
 from .jobs import Job, JobFailed, describe_ending, job_request
 from .spec import SpecError, parse_duration, parse_env_assignment
+from .widgets import JobWidget
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,20 +62,31 @@ class WorkerMagics(Magics):
                 job = Job(client.run(_request(args, command)))
         except (SpecError, ExecutorError) as exc:
             raise UsageError(str(exc)) from None
-        if not args.wait:
-            print(f"job {job.id[:8]} submitted: %worker logs {job.id[:8]} to read its output")
-            return job
-        job.wait(stream=True)
-        return None
+        if args.wait:
+            job.wait(stream=True)
+            return None
+        if self._shows_widgets():
+            self.last_widget = JobWidget(job.record)
+            display(self.last_widget.box)
+        else:
+            print(f"job {job.id[:8]} submitted: %worker logs {job.id[:8]} -f to follow its output")
+        return job
+
+    def _shows_widgets(self) -> bool:
+        """Only a kernel talking to a front end renders widgets; a terminal IPython gets text."""
+        return type(self.shell).__name__ == "ZMQInteractiveShell"
 
     @cell_magic
-    def worker(self, line: str, cell: str) -> Job | None:
-        """%%worker [limits] [--wait] [--bash] [--name N]: run this cell as a sandboxed job."""
+    def worker(self, line: str, cell: str) -> None:
+        """%%worker [limits] [--wait] [--bash] [--name N]: run this cell as a sandboxed job.
+
+        The cell's output is the job's widget (or its streamed output with --wait); the job's
+        handle is `_worker_job` in the notebook's namespace."""
         parser = _limit_parser("%%worker")
         parser.add_argument("--bash", action="store_true")
         args = parser.parse_args(shlex.split(self.shell.var_expand(line)))
         command = ["bash", "-c", cell] if args.bash else [sys.executable, "-c", cell]
-        return self._submit(args, command)
+        self.shell.user_ns["_worker_job"] = self._submit(args, command)
 
     @line_magic("worker")
     def worker_line(self, line: str) -> Job | list | None:

@@ -83,8 +83,8 @@ def test_bad_flags_get_one_usage_message(kernel):
 
 def test_jobs_in_the_background_are_listed_read_and_stopped(kernel):
     client, _ = kernel
-    reply = run_cell(client, "job = %worker run -- sh -c 'echo started; sleep 300'\njob.id")
-    job_id = reply["text"].strip().strip("'").splitlines()[-1].strip("'")
+    run_cell(client, "job = %worker run -- sh -c 'echo started; sleep 300'")
+    job_id = run_cell(client, "print(job.id)")["text"].strip()
     assert run_cell(client, "%worker list")["text"].count(job_id[:8]) == 1
     run_cell(client, "import time\nwhile 'started' not in job.logs(): time.sleep(0.1)")
     assert run_cell(client, f"%worker logs {job_id[:8]}")["text"] == "started\n"
@@ -104,3 +104,42 @@ def test_the_python_api_and_a_writable_notebook_folder(kernel):
     assert reply["status"] == "ok", reply
     assert reply["text"].split() == ["42", "exit"]
     assert os.path.exists(os.path.join(notebook_dir, "made.txt"))
+
+
+WIDGET = "get_ipython().magics_manager.registry['WorkerMagics'].last_widget"
+
+
+def wait_in_kernel(client, condition: str) -> None:
+    """Let the kernel's event loop run (top-level await) until condition holds there."""
+    run_cell(client, f"import asyncio\nfor _ in range(300):\n    if {condition}: break\n    await asyncio.sleep(0.1)")
+
+
+def test_a_cell_without_wait_shows_a_live_widget_that_ends_with_the_summary(kernel):
+    client, _ = kernel
+    cell = (
+        "%%worker --name counting --max-memory 128\nimport sys\n"
+        "for i in range(500): print(i)\nsys.stdout.flush()\nprint('<oops>', file=sys.stderr)"
+    )
+    reply = run_cell(client, cell)
+    assert reply["status"] == "ok" and "VBox" in reply["text"]
+    wait_in_kernel(client, f"{WIDGET}.finished")
+    header = run_cell(client, f"print({WIDGET}.header.value)")["text"]
+    assert "counting" in header and "exit code 0" in header and "#2e7d32" in header
+    log = run_cell(client, f"print({WIDGET}.log.value)")["text"]
+    assert "499" in log and "&lt;oops&gt;" in log and "<oops>" not in log
+    assert log.count("\n") <= 210
+    shown = run_cell(client, f"print({WIDGET}.stop_button.disabled, repr({WIDGET}.show_all.layout.display))")
+    assert shown["text"].split() == ["True", "''"]
+    run_cell(client, f"await {WIDGET}.load_all()")
+    assert ">0\n1\n2\n" in run_cell(client, f"print({WIDGET}.log.value)")["text"]
+
+
+def test_the_widgets_stop_button_stops_the_job(kernel):
+    client, _ = kernel
+    run_cell(client, "%%worker --bash\nsleep 300")
+    wait_in_kernel(client, f"{WIDGET}.job['status'] == 'RUNNING'")
+    run_cell(client, f"{WIDGET}.stop_button.click()")
+    wait_in_kernel(client, f"{WIDGET}.finished")
+    header = run_cell(client, f"print({WIDGET}.header.value)")["text"]
+    assert "stopped by" in header and "#ef6c00" in header
+    assert run_cell(client, "print(_worker_job.status)")["text"].strip() == "STOPPED"

@@ -1,0 +1,148 @@
+"""The live job widget under a %%worker cell: status, elapsed time, resources, log, Stop.
+
+Updates come from one asyncio task on the kernel's event loop following the job through the
+executor; they are gathered and drawn at most UPDATES_PER_S times a second, and the log shown is
+bounded (the last LOG_LINES lines, "Show all" for the rest), so a job printing millions of lines
+never floods the notebook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from typing import Any
+
+import ipywidgets as widgets
+
+from .client import AsyncClient, ExecutorError
+from .jobs import describe_ending
+
+UPDATES_PER_S = 10
+LOG_LINES = 200
+CHART_POINTS = 60
+COLOURS = {"QUEUED": "#757575", "RUNNING": "#1976d2", "COMPLETED": "#2e7d32", "FAILED": "#c62828",
+           "STOPPED": "#ef6c00"}  # fmt: skip
+
+
+class JobWidget:
+    """Shows one job as it runs; `box` is the ipywidget to display."""
+
+    def __init__(self, job: dict[str, Any], socket: str | None = None):
+        self.job = job
+        self.socket = socket
+        self.lines: list[str] = []
+        self.partial = ""
+        self.samples: list[tuple[float, float]] = []
+        self.header = widgets.HTML()
+        self.resources = widgets.HTML()
+        self.chart = widgets.HTML()
+        self.log = widgets.HTML(layout=widgets.Layout(max_height="300px", overflow="auto"))
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
+        self.show_all = widgets.Button(description="Show all", layout=widgets.Layout(display="none"))
+        self.stop_button.on_click(lambda _: asyncio.ensure_future(self.stop()))
+        self.show_all.on_click(lambda _: asyncio.ensure_future(self.load_all()))
+        controls = widgets.HBox([self.stop_button, self.show_all])
+        self.box = widgets.VBox([self.header, self.resources, self.chart, self.log, controls])
+        self.finished = False
+        self._last_cpu: tuple[float, float] | None = None
+        self.render()
+        self.task = asyncio.ensure_future(self.follow())
+
+    async def follow(self) -> None:
+        next_draw = 0.0
+        try:
+            async for event in AsyncClient(self.socket).follow(self.job["id"]):
+                self.take(event)
+                if time.monotonic() >= next_draw:
+                    self.render()
+                    next_draw = time.monotonic() + 1 / UPDATES_PER_S
+        except ExecutorError as exc:
+            self.partial += f"\n[jupyter-worker: {exc}]"
+        self.finished = True
+        self.render()
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "log":
+            text = self.partial + event["data"].decode(errors="replace")
+            *complete, self.partial = text.split("\n")
+            css = "color: var(--jp-error-color1, #c62828)" if event["stream"] != "stdout" else ""
+            self.lines += [f'<span style="{css}">{html.escape(line)}</span>' for line in complete]
+            if len(self.lines) > LOG_LINES:
+                self.lines = self.lines[-LOG_LINES:]
+                self.show_all.layout.display = ""
+        elif kind in ("status", "end"):
+            self.job = event["job"]
+        elif kind == "metrics":
+            self.job = {**self.job, "metrics": event["metrics"]}
+            self._sample(event["metrics"])
+
+    def _sample(self, metrics: dict[str, Any]) -> None:
+        now = metrics.get("wall_seconds", 0.0)
+        cpu = metrics.get("cpu_seconds", 0.0)
+        percent = 0.0
+        if self._last_cpu and now > self._last_cpu[0]:
+            percent = 100 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
+        self._last_cpu = (now, cpu)
+        self.samples = [*self.samples, (percent, metrics.get("memory_bytes", 0) / 2**20)][-CHART_POINTS:]
+
+    def render(self) -> None:
+        job = self.job
+        status = job["status"]
+        ended = job.get("finished_at")
+        badge = (f'<span style="background:{COLOURS[status]};color:white;border-radius:4px;padding:1px 6px">'
+                 f"{html.escape(status.lower() if not ended else describe_ending(job))}</span>")  # fmt: skip
+        start = job.get("started_at")
+        elapsed = (ended or time.time()) - start if start else 0
+        self.header.value = (f"<b>{html.escape(job['name'])}</b> <code>{job['id'][:8]}</code> {badge} "
+                             f"{elapsed:.1f} s")  # fmt: skip
+        metrics = job.get("metrics") or {}
+        limit = job.get("limits", {}).get("memory_mb")
+        memory = f"{metrics.get('memory_bytes', 0) / 2**20:.0f}" + (f" / {limit} MiB" if limit else " MiB")
+        cpu = f"{self.samples[-1][0]:.0f}%" if self.samples else "-"
+        self.resources.value = (
+            f"CPU {cpu} &nbsp; memory {memory} &nbsp; peak {metrics.get('memory_peak_bytes', 0) / 2**20:.0f} MiB"
+        )
+        self.chart.value = self._chart(limit)
+        tail = html.escape(self.partial)
+        self.log.value = "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
+        self.stop_button.disabled = bool(ended) or self.finished
+
+    def _chart(self, memory_limit: int | None) -> str:
+        if len(self.samples) < 2:
+            return ""
+        width, height = 240, 40
+        step = width / (CHART_POINTS - 1)
+        top_cpu = max(100.0, *(s[0] for s in self.samples))
+        top_memory = float(memory_limit or max(1.0, *(s[1] for s in self.samples)))
+
+        def line(values: list[float], top: float, colour: str) -> str:
+            points = " ".join(f"{i * step:.1f},{height - height * v / top:.1f}" for i, v in enumerate(values))
+            return f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>'
+
+        cpu_line = line([s[0] for s in self.samples], top_cpu, "#1976d2")
+        memory_line = line([s[1] for s in self.samples], top_memory, "#ef6c00")
+        return (f'<svg width="{width}" height="{height}" role="img" aria-label="CPU (blue) and memory (orange)">'
+                f"{cpu_line}{memory_line}</svg>")  # fmt: skip
+
+    async def stop(self) -> None:
+        self.stop_button.disabled = True
+        try:
+            async with AsyncClient(self.socket) as client:
+                self.job = await client.stop(self.job["id"])
+        except ExecutorError as exc:
+            self.partial += f"\n[jupyter-worker: {exc}]"
+        self.render()
+
+    async def load_all(self) -> None:
+        """The whole log, for when the bounded view is not enough."""
+        text, offset = [], 0
+        async with AsyncClient(self.socket) as client:
+            while True:
+                chunks, offset, _ = await client.logs(self.job["id"], offset)
+                if not chunks:
+                    break
+                text += [c.data.decode(errors="replace") for c in chunks]
+        self.log.value = "<pre style='margin:0'>" + html.escape("".join(text)) + "</pre>"
+        self.show_all.layout.display = "none"
