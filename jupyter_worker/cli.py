@@ -24,7 +24,7 @@ from .executor.app import main as executor_main
 from .jobs import describe_ending
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
-from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_duration, parse_env_assignment, python_prefixes
+from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_env_assignment, python_prefixes, requested_limits
 
 _BAD_INPUT = {"bad_request", "invalid", "ambiguous", "version"}
 
@@ -87,14 +87,15 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
-    asked = {
-        "memory_mb": args.max_memory,
-        "cpu_percent": args.max_cpu,
-        "pids": args.max_pids,
-        "io_bps": args.max_iobps,
-        "timeout_s": parse_duration(args.timeout, "--timeout") if args.timeout else None,
-    }
-    limits = {key: value for key, value in asked.items() if value is not None}
+    timeout = args.timeout or None
+    limits = requested_limits(
+        memory_mb=args.max_memory,
+        cpu_percent=args.max_cpu,
+        pids=args.max_pids,
+        io_bps=args.max_iobps,
+        timeout=timeout,
+        timeout_label="--timeout",
+    )
     Limits.from_dict(limits)
     return limits
 

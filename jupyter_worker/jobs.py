@@ -16,7 +16,7 @@ import sys
 from typing import Any, TextIO
 
 from .client import Client
-from .spec import Mount, parse_duration, python_prefixes
+from .spec import Mount, python_prefixes, requested_limits
 
 
 class JobFailed(RuntimeError):
@@ -124,7 +124,7 @@ def job_request(
     return {
         "command": command,
         "name": name,
-        "limits": {key: value for key, value in limits.items() if value is not None},
+        "limits": limits,
         "env": env or {},
         "mounts": [m.to_dict() for m in parsed],
         "network": network,
@@ -150,8 +150,7 @@ def run(
 ) -> Job:
     """Submit a job; returns at once with its handle. Limits not given come from the executor."""
     command = [sys.executable, "-c", code_or_command] if isinstance(code_or_command, str) else list(code_or_command)
-    limits = {"memory_mb": memory_mb, "cpu_percent": cpu_percent, "pids": pids, "io_bps": io_bps,
-              "timeout_s": parse_duration(timeout, "timeout") if timeout is not None else None}  # fmt: skip
+    limits = requested_limits(memory_mb=memory_mb, cpu_percent=cpu_percent, pids=pids, io_bps=io_bps, timeout=timeout)
     request = job_request(command, limits, env=env, mounts=mounts, network=network, name=name, cwd=cwd)
     with Client(socket) as client:
         return Job(client.run(request), socket)

@@ -22,7 +22,7 @@ from IPython.display import display
 
 from .client import Client, ExecutorError
 from .jobs import Job, JobFailed, describe_ending, job_request
-from .spec import SpecError, parse_duration, parse_env_assignment
+from .spec import SpecError, parse_env_assignment, requested_limits
 from .widgets import JobWidget
 
 
@@ -47,9 +47,15 @@ def _limit_parser(prog: str) -> _Parser:
 
 
 def _request(args: argparse.Namespace, command: list[str]) -> dict:
-    limits = {"memory_mb": args.max_memory, "cpu_percent": args.max_cpu, "pids": args.max_pids,
-              "io_bps": args.max_iobps,
-              "timeout_s": parse_duration(args.timeout, "--timeout") if args.timeout else None}  # fmt: skip
+    timeout = args.timeout or None
+    limits = requested_limits(
+        memory_mb=args.max_memory,
+        cpu_percent=args.max_cpu,
+        pids=args.max_pids,
+        io_bps=args.max_iobps,
+        timeout=timeout,
+        timeout_label="--timeout",
+    )
     env = dict(parse_env_assignment(e) for e in args.env)
     return job_request(command, limits, env=env, mounts=args.mount, network=args.network, name=args.name)
 

@@ -140,6 +140,26 @@ class Limits:
         return cls(**data)
 
 
+def requested_limits(
+    *,
+    memory_mb: int | None = None,
+    cpu_percent: int | None = None,
+    pids: int | None = None,
+    io_bps: int | None = None,
+    timeout: str | float | None = None,
+    timeout_label: str = "timeout",
+) -> dict[str, Any]:
+    """The limits a request asks for, as the executor takes them: those not given are left out."""
+    asked = {
+        "memory_mb": memory_mb,
+        "cpu_percent": cpu_percent,
+        "pids": pids,
+        "io_bps": io_bps,
+        "timeout_s": parse_duration(timeout, timeout_label) if timeout is not None else None,
+    }
+    return {key: value for key, value in asked.items() if value is not None}
+
+
 _RESERVED_DESTINATIONS = ("/proc", "/dev", "/sys", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")
 
 

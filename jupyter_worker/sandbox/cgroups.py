@@ -187,9 +187,9 @@ class CgroupHost:
         name = "memory.swap.max" if memory is self.v2 else "memory.memsw.limit_in_bytes"
         return memory is not None and os.path.exists(os.path.join(memory.own_dir, name))
 
-    def create(self, name: str, limits: Limits, io_devices: list[str]) -> JobCgroup:
-        """Make the job's cgroups and apply its limits; refuse what cannot be enforced."""
-        problems = self.refusals(limits)
+    def create(self, name: str) -> JobCgroup:
+        """Make a job's cgroups, before its limits are known (JobCgroup.apply sets them later)."""
+        problems = self.refusals(Limits())
         if problems:
             raise CgroupError("; ".join(problems))
         dirs: dict[str, str] = {}
@@ -197,12 +197,10 @@ class CgroupHost:
             for hierarchy in self._hierarchies():
                 base = os.path.join(hierarchy.own_dir, PROJECT_DIR)
                 dirs[hierarchy.mountpoint] = _make_child(hierarchy, base, name, self)
-            job = JobCgroup(self, dirs, limits)
-            job.apply(limits, io_devices)
-            return job
         except OSError as exc:
-            JobCgroup(self, dirs, limits).remove()
+            JobCgroup(self, dirs).remove()
             raise CgroupError(f"cgroup setup failed: {exc}") from exc
+        return JobCgroup(self, dirs)
 
     def _hierarchies(self) -> list[Hierarchy]:
         """Every hierarchy a job gets a cgroup in: made before the job's limits are known."""
@@ -242,7 +240,7 @@ class CgroupHost:
             path = os.path.join(hierarchy.own_dir, PROJECT_DIR, name)
             if os.path.isdir(path):
                 dirs[hierarchy.mountpoint] = path
-        return JobCgroup(self, dirs, Limits()) if dirs else None
+        return JobCgroup(self, dirs) if dirs else None
 
     def refuse_v2_controllers(self, why: str) -> None:
         """Controllers that cannot be delegated are treated as absent, with the reason kept."""
@@ -313,10 +311,9 @@ def swap_in_use() -> bool:
 class JobCgroup:
     """One job's cgroups across hierarchies."""
 
-    def __init__(self, host: CgroupHost, dirs: dict[str, str], limits: Limits):
+    def __init__(self, host: CgroupHost, dirs: dict[str, str]):
         self.host = host
         self.dirs = dirs
-        self.limits = limits
         self._pids_peak = 0
 
     def _dir(self, controller: str) -> tuple[Hierarchy, str] | None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..spec import Limits, Outcome, Reason, SpecError, Usage
+from ..spec import Outcome, Reason, SpecError, Usage
 from . import libc
 from .cgroups import JobCgroup
 from .control import Capture, Channels
@@ -151,7 +151,7 @@ def _close_all(fds: list[int]) -> None:
 
 
 def _prepare(context: HostContext) -> _Prepared:
-    cgroup = context.cgroups.create(uuid.uuid4().hex, Limits(), [])
+    cgroup = context.cgroups.create(uuid.uuid4().hex)
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
