@@ -21,7 +21,7 @@ from typing import Any
 
 from .client import Client, ExecutorError
 from .executor.app import main as executor_main
-from .jobs import describe_ending
+from .jobs import describe_ending, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
 from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_env_assignment, python_prefixes, requested_limits
@@ -138,15 +138,6 @@ def _print_job(job: dict[str, Any]) -> None:
         )
 
 
-def _print_table(jobs: list[dict[str, Any]]) -> None:
-    rows = [("ID", "COMMAND", "STATUS", "STARTTIME")]
-    rows += [(j["id"][:8], " ".join(" ".join(j["command"]).split())[:40], j["status"], _time(j.get("started_at")))
-             for j in jobs]  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
 def _shell_code(job: dict[str, Any]) -> int:
     return Outcome(Reason(job["reason"]), job.get("exit_code"), job.get("signal")).shell_code
 
@@ -199,7 +190,7 @@ def _client_verb(args: argparse.Namespace) -> int:
             return _log(client, args)
         if args.verb == "list":
             jobs, _ = client.list(status=args.status, limit=args.limit)
-            print(json.dumps(jobs)) if args.json else _print_table(jobs)
+            print(json.dumps(jobs)) if args.json else print(text_table(jobs), end="")
             return 0
         if args.verb == "delete":
             client.delete(args.job_id)

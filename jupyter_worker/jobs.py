@@ -11,8 +11,10 @@ a list is a command. Everything goes through the executor (jupyter_worker.client
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
+import time
 from typing import Any, TextIO
 
 from .client import Client
@@ -41,6 +43,35 @@ def describe_ending(job: dict[str, Any]) -> str:
         "lost": "lost: its supervisor vanished",
     }
     return words.get(reason, job["status"].lower()) if reason else job["status"].lower()
+
+
+TABLE_COLUMNS = ("ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY")
+
+
+def table_row(job: dict[str, Any]) -> tuple[str, ...]:
+    """One job as the CLI's and %worker's listings show it: CPU is CPU time, MEMORY the peak."""
+    started, ended = job.get("started_at"), job.get("finished_at")
+    metrics = job.get("metrics") or {}
+    stamp = datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S") if started else "-"
+    duration = f"{(ended or time.time()) - started:.1f}s" if started else "-"
+    peak = metrics.get("memory_peak_bytes") or metrics.get("memory_bytes")
+    return (
+        job["id"][:8],
+        job["status"],
+        job.get("name") or "",
+        " ".join(" ".join(job["command"]).split())[:40],
+        stamp,
+        duration,
+        f"{metrics['cpu_seconds']:.2f}s" if "cpu_seconds" in metrics else "-",
+        f"{peak / 2**20:.1f} MiB" if peak else "-",
+    )
+
+
+def text_table(jobs: list[dict[str, Any]]) -> str:
+    rows = [TABLE_COLUMNS, *(table_row(job) for job in jobs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(lines) + "\n"
 
 
 class Job:
@@ -105,6 +136,12 @@ class Job:
         return self._record
 
 
+def python_code(code: str) -> list[str]:
+    """Code run by this interpreter, unbuffered so that its prints reach the log as they happen
+    (and are not lost in a buffer when the job is killed)."""
+    return [sys.executable, "-u", "-c", code]
+
+
 def job_request(
     command: list[str],
     limits: dict[str, Any],
@@ -149,7 +186,7 @@ def run(
     socket: str | None = None,
 ) -> Job:
     """Submit a job; returns at once with its handle. Limits not given come from the executor."""
-    command = [sys.executable, "-c", code_or_command] if isinstance(code_or_command, str) else list(code_or_command)
+    command = python_code(code_or_command) if isinstance(code_or_command, str) else list(code_or_command)
     limits = requested_limits(memory_mb=memory_mb, cpu_percent=cpu_percent, pids=pids, io_bps=io_bps, timeout=timeout)
     request = job_request(command, limits, env=env, mounts=mounts, network=network, name=name, cwd=cwd)
     with Client(socket) as client:

@@ -6,22 +6,25 @@
 
 The cell body is Python run by the kernel's own interpreter (--bash: a shell script). The
 notebook's folder is shown read-only at its own path and is the job's working directory;
---mount .:.:rw makes it writable. Without --wait the cell returns at once with the job's id.
+--mount .:.:rw makes it writable. Without --wait the cell returns at once with the job's live
+widget; where no front end draws widgets (nbconvert, papermill, a terminal) it streams the job's
+output instead, and an interrupt detaches from the job.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import html
 import shlex
 import sys
 
+import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from .client import Client, ExecutorError
-from .jobs import Job, JobFailed, describe_ending, job_request
+from .jobs import TABLE_COLUMNS, Job, JobFailed, describe_ending, job_request, python_code, table_row, text_table
 from .spec import SpecError, parse_env_assignment, requested_limits
 from .widgets import JobWidget
 
@@ -60,67 +63,92 @@ def _request(args: argparse.Namespace, command: list[str]) -> dict:
     return job_request(command, limits, env=env, mounts=args.mount, network=args.network, name=args.name)
 
 
+def widget_frontend(shell: object) -> bool:
+    """Whether this cell's output will be drawn by a front end that renders widgets.
+
+    Headless runners (nbconvert, papermill, `jupyter execute`: all nbclient) send their cells with
+    allow_stdin off; interactive front ends allow input or have opened ipywidgets' control channel.
+    A terminal IPython has no kernel at all."""
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    return bool(getattr(kernel, "_allow_stdin", False)) or widgets.Widget._control_comm is not None
+
+
+def _html_table(jobs: list[dict]) -> str:
+    head = "".join(f"<th>{column}</th>" for column in TABLE_COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in table_row(job)) + "</tr>" for job in jobs
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 @magics_class
 class WorkerMagics(Magics):
-    def _submit(self, args: argparse.Namespace, command: list[str]) -> Job | None:
+    def _submit(self, args: argparse.Namespace, command: list[str]) -> Job:
         try:
             with Client() as client:
-                job = Job(client.run(_request(args, command)))
+                return Job(client.run(_request(args, command)))
         except (SpecError, ExecutorError) as exc:
             raise UsageError(str(exc)) from None
-        if args.wait:
-            job.wait(stream=True)
-            return None
-        if self._shows_widgets():
-            self.last_widget = JobWidget(job.record)
-            display(self.last_widget.box)
-        else:
-            print(f"job {job.id[:8]} submitted: %worker logs {job.id[:8]} -f to follow its output")
-        return job
 
-    def _shows_widgets(self) -> bool:
-        """Only a kernel talking to a front end renders widgets; a terminal IPython gets text."""
-        return type(self.shell).__name__ == "ZMQInteractiveShell"
+    def _show(self, job: Job) -> None:
+        self.last_widget = JobWidget(job.record)
+        display(self.last_widget.box)
 
     @cell_magic
     def worker(self, line: str, cell: str) -> None:
         """%%worker [limits] [--wait] [--bash] [--name N]: run this cell as a sandboxed job.
 
-        The cell's output is the job's widget (or its streamed output with --wait); the job's
-        handle is `_worker_job` in the notebook's namespace."""
+        The cell's output is the job's widget; where widgets are not drawn (nbconvert, papermill,
+        a terminal) it is the job's streamed output. The handle is `_worker_job` in the namespace."""
         parser = _limit_parser("%%worker")
         parser.add_argument("--bash", action="store_true")
         args = parser.parse_args(shlex.split(self.shell.var_expand(line)))
-        command = ["bash", "-c", cell] if args.bash else [sys.executable, "-c", cell]
-        self.shell.user_ns["_worker_job"] = self._submit(args, command)
+        command = ["bash", "-c", cell] if args.bash else python_code(cell)
+        job = self.shell.user_ns["_worker_job"] = self._submit(args, command)
+        if args.wait:
+            _wait_or_stop(job)
+        elif widget_frontend(self.shell):
+            self._show(job)
+        else:
+            _stream_detachable(job)
 
     @line_magic("worker")
-    def worker_line(self, line: str) -> Job | list | None:
+    def worker_line(self, line: str) -> Job | None:
         """%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID"""
         words = shlex.split(self.shell.var_expand(line))
         if not words or words[0] not in ("run", "list", "status", "logs", "stop"):
             raise UsageError("%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID")
         verb, rest = words[0], words[1:]
         if verb == "run":
-            split = rest.index("--") if "--" in rest else len(rest)
-            args = _limit_parser("%worker run").parse_args(rest[:split])
-            if not rest[split + 1 :]:
-                raise UsageError("%worker run: no command given (put it after --)")
-            return self._submit(args, rest[split + 1 :])
+            return self._run(rest)
         try:
             return self._query(verb, rest)
         except ExecutorError as exc:
             raise UsageError(str(exc)) from None
 
+    def _run(self, words: list[str]) -> Job | None:
+        """A background job: its widget where widgets are drawn, else its id; --wait follows it here."""
+        split = words.index("--") if "--" in words else len(words)
+        args = _limit_parser("%worker run").parse_args(words[:split])
+        if not words[split + 1 :]:
+            raise UsageError("%worker run: no command given (put it after --)")
+        job = self._submit(args, words[split + 1 :])
+        if args.wait:
+            _wait_or_stop(job)
+            return None
+        if widget_frontend(self.shell):
+            self._show(job)
+        else:
+            print(f"job {job.id[:8]} submitted: %worker logs {job.id[:8]} -f to follow its output")
+        return job
+
     def _query(self, verb: str, rest: list[str]) -> None:
         with Client() as client:
             if verb == "list":
                 jobs, _ = client.list(limit=50)
-                print(f"{'ID':<9} {'STATUS':<10} {'NAME':<16} {'COMMAND':<32} ENDED")
-                for job in jobs:
-                    command = " ".join(" ".join(job["command"]).split())[:32]
-                    print(f"{job['id'][:8]:<9} {job['status']:<10} {job['name'][:16]:<16} {command:<32} "
-                          f"{describe_ending(job) if job['finished_at'] else ''}")  # fmt: skip
+                display({"text/plain": text_table(jobs), "text/html": _html_table(jobs)}, raw=True)
                 return
             if not rest:
                 raise UsageError(f"%worker {verb} ID")
@@ -131,7 +159,29 @@ class WorkerMagics(Magics):
                 client.stop(rest[0])
                 print(f"stopping {rest[0]}")
             elif "-f" in rest[1:]:
-                with contextlib.suppress(JobFailed):
-                    Job(client.get(rest[0])).wait(stream=True)
+                _stream_detachable(Job(client.get(rest[0])))
             else:
                 print(Job(client.get(rest[0])).logs(), end="")
+
+
+def _wait_or_stop(job: Job) -> None:
+    """--wait: the cell is the job, so interrupting the cell stops the job; failure raises JobFailed."""
+    try:
+        job.wait(stream=True)
+    except KeyboardInterrupt:
+        job.stop()
+        print(f"\njob {job.id[:8]} stopped: the cell was interrupted", file=sys.stderr)
+        raise
+
+
+def _stream_detachable(job: Job) -> None:
+    """Follow a background job's output to its end; an interrupt leaves it running."""
+    try:
+        job.wait(stream=True)
+    except JobFailed as failed:
+        print(f"\n{failed}", file=sys.stderr)
+        return
+    except KeyboardInterrupt:
+        print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
+        return
+    print(f"\njob {job.id[:8]} completed: {describe_ending(job.record)}")

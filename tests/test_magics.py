@@ -6,8 +6,11 @@ import os
 import shutil
 import tempfile
 
+import nbformat
 import pytest
 from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from tests.executor.conftest import started_daemon
 
@@ -83,10 +86,14 @@ def test_bad_flags_get_one_usage_message(kernel):
 
 def test_jobs_in_the_background_are_listed_read_and_stopped(kernel):
     client, _ = kernel
-    run_cell(client, "job = %worker run -- sh -c 'echo started; sleep 300'")
+    run_cell(client, "job = %worker run --name napper -- sh -c 'echo started; sleep 300'")
     job_id = run_cell(client, "print(job.id)")["text"].strip()
-    assert run_cell(client, "%worker list")["text"].count(job_id[:8]) == 1
-    run_cell(client, "import time\nwhile 'started' not in job.logs(): time.sleep(0.1)")
+    run_cell(client, "import time\nwhile not job.record['metrics'].get('memory_bytes'): time.sleep(0.1)")
+    listing = run_cell(client, "%worker list")["text"].splitlines()
+    assert listing[0].split() == ["ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY"]
+    row = next(line for line in listing if line.startswith(job_id[:8]))
+    assert "RUNNING" in row and "napper" in row and "sh -c echo started; sleep 300" in row and "MiB" in row
+    run_cell(client, "while 'started' not in job.logs(): time.sleep(0.1)")
     assert run_cell(client, f"%worker logs {job_id[:8]}")["text"] == "started\n"
     run_cell(client, f"%worker stop {job_id[:8]}")
     run_cell(client, "while job.status == 'RUNNING': time.sleep(0.1)")
@@ -143,3 +150,80 @@ def test_the_widgets_stop_button_stops_the_job(kernel):
     header = run_cell(client, f"print({WIDGET}.header.value)")["text"]
     assert "stopped by" in header and "#ef6c00" in header
     assert run_cell(client, "print(_worker_job.status)")["text"].strip() == "STOPPED"
+
+
+def test_widgets_keep_working_after_the_cell_is_re_executed(kernel):
+    client, _ = kernel
+    cell = "%%worker --bash\nsleep 300"
+    run_cell(client, cell)
+    run_cell(client, f"first = {WIDGET}")
+    run_cell(client, cell)
+    run_cell(client, f"second = {WIDGET}")
+    wait_in_kernel(client, "first.job['status'] == second.job['status'] == 'RUNNING'")
+    run_cell(client, "first.stop_button.click()")
+    wait_in_kernel(client, "first.finished")
+    states = run_cell(client, "print(first.job['status'], second.job['status'], second.stop_button.disabled)")
+    assert states["text"].split() == ["STOPPED", "RUNNING", "False"]
+    run_cell(client, "second.stop_button.click()")
+    wait_in_kernel(client, "second.finished")
+    assert run_cell(client, "print(second.job['status'])")["text"].strip() == "STOPPED"
+
+
+@pytest.fixture
+def headless(kernel, monkeypatch):
+    """Runs a notebook the way nbconvert and papermill do (nbclient, no front end) in the kernel
+    fixture's folder and against its executor."""
+    client, notebook_dir = kernel
+    monkeypatch.setenv(
+        "JUPYTER_WORKER_SOCKET",
+        run_cell(client, "import os; print(os.environ['JUPYTER_WORKER_SOCKET'])")["text"].strip(),
+    )
+
+    def execute(*sources: str) -> nbformat.NotebookNode:
+        notebook = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(s) for s in ("%load_ext jupyter_worker", *sources)]
+        )
+        NotebookClient(notebook, timeout=120, resources={"metadata": {"path": notebook_dir}}).execute()
+        return notebook
+
+    return execute
+
+
+def text_of(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+
+
+def test_headless_runners_get_the_jobs_streamed_output_instead_of_a_widget(headless):
+    notebook = headless(
+        "%%worker --max-memory 64\nprint('working')\nb = bytearray(256 << 20)", "%%worker\nprint('fine')"
+    )
+    oom, fine = notebook.cells[1], notebook.cells[2]
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in oom.outputs + fine.outputs)
+    assert "working" in text_of(oom) and "killed: out of memory (limit 64 MiB)" in text_of(oom)
+    assert text_of(fine).startswith("fine\n") and "completed: exit code 0" in text_of(fine)
+
+
+def test_a_failing_wait_cell_stops_a_headless_run(headless):
+    with pytest.raises(CellExecutionError) as failed:
+        headless("%%worker --wait --bash\necho before; exit 4", "print('never reached')")
+    assert "JobFailed" in str(failed.value) and "exit code 4" in str(failed.value)
+
+
+def test_ipython_config_loads_the_extension_in_every_kernel(kernel):
+    """The documented always-on setup: c.InteractiveShellApp.extensions in the IPython profile."""
+    _, notebook_dir = kernel
+    ipython_dir = tempfile.mkdtemp(prefix="jupyter-worker-ipython-")
+    os.makedirs(os.path.join(ipython_dir, "profile_default"))
+    with open(os.path.join(ipython_dir, "profile_default", "ipython_config.py"), "w") as config:
+        config.write("c.InteractiveShellApp.extensions = ['jupyter_worker']\n")
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=notebook_dir, env={**os.environ, "IPYTHONDIR": ipython_dir})
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        assert run_cell(client, "%lsmagic")["text"].count("worker") >= 2
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        shutil.rmtree(ipython_dir)

@@ -133,6 +133,12 @@ class Executor:
             raise ProtocolError("ambiguous", f"{job_ref} matches more than one job; give more of the id")
         record = self.store.get(matches[0])
         assert record is not None
+        return self._live(record)
+
+    def _live(self, record: JobRecord) -> JobRecord:
+        """A running job's record carries its current usage, not the last one persisted."""
+        if record.id in self.live:
+            record.metrics = self.metrics_of(record.id) or record.metrics
         return record
 
     def _check_write(self, caller: Caller, record: JobRecord) -> None:
@@ -154,7 +160,7 @@ class Executor:
         records, next_cursor = self.store.page(owner, statuses, cursor, limit, query.get("order") == "oldest")
         if query.get("owner") and caller.sees_all:
             records = [r for r in records if r.owner == query["owner"]]
-        return records, next_cursor
+        return [self._live(r) for r in records], next_cursor
 
     def stop(self, caller: Caller, job_ref: str, grace_s: float | None = None) -> JobRecord:
         record = self.find(caller, job_ref)

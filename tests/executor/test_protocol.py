@@ -117,7 +117,7 @@ def test_run_prints_the_new_job_and_list_shows_it(shared_daemon):
     assert result.returncode == 0
     job_id = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("ID:"))
     listing = cli(shared_daemon, "list").stdout.splitlines()
-    assert listing[0].split() == ["ID", "COMMAND", "STATUS", "STARTTIME"]
+    assert listing[0].split() == ["ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY"]
     assert listing[1].startswith(job_id[:8]) and "echo hello" in listing[1]
     assert cli(shared_daemon, "log", "--follow", job_id[:8]).stdout == "hello\n"
     assert json.loads(cli(shared_daemon, "status", "--json", job_id[:8]).stdout)["name"] == "greeting"
