@@ -97,17 +97,22 @@ class JobWidget:
         elapsed = (ended or time.time()) - start if start else 0
         self.header.value = (f"<b>{html.escape(job['name'])}</b> <code>{job['id'][:8]}</code> {badge} "
                              f"{elapsed:.1f} s")  # fmt: skip
-        metrics = job.get("metrics") or {}
         limit = job.get("limits", {}).get("memory_mb")
-        memory = f"{metrics.get('memory_bytes', 0) / 2**20:.0f}" + (f" / {limit} MiB" if limit else " MiB")
-        cpu = f"{self.samples[-1][0]:.0f}%" if self.samples else "-"
-        self.resources.value = (
-            f"CPU {cpu} &nbsp; memory {memory} &nbsp; peak {metrics.get('memory_peak_bytes', 0) / 2**20:.0f} MiB"
-        )
+        self.resources.value = self._resources(job.get("metrics") or {}, limit, bool(ended))
         self.chart.value = self._chart(limit)
         tail = html.escape(self.partial)
         self.log.value = "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
         self.stop_button.disabled = bool(ended) or self.finished
+
+    def _resources(self, metrics: dict[str, Any], limit: int | None, ended: bool) -> str:
+        """While it runs: CPU % and memory now; once ended: CPU time and the peak."""
+        of_limit = f" / {limit} MiB" if limit else " MiB"
+        peak = f"{metrics.get('memory_peak_bytes', 0) / 2**20:.0f}"
+        if ended:
+            return f"CPU time {metrics.get('cpu_seconds', 0):.2f} s &nbsp; memory peak {peak}{of_limit}"
+        cpu = f"{self.samples[-1][0]:.0f}%" if self.samples else "-"
+        memory = f"{metrics.get('memory_bytes', 0) / 2**20:.0f}{of_limit}"
+        return f"CPU {cpu} &nbsp; memory {memory} &nbsp; peak {peak} MiB"
 
     def _chart(self, memory_limit: int | None) -> str:
         if len(self.samples) < 2:

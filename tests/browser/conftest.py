@@ -1,0 +1,135 @@
+"""JupyterLab as `dev/start` runs it (as root, embedded executor), driven by Debian's chromium
+through Playwright. Screenshots go to test-artifacts/ (or $JUPYTER_WORKER_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.server.test_multi_user import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = os.environ.get(
+    "JUPYTER_WORKER_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts")
+)
+
+SETTINGS = {
+    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+class Lab:
+    """`jupyter lab` on loopback in a folder of its own; the extension starts an embedded executor."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="jupyter-worker-lab-")
+        os.chmod(self.root, 0o755)
+        self.state = tempfile.mkdtemp(prefix="jupyter-worker-lab-state-")
+        self.port, self.token = free_port(), "browser-test-token"
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": os.path.join(self.state, "config"),
+               "JUPYTER_RUNTIME_DIR": os.path.join(self.state, "runtime"),
+               "JUPYTERLAB_SETTINGS_DIR": self._settings()}  # fmt: skip
+        env.pop("JUPYTER_WORKER_SOCKET", None)
+        command = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+                   f"--port={self.port}", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
+                   "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+                   f"--JupyterWorker.socket={self.state}/executor.sock",
+                   f"--JupyterWorker.embedded_state_dir={self.state}/executor"]  # fmt: skip
+        self.log = open(os.path.join(self.state, "lab.log"), "wb")
+        self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _settings(self) -> str:
+        """Every cell drawn (no windowing, so off-screen widgets are in the page) and no news popup."""
+        folder = os.path.join(self.state, "settings")
+        for plugin, values in SETTINGS.items():
+            package, name = plugin.split(":")
+            os.makedirs(os.path.join(folder, package), exist_ok=True)
+            with open(os.path.join(folder, package, f"{name}.jupyterlab-settings"), "w") as f:
+                json.dump(values, f)
+        return folder
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(f"{self.url}/api/worker/capabilities",
+                                                 headers={"Authorization": f"token {self.token}"})  # fmt: skip
+                with urllib.request.urlopen(request, timeout=5):
+                    return
+            except (OSError, urllib.error.HTTPError):
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.3)
+        raise AssertionError("JupyterLab did not come up:\n" + self.server_log())
+
+    def server_log(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()[-5000:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab(users):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (dev/test does)")
+    running = Lab()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page; a screenshot of it is kept under the test's name, pass or fail."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    opened = context.new_page()
+    try:
+        yield opened
+    finally:
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        opened.screenshot(path=os.path.join(ARTIFACTS, f"{request.node.name}.png"), full_page=True)
+        context.close()
+
+
+@pytest.fixture
+def jp_asyncio_loop():
+    """These tests run no in-process server, and Playwright's sync API holds the thread's loop."""
+
+
+@pytest.fixture
+def jp_server_cleanup():
+    """See jp_asyncio_loop: nothing of pytest-jupyter's to clean up here."""

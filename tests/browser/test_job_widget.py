@@ -1,0 +1,74 @@
+"""The %%worker widget as a user sees it: JupyterLab in chromium, the demo notebook run top to
+bottom, and the widget's Stop button clicked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nbformat
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.test_demo_notebook import DEMO
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOK_READY = """(name) => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  return panel && panel.context && panel.context.path === name
+    && panel.sessionContext.session?.kernel?.status === 'idle';
+}"""
+ALL_EXECUTED = """() => window.jupyterapp.shell.currentWidget.content.widgets
+  .every(c => c.model.type !== 'code' || c.model.executionCount !== null)"""
+
+
+def open_and_run_all(page: Page, lab, name: str) -> None:
+    """Opens the notebook alone (a fresh workspace) and runs every cell, as Run > Run All Cells does."""
+    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
+    page.wait_for_function(NOTEBOOK_READY, arg=name, timeout=90_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_EXECUTED, timeout=120_000)
+
+
+def place(lab, name: str, notebook: nbformat.NotebookNode | None = None) -> None:
+    path = os.path.join(lab.root, name)
+    if notebook is None:
+        shutil.copy(DEMO, path)
+    else:
+        nbformat.write(notebook, path)
+    os.chmod(path, 0o644)
+
+
+def test_the_demo_notebook_runs_top_to_bottom_and_its_widgets_tell_each_ending(lab, page):
+    place(lab, "demo.ipynb")
+    open_and_run_all(page, lab, "demo.ipynb")
+    counting = page.locator(".widget-vbox").filter(has_text="counting")
+    expect(counting.get_by_text("exit code 0")).to_be_visible(timeout=60_000)
+    expect(counting.get_by_text("step 4")).to_be_visible()
+    hungry = page.get_by_text("killed: out of memory (limit 64 MiB)")
+    expect(hungry).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("timed out after 2 s")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("stopped by root").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("as expected: job")).to_be_visible()
+    assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    hungry.scroll_into_view_if_needed()
+
+
+def test_the_stop_button_stops_a_running_job(lab, page):
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("%load_ext jupyter_worker"),
+               nbformat.v4.new_code_cell("%%worker --name napping --bash\necho 'waiting <here>'; sleep 300")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )  # fmt: skip
+    place(lab, "stop.ipynb", notebook)
+    open_and_run_all(page, lab, "stop.ipynb")
+    widget = page.locator(".widget-vbox").filter(has_text="napping")
+    expect(widget.get_by_text("running", exact=True)).to_be_visible(timeout=60_000)
+    expect(widget.get_by_text("waiting <here>")).to_be_visible(timeout=30_000)
+    stop = widget.get_by_role("button", name="Stop")
+    expect(stop).to_be_enabled()
+    stop.click()
+    expect(widget.get_by_text("stopped by root")).to_be_visible(timeout=30_000)
+    expect(stop).to_be_disabled()
+    expect(widget.get_by_text("CPU time")).to_be_visible()
