@@ -227,3 +227,26 @@ def test_ipython_config_loads_the_extension_in_every_kernel(kernel):
         client.stop_channels()
         manager.shutdown_kernel(now=True)
         shutil.rmtree(ipython_dir)
+
+
+def test_every_flag_reaches_the_job(kernel):
+    client, _ = kernel
+    data = tempfile.mkdtemp(prefix="jupyter-worker-data-")
+    os.chmod(data, 0o755)
+    with open(os.path.join(data, "note"), "w") as note:
+        note.write("from a mounted folder\n")
+    os.chmod(os.path.join(data, "note"), 0o644)
+    try:
+        run_cell(client, f"data = {data!r}")
+        cell = ("%%worker --wait --bash --max-memory 100 --max-cpu 50 --max-pids 20 --timeout 30 --network none "
+                "--env GREETING=hi --mount {data}:/data --name flagged\n"
+                "echo $GREETING; cat /data/note; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")  # fmt: skip
+        reply = run_cell(client, cell)
+        assert reply["text"] == "hi\nfrom a mounted folder\nlo\n", reply
+        record = run_cell(client, "r = _worker_job.record\nprint(r['name'], sorted(r['limits'].items()))")["text"]
+        name, limits = record.split(" ", 1)
+        assert name == "flagged"
+        for pair in ("('cpu_percent', 50)", "('memory_mb', 100)", "('pids', 20)", "('timeout_s', 30.0)"):
+            assert pair in limits
+    finally:
+        shutil.rmtree(data)
