@@ -26,8 +26,10 @@ apt_install() {
 }
 
 # make_venv SPEC: a virtualenv with the project installed (editable) as SPEC, e.g. ".[test]".
+# Installing from source builds the JupyterLab panel (src/, TypeScript), which needs Node.js.
 make_venv() {
   apt_install python3 python3-venv
+  command -v node >/dev/null || apt_install nodejs
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$1"
 }

@@ -10,6 +10,11 @@ def _jupyter_server_extension_points() -> list[dict]:
     return [{"module": "jupyter_worker", "app": JupyterWorker}]
 
 
+def _jupyter_labextension_paths() -> list[dict]:
+    """The built JupyterLab panel, for `jupyter labextension develop`."""
+    return [{"src": "labextension", "dest": "jupyter-worker"}]
+
+
 def load_ipython_extension(ipython) -> None:
     """%load_ext jupyter_worker: the %%worker and %worker magics."""
     from .magics import WorkerMagics  # noqa: PLC0415 - IPython only where the magics are loaded

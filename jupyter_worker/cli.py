@@ -21,10 +21,20 @@ from typing import Any
 
 from .client import Client, ExecutorError
 from .executor.app import main as executor_main
-from .jobs import describe_ending, text_table
+from .jobs import text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
-from .spec import Limits, Mount, Outcome, Reason, SpecError, parse_env_assignment, python_prefixes, requested_limits
+from .spec import (
+    Limits,
+    Mount,
+    Outcome,
+    Reason,
+    SpecError,
+    describe_ending,
+    parse_env_assignment,
+    python_prefixes,
+    requested_limits,
+)
 
 _BAD_INPUT = {"bad_request", "invalid", "ambiguous", "version"}
 

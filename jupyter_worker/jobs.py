@@ -18,7 +18,7 @@ import time
 from typing import Any, TextIO
 
 from .client import Client
-from .spec import Mount, python_prefixes, requested_limits
+from .spec import Mount, describe_ending, python_prefixes, requested_limits
 
 
 class JobFailed(RuntimeError):
@@ -27,22 +27,6 @@ class JobFailed(RuntimeError):
     def __init__(self, job: dict[str, Any]):
         super().__init__(f"job {job['id'][:8]} {job['status'].lower()}: {describe_ending(job)}")
         self.job = job
-
-
-def describe_ending(job: dict[str, Any]) -> str:
-    """How a job ended, in words (the same words the widget and the panel use)."""
-    reason = job.get("reason")
-    limits = job.get("limits") or {}
-    words = {
-        "exit": f"exit code {job.get('exit_code')}",
-        "signal": f"killed by signal {job.get('signal')}",
-        "oom": f"killed: out of memory (limit {limits.get('memory_mb')} MiB)",
-        "timeout": f"timed out after {limits.get('timeout_s') or 0:g} s",
-        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
-        "start_error": f"could not start: {job.get('error')}",
-        "lost": "lost: its supervisor vanished",
-    }
-    return words.get(reason, job["status"].lower()) if reason else job["status"].lower()
 
 
 TABLE_COLUMNS = ("ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY")

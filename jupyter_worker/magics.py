@@ -24,8 +24,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from .client import Client, ExecutorError
-from .jobs import TABLE_COLUMNS, Job, JobFailed, describe_ending, job_request, python_code, table_row, text_table
-from .spec import SpecError, parse_env_assignment, requested_limits
+from .jobs import TABLE_COLUMNS, Job, JobFailed, job_request, python_code, table_row, text_table
+from .spec import SpecError, describe_ending, parse_env_assignment, requested_limits
 from .widgets import JobWidget
 
 

@@ -379,6 +379,22 @@ def _mount_from_dict(data: Any) -> Mount:
         raise SpecError(f"mount: {exc}") from None
 
 
+def describe_ending(job: dict[str, Any]) -> str:
+    """How a job ended, in words, or its state while it has not: the words every UI shows."""
+    reason = job.get("reason")
+    limits = job.get("limits") or {}
+    words = {
+        "exit": f"exit code {job.get('exit_code')}",
+        "signal": f"killed by signal {job.get('signal')}",
+        "oom": f"killed: out of memory (limit {limits.get('memory_mb')} MiB)",
+        "timeout": f"timed out after {limits.get('timeout_s') or 0:g} s",
+        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
+        "start_error": f"could not start: {job.get('error')}",
+        "lost": "lost: its supervisor vanished",
+    }
+    return words.get(reason, job["status"].lower()) if reason else job["status"].lower()
+
+
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
@@ -412,4 +428,5 @@ class JobRecord:
         data = asdict(self)
         data["status"] = self.status.value
         data["reason"] = self.reason.value if self.reason else None
+        data["status_text"] = describe_ending(data)
         return data

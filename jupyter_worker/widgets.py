@@ -16,7 +16,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .client import AsyncClient, ExecutorError
-from .jobs import describe_ending
+from .spec import describe_ending
 
 UPDATES_PER_S = 10
 LOG_LINES = 200

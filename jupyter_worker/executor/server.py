@@ -126,7 +126,7 @@ class Server:
             return {"jobs": [r.to_dict() for r in records], "cursor": cursor}
         if op == "get":
             record = executor.find(caller, request.get("job_id"))
-            return {"job": self._with_live_metrics(record)}
+            return {"job": record.to_dict()}
         if op == "logs":
             record, chunks, offset = executor.logs(
                 caller, request.get("job_id"), request.get("offset", 0), request.get("max_bytes", 512 << 10)
@@ -141,13 +141,6 @@ class Server:
         if op == "capabilities":
             return {"policy": _policy(executor)}
         raise ProtocolError("bad_request", f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
-
-    def _with_live_metrics(self, record) -> dict[str, Any]:
-        data = record.to_dict()
-        live = self.executor.metrics_of(record.id)
-        if live:
-            data["metrics"] = live
-        return data
 
     async def _stream(self, caller: Caller, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         request_id = request.get("id")

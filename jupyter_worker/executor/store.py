@@ -26,6 +26,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_a
 
 def _record(text: str) -> JobRecord:
     data = json.loads(text)
+    data.pop("status_text", None)
     data["status"] = JobStatus(data["status"])
     data["reason"] = Reason(data["reason"]) if data.get("reason") else None
     return JobRecord(**data)

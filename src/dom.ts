@@ -1,0 +1,36 @@
+/** Small DOM helpers shared by the panel, the job view and the form. */
+import { Job, STATUS_COLOURS, statusText } from './model';
+
+type Attributes = Record<string, string | number | boolean | ((event: Event) => void)>;
+
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attributes: Attributes = {},
+  ...children: (Node | string | null)[]
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (typeof value === 'function') {
+      node.addEventListener(name.replace(/^on/, ''), value);
+    } else if (typeof value === 'boolean') {
+      if (value) {
+        node.setAttribute(name, '');
+      }
+    } else {
+      node.setAttribute(name, String(value));
+    }
+  }
+  for (const child of children) {
+    if (child !== null) {
+      node.append(child);
+    }
+  }
+  return node;
+}
+
+/** The status badge, coloured and worded as in the %%worker widget. */
+export function badge(job: Job): HTMLSpanElement {
+  const node = h('span', { class: 'jw-badge', 'data-status': job.status, title: statusText(job) }, statusText(job));
+  node.style.background = STATUS_COLOURS[job.status];
+  return node;
+}

@@ -1,0 +1,109 @@
+/**
+ * "New job": a command, a name, limits prefilled with the executor's defaults and capped at its
+ * maxima, and the network mode. A refusal (here or by the server) is shown in the form.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { Capabilities, WorkerAPI, WorkerError } from './api';
+import { h } from './dom';
+import { Job, LimitField, jobRequest, limitFields } from './model';
+
+export class NewJobForm extends Widget {
+  private fields: LimitField[] = limitFields({});
+  private readonly command: HTMLInputElement;
+  private readonly name: HTMLInputElement;
+  private readonly network: HTMLSelectElement;
+  private readonly limits: HTMLDivElement;
+  private readonly error: HTMLDivElement;
+  private readonly inputs = new Map<string, HTMLInputElement>();
+
+  constructor(
+    private readonly api: WorkerAPI,
+    private readonly started: (job: Job) => void
+  ) {
+    super({ node: h('form', { class: 'jw-form', 'aria-label': 'New job', novalidate: true }) });
+    this.command = h('input', { class: 'jw-command', name: 'command', placeholder: "python3 train.py --epochs 3", required: true });
+    this.name = h('input', { class: 'jw-job-name', name: 'name', placeholder: 'optional' });
+    this.network = h('select', { name: 'network' });
+    this.network.append(
+      h('option', { value: 'none' }, 'none: no network'),
+      h('option', { value: 'host' }, "host: the host's network")
+    );
+    this.limits = h('div', { class: 'jw-limits' });
+    this.error = h('div', { class: 'jw-form-error', role: 'alert' });
+    this.node.append(
+      labelled('Command', this.command),
+      labelled('Name', this.name),
+      this.limits,
+      labelled('Network', this.network),
+      this.error,
+      h('div', { class: 'jw-form-buttons' },
+        h('button', { type: 'submit', class: 'jp-Button jp-mod-accept jw-start' }, 'Start'),
+        h('button', { type: 'button', class: 'jp-Button jw-cancel', onclick: () => this.hide() }, 'Cancel'))
+    );
+    this.node.addEventListener('submit', event => {
+      event.preventDefault();
+      void this.submit();
+    });
+    this.drawLimits();
+    this.hide();
+  }
+
+  configure(capabilities: Capabilities): void {
+    const policy = capabilities.policy ?? {};
+    this.fields = limitFields(policy);
+    this.drawLimits();
+    this.network.value = capabilities.default_network || policy.default_network || 'none';
+  }
+
+  toggle(): void {
+    this.isHidden ? this.show() : this.hide();
+  }
+
+  show(): void {
+    super.show();
+    this.command.focus();
+  }
+
+  private drawLimits(): void {
+    this.inputs.clear();
+    this.limits.replaceChildren(
+      ...this.fields.map(field => {
+        const input = h('input', { type: 'number', min: 1, step: field.key === 'timeout_s' ? 'any' : 1, name: field.key });
+        if (field.max !== null) {
+          input.max = String(field.max);
+        }
+        input.value = field.initial === null ? '' : String(field.initial);
+        this.inputs.set(field.key, input);
+        const hint = field.max !== null ? ` (max ${field.max})` : '';
+        return labelled(`${field.label}${field.unit ? ` (${field.unit})` : ''}${hint}`, input);
+      })
+    );
+  }
+
+  private async submit(): Promise<void> {
+    this.error.textContent = '';
+    let body: Record<string, unknown>;
+    try {
+      const limits: Record<string, string> = {};
+      this.inputs.forEach((input, key) => (limits[key] = input.value));
+      body = jobRequest({ command: this.command.value, name: this.name.value, network: this.network.value, limits }, this.fields);
+    } catch (error) {
+      this.error.textContent = (error as Error).message;
+      return;
+    }
+    try {
+      const job = await this.api.submit(body);
+      this.started(job);
+      this.command.value = '';
+      this.name.value = '';
+      this.hide();
+    } catch (error) {
+      this.error.textContent = `The server refused the job: ${error instanceof WorkerError ? error.message : error}`;
+    }
+  }
+}
+
+function labelled(text: string, control: HTMLElement): HTMLLabelElement {
+  return h('label', { class: 'jw-field' }, h('span', {}, text), control);
+}

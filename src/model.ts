@@ -1,0 +1,378 @@
+/**
+ * The panel's logic that needs no DOM: job records, the words and colours a status is shown
+ * with (the same as the %%worker widget's), formatting, the live job list, CPU sampling, the
+ * bounded log and the parsing of the new-job form. Unit-tested under node (src/__tests__).
+ */
+
+export type JobStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
+
+export const STATUSES: JobStatus[] = ['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'];
+
+export interface Metrics {
+  cpu_seconds?: number;
+  memory_bytes?: number;
+  memory_peak_bytes?: number;
+  wall_seconds?: number;
+  pids?: number;
+  [key: string]: number | undefined;
+}
+
+export interface Limits {
+  memory_mb?: number | null;
+  cpu_percent?: number | null;
+  io_bps?: number | null;
+  pids?: number | null;
+  timeout_s?: number | null;
+}
+
+export interface Job {
+  id: string;
+  name: string;
+  owner: string;
+  command: string[];
+  status: JobStatus;
+  status_text?: string;
+  reason?: string | null;
+  exit_code?: number | null;
+  signal?: number | null;
+  error?: string | null;
+  stopped_by?: string | null;
+  limits: Limits;
+  network: string;
+  created_at: number;
+  started_at?: number | null;
+  finished_at?: number | null;
+  metrics: Metrics;
+}
+
+/** The %%worker widget's palette (jupyter_worker/widgets.py COLOURS): one job, one look. */
+export const STATUS_COLOURS: Record<JobStatus, string> = {
+  QUEUED: '#757575',
+  RUNNING: '#1976d2',
+  COMPLETED: '#2e7d32',
+  FAILED: '#c62828',
+  STOPPED: '#ef6c00'
+};
+
+export function isFinished(job: Job): boolean {
+  return job.status === 'COMPLETED' || job.status === 'FAILED' || job.status === 'STOPPED';
+}
+
+/** Replies and events can cross (a stop's reply after the job's end event): an ended job's
+ * record is never replaced by one from before its end. */
+export function supersedes(incoming: Job, current: Job | undefined): boolean {
+  return current === undefined || !isFinished(current) || isFinished(incoming);
+}
+
+/** "running", or how it ended: "exit code 0", "killed: out of memory (limit 64 MiB)". */
+export function statusText(job: Job): string {
+  return job.status_text || job.status.toLowerCase();
+}
+
+/** Seconds the job has run (to now while it runs); null before it starts. */
+export function durationOf(job: Job, nowSeconds: number): number | null {
+  if (!job.started_at) {
+    return null;
+  }
+  return Math.max(0, (job.finished_at ?? nowSeconds) - job.started_at);
+}
+
+export function formatDuration(seconds: number | null): string {
+  if (seconds === null) {
+    return '-';
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) {
+    return `${minutes} min ${Math.floor(seconds % 60)} s`;
+  }
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+export function formatBytes(bytes: number | undefined | null): string {
+  if (!bytes) {
+    return '-';
+  }
+  const mib = bytes / 2 ** 20;
+  return mib >= 1024 ? `${(mib / 1024).toFixed(1)} GiB` : `${mib.toFixed(1)} MiB`;
+}
+
+export function formatTime(seconds: number | null | undefined): string {
+  if (!seconds) {
+    return '-';
+  }
+  const stamp = new Date(seconds * 1000);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${stamp.getFullYear()}-${pad(stamp.getMonth() + 1)}-${pad(stamp.getDate())} ${pad(
+    stamp.getHours()
+  )}:${pad(stamp.getMinutes())}:${pad(stamp.getSeconds())}`;
+}
+
+/** An argv as a shell would read it back: words with spaces or quotes are single-quoted. */
+export function formatCommand(argv: string[]): string {
+  return argv.map(word => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'"'"'`)}'`)).join(' ');
+}
+
+/** A command line split into argv the way a POSIX shell splits words (quotes and backslashes). */
+export function splitCommand(line: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  let quote: string | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote === "'") {
+      if (c === "'") {
+        quote = null;
+      } else {
+        word += c;
+      }
+    } else if (c === '\\' && i + 1 < line.length && (quote === null || '"\\$`'.includes(line[i + 1]))) {
+      word += line[++i];
+      inWord = true;
+    } else if (quote === '"') {
+      if (c === '"') {
+        quote = null;
+      } else {
+        word += c;
+      }
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) {
+        words.push(word);
+      }
+      word = '';
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (quote !== null) {
+    throw new Error(`the command has an unclosed ${quote === '"' ? 'double' : 'single'} quote`);
+  }
+  if (inWord) {
+    words.push(word);
+  }
+  return words;
+}
+
+export type SortKey = 'newest' | 'oldest' | 'name' | 'status' | 'duration' | 'cpu' | 'memory';
+
+export const SORT_LABELS: Record<SortKey, string> = {
+  newest: 'Newest first',
+  oldest: 'Oldest first',
+  name: 'Name',
+  status: 'Status',
+  duration: 'Duration',
+  cpu: 'CPU time',
+  memory: 'Memory'
+};
+
+/** The jobs the panel knows, kept current from the server's job-list stream. */
+export class JobList {
+  private jobs = new Map<string, Job>();
+
+  get size(): number {
+    return this.jobs.size;
+  }
+
+  get(id: string): Job | undefined {
+    return this.jobs.get(id);
+  }
+
+  /** Adds or replaces a job (unless the record is staler than the one kept); returns the one before. */
+  upsert(job: Job): Job | undefined {
+    const before = this.jobs.get(job.id);
+    if (supersedes(job, before)) {
+      this.jobs.set(job.id, job);
+    }
+    return before;
+  }
+
+  remove(id: string): void {
+    this.jobs.delete(id);
+  }
+
+  count(status: JobStatus): number {
+    let n = 0;
+    this.jobs.forEach(job => (n += job.status === status ? 1 : 0));
+    return n;
+  }
+
+  view(filter: JobStatus | 'ALL', sort: SortKey, nowSeconds: number): Job[] {
+    const shown = [...this.jobs.values()].filter(job => filter === 'ALL' || job.status === filter);
+    const key = (job: Job): number | string => {
+      switch (sort) {
+        case 'newest':
+          return -job.created_at;
+        case 'oldest':
+          return job.created_at;
+        case 'name':
+          return (job.name || formatCommand(job.command)).toLowerCase();
+        case 'status':
+          return STATUSES.indexOf(job.status);
+        case 'duration':
+          return -(durationOf(job, nowSeconds) ?? -1);
+        case 'cpu':
+          return -(job.metrics?.cpu_seconds ?? -1);
+        case 'memory':
+          return -(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes ?? -1);
+      }
+    };
+    return shown.sort((a, b) => {
+      const [ka, kb] = [key(a), key(b)];
+      if (ka < kb) {
+        return -1;
+      }
+      return ka > kb ? 1 : b.created_at - a.created_at;
+    });
+  }
+}
+
+/** CPU % (of one core) between successive metrics, and a bounded series for the chart. */
+export class UsageSeries {
+  readonly cpu: number[] = [];
+  readonly memoryMiB: number[] = [];
+  private last: { wall: number; cpu: number } | null = null;
+
+  constructor(readonly points = 60) {}
+
+  add(metrics: Metrics): void {
+    const wall = metrics.wall_seconds ?? 0;
+    const cpu = metrics.cpu_seconds ?? 0;
+    if (this.last !== null && wall <= this.last.wall) {
+      return;
+    }
+    const percent = this.last ? (100 * (cpu - this.last.cpu)) / (wall - this.last.wall) : 0;
+    this.last = { wall, cpu };
+    this.cpu.push(Math.max(0, percent));
+    this.memoryMiB.push((metrics.memory_bytes ?? 0) / 2 ** 20);
+    if (this.cpu.length > this.points) {
+      this.cpu.shift();
+      this.memoryMiB.shift();
+    }
+  }
+
+  get latestCpu(): number | null {
+    return this.cpu.length > 1 ? this.cpu[this.cpu.length - 1] : null;
+  }
+}
+
+/** SVG polyline points for values scaled to top, spread over width, the newest at the right. */
+export function chartPoints(values: number[], top: number, width: number, height: number, points: number): string {
+  const step = width / Math.max(1, points - 1);
+  const offset = points - values.length;
+  const scale = top > 0 ? top : 1;
+  return values
+    .map((v, i) => `${((offset + i) * step).toFixed(1)},${(height - (height * Math.min(v, scale)) / scale).toFixed(1)}`)
+    .join(' ');
+}
+
+export interface LogLine {
+  stream: string;
+  text: string;
+}
+
+/** The log as lines, stdout and stderr told apart, keeping only the last maxLines. */
+export class LogBuffer {
+  lines: LogLine[] = [];
+  dropped = 0;
+  private partial = new Map<string, string>();
+
+  constructor(readonly maxLines = 2000) {}
+
+  append(stream: string, text: string): void {
+    const pieces = ((this.partial.get(stream) ?? '') + text).split('\n');
+    this.partial.set(stream, pieces.pop() ?? '');
+    for (const piece of pieces) {
+      this.lines.push({ stream, text: piece });
+    }
+    const excess = this.lines.length - this.maxLines;
+    if (excess > 0) {
+      this.lines.splice(0, excess);
+      this.dropped += excess;
+    }
+  }
+
+  /** The complete lines and any unfinished line of each stream. */
+  all(): LogLine[] {
+    const tails = [...this.partial.entries()].filter(([, text]) => text !== '');
+    return [...this.lines, ...tails.map(([stream, text]) => ({ stream, text }))];
+  }
+}
+
+export interface Policy {
+  default_memory_limit?: number | null;
+  default_cpu_limit?: number | null;
+  default_pids_limit?: number | null;
+  default_io_limit?: number | null;
+  job_timeout?: number;
+  max_memory_limit?: number | null;
+  max_cpu_limit?: number | null;
+  max_pids_limit?: number | null;
+  max_io_limit?: number | null;
+  max_job_timeout?: number;
+  default_network?: string;
+}
+
+export interface LimitField {
+  key: keyof Limits;
+  label: string;
+  unit: string;
+  initial: number | null;
+  max: number | null;
+}
+
+/** The form's limit fields, prefilled with the executor's defaults and capped at its maxima. */
+export function limitFields(policy: Policy): LimitField[] {
+  return [
+    { key: 'memory_mb', label: 'Memory', unit: 'MiB', initial: policy.default_memory_limit ?? null, max: policy.max_memory_limit ?? null },
+    { key: 'cpu_percent', label: 'CPU', unit: '% of a core', initial: policy.default_cpu_limit ?? null, max: policy.max_cpu_limit ?? null },
+    { key: 'pids', label: 'Processes', unit: '', initial: policy.default_pids_limit ?? null, max: policy.max_pids_limit ?? null },
+    { key: 'io_bps', label: 'I/O', unit: 'bytes/s', initial: policy.default_io_limit ?? null, max: policy.max_io_limit ?? null },
+    { key: 'timeout_s', label: 'Timeout', unit: 's', initial: policy.job_timeout ?? null, max: policy.max_job_timeout ?? null }
+  ];
+}
+
+export interface JobForm {
+  command: string;
+  name: string;
+  network: string;
+  limits: Partial<Record<keyof Limits, string>>;
+}
+
+/** The REST body for the form, or an Error naming the first field that is wrong. */
+export function jobRequest(form: JobForm, fields: LimitField[]): Record<string, unknown> {
+  const command = splitCommand(form.command);
+  if (command.length === 0) {
+    throw new Error('give a command to run');
+  }
+  const limits: Record<string, number> = {};
+  for (const field of fields) {
+    const text = (form.limits[field.key] ?? '').trim();
+    if (text === '') {
+      continue;
+    }
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0 || (field.key !== 'timeout_s' && !Number.isInteger(value))) {
+      throw new Error(`${field.label}: ${JSON.stringify(text)} is not a positive ${field.key === 'timeout_s' ? 'number' : 'whole number'}`);
+    }
+    if (field.max !== null && value > field.max) {
+      throw new Error(`${field.label}: at most ${field.max} ${field.unit}`.trim());
+    }
+    limits[field.key] = value;
+  }
+  const body: Record<string, unknown> = { command, limits };
+  if (form.name.trim()) {
+    body.name = form.name.trim();
+  }
+  if (form.network) {
+    body.network = form.network;
+  }
+  return body;
+}

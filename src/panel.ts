@@ -1,0 +1,224 @@
+/**
+ * The "Worker jobs" side panel: the user's jobs, live from the server's job-list stream, with
+ * a status filter, sorting, paging from the server, and the new-job form.
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+
+import { Capabilities, WorkerAPI, WorkerError } from './api';
+import { badge, h } from './dom';
+import { NewJobForm } from './form';
+import {
+  Job,
+  JobList,
+  JobStatus,
+  SORT_LABELS,
+  STATUSES,
+  SortKey,
+  durationOf,
+  formatBytes,
+  formatCommand,
+  formatDuration,
+  formatTime,
+  isFinished
+} from './model';
+
+const PAGE = 100;
+
+export class JobsPanel extends Widget {
+  readonly jobs = new JobList();
+  private filter: JobStatus | 'ALL' = 'ALL';
+  private sort: SortKey = 'newest';
+  private cursor: number | null = null;
+  private drawPending = false;
+  private readonly body: HTMLTableSectionElement;
+  private readonly more: HTMLButtonElement;
+  private readonly notice: HTMLDivElement;
+  private readonly form: NewJobForm;
+  private readonly watcher: { dispose(): void };
+  private readonly ticker: number;
+  private readonly _opened = new Signal<this, string>(this);
+  private readonly _finished = new Signal<this, Job>(this);
+  private readonly _changed = new Signal<this, void>(this);
+
+  constructor(readonly api: WorkerAPI) {
+    super();
+    this.id = 'jupyter-worker-panel';
+    this.addClass('jw-panel');
+    this.title.caption = 'Worker jobs';
+    this.notice = h('div', { class: 'jw-notice', role: 'status' });
+    this.form = new NewJobForm(api, job => this.take(job));
+    this.body = h('tbody');
+    this.more = h('button', { class: 'jp-Button jw-more', onclick: () => void this.loadPage() }, 'Load more');
+    this.node.append(
+      h('header', { class: 'jw-panel-header' }, h('h2', {}, 'Worker jobs'), this.toolbar()),
+      this.notice,
+      this.form.node,
+      h('table', { class: 'jw-jobs', 'aria-label': 'Worker jobs' }, this.head(), this.body),
+      this.more
+    );
+    this.watcher = api.watchJobs(
+      job => this.take(job),
+      connected => {
+        if (connected) {
+          void this.reload();
+        }
+      }
+    );
+    this.ticker = window.setInterval(() => {
+      if (this.jobs.count('RUNNING') > 0) {
+        this.scheduleDraw();
+      }
+    }, 1000);
+    void this.checkExecutor();
+  }
+
+  /** A row was chosen: the job's id. */
+  get opened(): ISignal<this, string> {
+    return this._opened;
+  }
+
+  /** A job seen running or queued in this session has ended. */
+  get finished(): ISignal<this, Job> {
+    return this._finished;
+  }
+
+  /** The list changed (for the status bar's count). */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  showForm(): void {
+    this.form.show();
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this.watcher.dispose();
+    window.clearInterval(this.ticker);
+    super.dispose();
+  }
+
+  take(job: Job): void {
+    const before = this.jobs.upsert(job);
+    if (before && !isFinished(before) && isFinished(job)) {
+      this._finished.emit(job);
+    }
+    this.scheduleDraw();
+  }
+
+  forget(id: string): void {
+    this.jobs.remove(id);
+    this.scheduleDraw();
+  }
+
+  async reload(): Promise<void> {
+    this.cursor = null;
+    await this.loadPage(true);
+  }
+
+  private async loadPage(fresh = false): Promise<void> {
+    try {
+      const page = await this.api.listJobs(this.filter, fresh ? null : this.cursor, PAGE);
+      page.jobs.forEach(job => this.take(job));
+      this.cursor = page.cursor;
+      this.more.hidden = page.cursor === null;
+      this.say('');
+    } catch (error) {
+      this.say(error instanceof WorkerError ? error.message : String(error));
+    }
+  }
+
+  private async checkExecutor(): Promise<void> {
+    try {
+      const capabilities: Capabilities = await this.api.capabilities();
+      this.form.configure(capabilities);
+      if (!capabilities.executor.available) {
+        this.say(`No executor: ${capabilities.executor.problem ?? 'it does not answer'}`);
+      }
+    } catch (error) {
+      this.say(String(error));
+    }
+  }
+
+  private say(message: string): void {
+    this.notice.textContent = message;
+    this.notice.hidden = message === '';
+  }
+
+  private toolbar(): HTMLElement {
+    const filter = h('select', { class: 'jw-filter', 'aria-label': 'Show jobs with status' });
+    filter.append(h('option', { value: 'ALL' }, 'All jobs'), ...STATUSES.map(s => h('option', { value: s }, s.toLowerCase())));
+    filter.addEventListener('change', () => {
+      this.filter = filter.value as JobStatus | 'ALL';
+      this.scheduleDraw();
+      void this.reload();
+    });
+    const sort = h('select', { class: 'jw-sort', 'aria-label': 'Sort jobs by' });
+    sort.append(...Object.entries(SORT_LABELS).map(([key, label]) => h('option', { value: key }, label)));
+    sort.addEventListener('change', () => {
+      this.sort = sort.value as SortKey;
+      this.scheduleDraw();
+    });
+    const create = h('button', { class: 'jp-Button jw-new', onclick: () => this.form.toggle() }, 'New job');
+    return h('div', { class: 'jw-toolbar' }, create, filter, sort);
+  }
+
+  private head(): HTMLTableSectionElement {
+    const columns = ['Status', 'Job', 'Duration', 'CPU', 'Memory'];
+    return h('thead', {}, h('tr', {}, ...columns.map(c => h('th', { scope: 'col' }, c))));
+  }
+
+  private scheduleDraw(): void {
+    if (this.drawPending) {
+      return;
+    }
+    this.drawPending = true;
+    requestAnimationFrame(() => {
+      this.drawPending = false;
+      this.draw();
+    });
+  }
+
+  private draw(): void {
+    const now = Date.now() / 1000;
+    const rows = this.jobs.view(this.filter, this.sort, now).map(job => this.row(job, now));
+    this.body.replaceChildren(...rows);
+    if (rows.length === 0) {
+      this.body.append(h('tr', {}, h('td', { colspan: 5, class: 'jw-empty' }, 'No jobs yet: start one with New job or %%worker.')));
+    }
+    this._changed.emit();
+  }
+
+  private row(job: Job, now: number): HTMLTableRowElement {
+    const open = () => this._opened.emit(job.id);
+    const label = job.name || formatCommand(job.command);
+    const cpu = job.metrics?.cpu_seconds;
+    const row = h(
+      'tr',
+      {
+        class: 'jw-row',
+        tabindex: 0,
+        'data-job-id': job.id,
+        'aria-label': `${label}: ${job.status.toLowerCase()}`,
+        onclick: open,
+        onkeydown: (event: Event) => {
+          if ((event as KeyboardEvent).key === 'Enter' || (event as KeyboardEvent).key === ' ') {
+            event.preventDefault();
+            open();
+          }
+        }
+      },
+      h('td', {}, badge(job)),
+      h('td', { class: 'jw-name', title: formatCommand(job.command) },
+        h('div', { class: 'jw-label' }, label),
+        h('div', { class: 'jw-sub' }, `${job.owner} · ${formatTime(job.started_at)}`)),
+      h('td', {}, formatDuration(durationOf(job, now))),
+      h('td', {}, cpu === undefined ? '-' : `${cpu.toFixed(2)} s`),
+      h('td', {}, formatBytes(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes))
+    );
+    return row;
+  }
+}

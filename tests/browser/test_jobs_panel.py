@@ -1,0 +1,121 @@
+"""The "Worker jobs" side panel as a user drives it: JupyterLab (as dev/start runs it) in chromium."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from jupyter_worker.widgets import COLOURS
+
+pytestmark = pytest.mark.browser
+
+
+def rest(lab, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{lab.url}/api/worker/{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"token {lab.token}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def rgb(colour: str) -> str:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def open_panel(page: Page, lab) -> None:
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.locator('.lm-TabBar-tab[data-id="jupyter-worker-panel"]').click()
+    expect(page.locator("#jupyter-worker-panel")).to_be_visible(timeout=60_000)
+
+
+def row(page: Page, name: str):
+    return page.locator("#jupyter-worker-panel .jw-row").filter(has_text=name)
+
+
+def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
+    open_panel(page, lab)
+    panel = page.locator("#jupyter-worker-panel")
+    panel.get_by_role("button", name="New job").click()
+    expect(panel.locator("input[name=memory_mb]")).to_have_value("1024")
+    panel.locator("input[name=command]").fill("sh -c 'for i in 1 2 3; do echo line $i; sleep 0.5; done; echo oops >&2'")
+    panel.locator("input[name=name]").fill("from-the-form")
+    panel.get_by_role("button", name="Start").click()
+    job = row(page, "from-the-form")
+    expect(job).to_have_count(1, timeout=30_000)
+    job.click()
+    view = page.locator(".jw-job-view").filter(has_text="from-the-form")
+    expect(view.locator(".jw-stdout").filter(has_text="line 1")).to_be_visible(timeout=30_000)
+    expect(view.locator(".jw-stderr")).to_have_text("oops\n", timeout=30_000)
+    expect(view.locator(".jw-badge")).to_have_text("exit code 0", timeout=30_000)
+    expect(job.locator(".jw-badge")).to_have_text("exit code 0")
+    expect(job.locator(".jw-badge")).to_have_css("background-color", rgb(COLOURS["COMPLETED"]))
+    expect(page.locator(".jp-Notification-Toast-success, .Toastify__toast--success").first).to_be_visible(
+        timeout=10_000
+    )
+    expect(view.get_by_role("button", name="Stop")).to_be_disabled()
+
+
+def test_a_long_job_appears_live_is_stopped_and_deleted(lab, page):
+    open_panel(page, lab)
+    job = rest(lab, "POST", "jobs", {"command": ["sleep", "300"], "name": "long-one"})
+    listed = row(page, "long-one")
+    expect(listed.locator(".jw-badge")).to_have_text("running", timeout=30_000)
+    expect(page.locator(".jw-status-item")).to_contain_text("1 running")
+    listed.focus()
+    page.keyboard.press("Enter")
+    view = page.locator(".jw-job-view").filter(has_text="long-one")
+    view.get_by_role("button", name="Stop").click()
+    expect(view.locator(".jw-badge")).to_have_text("stopped by root", timeout=30_000)
+    expect(listed.locator(".jw-badge")).to_have_css("background-color", rgb(COLOURS["STOPPED"]))
+    view.get_by_role("button", name="Delete").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Delete").click()
+    expect(listed).to_have_count(0, timeout=10_000)
+    assert all(j["id"] != job["id"] for j in rest(lab, "GET", "jobs")["jobs"])
+
+
+def test_a_failed_jobs_reason_is_shown_in_words(lab, page):
+    open_panel(page, lab)
+    code = "import time; time.sleep(1); b = bytearray(512 << 20)"
+    rest(lab, "POST", "jobs", {"command": ["python3", "-c", code], "name": "hungry-one", "limits": {"memory_mb": 64}})
+    listed = row(page, "hungry-one")
+    expect(listed.locator(".jw-badge")).to_have_text("killed: out of memory (limit 64 MiB)", timeout=30_000)
+    expect(listed.locator(".jw-badge")).to_have_css("background-color", rgb(COLOURS["FAILED"]))
+    expect(page.locator(".jp-Notification-Toast-error, .Toastify__toast--error").first).to_be_visible(timeout=10_000)
+    page.locator("#jupyter-worker-panel .jw-filter").select_option("FAILED")
+    expect(page.locator("#jupyter-worker-panel .jw-row")).not_to_have_count(0)
+    for status in page.locator("#jupyter-worker-panel .jw-row .jw-badge").all():
+        assert status.get_attribute("data-status") == "FAILED"
+
+
+def test_refusals_are_shown_in_the_form(lab, page):
+    open_panel(page, lab)
+    panel = page.locator("#jupyter-worker-panel")
+    panel.get_by_role("button", name="New job").click()
+    panel.get_by_role("button", name="Start").click()
+    expect(panel.locator(".jw-form-error")).to_have_text("give a command to run")
+    panel.locator("input[name=command]").fill("true")
+    panel.locator("input[name=name]").fill("no/slashes")
+    panel.get_by_role("button", name="Start").click()
+    expect(panel.locator(".jw-form-error")).to_contain_text("The server refused the job: name:")
+    expect(row(page, "no/slashes")).to_have_count(0)
+
+
+def test_the_palette_and_the_dark_theme(lab, page):
+    open_panel(page, lab)
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    panel = page.locator("#jupyter-worker-panel")
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    background = panel.evaluate("node => getComputedStyle(node).backgroundColor")
+    red, green, blue = (int(v) for v in background[background.index("(") + 1 : -1].split(",")[:3])
+    assert red + green + blue < 3 * 128, background
+    page.keyboard.press("Control+Shift+c")
+    page.keyboard.type("New Worker Job")
+    expect(page.locator(".lm-CommandPalette-item").filter(has_text="New Worker Job")).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(panel.locator("input[name=command]")).to_be_focused()
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
