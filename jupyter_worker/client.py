@@ -93,6 +93,16 @@ class _Requests:
         """Log chunks from offset on; returns (chunks, next offset, whether the job has finished)."""
         return self._call("logs", {"job_id": job_id, "offset": offset, "max_bytes": max_bytes}, _chunks)
 
+    def files(self, job_id: str, path: str = "") -> Any:
+        """A folder of the job's /work: {"path", "entries": [{name, type, size, mtime}], "truncated"}."""
+        pick = ("path", "entries", "truncated")
+        return self._call("files", {"job_id": job_id, "path": path}, lambda r: {key: r[key] for key in pick})
+
+    def read_file(self, job_id: str, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> Any:
+        """Bytes of a regular file in the job's /work from offset; returns (data, the file's size)."""
+        request = {"job_id": job_id, "path": path, "offset": offset, "max_bytes": max_bytes}
+        return self._call("read_file", request, lambda r: (base64.b64decode(r["data"]), r["size"]))
+
     def stop(self, job_id: str, grace_s: float | None = None) -> Any:
         return self._call("stop", {"job_id": job_id, "grace_s": grace_s}, lambda r: r["job"])
 

@@ -15,6 +15,19 @@ export interface Capabilities {
   default_network: string | null;
 }
 
+export interface WorkEntry {
+  name: string;
+  type: 'directory' | 'file' | 'symlink' | 'other';
+  size: number | null;
+  mtime: number;
+}
+
+export interface WorkListing {
+  path: string;
+  entries: WorkEntry[];
+  truncated: boolean;
+}
+
 export interface StreamHandlers {
   log(stream: string, text: string, nextOffset: number): void;
   job(job: Job): void;
@@ -66,6 +79,19 @@ export class WorkerAPI {
 
   remove(id: string): Promise<void> {
     return this.request(`jobs/${id}`, { method: 'DELETE' });
+  }
+
+  listFiles(id: string, path: string): Promise<WorkListing> {
+    return this.request(`jobs/${id}/files?${new URLSearchParams({ path })}`);
+  }
+
+  /** A link that downloads a file of the job's /work with the page's credentials. */
+  downloadUrl(id: string, path: string): string {
+    const query = new URLSearchParams({ path });
+    if (this.settings.token) {
+      query.append('token', this.settings.token);
+    }
+    return `${URLExt.join(this.settings.baseUrl, 'api/worker/jobs', id, 'files/download')}?${query}`;
   }
 
   capabilities(): Promise<Capabilities> {

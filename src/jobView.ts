@@ -6,6 +6,7 @@ import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { WorkerAPI, WorkerError } from './api';
+import { WorkFiles } from './workFiles';
 import { badge, h } from './dom';
 import {
   Job,
@@ -40,6 +41,7 @@ export class JobView extends Widget {
   private readonly deleteButton: HTMLButtonElement;
   private readonly message: HTMLDivElement;
   private readonly stream: { dispose(): void };
+  private readonly files: WorkFiles;
   private readonly ticker: number;
 
   constructor(
@@ -66,6 +68,7 @@ export class JobView extends Widget {
     this.stopButton = h('button', { class: 'jp-Button jp-mod-warn jw-stop', onclick: () => void this.stop() }, 'Stop');
     this.deleteButton = h('button', { class: 'jp-Button jw-delete', onclick: () => void this.remove() }, 'Delete');
     this.message = h('div', { class: 'jw-notice', role: 'alert' });
+    this.files = new WorkFiles(api, job.id);
     const copy = h('button', { class: 'jp-Button jw-copy', title: 'Copy the job id', onclick: () => Clipboard.copyToSystem(this.job.id) }, 'Copy id');
     this.node.append(
       this.header,
@@ -73,7 +76,8 @@ export class JobView extends Widget {
       this.message,
       this.facts,
       h('div', { class: 'jw-chart-box' }, this.chart, h('span', { class: 'jw-legend' }, h('span', { class: 'jw-cpu' }, 'CPU %'), ' ', h('span', { class: 'jw-memory' }, 'memory'))),
-      this.logNode
+      this.logNode,
+      this.files.node
     );
     this.stream = api.followJob(job.id, {
       log: (stream, text) => {
@@ -85,7 +89,10 @@ export class JobView extends Widget {
         this.usage.add(metrics);
         this.setJob({ ...this.job, metrics });
       },
-      end: ended => this.setJob(ended)
+      end: ended => {
+        this.setJob(ended);
+        void this.files.load();
+      }
     });
     this.ticker = window.setInterval(() => !isFinished(this.job) && this.scheduleDraw(), 1000);
     this.draw();

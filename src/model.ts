@@ -92,8 +92,14 @@ export function formatDuration(seconds: number | null): string {
 }
 
 export function formatBytes(bytes: number | undefined | null): string {
-  if (!bytes) {
+  if (bytes === undefined || bytes === null) {
     return '-';
+  }
+  if (bytes < 1024) {
+    return `${bytes} B`;
+  }
+  if (bytes < 2 ** 20) {
+    return `${(bytes / 1024).toFixed(1)} KiB`;
   }
   const mib = bytes / 2 ** 20;
   return mib >= 1024 ? `${(mib / 1024).toFixed(1)} GiB` : `${mib.toFixed(1)} MiB`;

@@ -127,6 +127,12 @@ class Server:
         if op == "get":
             record = executor.find(caller, request.get("job_id"))
             return {"job": record.to_dict()}
+        if op == "files":
+            return executor.work_listing(caller, request.get("job_id"), request.get("path", ""))
+        if op == "read_file":
+            data, size = executor.work_read(caller, request.get("job_id"), request.get("path"),
+                                            request.get("offset", 0), request.get("max_bytes", 1 << 20))  # fmt: skip
+            return {"data": base64.b64encode(data).decode(), "size": size}
         if op == "logs":
             record, chunks, offset = executor.logs(
                 caller, request.get("job_id"), request.get("offset", 0), request.get("max_bytes", 512 << 10)

@@ -18,11 +18,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..protocol import ProtocolError
 from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxError
 from ..sandbox.output import read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, Outcome, Reason, SpecError
+from . import workfiles
 from .policy import Policy
 from .store import JobStore
 
@@ -194,6 +196,19 @@ class Executor:
             raise ProtocolError("bad_request", "offset: a whole number >= 0; max_bytes: >= 1")
         chunks, next_offset = read_chunks(self.paths(record.id)["log"], offset, min(max_bytes, READ_MAX))
         return record, chunks, next_offset
+
+    def work_listing(self, caller: Caller, job_ref: str, path: Any) -> dict[str, Any]:
+        """A folder of the job's /work, for whoever may see the job."""
+        record = self.find(caller, job_ref)
+        return workfiles.listing(self.paths(record.id)["work"], path, self._ran_as(record))
+
+    def work_read(self, caller: Caller, job_ref: str, path: Any, offset: Any, max_bytes: Any) -> tuple[bytes, int]:
+        record = self.find(caller, job_ref)
+        return workfiles.read(self.paths(record.id)["work"], path, offset, max_bytes, self._ran_as(record))
+
+    def _ran_as(self, record: JobRecord) -> tuple[int, int]:
+        launch = self.store.launch_of(record.id)
+        return launch["uid"], launch["gid"]
 
     async def follow(self, caller: Caller, job_ref: str, offset: int) -> AsyncIterator[dict]:
         """Log chunks from offset on, status changes and metrics, until the job has ended and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -159,6 +160,37 @@ class LogsHandler(WorkerHandler):
                      "finished": finished})  # fmt: skip
 
 
+class FilesHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """?path=sub/folder: a folder of the job's /work (never following the job's links)."""
+        job = await self.visible_job(job_id)
+        self.finish(await self.call(self.client.files(job["id"], self.get_argument("path", ""))))
+
+
+class DownloadHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """?path=file: a regular file of the job's /work, streamed in pieces."""
+        job = await self.visible_job(job_id)
+        path = self.get_argument("path", "")
+        data, size = await self.call(self.client.read_file(job["id"], path, 0))
+        name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{urllib.parse.quote(name)}")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        offset = len(data)
+        self.write(data)
+        while data and offset < size:
+            await self.flush()
+            data, _ = await self.call(self.client.read_file(job["id"], path, offset))
+            self.write(data)
+            offset += len(data)
+        self.finish()
+
+
 class CapabilitiesHandler(WorkerHandler):
     @web.authenticated
     @authorized
@@ -293,6 +325,8 @@ def handlers() -> list[tuple[str, type]]:
         (rf"/api/worker/jobs/{job}/stop", StopHandler),
         (rf"/api/worker/jobs/{job}/logs", LogsHandler),
         (rf"/api/worker/jobs/{job}/stream", JobStreamHandler),
+        (rf"/api/worker/jobs/{job}/files", FilesHandler),
+        (rf"/api/worker/jobs/{job}/files/download", DownloadHandler),
         (r"/api/worker/events", JobEventsHandler),
         (r"/api/worker/capabilities", CapabilitiesHandler),
         (r"/api/worker/openapi.yaml", OpenAPIHandler),

@@ -7,6 +7,7 @@ import {
   LogBuffer,
   UsageSeries,
   chartPoints,
+  formatBytes,
   formatCommand,
   formatDuration,
   jobRequest,
@@ -51,6 +52,10 @@ describe('statuses in words', () => {
   it('uses the server words, else the status', () => {
     assert.equal(statusText(job({ status: 'FAILED', status_text: 'killed: out of memory (limit 64 MiB)' })), 'killed: out of memory (limit 64 MiB)');
     assert.equal(statusText(job({ status: 'QUEUED' })), 'queued');
+  });
+  it('formats sizes for people', () => {
+    assert.deepEqual([3, 2048, 5 * 2 ** 20, 3 * 2 ** 30].map(formatBytes), ['3 B', '2.0 KiB', '5.0 MiB', '3.0 GiB']);
+    assert.equal(formatBytes(undefined), '-');
   });
   it('formats durations for people', () => {
     assert.equal(formatDuration(null), '-');

@@ -43,15 +43,16 @@ def place(lab, name: str, notebook: nbformat.NotebookNode | None = None) -> None
 def test_the_demo_notebook_runs_top_to_bottom_and_its_widgets_tell_each_ending(lab, page):
     place(lab, "demo.ipynb")
     open_and_run_all(page, lab, "demo.ipynb")
-    counting = page.locator(".widget-vbox").filter(has_text="counting")
+    notebook = page.locator(".jp-Notebook")
+    counting = notebook.locator(".widget-vbox").filter(has_text="counting")
     expect(counting.get_by_text("exit code 0")).to_be_visible(timeout=60_000)
     expect(counting.get_by_text("step 4")).to_be_visible()
-    hungry = page.get_by_text("killed: out of memory (limit 64 MiB)")
+    hungry = notebook.get_by_text("killed: out of memory (limit 64 MiB)")
     expect(hungry).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("timed out after 2 s")).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("stopped by root").first).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("as expected: job")).to_be_visible()
-    assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    expect(notebook.get_by_text("timed out after 2 s")).to_be_visible(timeout=60_000)
+    expect(notebook.get_by_text("stopped by root").first).to_be_visible(timeout=60_000)
+    expect(notebook.get_by_text("as expected: job")).to_be_visible()
+    assert "Traceback" not in notebook.inner_text()
     hungry.scroll_into_view_if_needed()
 
 
@@ -63,7 +64,7 @@ def test_the_stop_button_stops_a_running_job(lab, page):
     )  # fmt: skip
     place(lab, "stop.ipynb", notebook)
     open_and_run_all(page, lab, "stop.ipynb")
-    widget = page.locator(".widget-vbox").filter(has_text="napping")
+    widget = page.locator(".jp-Notebook .widget-vbox").filter(has_text="napping")
     expect(widget.get_by_text("running", exact=True)).to_be_visible(timeout=60_000)
     expect(widget.get_by_text("waiting <here>")).to_be_visible(timeout=30_000)
     stop = widget.get_by_role("button", name="Stop")

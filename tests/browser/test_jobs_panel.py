@@ -42,7 +42,9 @@ def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
     panel = page.locator("#jupyter-worker-panel")
     panel.get_by_role("button", name="New job").click()
     expect(panel.locator("input[name=memory_mb]")).to_have_value("1024")
-    panel.locator("input[name=command]").fill("sh -c 'for i in 1 2 3; do echo line $i; sleep 0.5; done; echo oops >&2'")
+    panel.locator("input[name=command]").fill(
+        "sh -c 'for i in 1 2 3; do echo line $i; sleep 0.5; done; echo oops >&2; echo 42 > /work/answer.txt'"
+    )
     panel.locator("input[name=name]").fill("from-the-form")
     panel.get_by_role("button", name="Start").click()
     job = row(page, "from-the-form")
@@ -58,6 +60,10 @@ def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
         timeout=10_000
     )
     expect(view.get_by_role("button", name="Stop")).to_be_disabled()
+    with page.expect_download() as download:
+        view.locator(".jw-files").get_by_role("link", name="answer.txt").click()
+    with open(download.value.path()) as saved:
+        assert saved.read() == "42\n"
 
 
 def test_a_long_job_appears_live_is_stopped_and_deleted(lab, page):

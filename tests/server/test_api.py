@@ -182,3 +182,22 @@ async def test_running_jobs_count_as_server_activity(jp_fetch, jp_serverapp):
     await extension.note_activity()
     assert ACTIVITY_KEY in jp_serverapp.web_app.settings
     await jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body=json.dumps({"grace_s": 0}))
+
+
+async def test_a_jobs_work_files_are_listed_and_downloaded(jp_fetch, conforms):
+    script = "cd /work && mkdir out && seq 1 200000 > out/numbers.txt && ln -s /etc/passwd link"
+    done = await finished(jp_fetch, (await submit(jp_fetch, command=["sh", "-c", script]))["id"])
+    listing = conforms((await jp_fetch("api", "worker", "jobs", done["id"], "files")).body, "WorkListing")
+    assert [(e["name"], e["type"]) for e in listing["entries"]] == [("out", "directory"), ("link", "symlink")]
+    inner = json.loads((await jp_fetch("api", "worker", "jobs", done["id"], "files", params={"path": "out"})).body)
+    size = inner["entries"][0]["size"]
+    response = await jp_fetch(
+        "api", "worker", "jobs", done["id"], "files", "download", params={"path": "out/numbers.txt"}
+    )
+    assert response.body == "".join(f"{i}\n" for i in range(1, 200001)).encode() and len(response.body) == size
+    assert "numbers.txt" in response.headers["Content-Disposition"]
+    for path in ("link", "out", "../log"):
+        code, error = await error_of(
+            jp_fetch("api", "worker", "jobs", done["id"], "files", "download", params={"path": path})
+        )
+        assert code in (400, 404) and conforms(error, "Error")["message"]

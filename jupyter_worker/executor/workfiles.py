@@ -1,0 +1,83 @@
+"""A job's /work, listed and read for the people who may see the job.
+
+The folder is the job's to fill, so everything in it is hostile: every open resolves beneath the
+folder with the kernel refusing symlinks, magic links and mount crossings (openat2), with the
+file permissions of the uid the job ran as, and only directories and regular files are opened for
+what they hold (a FIFO or a device is listed, never read).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from ..protocol import ProtocolError
+from ..sandbox import libc
+from ..sandbox.mounts import acting_as
+
+MAX_ENTRIES = 1000
+READ_MAX = 1 << 20
+RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS | libc.RESOLVE_NO_XDEV
+
+
+def _relative(path: Any) -> str:
+    if not isinstance(path, str) or "\0" in path or len(path) > 4096:
+        raise ProtocolError("bad_request", "path: a path inside the job's /work")
+    cleaned = path.strip("/")
+    if any(part == ".." for part in cleaned.split("/")):
+        raise ProtocolError("bad_request", f"path: {path!r} leaves the job's /work")
+    return cleaned or "."
+
+
+def _open(work: str, path: str, flags: int, runs_as: tuple[int, int]) -> int:
+    try:
+        root = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ProtocolError("not_found", "this job's /work was not kept") from None
+    try:
+        with acting_as(runs_as[0], runs_as[1], [runs_as[1]]):
+            return libc.openat2(root, path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, RESOLVE)
+    except OSError as exc:
+        raise ProtocolError("not_found", f"/work/{path}: {os.strerror(exc.errno or 0)}") from None
+    finally:
+        os.close(root)
+
+
+def _entry(directory: int, name: str) -> dict[str, Any] | None:
+    try:
+        info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except OSError:
+        return None
+    kind = "directory" if stat.S_ISDIR(info.st_mode) else "file" if stat.S_ISREG(info.st_mode) else "other"
+    if stat.S_ISLNK(info.st_mode):
+        kind = "symlink"
+    return {"name": name, "type": kind, "size": info.st_size if kind == "file" else None, "mtime": info.st_mtime}
+
+
+def listing(work: str, path: Any, runs_as: tuple[int, int]) -> dict[str, Any]:
+    """The entries of a folder in /work (folders first, then by name), at most MAX_ENTRIES."""
+    where = _relative(path)
+    fd = _open(work, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
+    try:
+        names = sorted(os.listdir(fd))
+        entries = [e for e in (_entry(fd, name) for name in names[:MAX_ENTRIES]) if e is not None]
+    finally:
+        os.close(fd)
+    entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
+    return {"path": "" if where == "." else where, "entries": entries, "truncated": len(names) > MAX_ENTRIES}
+
+
+def read(work: str, path: Any, offset: Any, max_bytes: Any, runs_as: tuple[int, int]) -> tuple[bytes, int]:
+    """Up to max_bytes of a regular file in /work from offset; returns them and the file's size."""
+    if not isinstance(offset, int) or offset < 0 or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ProtocolError("bad_request", "offset: a whole number >= 0; max_bytes: >= 1")
+    where = _relative(path)
+    fd = _open(work, where, os.O_RDONLY, runs_as)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ProtocolError("bad_request", f"/work/{where} is not a regular file")
+        return os.pread(fd, min(max_bytes, READ_MAX), offset), info.st_size
+    finally:
+        os.close(fd)
