@@ -41,7 +41,7 @@ def _limit_parser(prog: str) -> _Parser:
     parser.add_argument("--max-pids", type=int, metavar="N")
     parser.add_argument("--max-iobps", type=int, metavar="BPS")
     parser.add_argument("--timeout", metavar="DURATION")
-    parser.add_argument("--network", choices=["none", "host"])
+    parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
     parser.add_argument("--env", action="append", default=[], metavar="K=V")
     parser.add_argument("--name")

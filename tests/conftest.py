@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import time
 
@@ -47,19 +48,29 @@ def process_residue() -> list[str]:
     return found
 
 
+def network_residue() -> list[str]:
+    """Our links (job veths, test bridges and veths) and nftables tables."""
+    found = [name for name in os.listdir("/sys/class/net") if name.startswith(("jwv", "jwt-", "jw-br"))]
+    if shutil.which("nft"):
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+        found += [line for line in tables.splitlines() if "jupyter_worker" in line]
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_residue_after_suite():
     """Whatever the suite started, it must have cleaned up: cgroups, processes, mounts.
 
     Supervisors remove a job's empty cgroups just after reporting its outcome, hence the short wait.
     """
-    before = set(cgroup_residue())
+    before, links_before = set(cgroup_residue()), set(network_residue())
     yield
     deadline = time.monotonic() + 5
     while (set(cgroup_residue()) - before or process_residue()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert set(cgroup_residue()) - before == set()
     assert process_residue() == []
+    assert set(network_residue()) - links_before == set()
     with open("/proc/self/mountinfo") as f:
         assert not any(m in line for line in f for m in PROJECT_MARKERS)
 

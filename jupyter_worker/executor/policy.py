@@ -39,7 +39,29 @@ class Policy(Configurable):
     allowed_commands = List(
         Unicode(), default_value=None, allow_none=True, help="program names a job may start (None: any)"
     ).tag(config=True)
-    default_network = Unicode("none", help="network mode of a job that asks for none: none or host").tag(config=True)
+    default_network = Unicode(
+        "auto",
+        help="network mode of a job that asks for none: none, host, isolated, or auto (isolated where "
+        "the host offers it and forwards IPv4, else none)",
+    ).tag(config=True)
+    isolated_bridge = Unicode("jw-br0", help="the bridge isolated jobs are attached to (made and removed by us)").tag(
+        config=True
+    )
+    isolated_subnet = Unicode("10.213.0.0/24", help="addresses of isolated jobs (the first is the bridge's)").tag(
+        config=True
+    )
+    isolated_dns = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="resolvers for isolated jobs (None: the host's non-loopback nameservers), reachable on port 53 only",
+    ).tag(config=True)
+    egress_allow = List(Unicode(), help="CIDR[:PORT] isolated jobs may reach although private or special").tag(
+        config=True
+    )
+    egress_deny = List(Unicode(), help="CIDR[:PORT] isolated jobs may not reach (checked before the allow list)").tag(
+        config=True
+    )
     log_max_bytes = Int(256 << 20, help="per-job log cap; the excess is dropped with a notice").tag(config=True)
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
@@ -76,5 +98,5 @@ class Policy(Configurable):
         if self.allowed_commands is not None and os.path.basename(argv[0]) not in self.allowed_commands:
             raise SpecError(f"command: {argv[0]!r} is not among the commands this executor allows")
 
-    def network_for(self, request: JobRequest) -> NetworkMode:
-        return request.network or NetworkMode(self.default_network)
+    def network_for(self, request: JobRequest, default: NetworkMode) -> NetworkMode:
+        return request.network or default

@@ -180,7 +180,8 @@ def _grace(request: dict[str, Any]) -> float | None:
 
 def _policy(executor: Executor) -> dict[str, Any]:
     policy = executor.policy
-    return {name: getattr(policy, name) for name in policy.trait_names() if policy.trait_metadata(name, "config")}
+    settings = {name: getattr(policy, name) for name in policy.trait_names() if policy.trait_metadata(name, "config")}
+    return {**settings, "network_modes": executor.network.modes()}
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:

@@ -9,6 +9,7 @@ ended; a job whose supervisor and result are both gone is recorded as lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pwd
@@ -23,8 +24,9 @@ from typing import Any
 from ..protocol import ProtocolError
 from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxError
 from ..sandbox.output import read_chunks
-from ..spec import JobRecord, JobRequest, JobStatus, Outcome, Reason, SpecError
+from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, SpecError
 from . import workfiles
+from .isolation import IsolatedNetwork
 from .policy import Policy
 from .store import JobStore
 
@@ -66,6 +68,7 @@ class Executor:
         self.root_runs_as = root_runs_as
         self.live: dict[str, _Live] = {}
         self.list_watchers: set[asyncio.Queue] = set()
+        self.network = IsolatedNetwork(policy)
         self._tasks: list[asyncio.Task] = []
         os.makedirs(self.jobs_dir, mode=0o711, exist_ok=True)
 
@@ -80,6 +83,7 @@ class Executor:
         for job_id in list(self.live):
             self._detach(job_id)
         self.flush()
+        self.network.close()
 
     def paths(self, job_id: str) -> dict[str, str]:
         folder = os.path.join(self.jobs_dir, job_id)
@@ -93,7 +97,9 @@ class Executor:
             raise ProtocolError("forbidden", "viewers may read jobs but not run them")
         self.policy.check_command(request.command)
         limits = self.policy.limits_for(request)
-        network = self.policy.network_for(request)
+        network = self.policy.network_for(request, self.network.default_mode(self.policy.default_network))
+        if network is NetworkMode.ISOLATED and self.network.problem():
+            raise ProtocolError("unsupported", f"network 'isolated' is not available here: {self.network.problem()}")
         if request.owner is not None and caller.role != "admin":
             raise ProtocolError("forbidden", "only root or an admin may name another owner")
         job_id = str(uuid.uuid4())
@@ -277,7 +283,13 @@ class Executor:
         record.status, record.started_at = JobStatus.RUNNING, time.time()
         self.store.save(record)
         try:
+            if launch.network is NetworkMode.ISOLATED:
+                launch = dataclasses.replace(launch, link=self.network.lease(record.id))
+                self.store.set_launch(record.id, launch.to_dict())
             handle = self._start_supervised(launch, paths)
+        except ProtocolError as exc:
+            self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
+            return
         except (OSError, SpecError, SandboxError) as exc:
             self._finish(record, Outcome(Reason.START_ERROR, error=f"could not start: {exc}"))
             return
@@ -357,6 +369,7 @@ class Executor:
         return live.handle.usage.to_dict() if live else {}
 
     def _finish(self, record: JobRecord, outcome: Outcome) -> None:
+        self.network.release(record.id)
         record.status = outcome.status
         record.reason, record.exit_code, record.signal = outcome.reason, outcome.exit_code, outcome.signal
         record.error = outcome.error
@@ -402,7 +415,11 @@ class Executor:
             except OSError:
                 self._settle(record)
                 continue
+            link = LaunchSpec.from_dict(self.store.launch_of(record.id)).link
+            if link is not None:
+                self.network.reserve(record.id, link)
             self._watch(record.id, handle)
+        self.network.sweep()
 
     def _settle(self, record: JobRecord) -> None:
         """A job with no supervisor to talk to: its result file says how it ended, or it is lost."""

@@ -67,6 +67,9 @@ class JobStore:
         row = self.db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row[0]) if row else None
 
+    def set_launch(self, job_id: str, launch: dict[str, Any]) -> None:
+        self.db.execute("UPDATE jobs SET launch = ? WHERE id = ?", (json.dumps(launch), job_id))
+
     def launch_of(self, job_id: str) -> dict[str, Any]:
         row = self.db.execute("SELECT launch FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return json.loads(row[0]) if row else {}

@@ -8,6 +8,7 @@ from typing import Any
 from ..spec import Limits
 from .cgroups import CgroupHost, kernel_at_least, swap_in_use
 from .devices import whole_disk
+from .network import ipv4_forwarding, isolated_problem
 
 _LIMIT_FILES = {
     "memory": {1: "memory.limit_in_bytes + memory.memsw.limit_in_bytes", 2: "memory.max + memory.swap.max=0"},
@@ -70,7 +71,8 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
             "swap_in_use": swap_in_use(),
         },
         "limits": limits,
-        "network_modes": ["none", "host"],
+        "network_modes": ["none", "host"] + ([] if isolated_problem() else ["isolated"]),
+        "isolated": {"why_not": isolated_problem(), "ipv4_forwarding": ipv4_forwarding()},
         "io_devices": {path: whole_disk(path) for path in ("/usr", "/var/lib")},
     }
 
@@ -94,6 +96,13 @@ def render(report: dict[str, Any]) -> str:
         state = f"enforced via {info['how']}" if info["enforced"] else f"REFUSED: {info['why_not']}"
         lines.append(f"  {name:<7} {state}")
     lines.append(f"network modes:    {', '.join(report['network_modes'])}")
+    isolated = report["isolated"]
+    if isolated["why_not"]:
+        lines.append(f"  isolated: not offered: {isolated['why_not']}")
+    elif not isolated["ipv4_forwarding"]:
+        lines.append(
+            "  isolated: IPv4 forwarding is off (sysctl net.ipv4.ip_forward): jobs reach nothing; 'auto' means none"
+        )
     for path, device in report["io_devices"].items():
         lines.append(f"I/O device of {path}: {device or 'none (not throttled)'}")
     return "\n".join(lines)

@@ -108,6 +108,7 @@ def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
         spec.work_dir,
         binds,
         spec.network is NetworkMode.HOST,
+        spec.link.resolv_conf() if spec.link else None,
     )
     finish_root(tree, plan)
     for bind in binds:

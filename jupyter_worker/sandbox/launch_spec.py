@@ -13,6 +13,29 @@ from ..spec import Limits, Mount, NetworkMode, SpecError, python_prefixes, valid
 NOBODY = 65534
 
 
+@dataclass(frozen=True)
+class JobLink:
+    """A job's place on the bridge: its veth's host-side name, its address (CIDR), the gateway and
+    resolvers; chosen by the executor, made by the supervisor before the job runs."""
+
+    bridge: str
+    veth: str
+    address: str
+    gateway: str
+    dns: list[str]
+
+    def to_dict(self) -> dict:
+        return {"bridge": self.bridge, "veth": self.veth, "address": self.address, "gateway": self.gateway,
+                "dns": self.dns}  # fmt: skip
+
+    def resolv_conf(self) -> str:
+        return "".join(f"nameserver {server}\n" for server in self.dns) or "# no resolver is reachable\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobLink:
+        return cls(data["bridge"], data["veth"], data["address"], data["gateway"], list(data.get("dns", [])))
+
+
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -35,6 +58,7 @@ class LaunchSpec:
     limits: Limits = field(default_factory=Limits)
     mounts: list[Mount] = field(default_factory=list)
     network: NetworkMode = NetworkMode.NONE
+    link: JobLink | None = None
     hostname: str = "jupyter-worker"
     work_dir: str | None = None
     python_prefixes: list[str] = field(default_factory=python_prefixes)
@@ -45,8 +69,8 @@ class LaunchSpec:
         self.argv = validate_argv(self.argv)
         self.env = validate_env(self.env)
         self.network = NetworkMode(self.network)
-        if self.network is NetworkMode.ISOLATED:
-            raise SpecError("network: 'isolated' is not available in this version; use 'none' or 'host'")
+        if self.link is not None and self.network is not NetworkMode.ISOLATED:
+            raise SpecError("network: a place on the bridge is for the 'isolated' mode only")
         for what, value in (("uid", self.uid), ("gid", self.gid)):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**32 - 1:
                 raise SpecError(f"{what}: jobs never run as root; {value!r} is not an unprivileged id")
@@ -69,6 +93,7 @@ class LaunchSpec:
         data["limits"] = self.limits.to_dict()
         data["mounts"] = [m.to_dict() for m in self.mounts]
         data["network"] = self.network.value
+        data["link"] = self.link.to_dict() if self.link else None
         return data
 
     @classmethod
@@ -76,6 +101,7 @@ class LaunchSpec:
         data = dict(data)
         data["limits"] = Limits.from_dict(data.get("limits", {}))
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["link"] = JobLink.from_dict(data["link"]) if data.get("link") else None
         return cls(**data)
 
 

@@ -69,6 +69,7 @@ class RootPlan:
     work_dir: str | None
     binds: list[Bind]
     host_network: bool
+    resolv_conf: str | None = None
 
 
 @contextlib.contextmanager
@@ -264,6 +265,8 @@ def _write_identity(plan: RootPlan) -> None:
         "hostname": plan.hostname + "\n",
         "hosts": f"127.0.0.1\tlocalhost {plan.hostname}\n::1\tlocalhost ip6-localhost\n",
     }
+    if plan.resolv_conf is not None:
+        files["resolv.conf"] = plan.resolv_conf
     for name, text in files.items():
         with open(os.path.join(plan.new_root, "etc", name), "w") as f:
             f.write(text)

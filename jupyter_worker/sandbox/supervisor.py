@@ -18,8 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..spec import Outcome, Reason, SpecError, Usage
-from . import libc
+from ..spec import NetworkMode, Outcome, Reason, SpecError, Usage
+from . import libc, network
 from .cgroups import JobCgroup
 from .control import Capture, Channels
 from .devices import io_devices
@@ -202,7 +202,8 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
     """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
     The init says 'joined' once inside the job's v1 cgroups (a standby may still be preparing when
-    its job arrives). The init finishes the root while the limits are written; it lets the job run
+    its job arrives). The init finishes the root while the limits are written (and, for the isolated
+    network, its eth0 is made); it lets the job run
     only after the 'limits set' byte, so no user code runs unlimited. The outcome goes out as soon as the job's
     processes are gone; the empty cgroups are removed after it.
     """
@@ -220,7 +221,9 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
             job.capture.begin(cgroup.name)
         try:
             warnings = _apply_limits(job.spec, context, cgroup)
-        except (SpecError, OSError) as exc:
+            if job.spec.network is NetworkMode.ISOLATED:
+                network.attach(job.spec.link, prepared.init_pid)
+        except (SpecError, OSError, network.NetworkError) as exc:
             _close_all(job.stdio)
             os.close(prepared.limits_set_fd)
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))

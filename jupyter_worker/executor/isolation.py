@@ -1,0 +1,93 @@
+"""The isolated network as the executor runs it: the bridge comes up at the first isolated job,
+each running job leases an address (and a veth name), leftovers of a crash are swept at start, and
+the bridge and rules go when the executor stops with no isolated job running."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..protocol import ProtocolError
+from ..sandbox.launch_spec import JobLink
+from ..sandbox.network import Bridge, NetworkError, host_nameservers, ipv4_forwarding, isolated_problem, parse_rule
+from ..spec import NetworkMode
+from .policy import Policy
+
+T = TypeVar("T")
+
+
+def _off_loop(action: Callable[[], T]) -> T:
+    """pyroute2's blocking API runs its own event loop, which cannot run inside the executor's:
+    netlink calls (a few milliseconds, at the first isolated job and at start and stop) go through
+    a short-lived thread, waited for."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(action).result()
+
+
+class IsolatedNetwork:
+    def __init__(self, policy: Policy):
+        try:
+            subnet = ipaddress.IPv4Network(policy.isolated_subnet)
+            for rule in [*policy.egress_allow, *policy.egress_deny]:
+                parse_rule(rule)
+        except ValueError as exc:
+            raise ValueError(f"Policy.isolated_subnet: {exc}") from None
+        dns = policy.isolated_dns if policy.isolated_dns is not None else host_nameservers()
+        self.bridge = Bridge(policy.isolated_bridge, subnet, list(dns), list(policy.egress_allow),
+                             list(policy.egress_deny))  # fmt: skip
+        self.leases: dict[str, JobLink] = {}
+        self._up = False
+
+    def problem(self) -> str | None:
+        return isolated_problem()
+
+    def modes(self) -> list[str]:
+        return ["none", "host"] + ([] if self.problem() else ["isolated"])
+
+    def default_mode(self, configured: str) -> NetworkMode:
+        """'auto' is isolated where this host offers it and forwards IPv4 (else jobs reach nothing), else none."""
+        if configured != "auto":
+            return NetworkMode(configured)
+        return NetworkMode.ISOLATED if self.problem() is None and ipv4_forwarding() else NetworkMode.NONE
+
+    def lease(self, job_id: str) -> JobLink:
+        if not self._up:
+            problem = self.problem()
+            if problem:
+                raise ProtocolError("unsupported", f"network 'isolated' is not available here: {problem}")
+            try:
+                _off_loop(self.bridge.up)
+            except NetworkError as exc:
+                raise ProtocolError("unsupported", f"network 'isolated' is not available here: {exc}") from None
+            self._up = True
+        taken = {link.address for link in self.leases.values()}
+        free = next((a for a in self.bridge.addresses() if a not in taken), None)
+        if free is None:
+            raise ProtocolError("busy", f"every address of {self.bridge.subnet} is in use")
+        link = JobLink(self.bridge.name, "jwv" + job_id.replace("-", "")[:11], free, str(self.bridge.gateway),
+                       self.bridge.dns)  # fmt: skip
+        self.leases[job_id] = link
+        return link
+
+    def reserve(self, job_id: str, link: JobLink) -> None:
+        """A job still running after a restart keeps its address."""
+        self.leases[job_id] = link
+        self._up = True
+
+    def release(self, job_id: str) -> None:
+        self.leases.pop(job_id, None)
+
+    def sweep(self) -> None:
+        """After a restart: veths on the bridge that belong to no running job (a crash's remains)."""
+        if self.problem() is None and _off_loop(self.bridge.exists):
+            keep = {link.veth for link in self.leases.values()}
+            _off_loop(lambda: self.bridge.remove_links(self.bridge.leftovers(keep)))
+            self._up = True
+
+    def close(self) -> None:
+        """The bridge and rules go unless isolated jobs still run (they outlive the executor)."""
+        if self._up and not self.leases:
+            _off_loop(self.bridge.down)
+            self._up = False

@@ -1,0 +1,300 @@
+"""The isolated network mode: a project bridge on the host, one veth pair per job, outbound NAT and
+an egress filter.
+
+Links, addresses and routes are made with pyroute2 (netlink); the rules are one `nft -f`
+transaction on the project's own table, whose chains match only traffic of the project's bridge.
+Jobs on the bridge cannot reach the host (input from the bridge is dropped), each other (bridged
+frames between its ports are dropped), private, link-local and other special ranges, or IPv6;
+admins widen or narrow that with allow and deny lists. A job's veth dies with its namespace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from ..spec import SpecError
+from . import libc
+from .launch_spec import JobLink
+
+TABLE_PREFIX = "jupyter_worker_"
+VETH_PREFIX = "jwv"
+BLOCKED = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+           "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")  # fmt: skip
+
+
+class NetworkError(Exception):
+    """The isolated network cannot be set up here; the message says why."""
+
+
+def parse_rule(text: str) -> tuple[ipaddress.IPv4Network, int | None]:
+    """An allow/deny entry: a CIDR, optionally with a port (203.0.113.0/24:443)."""
+    address, _, port = text.partition(":")
+    try:
+        network = ipaddress.IPv4Network(address, strict=False)
+        number = int(port) if port else None
+    except ValueError:
+        raise SpecError(f"egress rule {text!r}: use an IPv4 CIDR, optionally :PORT (e.g. 203.0.113.0/24:443)") from None
+    if number is not None and not 0 < number < 65536:
+        raise SpecError(f"egress rule {text!r}: port out of range")
+    return network, number
+
+
+def isolated_problem() -> str | None:
+    """Why this host cannot offer the isolated mode, or None."""
+    if shutil.which("nft") is None:
+        return "nftables is not installed (apt-get install nftables)"
+    if not os.path.isdir("/sys/module/bridge") and not _module_available("bridge"):
+        return "the kernel has no bridge support"
+    return None
+
+
+def _module_available(name: str) -> bool:
+    release = os.uname().release
+    return any(name in line.split("/")[-1] for line in _lines(f"/lib/modules/{release}/modules.dep"))
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return [line.split(":", 1)[0] for line in f]
+    except OSError:
+        return []
+
+
+def ipv4_forwarding() -> bool:
+    """Whether the host routes IPv4 between interfaces (needed for isolated jobs to reach anything)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The host's resolvers a job can reach (a loopback resolver is the host's own: not reachable)."""
+    servers = []
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    servers.append(words[1])
+    except OSError:
+        return []
+    return [s for s in servers if _is_ipv4(s) and not ipaddress.IPv4Address(s).is_loopback]
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The project's bridge and its rules; one per executor (the name and subnet are settings)."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    dns: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    @property
+    def table(self) -> str:
+        return TABLE_PREFIX + self.name.replace("-", "_")
+
+    def addresses(self) -> list[str]:
+        """The job addresses the subnet holds (the first is the bridge's)."""
+        return [f"{host}/{self.subnet.prefixlen}" for host in list(self.subnet.hosts())[1:]]
+
+    def ruleset(self) -> str:
+        bridge, dns = f'"{self.name}"', ", ".join(self.dns)
+        forward = [f"oifname {bridge} ct state established,related accept", f"oifname {bridge} drop",
+                   f"iifname {bridge} meta nfproto ipv6 drop"]  # fmt: skip
+        if dns:
+            forward.append(f"iifname {bridge} ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
+        forward += [_rule(bridge, entry, "drop") for entry in self.deny]
+        forward += [_rule(bridge, entry, "accept") for entry in self.allow]
+        forward.append(f"iifname {bridge} ip daddr {{ {', '.join(BLOCKED)} }} drop")
+        lines = [
+            f"table inet {self.table} {{",
+            "  chain input {", "    type filter hook input priority filter; policy accept;",
+            f"    iifname {bridge} ct state established,related accept", f"    iifname {bridge} drop", "  }",
+            "  chain forward {", "    type filter hook forward priority filter; policy accept;",
+            *(f"    {rule}" for rule in forward), "  }",
+            "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
+            f"    ip saddr {self.subnet} oifname != {bridge} masquerade", "  }",
+            "}",
+            f"table bridge {self.table} {{",
+            "  chain forward {", "    type filter hook forward priority filter; policy accept;",
+            f"    iifname \"{VETH_PREFIX}*\" oifname \"{VETH_PREFIX}*\" drop", "  }",
+            "}",
+        ]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+    def up(self) -> None:
+        """Make the bridge (if missing), its address and rules; safe to repeat."""
+        if shutil.which("nft") is None:
+            raise NetworkError("nft (nftables) is not installed: apt-get install nftables")
+        try:
+            with IPRoute() as ipr:
+                if not ipr.link_lookup(ifname=self.name):
+                    ipr.link("add", ifname=self.name, kind="bridge")
+                index = ipr.link_lookup(ifname=self.name)[0]
+                gateway = str(self.gateway)
+                if not any(a.get_attr("IFA_ADDRESS") == gateway for a in ipr.get_addr(index=index)):
+                    ipr.addr("add", index=index, address=gateway, prefixlen=self.subnet.prefixlen)
+                ipr.link("set", index=index, state="up")
+        except Exception as exc:
+            raise NetworkError(f"bridge {self.name}: {exc}") from None
+        _write(f"/proc/sys/net/ipv4/conf/{self.name}/forwarding", "1")
+        _nft(self._delete_tables() + self.ruleset())
+
+    def down(self) -> None:
+        """Remove the rules and the bridge (jobs' veths go with their namespaces, leftovers here)."""
+        if shutil.which("nft") is not None:
+            _nft(self._delete_tables(), check=False)
+        self.remove_links([*self.leftovers(set()), self.name])
+
+    def exists(self) -> bool:
+        with IPRoute() as ipr:
+            return self._index(ipr) is not None
+
+    def leftovers(self, keep: set[str]) -> list[str]:
+        """Job veths on the bridge that belong to no job in keep (a crash's remains)."""
+        with IPRoute() as ipr:
+            master = self._index(ipr)
+            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
+                     if master is not None and link.get_attr("IFLA_MASTER") == master]  # fmt: skip
+        return [name for name in names if name.startswith(VETH_PREFIX) and name not in keep]
+
+    def remove_links(self, names: list[str]) -> None:
+        with IPRoute() as ipr:
+            for name in names:
+                for index in ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=index)
+
+    def _index(self, ipr: IPRoute) -> int | None:
+        found = ipr.link_lookup(ifname=self.name)
+        return found[0] if found else None
+
+    def _delete_tables(self) -> str:
+        listed = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True)
+        existing = listed.stdout.split("\n")
+        return "".join(f"delete table {family} {self.table}\n" for family in ("inet", "bridge")
+                       if f"table {family} {self.table}" in existing)  # fmt: skip
+
+
+def _rule(bridge: str, entry: str, verdict: str) -> str:
+    network, port = parse_rule(entry)
+    ports = f" meta l4proto {{ tcp, udp }} th dport {port}" if port else ""
+    return f"iifname {bridge} ip daddr {network}{ports} {verdict}"
+
+
+def _nft(script: str, check: bool = True) -> None:
+    if not script:
+        return
+    done = subprocess.run(["nft", "-f", "-"], check=False, input=script, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise NetworkError(f"nft: {done.stderr.strip()}")
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as exc:
+        raise NetworkError(f"{path}: {exc.strerror}") from None
+
+
+def attach(link: JobLink | None, init_pid: int) -> None:
+    """Give the namespace of init_pid an eth0 on the bridge: veth made on the host, its peer moved
+    into the namespace and set up there (address, default route), the host end enslaved and up."""
+    if link is None:
+        raise NetworkError("network 'isolated' needs a place on the executor's bridge; run it through the executor")
+    try:
+        _attach(link, init_pid)
+    except NetworkError:
+        raise
+    except Exception as exc:
+        raise NetworkError(f"attaching the job to {link.bridge}: {exc}") from None
+
+
+def _attach(link: JobLink, init_pid: int) -> None:
+    peer = link.veth + "p"
+    with IPRoute() as ipr:
+        masters = ipr.link_lookup(ifname=link.bridge)
+        if not masters:
+            raise NetworkError(f"bridge {link.bridge} is missing (is the executor's isolated network up?)")
+        ipr.link("add", ifname=link.veth, kind="veth", peer=peer)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_pid=init_pid)
+        _inside(init_pid, lambda: _configure_peer(peer, link))
+        with IPRoute() as ipr:
+            host_end = ipr.link_lookup(ifname=link.veth)[0]
+            ipr.link("set", index=host_end, master=masters[0])
+            ipr.link("set", index=host_end, state="up")
+    except Exception:
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=link.veth):
+                ipr.link("del", index=index)
+        raise
+
+
+def _configure_peer(peer: str, link: JobLink) -> None:
+    address = ipaddress.IPv4Interface(link.address)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=peer)[0]
+        ipr.link("set", index=index, ifname="eth0")
+        ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        ipr.link("set", index=index, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=link.gateway)
+
+
+def _inside(pid: int, action: Callable[[], None], timeout_s: float = 10.0) -> None:
+    """Run action in a child that has entered pid's network namespace (setns is per thread, so a
+    fork keeps this process where it is). Forked with no netlink socket open; a child that hangs
+    is killed and the job refused."""
+    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        try:
+            libc.setns(target, libc.CLONE_NEWNET)
+            action()
+        except BaseException as exc:
+            os.write(write_end, str(exc).encode()[:1000])
+            os._exit(1)
+        os._exit(0)
+    os.close(write_end)
+    os.close(target)
+    deadline = time.monotonic() + timeout_s
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            os.close(read_end)
+            raise NetworkError("configuring the job's eth0 took too long")
+        time.sleep(0.002)
+    with os.fdopen(read_end, "rb") as errors:
+        problem = errors.read().decode(errors="replace")
+    if done[1] != 0:
+        raise NetworkError(f"configuring the job's eth0: {problem or 'failed'}")
