@@ -25,10 +25,7 @@ export class NewJobForm extends Widget {
     this.command = h('input', { class: 'jw-command', name: 'command', placeholder: "python3 train.py --epochs 3", required: true });
     this.name = h('input', { class: 'jw-job-name', name: 'name', placeholder: 'optional' });
     this.network = h('select', { name: 'network' });
-    this.network.append(
-      h('option', { value: 'none' }, 'none: no network'),
-      h('option', { value: 'host' }, "host: the host's network")
-    );
+    this.drawNetworks(['none', 'host']);
     this.limits = h('div', { class: 'jw-limits' });
     this.error = h('div', { class: 'jw-form-error', role: 'alert' });
     this.node.append(
@@ -53,7 +50,22 @@ export class NewJobForm extends Widget {
     const policy = capabilities.policy ?? {};
     this.fields = limitFields(policy);
     this.drawLimits();
-    this.network.value = capabilities.default_network || policy.default_network || 'none';
+    this.drawNetworks(policy.network_modes ?? ['none', 'host']);
+    const preferred = capabilities.default_network || policy.default_network;
+    this.network.value = preferred && preferred !== 'auto' ? preferred : '';
+  }
+
+  /** The modes the executor offers; '' leaves the choice to its default. */
+  private drawNetworks(modes: string[]): void {
+    const words: Record<string, string> = {
+      none: 'none: no network',
+      host: "host: the host's network",
+      isolated: 'isolated: internet through NAT, not the host or private ranges'
+    };
+    this.network.replaceChildren(
+      h('option', { value: '' }, "the executor's default"),
+      ...modes.map(mode => h('option', { value: mode }, words[mode] ?? mode))
+    );
   }
 
   toggle(): void {

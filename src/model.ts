@@ -324,6 +324,7 @@ export interface Policy {
   max_io_limit?: number | null;
   max_job_timeout?: number;
   default_network?: string;
+  network_modes?: string[];
 }
 
 export interface LimitField {

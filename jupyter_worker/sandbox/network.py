@@ -10,11 +10,13 @@ admins widen or narrow that with allow and deny lists. A job's veth dies with it
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,26 +50,30 @@ def parse_rule(text: str) -> tuple[ipaddress.IPv4Network, int | None]:
     return network, number
 
 
+_PROBE = """
+import ipaddress
+from pyroute2 import IPRoute
+from jupyter_worker.sandbox import libc
+from jupyter_worker.sandbox.network import Bridge
+libc.unshare(libc.CLONE_NEWNET)
+Bridge("probe-br", ipaddress.IPv4Network("10.0.0.0/30")).up()
+with IPRoute() as ipr:
+    ipr.link("add", ifname="probe-v0", kind="veth", peer="probe-v1")
+"""
+
+
+@functools.lru_cache(maxsize=1)
 def isolated_problem() -> str | None:
-    """Why this host cannot offer the isolated mode, or None."""
+    """Why this host cannot offer the isolated mode, or None: tried for real (a bridge, a veth
+    pair, a NAT rule) in a throwaway network namespace, so the host is not touched."""
     if shutil.which("nft") is None:
         return "nftables is not installed (apt-get install nftables)"
-    if not os.path.isdir("/sys/module/bridge") and not _module_available("bridge"):
-        return "the kernel has no bridge support"
-    return None
-
-
-def _module_available(name: str) -> bool:
-    release = os.uname().release
-    return any(name in line.split("/")[-1] for line in _lines(f"/lib/modules/{release}/modules.dep"))
-
-
-def _lines(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            return [line.split(":", 1)[0] for line in f]
-    except OSError:
-        return []
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tried = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=False,
+                           env={**os.environ, "PYTHONPATH": package})  # fmt: skip
+    if tried.returncode == 0:
+        return None
+    return f"the kernel cannot make it: {(tried.stderr.strip().splitlines() or ['unknown'])[-1]}"
 
 
 def ipv4_forwarding() -> bool:

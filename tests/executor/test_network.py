@@ -11,8 +11,13 @@ import threading
 import pytest
 from pyroute2 import IPRoute
 
+from jupyter_worker.sandbox.network import isolated_problem
 from tests.executor import internet
 from tests.executor.conftest import started_daemon, wait_for
+
+pytestmark = pytest.mark.skipif(
+    isolated_problem() is not None, reason=f"this kernel cannot run isolated jobs: {isolated_problem()}"
+)
 
 BRIDGE, SUBNET = "jwt-br0", "10.213.77.0/24"
 GATEWAY = "10.213.77.1"
