@@ -3,6 +3,7 @@
 import pytest
 
 from jupyter_worker.sandbox import LaunchSpec
+from jupyter_worker.sandbox.launch_spec import JobLink
 from jupyter_worker.spec import (
     JobStatus,
     Limits,
@@ -95,7 +96,7 @@ def test_launch_spec_never_runs_root_and_knows_its_network_modes():
     with pytest.raises(SpecError, match="never run as root"):
         LaunchSpec(["true"], uid=0)
     with pytest.raises(SpecError, match="isolated"):
-        LaunchSpec(["true"], network="isolated")
+        LaunchSpec(["true"], network="none", link=JobLink("br", "jwv1", "10.0.0.2/24", "10.0.0.1", []))
     with pytest.raises(ValueError):
         LaunchSpec(["true"], network="bridge")
     with pytest.raises(SpecError, match="non-empty"):

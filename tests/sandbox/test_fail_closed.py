@@ -64,3 +64,9 @@ def test_every_refusal_is_named_at_once(partial_cgroup_root):
     host = CgroupHost.detect(partial_cgroup_root)
     problems = host.refusals(Limits(memory_mb=64, cpu_percent=50, io_bps=1 << 20))
     assert [p.split(":")[0] for p in problems[:3]] == ["memory limit", "cpu limit", "io limit"]
+
+
+def test_an_isolated_job_without_a_place_on_the_bridge_is_refused(run):
+    result = run(["/bin/echo", "ran"], network="isolated")
+    assert result.outcome.reason is Reason.START_ERROR and result.stdout == b""
+    assert "needs a place on the executor's bridge" in result.outcome.error
