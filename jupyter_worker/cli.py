@@ -51,6 +51,7 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cpu", type=int, metavar="PCT", help="CPU limit, percent of one core (200 = two)")
     parser.add_argument("--max-pids", type=int, metavar="N", help="most processes and threads at once")
     parser.add_argument("--max-iobps", type=int, metavar="BPS", help="read and write bytes per second")
+    parser.add_argument("--max-netbps", type=int, metavar="BPS", help="network bytes per second each way (isolated)")
     parser.add_argument("--timeout", metavar="DURATION", help="wall-clock limit, e.g. 30s, 10m, 1h")
     parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--env", action="append", default=[], metavar="K=V")
@@ -103,6 +104,7 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
         cpu_percent=args.max_cpu,
         pids=args.max_pids,
         io_bps=args.max_iobps,
+        net_bps=args.max_netbps,
         timeout=timeout,
         timeout_label="--timeout",
     )

@@ -161,6 +161,7 @@ def run(
     cpu_percent: int | None = None,
     pids: int | None = None,
     io_bps: int | None = None,
+    net_bps: int | None = None,
     timeout: str | float | None = None,
     network: str | None = None,
     env: dict[str, str] | None = None,
@@ -171,7 +172,9 @@ def run(
 ) -> Job:
     """Submit a job; returns at once with its handle. Limits not given come from the executor."""
     command = python_code(code_or_command) if isinstance(code_or_command, str) else list(code_or_command)
-    limits = requested_limits(memory_mb=memory_mb, cpu_percent=cpu_percent, pids=pids, io_bps=io_bps, timeout=timeout)
+    limits = requested_limits(
+        memory_mb=memory_mb, cpu_percent=cpu_percent, pids=pids, io_bps=io_bps, net_bps=net_bps, timeout=timeout
+    )
     request = job_request(command, limits, env=env, mounts=mounts, network=network, name=name, cwd=cwd)
     with Client(socket) as client:
         return Job(client.run(request), socket)

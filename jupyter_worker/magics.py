@@ -40,6 +40,7 @@ def _limit_parser(prog: str) -> _Parser:
     parser.add_argument("--max-cpu", type=int, metavar="PCT")
     parser.add_argument("--max-pids", type=int, metavar="N")
     parser.add_argument("--max-iobps", type=int, metavar="BPS")
+    parser.add_argument("--max-netbps", type=int, metavar="BPS")
     parser.add_argument("--timeout", metavar="DURATION")
     parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
@@ -56,6 +57,7 @@ def _request(args: argparse.Namespace, command: list[str]) -> dict:
         cpu_percent=args.max_cpu,
         pids=args.max_pids,
         io_bps=args.max_iobps,
+        net_bps=args.max_netbps,
         timeout=timeout,
         timeout_label="--timeout",
     )

@@ -103,7 +103,8 @@ class Limits:
 
     memory_mb is MiB of RAM (swap excluded), cpu_percent is percent of one core (200 = two cores),
     io_bps is bytes per second for reads and for writes, pids counts the job's processes and
-    threads, timeout_s is wall-clock seconds, tmp_mb caps each of /tmp and /dev/shm.
+    threads, timeout_s is wall-clock seconds, tmp_mb caps each of /tmp and /dev/shm, net_bps is
+    bytes per second each way on the isolated network.
     """
 
     memory_mb: int | None = None
@@ -113,6 +114,7 @@ class Limits:
     timeout_s: float | None = None
     tmp_mb: int = 64
     cpuset: str | None = None
+    net_bps: int | None = None
 
     def __post_init__(self) -> None:
         check = object.__setattr__
@@ -121,6 +123,7 @@ class Limits:
         check(self, "io_bps", _positive_int(self.io_bps, "I/O limit (bytes/s)", low=4096))
         check(self, "pids", _positive_int(self.pids, "process limit", high=1 << 22))
         check(self, "tmp_mb", _positive_int(self.tmp_mb, "/tmp size (MiB)", high=1 << 20))
+        check(self, "net_bps", _positive_int(self.net_bps, "network limit (bytes/s)", low=1024))
         if self.timeout_s is not None:
             seconds = parse_duration(self.timeout_s, "timeout")
             if seconds <= 0:
@@ -146,6 +149,7 @@ def requested_limits(
     cpu_percent: int | None = None,
     pids: int | None = None,
     io_bps: int | None = None,
+    net_bps: int | None = None,
     timeout: str | float | None = None,
     timeout_label: str = "timeout",
 ) -> dict[str, Any]:
@@ -155,6 +159,7 @@ def requested_limits(
         "cpu_percent": cpu_percent,
         "pids": pids,
         "io_bps": io_bps,
+        "net_bps": net_bps,
         "timeout_s": parse_duration(timeout, timeout_label) if timeout is not None else None,
     }
     return {key: value for key, value in asked.items() if value is not None}

@@ -23,6 +23,7 @@ export interface Limits {
   io_bps?: number | null;
   pids?: number | null;
   timeout_s?: number | null;
+  net_bps?: number | null;
 }
 
 export interface Job {
@@ -342,7 +343,8 @@ export function limitFields(policy: Policy): LimitField[] {
     { key: 'cpu_percent', label: 'CPU', unit: '% of a core', initial: policy.default_cpu_limit ?? null, max: policy.max_cpu_limit ?? null },
     { key: 'pids', label: 'Processes', unit: '', initial: policy.default_pids_limit ?? null, max: policy.max_pids_limit ?? null },
     { key: 'io_bps', label: 'I/O', unit: 'bytes/s', initial: policy.default_io_limit ?? null, max: policy.max_io_limit ?? null },
-    { key: 'timeout_s', label: 'Timeout', unit: 's', initial: policy.job_timeout ?? null, max: policy.max_job_timeout ?? null }
+    { key: 'timeout_s', label: 'Timeout', unit: 's', initial: policy.job_timeout ?? null, max: policy.max_job_timeout ?? null },
+    { key: 'net_bps', label: 'Network (isolated)', unit: 'bytes/s', initial: null, max: null }
   ];
 }
 

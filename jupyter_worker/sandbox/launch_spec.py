@@ -71,6 +71,8 @@ class LaunchSpec:
         self.network = NetworkMode(self.network)
         if self.link is not None and self.network is not NetworkMode.ISOLATED:
             raise SpecError("network: a place on the bridge is for the 'isolated' mode only")
+        if self.limits.net_bps is not None and self.network is NetworkMode.HOST:
+            raise SpecError("network limit: cannot be enforced on the host's network; use network 'isolated'")
         for what, value in (("uid", self.uid), ("gid", self.gid)):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**32 - 1:
                 raise SpecError(f"{what}: jobs never run as root; {value!r} is not an unprivileged id")

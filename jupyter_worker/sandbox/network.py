@@ -229,20 +229,20 @@ def _write(path: str, value: str) -> None:
         raise NetworkError(f"{path}: {exc.strerror}") from None
 
 
-def attach(link: JobLink | None, init_pid: int) -> None:
+def attach(link: JobLink | None, init_pid: int, rate_bps: int | None = None) -> None:
     """Give the namespace of init_pid an eth0 on the bridge: veth made on the host, its peer moved
     into the namespace and set up there (address, default route), the host end enslaved and up."""
     if link is None:
         raise NetworkError("network 'isolated' needs a place on the executor's bridge; run it through the executor")
     try:
-        _attach(link, init_pid)
+        _attach(link, init_pid, rate_bps)
     except NetworkError:
         raise
     except Exception as exc:
         raise NetworkError(f"attaching the job to {link.bridge}: {exc}") from None
 
 
-def _attach(link: JobLink, init_pid: int) -> None:
+def _attach(link: JobLink, init_pid: int, rate_bps: int | None) -> None:
     peer = link.veth + "p"
     with IPRoute() as ipr:
         masters = ipr.link_lookup(ifname=link.bridge)
@@ -252,9 +252,11 @@ def _attach(link: JobLink, init_pid: int) -> None:
     try:
         with IPRoute() as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_pid=init_pid)
-        _inside(init_pid, lambda: _configure_peer(peer, link))
+        _inside(init_pid, lambda: _configure_peer(peer, link, rate_bps))
         with IPRoute() as ipr:
             host_end = ipr.link_lookup(ifname=link.veth)[0]
+            if rate_bps is not None:
+                _shape(ipr, host_end, rate_bps)
             ipr.link("set", index=host_end, master=masters[0])
             ipr.link("set", index=host_end, state="up")
     except Exception:
@@ -264,10 +266,21 @@ def _attach(link: JobLink, init_pid: int) -> None:
         raise
 
 
-def _configure_peer(peer: str, link: JobLink) -> None:
+def _shape(ipr: IPRoute, index: int, rate_bps: int) -> None:
+    """What leaves this link goes at most rate_bps (HTB: one class, everything in it)."""
+    rate = f"{rate_bps * 8}bit"
+    ipr.tc("add", "htb", index, 0x10000, default=0x10)
+    ipr.tc("add-class", "htb", index, 0x10010, parent=0x10000, rate=rate, ceil=rate)
+
+
+def _configure_peer(peer: str, link: JobLink, rate_bps: int | None) -> None:
+    """In the job's namespace: eth0 with its address and default route; the job's uploads shaped
+    there, its downloads on the host end."""
     address = ipaddress.IPv4Interface(link.address)
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=peer)[0]
+        if rate_bps is not None:
+            _shape(ipr, index, rate_bps)
         ipr.link("set", index=index, ifname="eth0")
         ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
         ipr.link("set", index=index, state="up")

@@ -222,7 +222,7 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
         try:
             warnings = _apply_limits(job.spec, context, cgroup)
             if job.spec.network is NetworkMode.ISOLATED:
-                network.attach(job.spec.link, prepared.init_pid)
+                network.attach(job.spec.link, prepared.init_pid, job.spec.limits.net_bps)
         except (SpecError, OSError, network.NetworkError) as exc:
             _close_all(job.stdio)
             os.close(prepared.limits_set_fd)

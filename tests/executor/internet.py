@@ -18,6 +18,7 @@ HOST_ADDRESS, SERVER = "203.0.113.1", "203.0.113.2"
 PRIVATE, METADATA = "10.99.0.1", "169.254.169.254"
 NAME = "internet.test"
 PORT = 8080
+SINK_PORT = PORT + 1
 
 _SERVER = textwrap.dedent(
     """
@@ -65,7 +66,18 @@ _SERVER = textwrap.dedent(
             answer = b"\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04" + socket.inet_aton(sys.argv[2])
             sock.sendto(header + query[12:end] + answer, peer)
 
+    def sink():
+        listener = socket.create_server(("0.0.0.0", int(sys.argv[6]) + 1))
+        while True:
+            conn, _ = listener.accept()
+            size = 0
+            while chunk := conn.recv(1 << 16):
+                size += len(chunk)
+            conn.sendall(str(size).encode())
+            conn.close()
+
     threading.Thread(target=dns, daemon=True).start()
+    threading.Thread(target=sink, daemon=True).start()
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     server = socketserver.ThreadingTCPServer(("0.0.0.0", int(sys.argv[6])), Handler)
     print("serving", flush=True)

@@ -11,6 +11,7 @@ import threading
 import pytest
 from pyroute2 import IPRoute
 
+from jupyter_worker.client import ExecutorError
 from jupyter_worker.sandbox.network import isolated_problem
 from tests.executor import internet
 from tests.executor.conftest import started_daemon, wait_for
@@ -106,6 +107,47 @@ def test_two_isolated_jobs_cannot_see_each_other(world):
         seen = probe(daemon, "isolated", f"{address}:9000")
         assert seen[f"{address}:9000"] != "open"
         client.stop(server["id"], grace_s=0)
+
+
+TRANSFER = """
+import socket, sys, time, urllib.request
+start = time.perf_counter()
+if sys.argv[1] == "down":
+    size = len(urllib.request.urlopen(sys.argv[2], timeout=60).read())
+else:
+    conn = socket.create_connection((sys.argv[2], int(sys.argv[3])))
+    conn.sendall(b"x" * int(sys.argv[4]))
+    conn.shutdown(socket.SHUT_WR)
+    size = int(conn.recv(64))
+print(size, time.perf_counter() - start)
+"""
+
+
+def transfer(daemon, limits: dict, *args: str) -> tuple[int, float]:
+    with daemon.client() as client:
+        job = client.run({"command": ["python3", "-c", TRANSFER, *args], "network": "isolated", "limits": limits})
+        final = next(e["job"] for e in client.follow(job["id"]) if e["event"] == "end")
+        output = b"".join(c.data for c in client.logs(job["id"])[0]).decode()
+    assert final["status"] == "COMPLETED", (final, output)
+    size, seconds = output.split()
+    return int(size), float(seconds)
+
+
+def test_a_bandwidth_cap_holds_each_way(world):
+    daemon, _ = world
+    cap, amount = 512 << 10, 2 << 20
+    url = f"http://{internet.SERVER}:{internet.PORT}/{amount}"
+    assert transfer(daemon, {}, "down", url)[1] < 1.0
+    size, seconds = transfer(daemon, {"net_bps": cap}, "down", url)
+    assert size == amount and amount / seconds < 1.3 * cap, (size, seconds)
+    size, seconds = transfer(daemon, {"net_bps": cap}, "up", internet.SERVER, str(internet.SINK_PORT), str(amount))
+    assert size == amount and amount / seconds < 1.3 * cap, (size, seconds)
+
+
+def test_a_bandwidth_cap_on_the_hosts_network_is_refused(world):
+    daemon, _ = world
+    with daemon.client() as client, pytest.raises(ExecutorError, match="cannot be enforced on the host's network"):
+        client.run({"command": ["true"], "network": "host", "limits": {"net_bps": 1 << 20}})
 
 
 def test_none_has_only_loopback_and_host_shares_the_hosts_interfaces(world):
