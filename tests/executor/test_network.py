@@ -177,3 +177,19 @@ def test_everything_is_removed_when_the_executor_stops(users):
         "jupyter_worker"
         not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
     )
+
+
+def test_a_crashed_executors_bridge_and_rules_are_swept_by_the_next(users):
+    flags = [f"--Policy.isolated_bridge={BRIDGE}", f"--Policy.isolated_subnet={SUBNET}"]
+    with started_daemon(flags) as daemon:
+        with daemon.client() as client:
+            job = client.run({"command": ["true"], "network": "isolated"})
+            wait_for(lambda: client.get(job["id"])["status"] == "COMPLETED", what="the job")
+        daemon.kill_hard()
+        with IPRoute() as ipr:
+            assert ipr.link_lookup(ifname=BRIDGE), "kill -9 leaves the bridge behind"
+        daemon.start()
+    with IPRoute() as ipr:
+        assert not ipr.link_lookup(ifname=BRIDGE)
+    assert "jupyter_worker" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                                                  check=True).stdout  # fmt: skip
