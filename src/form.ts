@@ -74,6 +74,10 @@ export class NewJobForm extends Widget {
 
   show(): void {
     super.show();
+    this.focusCommand();
+  }
+
+  focusCommand(): void {
     this.command.focus();
   }
 

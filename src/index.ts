@@ -93,8 +93,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'New Worker Job…',
       caption: 'Start a command as a sandboxed background job',
       execute: () => {
-        app.shell.activateById(panel.id);
         panel.showForm();
+        app.shell.activateById(panel.id);
       }
     });
     app.commands.addCommand(COMMANDS.refresh, {

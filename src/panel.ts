@@ -2,6 +2,7 @@
  * The "Worker jobs" side panel: the user's jobs, live from the server's job-list stream, with
  * a status filter, sorting, paging from the server, and the new-job form.
  */
+import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
@@ -90,6 +91,14 @@ export class JobsPanel extends Widget {
 
   showForm(): void {
     this.form.show();
+  }
+
+  /** Activating the panel (its tab, the palette) puts the keyboard in the form when it is open. */
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    if (!this.form.isHidden) {
+      this.form.focusCommand();
+    }
   }
 
   dispose(): void {
