@@ -34,3 +34,18 @@ export function badge(job: Job): HTMLSpanElement {
   node.style.background = STATUS_COLOURS[job.status];
   return node;
 }
+
+/** Many changes, one redraw: draw runs at most once per animation frame. */
+export function frameThrottled(draw: () => void): () => void {
+  let pending = false;
+  return () => {
+    if (pending) {
+      return;
+    }
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      draw();
+    });
+  };
+}

@@ -7,7 +7,7 @@ import { Widget } from '@lumino/widgets';
 
 import { WorkerAPI, WorkerError } from './api';
 import { WorkFiles } from './workFiles';
-import { badge, h } from './dom';
+import { badge, frameThrottled, h } from './dom';
 import {
   Job,
   LogBuffer,
@@ -31,7 +31,7 @@ export class JobView extends Widget {
   private readonly log = new LogBuffer(2000);
   private readonly usage = new UsageSeries(60);
   private following = true;
-  private drawPending = false;
+  private readonly scheduleDraw = frameThrottled(() => this.draw());
   private readonly header: HTMLDivElement;
   private readonly facts: HTMLDListElement;
   private readonly chart: SVGSVGElement;
@@ -128,17 +128,6 @@ export class JobView extends Widget {
     if (atBottom !== this.following) {
       this.setFollowing(atBottom);
     }
-  }
-
-  private scheduleDraw(): void {
-    if (this.drawPending) {
-      return;
-    }
-    this.drawPending = true;
-    requestAnimationFrame(() => {
-      this.drawPending = false;
-      this.draw();
-    });
   }
 
   private draw(): void {

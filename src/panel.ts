@@ -7,7 +7,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { Capabilities, WorkerAPI, WorkerError } from './api';
-import { badge, h } from './dom';
+import { badge, frameThrottled, h } from './dom';
 import { NewJobForm } from './form';
 import {
   Job,
@@ -31,7 +31,7 @@ export class JobsPanel extends Widget {
   private filter: JobStatus | 'ALL' = 'ALL';
   private sort: SortKey = 'newest';
   private cursor: number | null = null;
-  private drawPending = false;
+  private readonly scheduleDraw = frameThrottled(() => this.draw());
   private readonly body: HTMLTableSectionElement;
   private readonly more: HTMLButtonElement;
   private readonly notice: HTMLDivElement;
@@ -178,17 +178,6 @@ export class JobsPanel extends Widget {
   private head(): HTMLTableSectionElement {
     const columns = ['Status', 'Job', 'Duration', 'CPU', 'Memory'];
     return h('thead', {}, h('tr', {}, ...columns.map(c => h('th', { scope: 'col' }, c))));
-  }
-
-  private scheduleDraw(): void {
-    if (this.drawPending) {
-      return;
-    }
-    this.drawPending = true;
-    requestAnimationFrame(() => {
-      this.drawPending = false;
-      this.draw();
-    });
   }
 
   private draw(): void {

@@ -50,7 +50,7 @@ class IsolatedNetwork:
         """'auto' is isolated where this host offers it and forwards IPv4 (else jobs reach nothing), else none."""
         if configured != "auto":
             return NetworkMode(configured)
-        return NetworkMode.ISOLATED if self.problem() is None and ipv4_forwarding() else NetworkMode.NONE
+        return NetworkMode.ISOLATED if ipv4_forwarding() and self.problem() is None else NetworkMode.NONE
 
     def lease(self, job_id: str) -> JobLink:
         if not self._up:
