@@ -21,7 +21,7 @@ from typing import Any
 
 from .client import Client, ExecutorError
 from .executor.app import main as executor_main
-from .jobs import text_table
+from .jobs import add_limit_flags, flag_limits, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
 from .spec import (
@@ -33,7 +33,6 @@ from .spec import (
     describe_ending,
     parse_env_assignment,
     python_prefixes,
-    requested_limits,
 )
 
 _BAD_INPUT = {"bad_request", "invalid", "ambiguous", "version"}
@@ -47,12 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-memory", type=int, metavar="MB", help="memory limit in MiB (swap excluded)")
-    parser.add_argument("--max-cpu", type=int, metavar="PCT", help="CPU limit, percent of one core (200 = two)")
-    parser.add_argument("--max-pids", type=int, metavar="N", help="most processes and threads at once")
-    parser.add_argument("--max-iobps", type=int, metavar="BPS", help="read and write bytes per second")
-    parser.add_argument("--max-netbps", type=int, metavar="BPS", help="network bytes per second each way (isolated)")
-    parser.add_argument("--timeout", metavar="DURATION", help="wall-clock limit, e.g. 30s, 10m, 1h")
+    add_limit_flags(parser)
     parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--env", action="append", default=[], metavar="K=V")
     parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
@@ -98,16 +92,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
-    timeout = args.timeout or None
-    limits = requested_limits(
-        memory_mb=args.max_memory,
-        cpu_percent=args.max_cpu,
-        pids=args.max_pids,
-        io_bps=args.max_iobps,
-        net_bps=args.max_netbps,
-        timeout=timeout,
-        timeout_label="--timeout",
-    )
+    limits = flag_limits(args)
     Limits.from_dict(limits)
     return limits
 

@@ -11,6 +11,7 @@ a list is a command. Everything goes through the executor (jupyter_worker.client
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import sys
@@ -118,6 +119,29 @@ class Job:
         if self._record["status"] != "COMPLETED":
             raise JobFailed(self._record)
         return self._record
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The --max-* and --timeout flags, as the CLI and the magics both take them."""
+    parser.add_argument("--max-memory", type=int, metavar="MB", help="memory limit in MiB (swap excluded)")
+    parser.add_argument("--max-cpu", type=int, metavar="PCT", help="CPU limit, percent of one core (200 = two)")
+    parser.add_argument("--max-pids", type=int, metavar="N", help="most processes and threads at once")
+    parser.add_argument("--max-iobps", type=int, metavar="BPS", help="read and write bytes per second")
+    parser.add_argument("--max-netbps", type=int, metavar="BPS", help="network bytes per second each way (isolated)")
+    parser.add_argument("--timeout", metavar="DURATION", help="wall-clock limit, e.g. 30s, 10m, 1h")
+
+
+def flag_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The limits those flags ask for (those not given are left to the executor)."""
+    return requested_limits(
+        memory_mb=args.max_memory,
+        cpu_percent=args.max_cpu,
+        pids=args.max_pids,
+        io_bps=args.max_iobps,
+        net_bps=args.max_netbps,
+        timeout=args.timeout or None,
+        timeout_label="--timeout",
+    )
 
 
 def python_code(code: str) -> list[str]:

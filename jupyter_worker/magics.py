@@ -24,8 +24,18 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from .client import Client, ExecutorError
-from .jobs import TABLE_COLUMNS, Job, JobFailed, job_request, python_code, table_row, text_table
-from .spec import SpecError, describe_ending, parse_env_assignment, requested_limits
+from .jobs import (
+    TABLE_COLUMNS,
+    Job,
+    JobFailed,
+    add_limit_flags,
+    flag_limits,
+    job_request,
+    python_code,
+    table_row,
+    text_table,
+)
+from .spec import SpecError, describe_ending, parse_env_assignment
 from .widgets import JobWidget
 
 
@@ -36,12 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _limit_parser(prog: str) -> _Parser:
     parser = _Parser(prog=prog, add_help=False)
-    parser.add_argument("--max-memory", type=int, metavar="MB")
-    parser.add_argument("--max-cpu", type=int, metavar="PCT")
-    parser.add_argument("--max-pids", type=int, metavar="N")
-    parser.add_argument("--max-iobps", type=int, metavar="BPS")
-    parser.add_argument("--max-netbps", type=int, metavar="BPS")
-    parser.add_argument("--timeout", metavar="DURATION")
+    add_limit_flags(parser)
     parser.add_argument("--network", choices=["none", "host", "isolated"])
     parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
     parser.add_argument("--env", action="append", default=[], metavar="K=V")
@@ -51,18 +56,8 @@ def _limit_parser(prog: str) -> _Parser:
 
 
 def _request(args: argparse.Namespace, command: list[str]) -> dict:
-    timeout = args.timeout or None
-    limits = requested_limits(
-        memory_mb=args.max_memory,
-        cpu_percent=args.max_cpu,
-        pids=args.max_pids,
-        io_bps=args.max_iobps,
-        net_bps=args.max_netbps,
-        timeout=timeout,
-        timeout_label="--timeout",
-    )
     env = dict(parse_env_assignment(e) for e in args.env)
-    return job_request(command, limits, env=env, mounts=args.mount, network=args.network, name=args.name)
+    return job_request(command, flag_limits(args), env=env, mounts=args.mount, network=args.network, name=args.name)
 
 
 def widget_frontend(shell: object) -> bool:
