@@ -30,10 +30,10 @@ class IsolatedNetwork:
     def __init__(self, policy: Policy):
         try:
             subnet = ipaddress.IPv4Network(policy.isolated_subnet)
-            for rule in [*policy.egress_allow, *policy.egress_deny]:
-                parse_rule(rule)
         except ValueError as exc:
             raise ValueError(f"Policy.isolated_subnet: {exc}") from None
+        for rule in [*policy.egress_allow, *policy.egress_deny]:
+            parse_rule(rule)
         dns = policy.isolated_dns if policy.isolated_dns is not None else host_nameservers()
         self.bridge = Bridge(policy.isolated_bridge, subnet, list(dns), list(policy.egress_allow),
                              list(policy.egress_deny))  # fmt: skip
@@ -80,8 +80,9 @@ class IsolatedNetwork:
         self.leases.pop(job_id, None)
 
     def sweep(self) -> None:
-        """After a restart: veths on the bridge that belong to no running job (a crash's remains)."""
-        if self.problem() is None and _off_loop(self.bridge.exists):
+        """After a restart: veths on the bridge that belong to no running job (a crash's remains).
+        Only a netlink lookup at start: no bridge, nothing to sweep (and no support probe)."""
+        if _off_loop(self.bridge.exists):
             keep = {link.veth for link in self.leases.values()}
             _off_loop(lambda: self.bridge.remove_links(self.bridge.leftovers(keep)))
             self._up = True
