@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -77,15 +78,19 @@ def no_residue_after_suite():
 
 @pytest.fixture(scope="session")
 def users():
-    """Three real local users; carol is in the viewer group. Removed after the session."""
+    """Three real local users with homes of their own (JupyterHub spawns servers in them); carol is
+    in the viewer group. Removed after the session."""
     if not is_root():
         pytest.skip("needs root to create users")
     _remove_test_users()
+    homes = tempfile.mkdtemp(prefix="jupyter-worker-homes-")
+    os.chmod(homes, 0o755)
     for group in (VIEWERS, ADMINS):
         subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
     for name in USERS:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            ["useradd", "--system", "--create-home", "--home-dir", os.path.join(homes, name),
+             "--shell", "/usr/sbin/nologin", name],
             check=True, capture_output=True,
         )  # fmt: skip
     subprocess.run(["usermod", "-aG", VIEWERS, "jwtest-carol"], check=True, capture_output=True)
@@ -93,6 +98,7 @@ def users():
         yield {name: pwd.getpwnam(name) for name in USERS}
     finally:
         _remove_test_users()
+        shutil.rmtree(homes, ignore_errors=True)
 
 
 def _remove_test_users() -> None:

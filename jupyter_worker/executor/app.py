@@ -12,7 +12,7 @@ import os
 import resource
 import signal
 
-from traitlets import Bool, Int, Unicode
+from traitlets import Bool, Int, TraitError, Unicode
 from traitlets.config import Application
 
 from ..sandbox import Sandbox
@@ -62,13 +62,17 @@ class ExecutorApp(Application):
         if os.geteuid() != 0:
             self.log.critical("the executor must run as root")
             self.exit(2)
+        try:
+            policy = Policy(parent=self)
+        except TraitError as exc:
+            self.log.critical("configuration: %s", exc)
+            self.exit(2)
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        asyncio.run(self.serve())
+        asyncio.run(self.serve(policy))
 
-    async def serve(self) -> None:
+    async def serve(self, policy: Policy) -> None:
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
-        policy = Policy(parent=self)
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()

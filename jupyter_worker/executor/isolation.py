@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from ..protocol import ProtocolError
 from ..sandbox.launch_spec import JobLink
-from ..sandbox.network import Bridge, NetworkError, host_nameservers, ipv4_forwarding, isolated_problem, parse_rule
+from ..sandbox.network import Bridge, NetworkError, host_nameservers, ipv4_forwarding, isolated_problem
 from ..spec import NetworkMode
 from .policy import Policy
 
@@ -28,12 +28,7 @@ def _off_loop(action: Callable[[], T]) -> T:
 
 class IsolatedNetwork:
     def __init__(self, policy: Policy):
-        try:
-            subnet = ipaddress.IPv4Network(policy.isolated_subnet)
-        except ValueError as exc:
-            raise ValueError(f"Policy.isolated_subnet: {exc}") from None
-        for rule in [*policy.egress_allow, *policy.egress_deny]:
-            parse_rule(rule)
+        subnet = ipaddress.IPv4Network(policy.isolated_subnet)
         dns = policy.isolated_dns if policy.isolated_dns is not None else host_nameservers()
         self.bridge = Bridge(policy.isolated_bridge, subnet, list(dns), list(policy.egress_allow),
                              list(policy.egress_deny))  # fmt: skip

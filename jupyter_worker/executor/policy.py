@@ -7,12 +7,40 @@ the seed's worker.* keys.
 
 from __future__ import annotations
 
+import grp
+import ipaddress
 import os
+import pwd
+from dataclasses import dataclass
+from typing import Any
 
-from traitlets import Float, Int, List, Unicode
+from traitlets import Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from ..sandbox.network import parse_rule
 from ..spec import JobRequest, Limits, NetworkMode, SpecError
+
+MAXIMA = {
+    "memory_mb": ("max_memory_limit", "memory limit", "MiB"),
+    "cpu_percent": ("max_cpu_limit", "CPU limit", "%"),
+    "io_bps": ("max_io_limit", "I/O limit", "bytes/s"),
+    "net_bps": ("max_net_limit", "network limit", "bytes/s"),
+    "pids": ("max_pids_limit", "process limit", ""),
+    "timeout_s": ("max_job_timeout", "timeout", "s"),
+}
+ALLOWANCE_KEYS = ("max_jobs", *(setting for setting, _, _ in MAXIMA.values()))
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What one user may use: concurrent jobs (0: no cap of their own) and a maximum per limit
+    (None: no maximum), after their own entry, their groups' entries and the global settings."""
+
+    max_jobs: int
+    maxima: dict[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_jobs": self.max_jobs, **self.maxima}
 
 
 class Policy(Configurable):
@@ -30,12 +58,23 @@ class Policy(Configurable):
     max_memory_limit = Int(None, allow_none=True, help="highest memory limit a job may ask for (MiB)").tag(config=True)
     max_io_limit = Int(None, allow_none=True, help="highest I/O limit a job may ask for (bytes/s)").tag(config=True)
     max_pids_limit = Int(None, allow_none=True, help="highest process limit a job may ask for").tag(config=True)
+    max_net_limit = Int(None, allow_none=True, help="highest network bandwidth a job may ask for (bytes/s)").tag(
+        config=True
+    )
     job_timeout = Float(3600.0, help="timeout of a job that asks for none (seconds)").tag(config=True)
     max_job_timeout = Float(86400.0, help="longest timeout a job may ask for (seconds)").tag(config=True)
     max_concurrent_jobs = Int(max(2, 2 * (os.cpu_count() or 1)), help="jobs running at once; the rest wait").tag(
         config=True
     )
     max_jobs_per_user = Int(0, help="jobs one user may run at once (0: no cap beyond the global one)").tag(config=True)
+    user_limits = Dict(
+        help="per user name, what overrides the global settings for them: max_jobs and any max_* limit "
+        "(None: no maximum), e.g. {'alice': {'max_jobs': 8, 'max_memory_limit': 16384}}"
+    ).tag(config=True)
+    group_limits = Dict(
+        help="per group name, the same keys; a member of several groups gets the largest value of each, "
+        "and a user's own entry wins over their groups'"
+    ).tag(config=True)
     allowed_commands = List(
         Unicode(), default_value=None, allow_none=True, help="program names a job may start (None: any)"
     ).tag(config=True)
@@ -66,10 +105,57 @@ class Policy(Configurable):
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
 
-    def limits_for(self, request: JobRequest) -> Limits:
-        """The request's limits with defaults (capped at the maxima) filled in; a value above a
-        maximum is refused."""
-        asked = dict(request.limits)
+    @validate("default_network")
+    def _check_network(self, proposal: Any) -> str:
+        if proposal["value"] not in ("auto", *(mode.value for mode in NetworkMode)):
+            raise TraitError(f"Policy.default_network: {proposal['value']!r} is not none, host, isolated or auto")
+        return proposal["value"]
+
+    @validate("isolated_subnet")
+    def _check_subnet(self, proposal: Any) -> str:
+        try:
+            ipaddress.IPv4Network(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"Policy.isolated_subnet: {exc}") from None
+        return proposal["value"]
+
+    @validate("egress_allow", "egress_deny")
+    def _check_rules(self, proposal: Any) -> list:
+        for rule in proposal["value"]:
+            try:
+                parse_rule(rule)
+            except SpecError as exc:
+                raise TraitError(f"Policy.{proposal['trait'].name}: {exc}") from None
+        return proposal["value"]
+
+    @validate("user_limits", "group_limits")
+    def _check_allowances(self, proposal: Any) -> dict:
+        what, keys = proposal["trait"].name, ", ".join(ALLOWANCE_KEYS)
+        for name, entry in proposal["value"].items():
+            if not isinstance(entry, dict):
+                raise TraitError(f"Policy.{what}[{name!r}]: a dict of {keys}")
+            for key, value in entry.items():
+                if key not in ALLOWANCE_KEYS:
+                    raise TraitError(f"Policy.{what}[{name!r}]: unknown key {key!r}; one of {keys}")
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                    raise TraitError(f"Policy.{what}[{name!r}][{key!r}]: a number >= 0, or None for no maximum")
+        return proposal["value"]
+
+    def allowance(self, user: str) -> Allowance:
+        """The user's own entry wins; else the most generous of their groups' entries; else the global value."""
+        chosen: dict[str, Any] = {"max_jobs": self.max_jobs_per_user}
+        chosen |= {setting: getattr(self, setting) for setting, _, _ in MAXIMA.values()}
+        groups = [self.group_limits[g] for g in _groups_of(user) if g in self.group_limits]
+        for key in ALLOWANCE_KEYS:
+            values = [entry[key] for entry in groups if key in entry]
+            if values:
+                chosen[key] = _most_generous(key, values)
+        chosen |= self.user_limits.get(user, {})
+        return Allowance(int(chosen.pop("max_jobs") or 0), chosen)
+
+    def limits_for(self, request: JobRequest, allowance: Allowance) -> Limits:
+        """The request's limits with defaults (capped at the user's maxima) filled in; a value above
+        a maximum is refused."""
         defaults = {
             "memory_mb": self.default_memory_limit,
             "cpu_percent": self.default_cpu_limit,
@@ -77,19 +163,13 @@ class Policy(Configurable):
             "pids": self.default_pids_limit,
             "timeout_s": self.job_timeout,
         }
-        maxima = {
-            "memory_mb": (self.max_memory_limit, "memory limit", "MiB"),
-            "cpu_percent": (self.max_cpu_limit, "CPU limit", "%"),
-            "io_bps": (self.max_io_limit, "I/O limit", "bytes/s"),
-            "pids": (self.max_pids_limit, "process limit", ""),
-            "timeout_s": (self.max_job_timeout, "timeout", "s"),
-        }
-        for key, (maximum, _, _) in maxima.items():
-            if maximum is not None and (defaults[key] is None or defaults[key] > maximum):
+        for key, (setting, _, _) in MAXIMA.items():
+            maximum = allowance.maxima[setting]
+            if maximum is not None and key in defaults and (defaults[key] is None or defaults[key] > maximum):
                 defaults[key] = maximum
-        limits = Limits.from_dict({**{k: v for k, v in defaults.items() if v is not None}, **asked})
-        for key, (maximum, what, unit) in maxima.items():
-            value = getattr(limits, key)
+        limits = Limits.from_dict({**{k: v for k, v in defaults.items() if v is not None}, **request.limits})
+        for key, (setting, what, unit) in MAXIMA.items():
+            maximum, value = allowance.maxima[setting], getattr(limits, key)
             if maximum is not None and value is not None and value > maximum:
                 raise SpecError(f"{what}: {value:g}{unit} is above the maximum of {maximum:g}{unit}")
         return limits
@@ -100,3 +180,24 @@ class Policy(Configurable):
 
     def network_for(self, request: JobRequest, default: NetworkMode) -> NetworkMode:
         return request.network or default
+
+
+def _most_generous(key: str, values: list[Any]) -> Any:
+    if key == "max_jobs":
+        return 0 if 0 in values else max(values)
+    return None if None in values else max(values)
+
+
+def _groups_of(user: str) -> list[str]:
+    """The user's groups by name (primary and supplementary); none for a name without an account."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return []
+    names = []
+    for gid in os.getgrouplist(user, entry.pw_gid):
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return names

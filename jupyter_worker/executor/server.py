@@ -145,7 +145,7 @@ class Server:
             executor.delete(caller, request.get("job_id"))
             return {}
         if op == "capabilities":
-            return {"policy": _policy(executor)}
+            return {"policy": _policy(executor, caller)}
         raise ProtocolError("bad_request", f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
 
     async def _stream(self, caller: Caller, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
@@ -178,10 +178,14 @@ def _grace(request: dict[str, Any]) -> float | None:
     return grace
 
 
-def _policy(executor: Executor) -> dict[str, Any]:
+def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
+    """The settings as they apply to this caller: their own maxima and cap, not everyone's entries."""
     policy = executor.policy
     settings = {name: getattr(policy, name) for name in policy.trait_names() if policy.trait_metadata(name, "config")}
-    return {**settings, "network_modes": executor.network.modes()}
+    del settings["user_limits"], settings["group_limits"]
+    allowance = policy.allowance(caller.name).to_dict()
+    settings["max_jobs_per_user"] = allowance.pop("max_jobs")
+    return {**settings, **allowance, "network_modes": executor.network.modes()}
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:

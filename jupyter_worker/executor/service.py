@@ -96,7 +96,7 @@ class Executor:
         if caller.role == "viewer":
             raise ProtocolError("forbidden", "viewers may read jobs but not run them")
         self.policy.check_command(request.command)
-        limits = self.policy.limits_for(request)
+        limits = self.policy.limits_for(request, self.policy.allowance(request.owner or caller.name))
         network = self.policy.network_for(request, self.network.default_mode(self.policy.default_network))
         if network is NetworkMode.ISOLATED and self.network.problem():
             raise ProtocolError("unsupported", f"network 'isolated' is not available here: {self.network.problem()}")
@@ -261,20 +261,22 @@ class Executor:
     # ---- scheduling and supervision
 
     def schedule(self) -> None:
-        """Start queued jobs, oldest first, while the global and per-user caps allow."""
+        """Start queued jobs, oldest first, while the global cap and each owner's own cap allow."""
         running = self.store.with_status(JobStatus.RUNNING)
-        per_user: dict[int, int] = {}
+        per_user: dict[str, int] = {}
         for record in running:
-            per_user[record.owner_uid] = per_user.get(record.owner_uid, 0) + 1
+            per_user[record.owner] = per_user.get(record.owner, 0) + 1
+        caps: dict[str, int] = {}
         slots = self.policy.max_concurrent_jobs - len(running)
         for record in self.store.with_status(JobStatus.QUEUED):
             if slots <= 0:
                 break
-            cap = self.policy.max_jobs_per_user
-            if cap and per_user.get(record.owner_uid, 0) >= cap:
+            if record.owner not in caps:
+                caps[record.owner] = self.policy.allowance(record.owner).max_jobs
+            if caps[record.owner] and per_user.get(record.owner, 0) >= caps[record.owner]:
                 continue
             self._launch(record)
-            per_user[record.owner_uid] = per_user.get(record.owner_uid, 0) + 1
+            per_user[record.owner] = per_user.get(record.owner, 0) + 1
             slots -= 1
 
     def _launch(self, record: JobRecord) -> None:

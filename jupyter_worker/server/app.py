@@ -2,7 +2,8 @@
 
 It talks to the executor only through jupyter_worker.client. With no executor answering and the
 server running as root, it starts one as its child (state under the Jupyter data dir) and stops it
-at shutdown; jobs keep running and are reattached by the next executor.
+at shutdown; jobs keep running and are reattached by the next executor. Under JupyterHub, running
+jobs count as the server's activity, and the admin chooses whether the user's jobs outlive it.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ import asyncio
 import datetime
 import os
 import pwd
+import signal
 import subprocess
 import sys
 import time
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Enum, Float, Unicode, default
 
 from ..client import AsyncClient, ExecutorError, ExecutorUnavailable, socket_path
 from .handlers import handlers
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
-ACTIVITY_CHECK_S = 30.0
+UNFINISHED = ["RUNNING", "QUEUED"]
+HUB_AUTHORIZER = "jupyter_worker.server.hub.WorkerHubAuthorizer"
 
 
 class JupyterWorker(ExtensionApp):
@@ -40,6 +43,15 @@ class JupyterWorker(ExtensionApp):
     default_network = Unicode("", help="network mode a UI should preselect (empty: the executor's default)").tag(
         config=True
     )
+    activity_interval = Float(
+        30.0, help="seconds between looks for running jobs, each of which counts as activity of this server"
+    ).tag(config=True)
+    jobs_on_server_stop = Enum(
+        ["keep", "stop"],
+        "keep",
+        help="what this server's stop does to its user's running and queued jobs: keep (they run on and "
+        "show again at the next start) or stop",
+    ).tag(config=True)
 
     @default("socket")
     def _default_socket(self) -> str:
@@ -61,6 +73,11 @@ class JupyterWorker(ExtensionApp):
         self.handlers.extend(handlers())
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
+        self._warn_if_hub_scopes_unused(serverapp)
+        if self.jobs_on_server_stop == "stop" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            # JupyterHub stops a server with SIGINT, which a server with no terminal takes as a
+            # KeyboardInterrupt that skips the shutdown hooks; make it the orderly stop SIGTERM is.
+            signal.signal(signal.SIGINT, serverapp._signal_stop)
         await self.ensure_executor()
         self._activity = asyncio.create_task(self._track_activity())
 
@@ -105,7 +122,7 @@ class JupyterWorker(ExtensionApp):
     async def note_activity(self) -> None:
         """Running jobs count as activity, so JupyterHub's idle culler spares this server."""
         try:
-            jobs, _ = await self.client.list(status=["RUNNING", "QUEUED"], limit=1, owner=self.owner_filter())
+            jobs, _ = await self.client.list(status=UNFINISHED, limit=1, owner=self.owner_filter())
         except ExecutorError:
             return
         if jobs:
@@ -114,7 +131,25 @@ class JupyterWorker(ExtensionApp):
     async def _track_activity(self) -> None:
         while True:
             await self.note_activity()
-            await asyncio.sleep(ACTIVITY_CHECK_S)
+            await asyncio.sleep(self.activity_interval)
+
+    def _warn_if_hub_scopes_unused(self, serverapp) -> None:
+        authorizer = type(serverapp.authorizer)
+        ours = f"{authorizer.__module__}.{authorizer.__name__}" == HUB_AUTHORIZER
+        if os.environ.get("JUPYTERHUB_API_TOKEN") and not ours:
+            self.log.warning("jupyter-worker: under JupyterHub without %s, anyone with access to this server may "
+                             "run and stop its jobs (docs/jupyterhub.md)", HUB_AUTHORIZER)  # fmt: skip
+
+    async def _stop_unfinished_jobs(self) -> None:
+        """The admin's choice `jobs_on_server_stop = "stop"`: the user's jobs end with the server."""
+        try:
+            jobs, _ = await self.client.list(status=UNFINISHED, limit=1000, owner=self.owner_filter())
+            for job in jobs:
+                await self.client.stop(job["id"])
+        except ExecutorError as exc:
+            self.log.error("jupyter-worker: could not stop the jobs at shutdown: %s", exc)
+            return
+        self.log.info("jupyter-worker: stopped %d running or queued job(s) with the server", len(jobs))
 
     @property
     def owner(self) -> str:
@@ -129,6 +164,8 @@ class JupyterWorker(ExtensionApp):
         task = getattr(self, "_activity", None)
         if task is not None:
             task.cancel()
+        if self.jobs_on_server_stop == "stop":
+            await self._stop_unfinished_jobs()
         await self.client.close()
         if self.embedded is not None and self.embedded.poll() is None:
             self.embedded.terminate()

@@ -1,8 +1,10 @@
 """REST and websocket handlers of the server extension (docs: jupyter_worker/server/openapi.yaml).
 
 Every handler is authenticated and authorized through jupyter_server with auth_resource "worker":
-GET is read, POST and DELETE are write, the websockets are execute; a JupyterHub deployment can
-grant each by scope. A client's mistake gets a 4xx JSON error {"message", "reason"}.
+GET and the websockets (they only watch) are read, POST and DELETE are write; under JupyterHub the
+hub's scopes grant each (server/hub.py). Reads do not count as the server's activity, so a
+dashboard polling jobs does not keep an idle server from being culled; running jobs do (app.py).
+A client's mistake gets a 4xx JSON error {"message", "reason"}.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class WorkerHandler(ExtensionHandlerMixin, APIHandler):
         return self.worker.client
 
     async def prepare(self) -> None:
+        self._track_activity = self.request.method not in ("GET", "HEAD")
         await super().prepare()
         await self.worker.ensure_executor()
 
@@ -232,9 +235,7 @@ class _Stream(ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler,
         return self.settings["jupyter_worker"]
 
     async def pre_get(self) -> None:
-        authorized_ = await ensure_async(
-            self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
-        )
+        authorized_ = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
         if not authorized_:
             raise web.HTTPError(403)
 

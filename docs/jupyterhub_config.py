@@ -1,0 +1,70 @@
+"""JupyterHub with jupyter-worker: local users, one system executor, access to jobs by scope.
+
+Copy to /etc/jupyterhub/jupyterhub_config.py and fill in the users; docs/jupyterhub.md explains
+each part. The project's hub tests (tests/hub) load this very file.
+"""
+
+import os
+import sys
+
+c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
+
+# --- Users: local accounts log in with their passwords; each gets a server running as themselves.
+c.JupyterHub.authenticator_class = "pam"
+c.JupyterHub.spawner_class = "localprocess"
+c.Authenticator.allowed_users = {"alice", "bob"}
+
+# --- Single-user servers: they reach the node's executor on its socket as their own uid, and the
+# hub's scopes decide who may read or run jobs through their REST API.
+c.Spawner.default_url = "/lab"
+c.Spawner.args = ["--ServerApp.authorizer_class=jupyter_worker.server.hub.WorkerHubAuthorizer"]
+c.Spawner.environment = {
+    "JUPYTER_WORKER_SOCKET": "/run/jupyter-worker/executor.sock",
+    # how often a server reports its activity (running jobs included) to the hub
+    "JUPYTERHUB_ACTIVITY_INTERVAL": "60",
+}
+# Browser sessions act for the server's owner: the hub gives them the owner's own worker scopes.
+c.Spawner.oauth_client_allowed_scopes = ["custom:jupyter-worker:run"]
+
+# --- Scopes: read = list, status, logs, /work files, live streams; run = also run, stop, delete.
+c.JupyterHub.custom_scopes = {
+    "custom:jupyter-worker:read": {
+        "description": "See jobs of a server: list, status, logs, /work files.",
+    },
+    "custom:jupyter-worker:run": {
+        "description": "Run, stop and delete jobs on a server, and see them.",
+        "subscopes": ["custom:jupyter-worker:read"],
+    },
+}
+
+c.JupyterHub.load_roles = [
+    # every user runs jobs on their own servers (the default user role is just "self")
+    {"name": "user", "scopes": ["self", "custom:jupyter-worker:run!user"]},
+    # example of a read-only grant: carol watches alice's jobs, and can do nothing else there
+    # {"name": "alice-jobs-reader", "users": ["carol"],
+    #  "scopes": ["access:servers!user=alice", "custom:jupyter-worker:read!user=alice"]},
+    {
+        "name": "idle-culler",
+        "services": ["idle-culler"],
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    },
+]
+
+# --- Idle culling: servers idle for an hour are stopped; running jobs count as activity.
+c.JupyterHub.services = [
+    {
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"],
+    },
+]
+
+# --- A dashboard service that reads every user's jobs (its token from the environment).
+if os.environ.get("JOBS_DASHBOARD_TOKEN"):
+    c.JupyterHub.services.append({"name": "jobs-dashboard", "api_token": os.environ["JOBS_DASHBOARD_TOKEN"]})
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "jobs-dashboard",
+            "services": ["jobs-dashboard"],
+            "scopes": ["list:users", "read:servers", "access:servers", "custom:jupyter-worker:read"],
+        }
+    )

@@ -1,0 +1,57 @@
+"""Under JupyterHub, the hub's custom scopes decide who may read and who may run a server's jobs.
+
+Set `c.ServerApp.authorizer_class = "jupyter_worker.server.hub.WorkerHubAuthorizer"` in the
+single-user servers (docs/jupyterhub.md). A token reaches the worker routes of alice's server only
+with `custom:jupyter-worker:read` (list, status, logs, /work files, the websockets) or
+`custom:jupyter-worker:run` (also run, stop, delete), filtered to `!user=alice` or
+`!server=alice/NAME` or unfiltered. Whoever is not alice reaches nothing else on her server: the
+access:servers scope a read-only role needs would otherwise open her files, kernels and terminals.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyterhub.singleuser.extension import JupyterHubAuthorizer
+from traitlets import Bool
+
+from .handlers import AUTH_RESOURCE
+
+READ_SCOPE = "custom:jupyter-worker:read"
+RUN_SCOPE = "custom:jupyter-worker:run"
+
+
+class WorkerHubAuthorizer(JupyterHubAuthorizer):
+    others_reach_only_jobs = Bool(
+        True,
+        help="users and services other than the server's owner reach only its worker routes, as their "
+        "scopes allow; False leaves every other route to JupyterHub's access:servers check",
+    ).tag(config=True)
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        if not super().is_authorized(handler, user, action, resource):
+            return False
+        if resource != AUTH_RESOURCE:
+            return _is_owner(user.hub_user) or not self.others_reach_only_jobs
+        scope = READ_SCOPE if action == "read" else RUN_SCOPE
+        allowed = bool(self.hub_auth.check_scopes(_on_this_server(scope), user.hub_user))
+        if not allowed:
+            self.log.info("jupyter-worker: %s %s lacks %s for this server", user.hub_user.get("kind"),
+                          user.hub_user.get("name"), scope)  # fmt: skip
+        return allowed
+
+
+def _owner() -> tuple[str, str]:
+    return os.environ.get("JUPYTERHUB_USER", ""), os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+
+
+def _is_owner(hub_user: dict[str, Any]) -> bool:
+    return hub_user.get("kind") == "user" and hub_user.get("name") == _owner()[0]
+
+
+def _on_this_server(scope: str) -> set[str]:
+    """The scope filtered to this server; a held scope that is unfiltered or names this user or
+    server matches, one naming anybody else does not."""
+    user, server = _owner()
+    return {f"{scope}!user={user}", f"{scope}!server={user}/{server}"}
