@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -82,6 +84,13 @@ def users():
     in the viewer group. Removed after the session."""
     if not is_root():
         pytest.skip("needs root to create users")
+    with local_users() as entries:
+        yield entries
+
+
+@contextlib.contextmanager
+def local_users() -> Iterator[dict[str, pwd.struct_passwd]]:
+    """The test users and groups, made for the block and removed after it (also by bench/hub.py)."""
     _remove_test_users()
     homes = tempfile.mkdtemp(prefix="jupyter-worker-homes-")
     os.chmod(homes, 0o755)

@@ -57,7 +57,7 @@ def world(users):
     net.start()
     listener = socket.create_server(("0.0.0.0", 0))
     port = listener.getsockname()[1]
-    threading.Thread(target=lambda: [listener.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
+    threading.Thread(target=_accept_until_closed, args=(listener,), daemon=True).start()
     flags = [f"--Policy.isolated_bridge={BRIDGE}", f"--Policy.isolated_subnet={SUBNET}",
              f"--Policy.isolated_dns=['{internet.SERVER}']"]  # fmt: skip
     try:
@@ -66,6 +66,15 @@ def world(users):
     finally:
         listener.close()
         net.stop()
+
+
+def _accept_until_closed(listener: socket.socket) -> None:
+    """Accept and drop connections (a reachable service) until the fixture closes the listener."""
+    while True:
+        try:
+            listener.accept()[0].close()
+        except OSError:
+            return
 
 
 def probe(daemon, network: str, *targets: str) -> dict[str, str]:

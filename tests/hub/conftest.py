@@ -38,6 +38,7 @@ load_subconfig({guide!r})
 c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
 c.ConfigurableHTTPProxy.command = [{proxy!r}]
 c.ConfigurableHTTPProxy.pid_file = {folder!r} + "/proxy.pid"
 c.JupyterHub.db_url = "sqlite:///" + {folder!r} + "/jupyterhub.sqlite"
@@ -73,11 +74,14 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
 class Hub:
     def __init__(self, executor_socket: str):
         self.folder = tempfile.mkdtemp(prefix="jupyter-worker-hub-")
-        self.port = free_port()
-        self.admin_token, self.runner_token, self.dashboard_token = (secrets.token_hex(16) for _ in range(3))
+        self.port, self.proxy_api_port = free_port(), free_port()
+        self.admin_token, self.runner_token, self.dashboard_token, self.proxy_token = (
+            secrets.token_hex(16) for _ in range(4)
+        )
         config = TEST_CONFIG.format(
-            guide=str(GUIDE_CONFIG), port=self.port, hub_port=free_port(), proxy_api_port=free_port(),
-            proxy=str(PROXY), folder=self.folder, users={ALICE, BOB, CAROL}, socket=executor_socket,
+            guide=str(GUIDE_CONFIG), port=self.port, hub_port=free_port(), proxy_api_port=self.proxy_api_port,
+            proxy=str(PROXY), proxy_token=self.proxy_token, folder=self.folder, users={ALICE, BOB, CAROL},
+            socket=executor_socket,
             cull=CULL_TIMEOUT_S, admin=self.admin_token, runner=self.runner_token, alice=ALICE, bob=BOB, carol=CAROL,
         )  # fmt: skip
         config_file = os.path.join(self.folder, "jupyterhub_config.py")
@@ -110,10 +114,10 @@ class Hub:
     def log_text(self) -> str:
         return Path(self.folder, "hub.log").read_text(errors="replace")[-6000:]
 
-    def request(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        """A request through the proxy, as a script would make it (token header, JSON body)."""
+    def request(self, method: str, path: str, token: str, body: Any = None, base: str | None = None) -> tuple[int, Any]:
+        """A request through the proxy (or to `base`), as a script would make it (token header, JSON body)."""
         request = urllib.request.Request(
-            f"{self.url}{path}", method=method, headers={"Authorization": f"token {token}"},
+            f"{base or self.url}{path}", method=method, headers={"Authorization": f"token {token}"},
             data=json.dumps(body).encode() if body is not None else None,
         )  # fmt: skip
         try:
@@ -133,6 +137,13 @@ class Hub:
                                                                                      else {})})  # fmt: skip
         assert code == 201, reply
         return reply["token"]
+
+    def route_target(self, user: str) -> str:
+        """Where the proxy sends /user/NAME/: the server itself, for calls that bypass the proxy."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.proxy_api_port}/api/routes",
+                                         headers={"Authorization": f"token {self.proxy_token}"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())[f"/user/{user}"]["target"]
 
     def server(self, user: str) -> dict | None:
         return self.api("GET", f"users/{user}")[1]["servers"].get("")
