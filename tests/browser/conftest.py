@@ -3,6 +3,7 @@ through Playwright. Screenshots go to test-artifacts/ (or $JUPYTER_WORKER_ARTIFA
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,9 +13,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.server.test_multi_user import free_port
 
@@ -93,8 +95,6 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(users):
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (dev/test does)")
     running = Lab()
     try:
         yield running
@@ -102,18 +102,21 @@ def lab(users):
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(lab):
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium under Playwright (Playwright's own browser download is not used)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (dev/test does)")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield chromium
+            yield launched
         finally:
-            chromium.close()
+            launched.close()
 
 
-@pytest.fixture
-def page(browser, request):
+@contextlib.contextmanager
+def screenshotted_page(browser: Browser, name: str) -> Iterator[Page]:
     """A fresh browser page; a screenshot of it is kept under the test's name, pass or fail."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     opened = context.new_page()
@@ -121,8 +124,20 @@ def page(browser, request):
         yield opened
     finally:
         os.makedirs(ARTIFACTS, exist_ok=True)
-        opened.screenshot(path=os.path.join(ARTIFACTS, f"{request.node.name}.png"), full_page=True)
+        opened.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
         context.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser, request):
+    with screenshotted_page(browser, request.node.name) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.executor.conftest import started_daemon
+from tests.executor.conftest import started_daemon, wait_for
 from tests.server.test_multi_user import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,13 +162,11 @@ class Hub:
         self.wait(lambda: self.server(user) is None, 60, f"{user}'s server to stop")
 
     def wait(self, predicate, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}\n{self.log_text()}")
+        """wait_for, with the hub's log when it times out."""
+        try:
+            return wait_for(predicate, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_text()}") from None
 
     def websocket(self, user: str, path: str, token: str, until: str) -> tuple[int, list[dict]]:
         """Open a worker websocket through the proxy and read messages until one of type `until`."""

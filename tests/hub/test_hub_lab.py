@@ -3,13 +3,12 @@ Worker panel: the browser's session token carries the worker scope the guide's c
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser.conftest import ARTIFACTS, CHROMIUM
+from tests.browser.conftest import chromium, screenshotted_page
 from tests.hub.conftest import ALICE
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
@@ -28,18 +27,9 @@ def jp_server_cleanup():
 
 @pytest.fixture
 def page(hub, request):
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (dev/test does)")
     subprocess.run(["chpasswd"], input=f"{ALICE}:{PASSWORD}", text=True, check=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        opened = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        try:
-            yield opened
-        finally:
-            os.makedirs(ARTIFACTS, exist_ok=True)
-            opened.screenshot(path=os.path.join(ARTIFACTS, f"{request.node.name}.png"), full_page=True)
-            browser.close()
+    with chromium() as browser, screenshotted_page(browser, request.node.name) as opened:
+        yield opened
 
 
 def test_a_user_logs_in_and_runs_a_job_from_the_panel_as_themselves(hub, page, users):
