@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import grp
+import logging
 import os
 import pwd
 import socket
@@ -44,7 +45,14 @@ class Server:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        os.makedirs(os.path.dirname(self.socket_path), mode=0o755, exist_ok=True)
+        folder = os.path.dirname(self.socket_path)
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            os.chmod(folder, 0o755)  # whatever the umask: every local user connects here
+        elif not os.stat(folder).st_mode & 0o001:
+            logging.getLogger(__name__).warning(
+                "%s is not searchable by other users: only root can reach the socket in it", folder
+            )
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         self.server = await asyncio.start_unix_server(self._serve, self.socket_path, limit=protocol.MAX_FRAME + 4)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -46,6 +48,23 @@ def test_a_job_runs_as_its_owner_and_others_cannot_touch_it(daemon, users):
     assert ask_as(daemon, "jwtest-bob", "get", job["id"][:8]) == "refused: not_found"
     assert [j["id"] for j in ask_as(daemon, "jwtest-alice", "list")[0]] == [job["id"]]
     assert ask_as(daemon, "jwtest-alice", "stop", job["id"][:6])["id"] == job["id"]
+
+
+def test_every_user_reaches_a_socket_folder_made_under_a_strict_umask(users, tmp_path):
+    folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
+    os.chmod(folder, 0o755)
+    path = os.path.join(folder, "run", "executor.sock")
+    command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", path, "--state-dir",
+               str(tmp_path / "state")]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, umask=0o077)
+    try:
+        wait_for(lambda: os.path.exists(path), what="the socket")
+        assert as_user("jwtest-alice", lambda: Client(path).capabilities())["max_concurrent_jobs"] > 0
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o755
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(folder)
 
 
 def test_root_sees_and_stops_every_job(daemon, users):
