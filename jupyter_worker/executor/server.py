@@ -55,8 +55,13 @@ class Server:
             )
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
-        self.server = await asyncio.start_unix_server(self._serve, self.socket_path, limit=protocol.MAX_FRAME + 4)
-        os.chmod(self.socket_path, 0o666)
+        # The socket is 0666 from the moment it exists (a chmod after binding would leave a moment in
+        # which, under a strict umask, users are refused); nothing else creates files meanwhile.
+        umask = os.umask(0o111)
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, self.socket_path, limit=protocol.MAX_FRAME + 4)
+        finally:
+            os.umask(umask)
 
     async def close(self) -> None:
         if self.server is not None:

@@ -58,7 +58,7 @@ def test_every_user_reaches_a_socket_folder_made_under_a_strict_umask(users, tmp
                str(tmp_path / "state")]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, umask=0o077)
     try:
-        wait_for(lambda: os.path.exists(path), what="the socket")
+        wait_for(lambda: os.path.exists(path), timeout=60, what="the socket")  # the VM lane starts slowly
         assert as_user("jwtest-alice", lambda: Client(path).capabilities())["max_concurrent_jobs"] > 0
         assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o755
     finally:
