@@ -6,6 +6,10 @@
         for event in client.follow(job["id"]):     # log chunks, status, metrics, then end
             ...
 
+A Jupyter server whose jobs end with it sets $JUPYTER_WORKER_HOLDER for itself and its kernels
+and terminals; `run` names that holder unless the job names one, so those jobs end with the server
+(executor/holds.py).
+
 Every request method is written once, in _Requests, against an abstract _call; the two classes
 differ only in how a frame travels. Errors from the executor raise ExecutorError (with a stable
 `reason`); a missing executor raises ExecutorUnavailable.
@@ -24,6 +28,8 @@ from typing import Any
 from . import protocol
 
 DEFAULT_SOCKET = "/run/jupyter-worker/executor.sock"
+HOLDER_ENV = "JUPYTER_WORKER_HOLDER"
+RELEASE_WAIT_S = 5.0
 
 
 class ExecutorError(Exception):
@@ -78,6 +84,9 @@ class _Requests:
 
     def run(self, job: dict[str, Any]) -> Any:
         """Submit a job (fields of spec.JobRequest); returns its record, QUEUED or RUNNING."""
+        holder = os.environ.get(HOLDER_ENV)
+        if holder and "holder" not in job:
+            job = {**job, "holder": holder}
         return self._call("run", {"job": job}, lambda r: r["job"])
 
     def list(self, status: list[str] | None = None, limit: int = 50, cursor: int | None = None,
@@ -267,5 +276,42 @@ class AsyncClient(_Requests):
     def follow(self, job_id: str, offset: int = 0) -> AsyncIterator[dict[str, Any]]:
         return self._stream("follow", {"job_id": job_id, "offset": offset})
 
+    async def hold(self, holder: str) -> Hold:
+        """Claim the jobs that name holder: they are stopped when this connection closes."""
+        streams = await self._connect()
+        try:
+            await self._exchange(streams, "hold", {"holder": holder})
+        except BaseException:
+            streams[1].close()
+            raise
+        return Hold(*streams)
+
     def watch(self) -> AsyncIterator[dict[str, Any]]:
         return self._stream("watch", {})
+
+
+class Hold:
+    """An open hold; closing it (or this process ending) stops the jobs it holds."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader = reader
+        self._writer = writer
+
+    async def lost(self) -> None:
+        """Returns when the executor has gone (a restart): hold again, within its grace period."""
+        try:
+            while await self._reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+
+    async def release(self) -> None:
+        """End the hold and wait (a few seconds at most) until the executor has stopped its jobs, so
+        that an executor stopping right after, such as an embedded one, has seen to them first."""
+        try:
+            self._writer.write_eof()
+            await asyncio.wait_for(self.lost(), RELEASE_WAIT_S)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._writer.close()

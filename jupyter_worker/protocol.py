@@ -17,7 +17,21 @@ VERSION = 1
 MAX_FRAME = 4 << 20
 LENGTH = struct.Struct(">I")
 
-OPS = ("hello", "run", "list", "get", "logs", "follow", "stop", "delete", "files", "read_file", "capabilities")
+OPS = (
+    "hello",
+    "run",
+    "list",
+    "get",
+    "logs",
+    "follow",
+    "watch",
+    "hold",
+    "stop",
+    "delete",
+    "files",
+    "read_file",
+    "capabilities",
+)
 
 
 class ProtocolError(Exception):

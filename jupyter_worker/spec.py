@@ -314,8 +314,18 @@ class Outcome:
         )
 
 
-_NAME_RE = re.compile(r"^[\w.@+-][\w .@+-]{0,99}$")
-_REQUEST_FIELDS = {"command", "name", "limits", "env", "mounts", "network", "cwd", "python_prefixes", "owner"}
+_NAME_RE = re.compile(r"[\w.@+-][\w .@+-]{0,99}")
+_HOLDER_RE = re.compile(r"[\w.@:/+-]{1,200}")
+
+
+def validate_holder(value: Any) -> str:
+    """The name a Jupyter server holds its jobs under (executor/holds.py)."""
+    if not isinstance(value, str) or not _HOLDER_RE.fullmatch(value):
+        raise SpecError("holder: up to 200 letters, digits and . @ : / + - _")
+    return value
+
+
+_REQUEST_FIELDS = {"command", "name", "limits", "env", "mounts", "network", "cwd", "python_prefixes", "owner", "holder"}
 
 
 @dataclass
@@ -331,11 +341,13 @@ class JobRequest:
     cwd: str = "/work"
     python_prefixes: list[str] = field(default_factory=list)
     owner: str | None = None
+    holder: str | None = None
 
     def __post_init__(self) -> None:
         self.command = validate_argv(self.command)
+        self.holder = None if self.holder is None else validate_holder(self.holder)
         self.env = validate_env(self.env)
-        if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.match(self.name)):
+        if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name)):
             raise SpecError("name: use up to 100 letters, digits, spaces and . @ + - _")
         if not isinstance(self.limits, dict):
             raise SpecError("limits: must be an object")

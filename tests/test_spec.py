@@ -5,6 +5,7 @@ import pytest
 from jupyter_worker.sandbox import LaunchSpec
 from jupyter_worker.sandbox.launch_spec import JobLink
 from jupyter_worker.spec import (
+    JobRequest,
     JobStatus,
     Limits,
     Mount,
@@ -90,6 +91,14 @@ def test_environment_names_and_values_are_checked():
             parse_env_assignment(bad)
     with pytest.raises(SpecError, match="NUL"):
         validate_env({"A": "x\0y"})
+
+
+def test_job_names_and_holders_are_single_lines_of_plain_characters():
+    request = JobRequest.from_dict({"command": ["true"], "name": "train v2", "holder": "server-3f2a:alice/gpu"})
+    assert (request.name, request.holder) == ("train v2", "server-3f2a:alice/gpu")
+    for field, bad in [("name", "a\n"), ("name", "$(x)"), ("holder", "a b"), ("holder", "a\n"), ("holder", 7)]:
+        with pytest.raises(SpecError, match=f"^{field}:"):
+            JobRequest.from_dict({"command": ["true"], field: bad})
 
 
 def test_launch_spec_never_runs_root_and_knows_its_network_modes():

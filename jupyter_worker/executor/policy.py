@@ -101,6 +101,11 @@ class Policy(Configurable):
     egress_deny = List(Unicode(), help="CIDR[:PORT] isolated jobs may not reach (checked before the allow list)").tag(
         config=True
     )
+    hold_grace_s = Float(
+        60.0,
+        help="after a restart of the executor, how long a Jupyter server that holds jobs (jobs_on_server_stop = "
+        "'stop') has to connect again before its jobs are stopped (seconds)",
+    ).tag(config=True)
     log_max_bytes = Int(256 << 20, help="per-job log cap; the excess is dropped with a notice").tag(config=True)
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)

@@ -1,7 +1,8 @@
 """The executor's socket: framed JSON requests from local clients, identified by SO_PEERCRED.
 
 Each connection starts with hello (the protocol version), then one request at a time; "follow"
-and "watch" turn the connection into a stream until it ends. Bad frames, unknown operations and
+and "watch" turn the connection into a stream until it ends, and "hold" into a claim that lasts
+as long as the connection (executor/holds.py). Bad frames, unknown operations and
 oversized messages get an error response; nothing a client sends produces a traceback.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from .. import protocol
 from ..protocol import ProtocolError
-from ..spec import JobRequest, SpecError
+from ..spec import JobRequest, SpecError, validate_holder
 from .service import Caller, Executor
 
 _PEERCRED = struct.Struct("3i")
@@ -118,6 +119,9 @@ class Server:
                 if request.get("op") in ("follow", "watch"):
                     await self._stream(caller, request, writer)
                     return
+                if request.get("op") == "hold":
+                    await self._hold(caller, request, reader, writer)
+                    return
                 await _send(writer, protocol.ok(request_id, **self.handle(caller, request)))
             except ProtocolError as exc:
                 await _send(writer, protocol.failed(request_id, exc))
@@ -160,6 +164,24 @@ class Server:
         if op == "capabilities":
             return {"policy": _policy(executor, caller)}
         raise ProtocolError("bad_request", f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
+
+    async def _hold(self, caller: Caller, request: dict[str, Any], reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        """Until the peer closes the connection (or its sending half: the executor closes its own
+        once the jobs are stopped); the executor's own shutdown (a cancellation) ends nothing, so the
+        claim waits for the holder after the restart."""
+        if caller.role == "viewer":
+            raise ProtocolError("forbidden", "viewers may read jobs but not run them")
+        holder = validate_holder(request.get("holder"))
+        holds = self.executor.holds
+        holds.connected(caller.uid, holder)
+        try:
+            await _send(writer, protocol.ok(request.get("id"), holding=True))
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        holds.disconnected(caller.uid, holder)
 
     async def _stream(self, caller: Caller, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         request_id = request.get("id")

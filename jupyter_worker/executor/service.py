@@ -26,6 +26,7 @@ from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxErro
 from ..sandbox.output import read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, SpecError
 from . import workfiles
+from .holds import Holds
 from .isolation import IsolatedNetwork
 from .policy import Policy
 from .store import JobStore
@@ -69,17 +70,20 @@ class Executor:
         self.live: dict[str, _Live] = {}
         self.list_watchers: set[asyncio.Queue] = set()
         self.network = IsolatedNetwork(policy)
+        self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
         self._tasks: list[asyncio.Task] = []
         os.makedirs(self.jobs_dir, mode=0o711, exist_ok=True)
 
     async def start(self) -> None:
         self.recover()
+        self.holds.recover()
         self.schedule()
         self._tasks = [asyncio.create_task(self._flush_metrics()), asyncio.create_task(self._retain())]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.holds.close()
         for job_id in list(self.live):
             self._detach(job_id)
         self.flush()
@@ -102,6 +106,8 @@ class Executor:
             raise ProtocolError("unsupported", f"network 'isolated' is not available here: {self.network.problem()}")
         if request.owner is not None and caller.role != "admin":
             raise ProtocolError("forbidden", "only root or an admin may name another owner")
+        if request.holder is not None:
+            self.holds.check(caller.uid, request.holder)
         job_id = str(uuid.uuid4())
         run_uid, run_gid = self._runs_as(caller)
         launch = LaunchSpec(
@@ -115,7 +121,7 @@ class Executor:
             owner_uid=caller.uid, command=request.command, status=JobStatus.QUEUED, limits=limits.to_dict(),
             network=network.value, created_at=time.time(),
         )  # fmt: skip
-        self.store.add(record, launch.to_dict())
+        self.store.add(record, launch.to_dict(), request.holder)
         self._announce(record)
         self.schedule()
         return self.store.get(job_id) or record
@@ -173,9 +179,19 @@ class Executor:
     def stop(self, caller: Caller, job_ref: str, grace_s: float | None = None) -> JobRecord:
         record = self.find(caller, job_ref)
         self._check_write(caller, record)
+        return self._stop(record, caller.name, grace_s)
+
+    def _stop_held(self, job_ids: list[str]) -> None:
+        """A holder has gone: the jobs it held and that still run or wait are stopped."""
+        for job_id in job_ids:
+            record = self.store.get(job_id)
+            if record is not None:
+                self._stop(self._live(record), f"{record.owner}'s server ending")
+
+    def _stop(self, record: JobRecord, by: str, grace_s: float | None = None) -> JobRecord:
         if record.finished:
             return record
-        record.stopped_by = caller.name
+        record.stopped_by = by
         if record.status is JobStatus.QUEUED:
             self._finish(record, Outcome(Reason.STOPPED))
             return record
@@ -293,7 +309,7 @@ class Executor:
             self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
             return
         except (OSError, SpecError, SandboxError) as exc:
-            self._finish(record, Outcome(Reason.START_ERROR, error=f"could not start: {exc}"))
+            self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
             return
         self._watch(record.id, handle)
         self._announce(record)

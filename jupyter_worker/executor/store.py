@@ -21,6 +21,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner_uid, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS holders (
+    uid INTEGER NOT NULL,
+    holder TEXT NOT NULL,
+    PRIMARY KEY (uid, holder)
+);
+CREATE TABLE IF NOT EXISTS held_jobs (
+    job_id TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL,
+    holder TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_jobs_by_holder ON held_jobs (uid, holder);
 """
 
 
@@ -44,12 +55,18 @@ class JobStore:
     def close(self) -> None:
         self.db.close()
 
-    def add(self, record: JobRecord, launch: dict[str, Any]) -> None:
-        self.db.execute(
-            "INSERT INTO jobs (id, owner_uid, status, finished_at, record, launch) VALUES (?, ?, ?, ?, ?, ?)",
-            (record.id, record.owner_uid, record.status.value, record.finished_at,
-             json.dumps(record.to_dict()), json.dumps(launch)),
-        )  # fmt: skip
+    def add(self, record: JobRecord, launch: dict[str, Any], holder: str | None = None) -> None:
+        """A new job, and in the same transaction its holder's claim on it."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO jobs (id, owner_uid, status, finished_at, record, launch) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.owner_uid, record.status.value, record.finished_at,
+                 json.dumps(record.to_dict()), json.dumps(launch)),
+            )  # fmt: skip
+            if holder is not None:
+                self.db.execute("INSERT INTO held_jobs (job_id, uid, holder) VALUES (?, ?, ?)",
+                                (record.id, record.owner_uid, holder))  # fmt: skip
 
     def save(self, record: JobRecord) -> None:
         self.db.execute(
@@ -117,3 +134,23 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self.db.execute("DELETE FROM held_jobs WHERE job_id = ?", (job_id,))
+
+    # A holder is a client (a Jupyter server) whose jobs end when its connection does; the rows
+    # outlive an executor restart so that a holder that does not come back still ends its jobs.
+
+    def add_holder(self, uid: int, holder: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO holders (uid, holder) VALUES (?, ?)", (uid, holder))
+
+    def holders(self) -> list[tuple[int, str]]:
+        return self.db.execute("SELECT uid, holder FROM holders").fetchall()
+
+    def release_holder(self, uid: int, holder: str) -> list[str]:
+        """Forget the holder; the ids of the jobs it held."""
+        with self.db:
+            self.db.execute("BEGIN")
+            rows = self.db.execute("SELECT job_id FROM held_jobs WHERE uid = ? AND holder = ?", (uid, holder))
+            job_ids = [job_id for (job_id,) in rows]
+            self.db.execute("DELETE FROM held_jobs WHERE uid = ? AND holder = ?", (uid, holder))
+            self.db.execute("DELETE FROM holders WHERE uid = ? AND holder = ?", (uid, holder))
+        return job_ids

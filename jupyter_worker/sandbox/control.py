@@ -35,13 +35,13 @@ class Channels:
 
     def broadcast(self, event: dict) -> None:
         data = json.dumps(event).encode()
-        for connection in list(self.connections):
+        for connection in self.connections:
             try:
                 connection.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                pass
             except OSError:
-                self._drop(connection)
+                # Full, or the peer has gone; a gone peer's requests sent before it went (a stop
+                # just before its executor stopped) are still to be read: handle() drops it after.
+                pass
 
     def handle(self, fd: int) -> dict | None:
         """Accept a new connection or read one request; None when there is no request to act on."""

@@ -3,7 +3,8 @@
 It talks to the executor only through jupyter_worker.client. With no executor answering and the
 server running as root, it starts one as its child (state under the Jupyter data dir) and stops it
 at shutdown; jobs keep running and are reattached by the next executor. Under JupyterHub, running
-jobs count as the server's activity, and the admin chooses whether the user's jobs outlive it.
+jobs count as the server's activity, and the admin chooses whether the jobs started from the
+server (its API, panel, kernels and terminals) outlive it or are held: stopped when it ends.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ import asyncio
 import datetime
 import os
 import pwd
-import signal
 import subprocess
 import sys
 import time
+import uuid
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Unicode, default
 
-from ..client import AsyncClient, ExecutorError, ExecutorUnavailable, socket_path
+from ..client import HOLDER_ENV, AsyncClient, ExecutorError, ExecutorUnavailable, socket_path
 from .handlers import handlers
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
 UNFINISHED = ["RUNNING", "QUEUED"]
+HOLD_RETRY_S = 1.0
 HUB_AUTHORIZER = "jupyter_worker.server.hub.WorkerHubAuthorizer"
 
 
@@ -49,8 +51,9 @@ class JupyterWorker(ExtensionApp):
     jobs_on_server_stop = Enum(
         ["keep", "stop"],
         "keep",
-        help="what this server's stop does to its user's running and queued jobs: keep (they run on and "
-        "show again at the next start) or stop",
+        help="what the end of this server does to the running and queued jobs started from it (its API, "
+        "panel, kernels, terminals): keep (they run on and show again at the next start) or stop (however the "
+        "server ends, crashes and SIGKILL included)",
     ).tag(config=True)
 
     @default("socket")
@@ -67,6 +70,11 @@ class JupyterWorker(ExtensionApp):
         self.embedded: subprocess.Popen | None = None
         self.executor_problem: str | None = None
         self._checked: asyncio.Future | None = None
+        self._hold_tried = asyncio.Event()
+        self._holding: asyncio.Task | None = None
+        if self.jobs_on_server_stop == "stop":
+            self.holder = f"server-{uuid.uuid4().hex}"
+            os.environ[HOLDER_ENV] = self.holder
         self.settings.update({"jupyter_worker": self})
 
     def initialize_handlers(self) -> None:
@@ -74,10 +82,6 @@ class JupyterWorker(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
         self._warn_if_hub_scopes_unused(serverapp)
-        if self.jobs_on_server_stop == "stop" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            # JupyterHub stops a server with SIGINT, which a server with no terminal takes as a
-            # KeyboardInterrupt that skips the shutdown hooks; make it the orderly stop SIGTERM is.
-            signal.signal(signal.SIGINT, serverapp._signal_stop)
         await self.ensure_executor()
         self._activity = asyncio.create_task(self._track_activity())
 
@@ -88,6 +92,12 @@ class JupyterWorker(ExtensionApp):
         await asyncio.shield(self._checked)
 
     async def _find_or_start_executor(self) -> None:
+        await self._find_executor()
+        if self.jobs_on_server_stop == "stop":
+            self._holding = asyncio.create_task(self._hold_jobs())
+            await self._hold_tried.wait()
+
+    async def _find_executor(self) -> None:
         try:
             await self.client.capabilities()
             return
@@ -119,6 +129,30 @@ class JupyterWorker(ExtensionApp):
         self.executor_problem = f"the embedded executor did not start (see the server log); socket {self.socket}"
         self.log.error("jupyter-worker: %s", self.executor_problem)
 
+    async def _hold_jobs(self) -> None:
+        """For as long as this server lives, the executor holds its jobs to it: they end when this
+        process does, however it ends, because the kernel then closes the connection."""
+        complained = False
+        while True:
+            try:
+                hold = await self.client.hold(self.holder)
+            except ExecutorError as exc:
+                if not complained:
+                    self.log.warning("jupyter-worker: cannot hold this server's jobs yet (%s); until then the "
+                                     "executor refuses jobs from it; retrying", exc)  # fmt: skip
+                complained = True
+                self._hold_tried.set()
+                await asyncio.sleep(HOLD_RETRY_S)
+                continue
+            complained = False
+            self._hold_tried.set()
+            try:
+                await hold.lost()
+            finally:
+                await hold.release()
+            self.log.warning("jupyter-worker: the executor went away; holding this server's jobs again")
+            await asyncio.sleep(HOLD_RETRY_S)
+
     async def note_activity(self) -> None:
         """Running jobs count as activity, so JupyterHub's idle culler spares this server."""
         try:
@@ -140,17 +174,6 @@ class JupyterWorker(ExtensionApp):
             self.log.warning("jupyter-worker: under JupyterHub without %s, anyone with access to this server may "
                              "run and stop its jobs (docs/jupyterhub.md)", HUB_AUTHORIZER)  # fmt: skip
 
-    async def _stop_unfinished_jobs(self) -> None:
-        """The admin's choice `jobs_on_server_stop = "stop"`: the user's jobs end with the server."""
-        try:
-            jobs, _ = await self.client.list(status=UNFINISHED, limit=1000, owner=self.owner_filter())
-            for job in jobs:
-                await self.client.stop(job["id"])
-        except ExecutorError as exc:
-            self.log.error("jupyter-worker: could not stop the jobs at shutdown: %s", exc)
-            return
-        self.log.info("jupyter-worker: stopped %d running or queued job(s) with the server", len(jobs))
-
     @property
     def owner(self) -> str:
         """The Jupyter user this server is for: the hub's user name, else this process's user."""
@@ -161,11 +184,13 @@ class JupyterWorker(ExtensionApp):
         return self.owner if self.client.identity.get("role") in ("admin", "viewer") else None
 
     async def stop_extension(self) -> None:
-        task = getattr(self, "_activity", None)
-        if task is not None:
-            task.cancel()
-        if self.jobs_on_server_stop == "stop":
-            await self._stop_unfinished_jobs()
+        for task in (getattr(self, "_activity", None), self._holding):
+            if task is not None:
+                task.cancel()
+        if self._holding is not None:
+            await asyncio.gather(self._holding, return_exceptions=True)
+            os.environ.pop(HOLDER_ENV, None)
+            self.log.info("jupyter-worker: released this server's hold; the executor stops its jobs")
         await self.client.close()
         if self.embedded is not None and self.embedded.poll() is None:
             self.embedded.terminate()

@@ -115,8 +115,9 @@ class JobsHandler(WorkerHandler):
     async def post(self) -> None:
         """Submit a job: {"command": [...], "name", "limits", "env", "mounts", "network", "cwd"}."""
         job = self.body()
-        if "owner" in job:
-            raise web.HTTPError(400, "owner: set by the server, not by the request", reason="invalid")
+        for field in ("owner", "holder"):
+            if field in job:
+                raise web.HTTPError(400, f"{field}: set by the server, not by the request", reason="invalid")
         job.setdefault("python_prefixes", python_prefixes())
         if self.worker.owner_filter() is not None:
             job["owner"] = self.worker.owner

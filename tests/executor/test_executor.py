@@ -184,6 +184,17 @@ def test_a_crash_of_the_executor_loses_nothing(daemon):
         assert final["status"] == "STOPPED"
 
 
+def test_a_stop_asked_for_just_before_the_executor_stops_is_carried_out(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["sleep", "300"]})
+        client.stop(job["id"], grace_s=0)
+    daemon.stop()
+    daemon.start()
+    with daemon.client() as client:
+        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="the stop")
+    assert (final["status"], final["reason"]) == ("STOPPED", "stopped")
+
+
 def test_a_job_whose_supervisor_vanished_is_recorded_as_lost(daemon):
     marker = "4242"
     with daemon.client() as client:

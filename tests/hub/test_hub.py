@@ -10,6 +10,7 @@ import time
 import pytest
 
 from jupyter_worker.client import Client
+from tests.executor.conftest import wait_for
 from tests.hub.conftest import ALICE, BOB, CAROL, CULL_TIMEOUT_S
 
 pytestmark = pytest.mark.hub
@@ -157,8 +158,9 @@ def test_stopping_a_server_keeps_or_stops_its_users_jobs_as_the_admin_chose(hub,
     hub.stop_server(BOB)
     with Client(system_executor.socket) as root:
         assert root.get(kept["id"])["status"] == "RUNNING"
-        final = root.get(ended["id"])
-    assert (final["status"], final["stopped_by"]) == ("STOPPED", BOB)
+        final = wait_for(lambda: root.get(ended["id"])["status"] == "STOPPED" and root.get(ended["id"]),
+                         what="bob's job to stop with his server")  # fmt: skip
+    assert final["stopped_by"] == f"{BOB}'s server ending"
     hub.start_server(ALICE)
     assert hub.worker(ALICE, "GET", f"jobs/{kept['id']}", tokens[ALICE])[1]["status"] == "RUNNING"
     hub.worker(ALICE, "POST", f"jobs/{kept['id']}/stop", tokens[ALICE], {"grace_s": 0})

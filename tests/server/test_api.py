@@ -117,6 +117,7 @@ async def test_the_events_stream_tells_of_every_change(jp_fetch, jp_ws_fetch):
         (json.dumps({"command": []}).encode(), 400, "invalid"),
         (json.dumps({"command": ["true"], "limits": {"memory_mb": 4096}}).encode(), 400, "invalid"),
         (json.dumps({"command": ["true"], "owner": "someone"}).encode(), 400, "invalid"),
+        (json.dumps({"command": ["true"], "holder": "server-x"}).encode(), 400, "invalid"),
         (b"{" + b" " * (300 << 10) + b"}", 413, "too_large"),
     ],
 )

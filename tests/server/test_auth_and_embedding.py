@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
+
+from jupyter_worker.client import HOLDER_ENV
+from tests.executor.conftest import Daemon, wait_for
 
 
 class ReadOnlyWorker(Authorizer):
@@ -18,10 +23,20 @@ class ReadOnlyWorker(Authorizer):
 
 
 @pytest.fixture
-def jp_server_config(request, executor_daemon, tmp_path):
+def state_folder():
+    """Short, as job folders hold Unix sockets (at most 107 bytes of path); kept apart from pytest's."""
+    folder = tempfile.mkdtemp(prefix="jw-")
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def jp_server_config(request, executor_daemon, state_folder):
     saved = os.environ.get("JUPYTER_WORKER_SOCKET")
     if request.node.get_closest_marker("embedded"):
-        worker = {"socket": str(tmp_path / "embedded.sock"), "embedded_state_dir": str(tmp_path / "state")}
+        worker = {"socket": f"{state_folder}/embedded.sock", "embedded_state_dir": f"{state_folder}/state"}
+        if request.node.get_closest_marker("jobs_end_with_server"):
+            worker["jobs_on_server_stop"] = "stop"
         server = {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False}
     else:
         worker = {"socket": executor_daemon.socket, "embedded_executor": False}
@@ -76,3 +91,25 @@ async def test_the_server_starts_an_executor_when_none_answers_and_stops_it_at_s
     assert process.returncode is not None
     assert not os.path.exists(extension.socket)
     assert os.path.exists(os.path.join(extension.embedded_state_dir, "jobs.db"))
+
+
+@pytest.mark.embedded
+@pytest.mark.jobs_end_with_server
+async def test_a_server_whose_jobs_end_with_it_has_them_stopped_before_its_embedded_executor_exits(
+    jp_fetch, jp_serverapp, state_folder
+):
+    extension = next(iter(jp_serverapp.extension_manager.extension_apps["jupyter_worker"]))
+    assert os.environ[HOLDER_ENV] == extension.holder
+    body = json.dumps({"command": ["sleep", "300"]})
+    job = json.loads((await jp_fetch("api", "worker", "jobs", method="POST", body=body)).body)
+    await extension.stop_extension()
+    assert HOLDER_ENV not in os.environ
+    after = Daemon(state_folder)  # the next executor on the same state, to see how the job ended
+    after.start()
+    try:
+        with after.client() as client:
+            ended = wait_for(lambda: client.get(job["id"])["status"] == "STOPPED" and client.get(job["id"]),
+                             what="the held job to have been stopped")  # fmt: skip
+        assert ended["stopped_by"] == f"{extension.owner}'s server ending"
+    finally:
+        after.stop()

@@ -16,7 +16,8 @@ import urllib.request
 
 import pytest
 
-from tests.executor.conftest import started_daemon
+from jupyter_worker.client import Client
+from tests.executor.conftest import as_user, started_daemon, wait_for
 
 
 def free_port() -> int:
@@ -28,7 +29,7 @@ def free_port() -> int:
 class UserServer:
     """`jupyter server` as a local user, with the extension pointed at the system executor."""
 
-    def __init__(self, user: str, executor_socket: str):
+    def __init__(self, user: str, executor_socket: str, *options: str):
         entry = pwd.getpwnam(user)
         self.home = tempfile.mkdtemp(prefix=f"jupyter-worker-{user}-")
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
@@ -36,7 +37,8 @@ class UserServer:
         env = {"PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8"}
         command = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
                    f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.home}",
-                   f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False"]  # fmt: skip
+                   f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False",
+                   *options]  # fmt: skip
         self.process = subprocess.Popen(command, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], env=env,
                                         cwd=self.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         deadline = time.monotonic() + 60
@@ -98,3 +100,19 @@ def test_each_users_server_shows_only_that_users_jobs(servers, users):
     output = alice.call("GET", f"jobs/{job['id']}/logs")[1]["chunks"][0]["text"]
     assert output == f"{users['jwtest-alice'].pw_uid}\n"
     assert alice.call("POST", f"jobs/{job['id']}/stop", {"grace_s": 0})[0] == 200
+
+
+def test_a_server_that_stops_its_jobs_with_it_does_so_even_when_killed_and_spares_its_users_other_jobs(users):
+    with started_daemon([]) as executor:
+        server = UserServer("jwtest-alice", executor.socket, "--JupyterWorker.jobs_on_server_stop=stop")
+        code, held = server.call("POST", "jobs", {"command": ["sleep", "300"]})
+        assert code == 201
+        from_a_shell = as_user("jwtest-alice", lambda: Client(executor.socket).run({"command": ["sleep", "300"]}))
+        server.process.kill()
+        server.process.wait()
+        shutil.rmtree(server.home, ignore_errors=True)
+        with executor.client() as client:
+            ended = wait_for(lambda: client.get(held["id"])["status"] == "STOPPED" and client.get(held["id"]),
+                             what="the killed server's job to stop")  # fmt: skip
+            assert ended["status_text"] == "stopped by jwtest-alice's server ending"
+            assert client.get(from_a_shell["id"])["status"] == "RUNNING"
