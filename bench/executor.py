@@ -6,7 +6,8 @@
 - sustained jobs per second with 8 concurrent clients;
 - a job writing 1 GiB to stdout: capture rate, every byte reaching a follower, daemon RSS growth;
 - 1,000 concurrently running sleep jobs: daemon RSS and the supervisors' PSS;
-- the first page of 50 out of 100,000 stored jobs.
+- the first page of 50 out of 100,000 stored jobs;
+- a held job's end after its holder (a Jupyter server's hold) is killed, beside a stop request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from jupyter_worker.client import Client, ExecutorUnavailable
 from jupyter_worker.executor.store import JobStore
@@ -167,6 +169,51 @@ def many_sleepers(daemon: Daemon, count: int) -> None:
         time.sleep(0.2)
 
 
+HOLDER = """
+import asyncio, sys
+from jupyter_worker.client import AsyncClient
+
+async def main():
+    hold = await AsyncClient(sys.argv[1]).hold("bench-holder")
+    print("held", flush=True)
+    await hold.lost()
+
+asyncio.run(main())
+"""
+
+
+def time_to_end(client: Client, job_id: str, ending: Callable[[], None]) -> float:
+    """Milliseconds from ending() to the end event of the running job."""
+    events = client.follow(job_id)
+    for event in events:
+        if event["event"] == "status" and event["job"]["status"] == "RUNNING":
+            break
+    start = time.perf_counter()
+    ending()
+    for event in events:
+        if event["event"] == "end":
+            return (time.perf_counter() - start) * 1000
+    raise RuntimeError("no end")
+
+
+def held_stop(daemon: Daemon, runs: int) -> None:
+    client = Client(daemon.socket)
+    sleeper = {"command": ["sleep", "600"], "python_prefixes": []}
+    held, requested = [], []
+    for _ in range(runs):
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, daemon.socket], stdout=subprocess.PIPE)
+        holder.stdout.readline()
+        job = client.run({**sleeper, "holder": "bench-holder"})
+        held.append(time_to_end(client, job["id"], holder.kill))
+        holder.wait()
+        job = client.run(sleeper)
+        requested.append(time_to_end(client, job["id"], lambda job=job: client.stop(job["id"])))
+    print(f"a running job's end, {runs} runs each (ms)")
+    for name, values in (("its holder SIGKILLed", held), ("anchor: a stop request", requested)):
+        p50, p95 = summary(values)
+        print(f"  {name:<34} p50 {p50:7.2f}  p95 {p95:7.2f}")
+
+
 def listing(folder: str, count: int) -> None:
     state = os.path.join(folder, "state")
     os.makedirs(state, exist_ok=True)
@@ -211,6 +258,7 @@ def main() -> None:
             throughput(daemon, 3 if args.quick else 10)
             big_output(daemon, 0.1 if args.quick else 1)
             many_sleepers(daemon, 50 if args.quick else 1000)
+            held_stop(daemon, 5 if args.quick else 20)
         finally:
             daemon.stop()
         listing(os.path.join(folder, "listing"), 2_000 if args.quick else 100_000)

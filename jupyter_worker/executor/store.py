@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 from ..spec import JobRecord, JobStatus, Reason
@@ -55,10 +57,21 @@ class JobStore:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """All or nothing; a savepoint, so it also nests inside a caller's transaction."""
+        self.db.execute("SAVEPOINT atomic")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO atomic")
+            self.db.execute("RELEASE atomic")
+            raise
+        self.db.execute("RELEASE atomic")
+
     def add(self, record: JobRecord, launch: dict[str, Any], holder: str | None = None) -> None:
         """A new job, and in the same transaction its holder's claim on it."""
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._atomic():
             self.db.execute(
                 "INSERT INTO jobs (id, owner_uid, status, finished_at, record, launch) VALUES (?, ?, ?, ?, ?, ?)",
                 (record.id, record.owner_uid, record.status.value, record.finished_at,
@@ -147,8 +160,7 @@ class JobStore:
 
     def release_holder(self, uid: int, holder: str) -> list[str]:
         """Forget the holder; the ids of the jobs it held."""
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._atomic():
             rows = self.db.execute("SELECT job_id FROM held_jobs WHERE uid = ? AND holder = ?", (uid, holder))
             job_ids = [job_id for (job_id,) in rows]
             self.db.execute("DELETE FROM held_jobs WHERE uid = ? AND holder = ?", (uid, holder))
