@@ -4,8 +4,9 @@ Set `c.ServerApp.authorizer_class = "jupyter_worker.server.hub.WorkerHubAuthoriz
 single-user servers (docs/jupyterhub.md). A token reaches the worker routes of alice's server only
 with `custom:jupyter-worker:read` (list, status, logs, /work files, the websockets) or
 `custom:jupyter-worker:run` (also run, stop, delete), filtered to `!user=alice` or
-`!server=alice/NAME` or unfiltered. Whoever is not alice reaches nothing else on her server: the
-access:servers scope a read-only role needs would otherwise open her files, kernels and terminals.
+`!server=alice/NAME` or unfiltered. Whoever is not alice reaches nothing else on her server (the
+access:servers scope a read-only role needs would otherwise open her files, kernels and terminals),
+except the hub's admins: whoever holds admin:servers for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .handlers import AUTH_RESOURCE
 
 READ_SCOPE = "custom:jupyter-worker:read"
 RUN_SCOPE = "custom:jupyter-worker:run"
+ADMIN_SCOPE = "admin:servers"
 
 
 class WorkerHubAuthorizer(JupyterHubAuthorizer):
@@ -28,18 +30,29 @@ class WorkerHubAuthorizer(JupyterHubAuthorizer):
         help="users and services other than the server's owner reach only its worker routes, as their "
         "scopes allow; False leaves every other route to JupyterHub's access:servers check",
     ).tag(config=True)
+    admins_reach_everything = Bool(
+        True,
+        help=f"others holding {ADMIN_SCOPE} for this server (JupyterHub's admin role) reach its other routes "
+        "as JupyterHub's access:servers check allows; False: they too reach only the worker routes",
+    ).tag(config=True)
 
     def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
         if not super().is_authorized(handler, user, action, resource):
             return False
         if resource != AUTH_RESOURCE:
-            return _is_owner(user.hub_user) or not self.others_reach_only_jobs
+            return _is_owner(user.hub_user) or not self.others_reach_only_jobs or self._is_admin(user.hub_user)
         scope = READ_SCOPE if action == "read" else RUN_SCOPE
-        allowed = bool(self.hub_auth.check_scopes(_on_this_server(scope), user.hub_user))
+        allowed = self._holds(scope, user.hub_user)
         if not allowed:
             self.log.info("jupyter-worker: %s %s lacks %s for this server", user.hub_user.get("kind"),
                           user.hub_user.get("name"), scope)  # fmt: skip
         return allowed
+
+    def _holds(self, scope: str, hub_user: dict[str, Any]) -> bool:
+        return bool(self.hub_auth.check_scopes(_on_this_server(scope), hub_user))
+
+    def _is_admin(self, hub_user: dict[str, Any]) -> bool:
+        return self.admins_reach_everything and self._holds(ADMIN_SCOPE, hub_user)
 
 
 def _owner() -> tuple[str, str]:

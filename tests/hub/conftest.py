@@ -55,7 +55,7 @@ c.JupyterHub.services += [{{"name": "test-admin", "api_token": {admin!r}}},
                           {{"name": "nightly-runner", "api_token": {runner!r}}}]
 c.JupyterHub.load_roles += [
     {{"name": "test-admin", "services": ["test-admin"],
-      "scopes": ["admin:users", "admin:servers", "tokens", "list:users", "read:users"]}},
+      "scopes": ["admin:users", "admin:servers", "access:servers", "tokens", "list:users", "read:users"]}},
     {{"name": "nightly-runner", "services": ["nightly-runner"],
       "scopes": ["access:servers!user={alice}", "custom:jupyter-worker:run!user={alice}"]}},
     {{"name": "alice-jobs-reader", "users": [{carol!r}],

@@ -109,6 +109,11 @@ def test_a_read_only_role_lists_and_reads_logs_but_cannot_run_stop_or_reach_anyt
     hub.worker(ALICE, "POST", f"jobs/{job['id']}/stop", tokens[ALICE], {"grace_s": 0})
 
 
+def test_the_hubs_admins_reach_a_users_server_but_its_jobs_only_with_the_worker_scopes(hub):
+    assert hub.request("GET", f"/user/{ALICE}/api/contents", hub.admin_token)[0] == 200
+    assert hub.worker(ALICE, "GET", "jobs", hub.admin_token)[0] == 403
+
+
 def test_an_owners_token_without_the_worker_scopes_reaches_the_server_but_not_its_jobs(hub):
     narrow = hub.token_for(ALICE, scopes=[f"access:servers!user={ALICE}"])
     assert hub.request("GET", f"/user/{ALICE}/api/contents", narrow)[0] == 200
