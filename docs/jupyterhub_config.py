@@ -51,6 +51,8 @@ c.JupyterHub.load_roles = [
 ]
 
 # --- Idle culling: servers idle for an hour are stopped; running jobs count as activity.
+# What a server's end does to the jobs started from it is the servers' own setting:
+# c.Spawner.args = ["--JupyterWorker.jobs_on_server_stop=stop"] ends them with it (default: keep).
 c.JupyterHub.services = [
     {
         "name": "idle-culler",
