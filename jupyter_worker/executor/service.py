@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import ProtocolError
-from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxError
+from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxError, unix_address
 from ..sandbox.output import read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, SpecError
 from . import workfiles
@@ -325,7 +325,8 @@ class Executor:
         try:
             if os.path.exists(paths["control"]):
                 os.unlink(paths["control"])
-            listener.bind(paths["control"])
+            with unix_address(paths["control"]) as address:
+                listener.bind(address)
             os.chmod(paths["control"], 0o600)
             listener.listen(8)
             return self.sandbox.launch_captured(

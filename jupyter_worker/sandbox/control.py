@@ -8,11 +8,12 @@ file, so both survive whoever asked for the job (a daemon that crashes and resta
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..spec import Outcome
 from .output import STDERR, STDOUT, LogWriter
@@ -20,6 +21,21 @@ from .output import STDERR, STDOUT, LogWriter
 _PIPE_SIZE = 1 << 20
 _READ_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
+_SUN_PATH_MAX = 107
+
+
+@contextlib.contextmanager
+def unix_address(path: str) -> Iterator[str]:
+    """A name for path that fits a Unix socket address (107 bytes): the path itself, or, for a
+    longer one (a deep state folder), the same file reached through an open descriptor of its folder."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
 
 
 class Channels:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..spec import Outcome, SpecError, Usage
 from .cgroups import CgroupHost
+from .control import unix_address
 from .launch_spec import LaunchSpec
 
 DEFAULT_RUNTIME_DIR = "/run/jupyter-worker"
@@ -54,7 +55,8 @@ class RunningJob:
         """Reconnect to a captured job's supervisor (see Sandbox.launch_captured); OSError if it is gone."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            sock.connect(control_path)
+            with unix_address(control_path) as address:
+                sock.connect(address)
         except OSError:
             sock.close()
             raise

@@ -59,6 +59,7 @@ class Daemon:
     folder: str
     flags: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
+    state: str = ""
 
     @property
     def socket(self) -> str:
@@ -66,7 +67,7 @@ class Daemon:
 
     @property
     def state_dir(self) -> str:
-        return os.path.join(self.folder, "state")
+        return self.state or os.path.join(self.folder, "state")
 
     def start(self, *extra: str) -> None:
         command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
@@ -114,12 +115,12 @@ def stop_everything(daemon: Daemon) -> None:
 
 
 @contextlib.contextmanager
-def started_daemon(flags: list[str]):
+def started_daemon(flags: list[str], state_dir: str = ""):
     """A started executor in a folder outside pytest's private temporary tree, so the test users can
     reach its socket; every job is stopped and the daemon shut down afterwards."""
     folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
     os.chmod(folder, 0o755)
-    running = Daemon(folder, flags)
+    running = Daemon(folder, flags, state=state_dir)
     running.start()
     try:
         yield running

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from jupyter_worker.client import AsyncClient, Client, ExecutorError
-from tests.executor.conftest import as_user, job_status, wait_for
+from tests.executor.conftest import as_user, job_status, started_daemon, wait_for
 
 SLEEP = {"command": ["sleep", "300"]}
 
@@ -193,6 +193,26 @@ def test_a_stop_asked_for_just_before_the_executor_stops_is_carried_out(daemon):
     with daemon.client() as client:
         final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="the stop")
     assert (final["status"], final["reason"]) == ("STOPPED", "stopped")
+
+
+def test_a_state_folder_too_deep_for_a_socket_address_still_runs_and_reattaches_jobs():
+    parent = tempfile.mkdtemp(prefix="jupyter-worker-deep-")
+    state = os.path.join(parent, "d" * 80)
+    try:
+        with started_daemon([], state_dir=state) as daemon:
+            with daemon.client() as client:
+                job = client.run({"command": ["sh", "-c", "echo hi; sleep 300"]})
+                wait_for(lambda: client.logs(job["id"])[0], what="the job's output")
+            assert len(os.path.join(state, "jobs", job["id"], "control")) > 107
+            daemon.kill_hard()
+            daemon.start()
+            with daemon.client() as client:
+                assert client.get(job["id"])["status"] == "RUNNING"
+                client.stop(job["id"], grace_s=0)
+                final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="stop")
+            assert final["status"] == "STOPPED"
+    finally:
+        shutil.rmtree(parent)
 
 
 def test_a_job_whose_supervisor_vanished_is_recorded_as_lost(daemon):
