@@ -136,7 +136,7 @@ class JupyterWorker(ExtensionApp):
         while True:
             try:
                 hold = await self.client.hold(self.holder)
-            except ExecutorError as exc:
+            except (ExecutorError, OSError) as exc:
                 if not complained:
                     self.log.warning("jupyter-worker: cannot hold this server's jobs yet (%s); until then the "
                                      "executor refuses jobs from it; retrying", exc)  # fmt: skip
