@@ -87,6 +87,7 @@ class ExecutorApp(Application):
         try:
             await executor.start()
             await server.start()
+            executor.holds.recover()  # the grace period runs from when holders can connect again
             self.log.info("executor listening on %s (state in %s, cgroup %s)", self.socket, self.state_dir,
                           sandbox.info.get("cgroup_mode"))  # fmt: skip
             await stopping.wait()

@@ -28,10 +28,11 @@ class Holds:
         self.closed = False
 
     def recover(self) -> None:
-        """Holders recorded before a restart: each has the grace period to come back."""
+        """Holders recorded before a restart: each has the grace period, from now, to come back."""
         loop = asyncio.get_running_loop()
         for uid, holder in self.store.holders():
-            self.pending[(uid, holder)] = loop.call_later(self.grace_s, self.end, uid, holder)
+            if (uid, holder) not in self.connections:
+                self.pending[(uid, holder)] = loop.call_later(self.grace_s, self.end, uid, holder)
 
     def connected(self, uid: int, holder: str) -> None:
         key = (uid, holder)

@@ -76,7 +76,6 @@ class Executor:
 
     async def start(self) -> None:
         self.recover()
-        self.holds.recover()
         self.schedule()
         self._tasks = [asyncio.create_task(self._flush_metrics()), asyncio.create_task(self._retain())]
 

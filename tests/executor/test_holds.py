@@ -110,7 +110,7 @@ def test_viewers_may_not_hold_and_a_holder_needs_a_proper_name(daemon):
         hold(daemon.socket, "")
 
 
-@pytest.mark.executor_flags("--Policy.hold_grace_s=3")
+@pytest.mark.executor_flags("--Policy.hold_grace_s=8")
 def test_after_a_restart_a_holder_that_comes_back_within_the_grace_period_keeps_its_jobs(daemon):
     returning, gone = hold(daemon.socket, "returning"), hold(daemon.socket, "gone")
     with daemon.client() as client:
