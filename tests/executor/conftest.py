@@ -121,15 +121,22 @@ def started_daemon(flags: list[str], state_dir: str = ""):
     folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
     os.chmod(folder, 0o755)
     running = Daemon(folder, flags, state=state_dir)
-    running.start()
+    try:
+        running.start()
+    except BaseException:
+        running.stop()
+        shutil.rmtree(folder)
+        raise
     try:
         yield running
     finally:
-        if running.process is None:
-            running.start()
-        stop_everything(running)
-        running.stop()
-        shutil.rmtree(folder)
+        try:
+            if running.process is None:
+                running.start()
+            stop_everything(running)
+            running.stop()
+        finally:
+            shutil.rmtree(folder)
 
 
 @pytest.fixture
