@@ -9,6 +9,7 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
+from jupyter_worker.client import HOLDER_ENV
 from jupyter_worker.server.handlers import OPENAPI
 from tests.executor.conftest import started_daemon
 
@@ -19,17 +20,25 @@ def executor_daemon():
         yield daemon
 
 
+@pytest.fixture(autouse=True)
+def worker_environment_restored():
+    """The in-process extension sets these for its kernels in this very process; each test leaves
+    them as it found them."""
+    saved = {name: os.environ.get(name) for name in ("JUPYTER_WORKER_SOCKET", HOLDER_ENV)}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def jp_server_config(executor_daemon):
-    saved = os.environ.get("JUPYTER_WORKER_SOCKET")
-    yield {
+    return {
         "ServerApp": {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False},
         "JupyterWorker": {"socket": executor_daemon.socket, "embedded_executor": False},
     }
-    if saved is None:
-        os.environ.pop("JUPYTER_WORKER_SOCKET", None)
-    else:
-        os.environ["JUPYTER_WORKER_SOCKET"] = saved
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ def state_folder():
 
 @pytest.fixture
 def jp_server_config(request, executor_daemon, state_folder):
-    saved = os.environ.get("JUPYTER_WORKER_SOCKET")
     if request.node.get_closest_marker("embedded"):
         worker = {"socket": f"{state_folder}/embedded.sock", "embedded_state_dir": f"{state_folder}/state"}
         if request.node.get_closest_marker("jobs_end_with_server"):
@@ -42,11 +41,7 @@ def jp_server_config(request, executor_daemon, state_folder):
         worker = {"socket": executor_daemon.socket, "embedded_executor": False}
         server = {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False,
                   "authorizer_class": ReadOnlyWorker}  # fmt: skip
-    yield {"ServerApp": server, "JupyterWorker": worker}
-    if saved is None:
-        os.environ.pop("JUPYTER_WORKER_SOCKET", None)
-    else:
-        os.environ["JUPYTER_WORKER_SOCKET"] = saved
+    return {"ServerApp": server, "JupyterWorker": worker}
 
 
 async def status_of(call) -> int:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from jupyter_worker.client import HOLDER_ENV
 from tests.executor.conftest import wait_for
 
 
 @pytest.fixture
 def jp_server_config(executor_daemon):
-    saved = {name: os.environ.get(name) for name in ("JUPYTER_WORKER_SOCKET", HOLDER_ENV)}
-    yield {
+    return {
         "ServerApp": {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False},
         "JupyterWorker": {"socket": executor_daemon.socket, "embedded_executor": False, "jobs_on_server_stop": "stop"},
     }
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 async def run_cell(client, code: str) -> str:
