@@ -134,8 +134,8 @@ def started_daemon(flags: list[str], state_dir: str = ""):
             if running.process is None:
                 running.start()
             stop_everything(running)
-            running.stop()
         finally:
+            running.stop()
             shutil.rmtree(folder)
 
 
