@@ -72,8 +72,8 @@ class JupyterWorker(ExtensionApp):
         self._checked: asyncio.Future | None = None
         self._hold_tried = asyncio.Event()
         self._holding: asyncio.Task | None = None
-        if self.jobs_on_server_stop == "stop":
-            self.holder = f"server-{uuid.uuid4().hex}"
+        self.holder = f"server-{uuid.uuid4().hex}" if self.jobs_on_server_stop == "stop" else None
+        if self.holder is not None:
             os.environ[HOLDER_ENV] = self.holder
         self.settings.update({"jupyter_worker": self})
 
@@ -93,7 +93,7 @@ class JupyterWorker(ExtensionApp):
 
     async def _find_or_start_executor(self) -> None:
         await self._find_executor()
-        if self.jobs_on_server_stop == "stop":
+        if self.holder is not None:
             self._holding = asyncio.create_task(self._hold_jobs())
             await self._hold_tried.wait()
 
