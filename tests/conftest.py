@@ -51,6 +51,11 @@ def process_residue() -> list[str]:
     return found
 
 
+def runtime_residue() -> list[str]:
+    """Spawner folders a Sandbox made for itself under /run and did not remove."""
+    return [name for name in os.listdir("/run") if name.startswith("jupyter-worker-sandbox-")]
+
+
 def network_residue() -> list[str]:
     """Our links (job veths, test bridges and veths) and nftables tables."""
     found = [name for name in os.listdir("/sys/class/net") if name.startswith(("jwv", "jwt-", "jw-br"))]
@@ -62,11 +67,11 @@ def network_residue() -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_residue_after_suite():
-    """Whatever the suite started, it must have cleaned up: cgroups, processes, mounts.
+    """Whatever the suite started, it must have cleaned up: cgroups, processes, runtime folders, mounts.
 
     Supervisors remove a job's empty cgroups just after reporting its outcome, hence the short wait.
     """
-    before, links_before = set(cgroup_residue()), set(network_residue())
+    before, links_before, runtime_before = set(cgroup_residue()), set(network_residue()), set(runtime_residue())
     yield
     deadline = time.monotonic() + 5
     while (set(cgroup_residue()) - before or process_residue()) and time.monotonic() < deadline:
@@ -74,6 +79,7 @@ def no_residue_after_suite():
     assert set(cgroup_residue()) - before == set()
     assert process_residue() == []
     assert set(network_residue()) - links_before == set()
+    assert set(runtime_residue()) - runtime_before == set()
     with open("/proc/self/mountinfo") as f:
         assert not any(m in line for line in f for m in PROJECT_MARKERS)
 

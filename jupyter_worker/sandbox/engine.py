@@ -26,7 +26,8 @@ from .cgroups import CgroupHost
 from .control import unix_address
 from .launch_spec import LaunchSpec
 
-DEFAULT_RUNTIME_DIR = "/run/jupyter-worker"
+RUNTIME_PARENT = "/run"
+RUNTIME_PREFIX = "jupyter-worker-sandbox-"
 # The spawner runs this very copy of the package, whatever the environment would import first;
 # -I keeps PYTHONPATH and the working directory out of a root process.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -138,11 +139,13 @@ class RunResult:
 class Sandbox:
     """Owns one spawner process; launch() may be called from any thread."""
 
-    def __init__(
-        self, cgroup_root: str = DEFAULT_CGROUP_ROOT, runtime_dir: str = DEFAULT_RUNTIME_DIR, standbys: int = 2
-    ):
+    def __init__(self, cgroup_root: str = DEFAULT_CGROUP_ROOT, runtime_dir: str | None = None, standbys: int = 2):
+        """runtime_dir: where the spawner keeps its folders; by default a private one under /run,
+        made at start and removed at close, never a folder shared with others (such as the executor
+        socket's, which must stay open to every user)."""
         self.cgroup_root = cgroup_root
-        self.runtime_dir = runtime_dir
+        self.runtime_dir = runtime_dir or ""
+        self._own_runtime_dir = runtime_dir is None
         self.standbys = standbys
         self.info: dict = {}
         self._sock: socket.socket | None = None
@@ -159,6 +162,8 @@ class Sandbox:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise SandboxError("the sandbox engine needs root; start the executor as root")
+        if self._own_runtime_dir:
+            self.runtime_dir = tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=RUNTIME_PARENT)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         command = [
             sys.executable,
@@ -189,6 +194,9 @@ class Sandbox:
         if self._process is not None:
             self._process.wait()
             self._process = None
+        if self._own_runtime_dir and self.runtime_dir:
+            _remove_empty_folders(self.runtime_dir)
+            self.runtime_dir = ""
 
     def launch(
         self, spec: LaunchSpec, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
@@ -255,3 +263,13 @@ class Sandbox:
             err.seek(0)
             assert outcome is not None
             return RunResult(outcome, out.read(), err.read())
+
+
+def _remove_empty_folders(runtime_dir: str) -> None:
+    """The spawner's folders, once its standbys are gone; rmdir only, so nothing mounted or left
+    inside is ever deleted through them."""
+    for folder in (os.path.join(runtime_dir, "root"), runtime_dir):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
