@@ -13,6 +13,8 @@ import json
 import struct
 from typing import Any
 
+from .errors import ErrorReason, WorkerError
+
 VERSION = 1
 MAX_FRAME = 4 << 20
 LENGTH = struct.Struct(">I")
@@ -34,29 +36,17 @@ OPS = (
 )
 
 
-class ProtocolError(Exception):
-    """A refused request; reason is a stable word for programs, message a sentence for people."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def to_dict(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": self.message}
-
-
 def encode(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME:
-        raise ProtocolError("too_large", f"message of {len(body)} bytes exceeds {MAX_FRAME}")
+        raise WorkerError(ErrorReason.TOO_LARGE, f"message of {len(body)} bytes exceeds {MAX_FRAME}")
     return LENGTH.pack(len(body)) + body
 
 
 def frame_length(header: bytes) -> int:
     (length,) = LENGTH.unpack(header)
     if length > MAX_FRAME:
-        raise ProtocolError("too_large", f"frame of {length} bytes exceeds {MAX_FRAME}")
+        raise WorkerError(ErrorReason.TOO_LARGE, f"frame of {length} bytes exceeds {MAX_FRAME}")
     return length
 
 
@@ -64,9 +54,9 @@ def decode(body: bytes) -> dict[str, Any]:
     try:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise ProtocolError("bad_request", "a frame must hold JSON") from None
+        raise WorkerError(ErrorReason.BAD_REQUEST, "a frame must hold JSON") from None
     if not isinstance(message, dict):
-        raise ProtocolError("bad_request", "a frame must hold a JSON object")
+        raise WorkerError(ErrorReason.BAD_REQUEST, "a frame must hold a JSON object")
     return message
 
 
@@ -74,5 +64,5 @@ def ok(request_id: Any, **result: Any) -> dict[str, Any]:
     return {"id": request_id, "ok": True, **result}
 
 
-def failed(request_id: Any, error: ProtocolError) -> dict[str, Any]:
+def failed(request_id: Any, error: WorkerError) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": error.to_dict()}

@@ -13,9 +13,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-class SpecError(ValueError):
-    """A request that cannot be honoured as written; the message is meant for the user."""
+from .errors import SpecError
+from .limits import Limits
 
 
 class NetworkMode(str, enum.Enum):
@@ -40,129 +39,6 @@ class Reason(str, enum.Enum):
     STOPPED = "stopped"
     START_ERROR = "start_error"
     LOST = "lost"
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def parse_size(text: str | int, what: str = "size") -> int:
-    """Bytes from '512M', '2G', '1.5g', '4096' (binary units); one clear error otherwise."""
-    if isinstance(text, bool):
-        raise SpecError(f"{what}: {text!r} is not a size (use e.g. 512M or 2G)")
-    if isinstance(text, int):
-        if text < 0:
-            raise SpecError(f"{what}: {text} is negative")
-        return text
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise SpecError(f"{what}: {text!r} is not a size (use e.g. 512M or 2G)")
-    number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[unit.lower()])
-
-
-def parse_duration(text: str | int | float, what: str = "duration") -> float:
-    """Seconds from '90', '90s', '10m', '1h30m', '250ms'; one clear error otherwise."""
-    if isinstance(text, bool):
-        raise SpecError(f"{what}: {text!r} is not a duration (use e.g. 30s, 10m or 1h)")
-    if isinstance(text, (int, float)):
-        if text < 0:
-            raise SpecError(f"{what}: {text} is negative")
-        return float(text)
-    compact = str(text).strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", compact):
-        return float(compact)
-    parts = _DURATION_PART.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise SpecError(f"{what}: {text!r} is not a duration (use e.g. 30s, 10m or 1h)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
-def _positive_int(value: Any, what: str, low: int = 1, high: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            value = int(str(value), 10)
-        except ValueError:
-            raise SpecError(f"{what}: {value!r} is not a whole number") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise SpecError(f"{what}: {value} must be {bound}")
-    return value
-
-
-_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one job; None means not limited.
-
-    memory_mb is MiB of RAM (swap excluded), cpu_percent is percent of one core (200 = two cores),
-    io_bps is bytes per second for reads and for writes, pids counts the job's processes and
-    threads, timeout_s is wall-clock seconds, tmp_mb caps each of /tmp and /dev/shm, net_bps is
-    bytes per second each way on the isolated network.
-    """
-
-    memory_mb: int | None = None
-    cpu_percent: int | None = None
-    io_bps: int | None = None
-    pids: int | None = None
-    timeout_s: float | None = None
-    tmp_mb: int = 64
-    cpuset: str | None = None
-    net_bps: int | None = None
-
-    def __post_init__(self) -> None:
-        check = object.__setattr__
-        check(self, "memory_mb", _positive_int(self.memory_mb, "memory limit (MiB)", low=8))
-        check(self, "cpu_percent", _positive_int(self.cpu_percent, "CPU limit (%)", high=100_000))
-        check(self, "io_bps", _positive_int(self.io_bps, "I/O limit (bytes/s)", low=4096))
-        check(self, "pids", _positive_int(self.pids, "process limit", high=1 << 22))
-        check(self, "tmp_mb", _positive_int(self.tmp_mb, "/tmp size (MiB)", high=1 << 20))
-        check(self, "net_bps", _positive_int(self.net_bps, "network limit (bytes/s)", low=1024))
-        if self.timeout_s is not None:
-            seconds = parse_duration(self.timeout_s, "timeout")
-            if seconds <= 0:
-                raise SpecError("timeout: must be more than 0 seconds")
-            check(self, "timeout_s", seconds)
-        if self.cpuset is not None and not _CPUSET_RE.match(str(self.cpuset)):
-            raise SpecError(f"cpuset: {self.cpuset!r} is not a CPU list (use e.g. 0-1 or 0,2)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Limits:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SpecError(f"limits: unknown field(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-
-def requested_limits(
-    *,
-    memory_mb: int | None = None,
-    cpu_percent: int | None = None,
-    pids: int | None = None,
-    io_bps: int | None = None,
-    net_bps: int | None = None,
-    timeout: str | float | None = None,
-    timeout_label: str = "timeout",
-) -> dict[str, Any]:
-    """The limits a request asks for, as the executor takes them: those not given are left out."""
-    asked = {
-        "memory_mb": memory_mb,
-        "cpu_percent": cpu_percent,
-        "pids": pids,
-        "io_bps": io_bps,
-        "net_bps": net_bps,
-        "timeout_s": parse_duration(timeout, timeout_label) if timeout is not None else None,
-    }
-    return {key: value for key, value in asked.items() if value is not None}
 
 
 _RESERVED_DESTINATIONS = ("/proc", "/dev", "/sys", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")
@@ -330,11 +206,11 @@ _REQUEST_FIELDS = {"command", "name", "limits", "env", "mounts", "network", "cwd
 
 @dataclass
 class JobRequest:
-    """What a client asks the executor for; limits not given come from the executor's policy."""
+    """What a client asks the executor for; limits not set come from the executor's policy."""
 
     command: list[str]
     name: str | None = None
-    limits: dict[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
     network: NetworkMode | None = None
@@ -349,9 +225,8 @@ class JobRequest:
         self.env = validate_env(self.env)
         if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name)):
             raise SpecError("name: use up to 100 letters, digits, spaces and . @ + - _")
-        if not isinstance(self.limits, dict):
-            raise SpecError("limits: must be an object")
-        Limits.from_dict(self.limits)
+        if not isinstance(self.limits, Limits):
+            self.limits = Limits.parse(self.limits)
         self.network = None if self.network is None else _network(self.network)
         self.cwd = _clean_absolute(self.cwd, "cwd")
         self.python_prefixes = [_clean_absolute(p, "python prefix") for p in self.python_prefixes]
@@ -375,6 +250,7 @@ class JobRequest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["limits"] = self.limits.given()
         data["mounts"] = [m.to_dict() for m in self.mounts]
         data["network"] = self.network.value if self.network else None
         return data
@@ -396,20 +272,18 @@ def _mount_from_dict(data: Any) -> Mount:
         raise SpecError(f"mount: {exc}") from None
 
 
-def describe_ending(job: dict[str, Any]) -> str:
+def describe_ending(job: JobRecord) -> str:
     """How a job ended, in words, or its state while it has not: the words every UI shows."""
-    reason = job.get("reason")
-    limits = job.get("limits") or {}
     words = {
-        "exit": f"exit code {job.get('exit_code')}",
-        "signal": f"killed by signal {job.get('signal')}",
-        "oom": f"killed: out of memory (limit {limits.get('memory_mb')} MiB)",
-        "timeout": f"timed out after {limits.get('timeout_s') or 0:g} s",
-        "stopped": f"stopped by {job.get('stopped_by') or 'request'}",
-        "start_error": f"could not start: {job.get('error')}",
-        "lost": "lost: its supervisor vanished",
+        Reason.EXIT: f"exit code {job.exit_code}",
+        Reason.SIGNAL: f"killed by signal {job.signal}",
+        Reason.OOM: f"killed: out of memory (limit {job.limits.memory_mb} MiB)",
+        Reason.TIMEOUT: f"timed out after {job.limits.timeout_s or 0:g} s",
+        Reason.STOPPED: f"stopped by {job.stopped_by or 'request'}",
+        Reason.START_ERROR: f"could not start: {job.error}",
+        Reason.LOST: "lost: its supervisor vanished",
     }
-    return words.get(reason, job["status"].lower()) if reason else job["status"].lower()
+    return words[job.reason] if job.reason else job.status.value.lower()
 
 
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
@@ -417,7 +291,8 @@ TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
 
 @dataclass
 class JobRecord:
-    """A job as the executor keeps it and every API shows it."""
+    """A job as the executor keeps it and every API shows it (`to_dict`); clients read it back
+    with `from_dict`."""
 
     id: str
     name: str
@@ -425,7 +300,7 @@ class JobRecord:
     owner_uid: int
     command: list[str]
     status: JobStatus
-    limits: dict[str, Any]
+    limits: Limits
     network: str
     created_at: float
     reason: Reason | None = None
@@ -441,9 +316,36 @@ class JobRecord:
     def finished(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def ending(self) -> str:
+        """How it ended in words, or its state while it has not."""
+        return describe_ending(self)
+
+    @property
+    def shell_code(self) -> int:
+        """The exit code a shell would report for it (see Outcome.shell_code)."""
+        if self.reason is None:
+            return 0
+        return Outcome(self.reason, self.exit_code, self.signal).shell_code
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = self.status.value
         data["reason"] = self.reason.value if self.reason else None
-        data["status_text"] = describe_ending(data)
+        data["limits"] = self.limits.to_dict()
+        data["status_text"] = self.ending
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """A record as the executor or REST sent it (fields this version does not know are ignored)."""
+        known = {key: value for key, value in data.items() if key in _RECORD_FIELDS}
+        known["status"] = JobStatus(known["status"])
+        known["reason"] = Reason(known["reason"]) if known.get("reason") else None
+        known["limits"] = Limits.parse({k: v for k, v in (known.get("limits") or {}).items() if k in _LIMIT_FIELDS})
+        known["metrics"] = known.get("metrics") or {}
+        return cls(**known)
+
+
+_RECORD_FIELDS = set(JobRecord.__dataclass_fields__)
+_LIMIT_FIELDS = set(Limits.__dataclass_fields__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ..protocol import ProtocolError
+from ..errors import ErrorReason, WorkerError
 from .store import JobStore
 
 Key = tuple[int, str]
@@ -60,7 +60,7 @@ class Holds:
         """A job may name only a holder of the same uid that is connected (or may yet come back)."""
         if (uid, holder) not in self.connections and (uid, holder) not in self.pending:
             why = "the Jupyter server this job would end with has stopped"
-            raise ProtocolError("conflict", f"holder {holder!r} is not connected: {why}")
+            raise WorkerError(ErrorReason.CONFLICT, f"holder {holder!r} is not connected: {why}")
 
     def close(self) -> None:
         """The executor is stopping: claims stay in the store for the next start."""

@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..protocol import ProtocolError
+from ..errors import ErrorReason, WorkerError
 from ..sandbox.launch_spec import JobLink
 from ..sandbox.network import Bridge, NetworkError, host_nameservers, ipv4_forwarding, isolated_problem
 from ..spec import NetworkMode
@@ -51,16 +51,16 @@ class IsolatedNetwork:
         if not self._up:
             problem = self.problem()
             if problem:
-                raise ProtocolError("unsupported", f"network 'isolated' is not available here: {problem}")
+                raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
             try:
                 _off_loop(self.bridge.up)
             except NetworkError as exc:
-                raise ProtocolError("unsupported", f"network 'isolated' is not available here: {exc}") from None
+                raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {exc}") from None
             self._up = True
         taken = {link.address for link in self.leases.values()}
         free = next((a for a in self.bridge.addresses() if a not in taken), None)
         if free is None:
-            raise ProtocolError("busy", f"every address of {self.bridge.subnet} is in use")
+            raise WorkerError(ErrorReason.BUSY, f"every address of {self.bridge.subnet} is in use")
         link = JobLink(self.bridge.name, "jwv" + job_id.replace("-", "")[:11], free, str(self.bridge.gateway),
                        self.bridge.dns)  # fmt: skip
         self.leases[job_id] = link

@@ -14,21 +14,49 @@ import pwd
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import Dict, Float, Int, List, TraitError, Unicode, validate
+from traitlets import Dict, Float, Int, List, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
+from ..limits import LIMITS, LimitRow
 from ..sandbox.network import parse_rule
 from ..spec import JobRequest, Limits, NetworkMode, SpecError
 
-MAXIMA = {
-    "memory_mb": ("max_memory_limit", "memory limit", "MiB"),
-    "cpu_percent": ("max_cpu_limit", "CPU limit", "%"),
-    "io_bps": ("max_io_limit", "I/O limit", "bytes/s"),
-    "net_bps": ("max_net_limit", "network limit", "bytes/s"),
-    "pids": ("max_pids_limit", "process limit", ""),
-    "timeout_s": ("max_job_timeout", "timeout", "s"),
-}
-ALLOWANCE_KEYS = ("max_jobs", *(setting for setting, _, _ in MAXIMA.values()))
+_BY_MAX = {row.max_setting: row for row in LIMITS if row.max_setting}
+ALLOWANCE_KEYS = ("max_jobs", *(row.max_setting for row in LIMITS if row.max_setting))
+
+
+class LimitSetting(TraitType):
+    """A policy setting for one limit: a value as a person types it ('4G', '2h', 512), kept typed."""
+
+    def __init__(self, row: LimitRow, default: Any, words: str):
+        self.row = row
+        unit = row.unit or row.kind.value
+        self.info_text = f"a {row.what} ({unit}), or None"
+        super().__init__(default, allow_none=True, help=words.format(what=row.what, unit=unit))
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.row.parse(value)
+        except SpecError as exc:
+            raise TraitError(f"{self.name}: {exc}") from None
+
+
+def _limit_settings() -> dict[str, TraitType]:
+    """Each limit's default and maximum setting, from the table (limits.LIMITS)."""
+    settings: dict[str, TraitType] = {}
+    for row in LIMITS:
+        if row.default_setting:
+            settings[row.default_setting] = LimitSetting(row, row.default, "{what} of a job that asks for none ({unit})")
+        if row.max_setting:
+            settings[row.max_setting] = LimitSetting(
+                row, row.max_default, "the most a job may ask for (None: no maximum):"
+            )
+    return {name: trait.tag(config=True) for name, trait in settings.items()}
+
+
+_LimitSettings = type("_LimitSettings", (Configurable,), _limit_settings())
 
 
 @dataclass(frozen=True)
@@ -43,26 +71,9 @@ class Allowance:
         return {"max_jobs": self.max_jobs, **self.maxima}
 
 
-class Policy(Configurable):
-    default_cpu_limit = Int(100, allow_none=True, help="CPU limit of a job that asks for none (% of one core)").tag(
-        config=True
-    )
-    default_memory_limit = Int(1024, allow_none=True, help="memory limit of a job that asks for none (MiB)").tag(
-        config=True
-    )
-    default_io_limit = Int(None, allow_none=True, help="I/O limit of a job that asks for none (bytes/s)").tag(
-        config=True
-    )
-    default_pids_limit = Int(512, allow_none=True, help="process limit of a job that asks for none").tag(config=True)
-    max_cpu_limit = Int(None, allow_none=True, help="highest CPU limit a job may ask for (%)").tag(config=True)
-    max_memory_limit = Int(None, allow_none=True, help="highest memory limit a job may ask for (MiB)").tag(config=True)
-    max_io_limit = Int(None, allow_none=True, help="highest I/O limit a job may ask for (bytes/s)").tag(config=True)
-    max_pids_limit = Int(None, allow_none=True, help="highest process limit a job may ask for").tag(config=True)
-    max_net_limit = Int(None, allow_none=True, help="highest network bandwidth a job may ask for (bytes/s)").tag(
-        config=True
-    )
-    job_timeout = Float(3600.0, help="timeout of a job that asks for none (seconds)").tag(config=True)
-    max_job_timeout = Float(86400.0, help="longest timeout a job may ask for (seconds)").tag(config=True)
+class Policy(_LimitSettings):
+    """The executor's settings; each limit's default and maximum come from the table (_LimitSettings)."""
+
     max_concurrent_jobs = Int(max(2, 2 * (os.cpu_count() or 1)), help="jobs running at once; the rest wait").tag(
         config=True
     )
@@ -135,21 +146,23 @@ class Policy(Configurable):
 
     @validate("user_limits", "group_limits")
     def _check_allowances(self, proposal: Any) -> dict:
+        """Each entry's values are parsed as the settings they override ('16G' for a memory maximum)."""
         what, keys = proposal["trait"].name, ", ".join(ALLOWANCE_KEYS)
+        checked: dict[str, dict[str, Any]] = {}
         for name, entry in proposal["value"].items():
             if not isinstance(entry, dict):
                 raise TraitError(f"Policy.{what}[{name!r}]: a dict of {keys}")
+            checked[name] = {}
             for key, value in entry.items():
                 if key not in ALLOWANCE_KEYS:
                     raise TraitError(f"Policy.{what}[{name!r}]: unknown key {key!r}; one of {keys}")
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                    raise TraitError(f"Policy.{what}[{name!r}][{key!r}]: a number >= 0, or None for no maximum")
-        return proposal["value"]
+                checked[name][key] = _allowance_value(f"Policy.{what}[{name!r}][{key!r}]", key, value)
+        return checked
 
     def allowance(self, user: str) -> Allowance:
         """The user's own entry wins; else the most generous of their groups' entries; else the global value."""
         chosen: dict[str, Any] = {"max_jobs": self.max_jobs_per_user}
-        chosen |= {setting: getattr(self, setting) for setting, _, _ in MAXIMA.values()}
+        chosen |= {setting: getattr(self, setting) for setting in ALLOWANCE_KEYS[1:]}
         groups = [self.group_limits[g] for g in _groups_of(user) if g in self.group_limits]
         for key in ALLOWANCE_KEYS:
             values = [entry[key] for entry in groups if key in entry]
@@ -158,26 +171,22 @@ class Policy(Configurable):
         chosen |= self.user_limits.get(user, {})
         return Allowance(int(chosen.pop("max_jobs") or 0), chosen)
 
-    def limits_for(self, request: JobRequest, allowance: Allowance) -> Limits:
-        """The request's limits with defaults (capped at the user's maxima) filled in; a value above
-        a maximum is refused."""
-        defaults = {
-            "memory_mb": self.default_memory_limit,
-            "cpu_percent": self.default_cpu_limit,
-            "io_bps": self.default_io_limit,
-            "pids": self.default_pids_limit,
-            "timeout_s": self.job_timeout,
-        }
-        for key, (setting, _, _) in MAXIMA.items():
-            maximum = allowance.maxima[setting]
-            if maximum is not None and key in defaults and (defaults[key] is None or defaults[key] > maximum):
-                defaults[key] = maximum
-        limits = Limits.from_dict({**{k: v for k, v in defaults.items() if v is not None}, **request.limits})
-        for key, (setting, what, unit) in MAXIMA.items():
-            maximum, value = allowance.maxima[setting], getattr(limits, key)
-            if maximum is not None and value is not None and value > maximum:
-                raise SpecError(f"{what}: {value:g}{unit} is above the maximum of {maximum:g}{unit}")
-        return limits
+    def limits_for(self, asked: Limits, allowance: Allowance) -> Limits:
+        """The limits a job gets, limit by limit: what it asked for, which may not exceed the
+        user's maximum; else the policy's default, lowered to that maximum (a limit with a maximum is
+        never left unset)."""
+        chosen: dict[str, Any] = {}
+        for row in LIMITS:
+            value = getattr(asked, row.field)
+            maximum = allowance.maxima.get(row.max_setting) if row.max_setting else None
+            if value is None:
+                value = getattr(self, row.default_setting) if row.default_setting else None
+                if maximum is not None and (value is None or value > maximum):
+                    value = maximum
+            elif maximum is not None and value > maximum:
+                raise SpecError(f"{row.what}: {row.show(value)} is above the maximum of {row.show(maximum)}")
+            chosen[row.field] = value
+        return Limits(**chosen)
 
     def check_command(self, argv: list[str]) -> None:
         if self.allowed_commands is not None and os.path.basename(argv[0]) not in self.allowed_commands:
@@ -185,6 +194,19 @@ class Policy(Configurable):
 
     def network_for(self, request: JobRequest, default: NetworkMode) -> NetworkMode:
         return request.network or default
+
+
+def _allowance_value(where: str, key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if key == "max_jobs":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError("a whole number >= 0")
+            return value
+        return _BY_MAX[key].parse(value)
+    except SpecError as exc:
+        raise TraitError(f"{where}: {exc}, or None for no maximum") from None
 
 
 def _most_generous(key: str, values: list[Any]) -> Any:

@@ -19,7 +19,7 @@ import struct
 from typing import Any
 
 from .. import protocol
-from ..protocol import ProtocolError
+from ..errors import ErrorReason, WorkerError
 from ..spec import JobRequest, SpecError, validate_holder
 from .service import Caller, Executor
 
@@ -91,7 +91,7 @@ class Server:
         self.connections += 1
         try:
             if self.connections > MAX_CONNECTIONS:
-                await _send(writer, protocol.failed(None, ProtocolError("busy", "too many connections")))
+                await _send(writer, protocol.failed(None, WorkerError(ErrorReason.BUSY, "too many connections")))
                 return
             caller = self.caller(writer.get_extra_info("socket"))
             await self._converse(caller, reader, writer)
@@ -106,7 +106,7 @@ class Server:
         while True:
             try:
                 request = await _receive(reader)
-            except ProtocolError as exc:
+            except WorkerError as exc:
                 await _send(writer, protocol.failed(None, exc))
                 return
             if request is None:
@@ -114,7 +114,7 @@ class Server:
             request_id = request.get("id")
             try:
                 if not greeted and request.get("op") != "hello":
-                    raise ProtocolError("bad_request", "the first request must be hello")
+                    raise WorkerError(ErrorReason.BAD_REQUEST, "the first request must be hello")
                 greeted = True
                 if request.get("op") in ("follow", "watch"):
                     await self._stream(caller, request, writer)
@@ -123,17 +123,17 @@ class Server:
                     await self._hold(caller, request, reader, writer)
                     return
                 await _send(writer, protocol.ok(request_id, **self.handle(caller, request)))
-            except ProtocolError as exc:
+            except WorkerError as exc:
                 await _send(writer, protocol.failed(request_id, exc))
             except SpecError as exc:
-                await _send(writer, protocol.failed(request_id, ProtocolError("invalid", str(exc))))
+                await _send(writer, protocol.failed(request_id, WorkerError(ErrorReason.INVALID, str(exc))))
 
     def handle(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         executor = self.executor
         if op == "hello":
             if request.get("version") != protocol.VERSION:
-                raise ProtocolError("version", f"this executor speaks protocol version {protocol.VERSION}")
+                raise WorkerError(ErrorReason.VERSION, f"this executor speaks protocol version {protocol.VERSION}")
             return {"version": protocol.VERSION, "user": caller.name, "uid": caller.uid, "role": caller.role}
         if op == "run":
             record = executor.submit(caller, JobRequest.from_dict(request.get("job")))
@@ -163,7 +163,7 @@ class Server:
             return {}
         if op == "capabilities":
             return {"policy": _policy(executor, caller)}
-        raise ProtocolError("bad_request", f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
 
     async def _hold(self, caller: Caller, request: dict[str, Any], reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:  # fmt: skip
@@ -171,7 +171,7 @@ class Server:
         once the jobs are stopped); the executor's own shutdown (a cancellation) ends nothing, so the
         claim waits for the holder after the restart."""
         if caller.role == "viewer":
-            raise ProtocolError("forbidden", "viewers may read jobs but not run them")
+            raise WorkerError(ErrorReason.FORBIDDEN, "viewers may read jobs but not run them")
         holder = validate_holder(request.get("holder"))
         holds = self.executor.holds
         holds.connected(caller.uid, holder)
@@ -197,7 +197,7 @@ class Server:
                 self.executor.unwatch_list(queue)
         offset = request.get("offset", 0)
         if not isinstance(offset, int) or offset < 0:
-            raise ProtocolError("bad_request", "offset: a whole number >= 0")
+            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0")
         events = self.executor.follow(caller, request.get("job_id"), offset)
         first = await anext(events)
         await _send(writer, protocol.ok(request_id, following=True))
@@ -209,7 +209,7 @@ class Server:
 def _grace(request: dict[str, Any]) -> float | None:
     grace = request.get("grace_s")
     if grace is not None and (not isinstance(grace, (int, float)) or grace < 0):
-        raise ProtocolError("bad_request", "grace_s: seconds >= 0")
+        raise WorkerError(ErrorReason.BAD_REQUEST, "grace_s: seconds >= 0")
     return grace
 
 
@@ -239,7 +239,7 @@ async def _receive(reader: asyncio.StreamReader) -> dict[str, Any] | None:
         header = await reader.readexactly(protocol.LENGTH.size)
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            raise ProtocolError("bad_request", "a frame ended early") from None
+            raise WorkerError(ErrorReason.BAD_REQUEST, "a frame ended early") from None
         return None
     body = await reader.readexactly(protocol.frame_length(header))
     return protocol.decode(body)

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import ProtocolError
+from ..errors import ErrorReason, WorkerError
 from ..sandbox import CaptureFiles, LaunchSpec, RunningJob, Sandbox, SandboxError, unix_address
 from ..sandbox.output import read_chunks
-from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, SpecError
+from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason
 from . import workfiles
 from .holds import Holds
 from .isolation import IsolatedNetwork
@@ -97,14 +97,15 @@ class Executor:
     def submit(self, caller: Caller, request: JobRequest) -> JobRecord:
         """Check the request against the policy, record it QUEUED, and start it if there is room."""
         if caller.role == "viewer":
-            raise ProtocolError("forbidden", "viewers may read jobs but not run them")
+            raise WorkerError(ErrorReason.FORBIDDEN, "viewers may read jobs but not run them")
         self.policy.check_command(request.command)
-        limits = self.policy.limits_for(request, self.policy.allowance(request.owner or caller.name))
+        limits = self.policy.limits_for(request.limits, self.policy.allowance(request.owner or caller.name))
         network = self.policy.network_for(request, self.network.default_mode(self.policy.default_network))
         if network is NetworkMode.ISOLATED and self.network.problem():
-            raise ProtocolError("unsupported", f"network 'isolated' is not available here: {self.network.problem()}")
+            problem = self.network.problem()
+            raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
         if request.owner is not None and caller.role != "admin":
-            raise ProtocolError("forbidden", "only root or an admin may name another owner")
+            raise WorkerError(ErrorReason.FORBIDDEN, "only root or an admin may name another owner")
         if request.holder is not None:
             self.holds.check(caller.uid, request.holder)
         job_id = str(uuid.uuid4())
@@ -117,7 +118,7 @@ class Executor:
         )  # fmt: skip
         record = JobRecord(
             id=job_id, name=request.name or os.path.basename(request.command[0]), owner=request.owner or caller.name,
-            owner_uid=caller.uid, command=request.command, status=JobStatus.QUEUED, limits=limits.to_dict(),
+            owner_uid=caller.uid, command=request.command, status=JobStatus.QUEUED, limits=limits,
             network=network.value, created_at=time.time(),
         )  # fmt: skip
         self.store.add(record, launch.to_dict(), request.holder)
@@ -131,19 +132,19 @@ class Executor:
         try:
             entry = pwd.getpwnam(self.root_runs_as)
         except KeyError:
-            raise ProtocolError("misconfigured", f"root_runs_as: no user {self.root_runs_as!r}") from None
+            raise WorkerError(ErrorReason.MISCONFIGURED, f"root_runs_as: no user {self.root_runs_as!r}") from None
         return entry.pw_uid, entry.pw_gid
 
     def find(self, caller: Caller, job_ref: str) -> JobRecord:
         """A job by id or unique id prefix, among those the caller may see."""
         if not isinstance(job_ref, str) or not job_ref.replace("-", "").isalnum() or len(job_ref) > 36:
-            raise ProtocolError("bad_request", "a job id is a UUID or a prefix of one")
+            raise WorkerError(ErrorReason.BAD_REQUEST, "a job id is a UUID or a prefix of one")
         visible = None if caller.sees_all else caller.uid
         matches = self.store.ids_with_prefix(job_ref.lower(), visible)
         if not matches:
-            raise ProtocolError("not_found", f"no job {job_ref}")
+            raise WorkerError(ErrorReason.NOT_FOUND, f"no job {job_ref}")
         if len(matches) > 1:
-            raise ProtocolError("ambiguous", f"{job_ref} matches more than one job; give more of the id")
+            raise WorkerError(ErrorReason.AMBIGUOUS, f"{job_ref} matches more than one job; give more of the id")
         record = self.store.get(matches[0])
         assert record is not None
         return self._live(record)
@@ -157,7 +158,7 @@ class Executor:
     def _check_write(self, caller: Caller, record: JobRecord) -> None:
         if caller.role == "admin" or (caller.role != "viewer" and caller.uid == record.owner_uid):
             return
-        raise ProtocolError("forbidden", f"not permitted to change job {record.id}")
+        raise WorkerError(ErrorReason.FORBIDDEN, f"not permitted to change job {record.id}")
 
     def list(self, caller: Caller, query: dict) -> tuple[list[JobRecord], int | None]:
         owner = None if caller.sees_all else caller.uid
@@ -165,11 +166,11 @@ class Executor:
         if isinstance(statuses, str):
             statuses = [statuses]
         if statuses is not None and not all(s in JobStatus.__members__ for s in statuses):
-            raise ProtocolError("bad_request", "status: one or more of QUEUED, RUNNING, COMPLETED, FAILED, STOPPED")
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"status: one or more of {', '.join(JobStatus.__members__)}")
         limit = query.get("limit", 50)
         cursor = query.get("cursor")
         if not isinstance(limit, int) or not 1 <= limit <= 1000 or not (cursor is None or isinstance(cursor, int)):
-            raise ProtocolError("bad_request", "limit: 1 to 1000; cursor: the number a previous page gave")
+            raise WorkerError(ErrorReason.BAD_REQUEST, "limit: 1 to 1000; cursor: the number a previous page gave")
         records, next_cursor = self.store.page(owner, statuses, cursor, limit, query.get("order") == "oldest")
         if query.get("owner") and caller.sees_all:
             records = [r for r in records if r.owner == query["owner"]]
@@ -204,7 +205,7 @@ class Executor:
         record = self.find(caller, job_ref)
         self._check_write(caller, record)
         if not record.finished:
-            raise ProtocolError("conflict", f"job {record.id} is {record.status.value}; stop it first")
+            raise WorkerError(ErrorReason.CONFLICT, f"job {record.id} is {record.status.value}; stop it first")
         self._remove(record.id)
 
     def _remove(self, job_id: str) -> None:
@@ -214,7 +215,7 @@ class Executor:
     def logs(self, caller: Caller, job_ref: str, offset: int, max_bytes: int) -> tuple[JobRecord, list, int]:
         record = self.find(caller, job_ref)
         if not isinstance(offset, int) or offset < 0 or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ProtocolError("bad_request", "offset: a whole number >= 0; max_bytes: >= 1")
+            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0; max_bytes: >= 1")
         chunks, next_offset = read_chunks(self.paths(record.id)["log"], offset, min(max_bytes, READ_MAX))
         return record, chunks, next_offset
 
@@ -304,10 +305,7 @@ class Executor:
                 launch = dataclasses.replace(launch, link=self.network.lease(record.id))
                 self.store.set_launch(record.id, launch.to_dict())
             handle = self._start_supervised(launch, paths)
-        except ProtocolError as exc:
-            self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
-            return
-        except (OSError, SpecError, SandboxError) as exc:
+        except (OSError, WorkerError, SandboxError) as exc:
             self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
             return
         self._watch(record.id, handle)

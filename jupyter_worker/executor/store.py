@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from ..spec import JobRecord, JobStatus, Reason
+from ..spec import JobRecord, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -38,11 +38,7 @@ CREATE INDEX IF NOT EXISTS held_jobs_by_holder ON held_jobs (uid, holder);
 
 
 def _record(text: str) -> JobRecord:
-    data = json.loads(text)
-    data.pop("status_text", None)
-    data["status"] = JobStatus(data["status"])
-    data["reason"] = Reason(data["reason"]) if data.get("reason") else None
-    return JobRecord(**data)
+    return JobRecord.from_dict(json.loads(text))
 
 
 class JobStore:

@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Any
 
-from ..protocol import ProtocolError
+from ..errors import ErrorReason, WorkerError
 from ..sandbox import libc
 from ..sandbox.mounts import acting_as
 
@@ -23,10 +23,10 @@ RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGI
 
 def _relative(path: Any) -> str:
     if not isinstance(path, str) or "\0" in path or len(path) > 4096:
-        raise ProtocolError("bad_request", "path: a path inside the job's /work")
+        raise WorkerError(ErrorReason.BAD_REQUEST, "path: a path inside the job's /work")
     cleaned = path.strip("/")
     if any(part == ".." for part in cleaned.split("/")):
-        raise ProtocolError("bad_request", f"path: {path!r} leaves the job's /work")
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"path: {path!r} leaves the job's /work")
     return cleaned or "."
 
 
@@ -34,12 +34,12 @@ def _open(work: str, path: str, flags: int, runs_as: tuple[int, int]) -> int:
     try:
         root = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ProtocolError("not_found", "this job's /work was not kept") from None
+        raise WorkerError(ErrorReason.NOT_FOUND, "this job's /work was not kept") from None
     try:
         with acting_as(runs_as[0], runs_as[1], [runs_as[1]]):
             return libc.openat2(root, path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, RESOLVE)
     except OSError as exc:
-        raise ProtocolError("not_found", f"/work/{path}: {os.strerror(exc.errno or 0)}") from None
+        raise WorkerError(ErrorReason.NOT_FOUND, f"/work/{path}: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(root)
 
@@ -71,13 +71,13 @@ def listing(work: str, path: Any, runs_as: tuple[int, int]) -> dict[str, Any]:
 def read(work: str, path: Any, offset: Any, max_bytes: Any, runs_as: tuple[int, int]) -> tuple[bytes, int]:
     """Up to max_bytes of a regular file in /work from offset; returns them and the file's size."""
     if not isinstance(offset, int) or offset < 0 or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise ProtocolError("bad_request", "offset: a whole number >= 0; max_bytes: >= 1")
+        raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0; max_bytes: >= 1")
     where = _relative(path)
     fd = _open(work, where, os.O_RDONLY, runs_as)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ProtocolError("bad_request", f"/work/{where} is not a regular file")
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"/work/{where} is not a regular file")
         return os.pread(fd, min(max_bytes, READ_MAX), offset), info.st_size
     finally:
         os.close(fd)
