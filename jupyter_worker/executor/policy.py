@@ -48,7 +48,7 @@ def _limit_settings() -> dict[str, TraitType]:
     settings: dict[str, TraitType] = {}
     for row in LIMITS:
         if row.default_setting:
-            settings[row.default_setting] = LimitSetting(row, row.default, "{what} of a job that asks for none ({unit})")
+            settings[row.default_setting] = LimitSetting(row, row.default, "{what} of a job asking for none ({unit})")
         if row.max_setting:
             settings[row.max_setting] = LimitSetting(
                 row, row.max_default, "the most a job may ask for (None: no maximum):"
