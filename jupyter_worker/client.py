@@ -11,8 +11,9 @@ and terminals; `run` names that holder unless the job names one, so those jobs e
 (executor/holds.py).
 
 Every request method is written once, in _Requests, against an abstract _call; the two classes
-differ only in how a frame travels. Errors from the executor raise ExecutorError (with a stable
-`reason`); a missing executor raises ExecutorUnavailable.
+differ only in how a frame travels. Errors from the executor raise WorkerError (with a stable
+`reason`, errors.ErrorReason); a missing executor raises ExecutorUnavailable, one of them. Jobs
+come back as spec.JobRecord, in results and in stream events alike.
 """
 
 from __future__ import annotations
@@ -26,22 +27,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
+from .errors import ErrorReason, WorkerError
+from .spec import JobRecord, JobRequest
 
 DEFAULT_SOCKET = "/run/jupyter-worker/executor.sock"
 HOLDER_ENV = "JUPYTER_WORKER_HOLDER"
 RELEASE_WAIT_S = 5.0
 
 
-class ExecutorError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class ExecutorUnavailable(WorkerError):
+    """No executor answers at the socket."""
 
-
-class ExecutorUnavailable(ExecutorError):
     def __init__(self, path: str, why: str):
         super().__init__(
-            "unavailable", f"no executor answers at {path} ({why}); start one as root: jupyter-worker executor"
+            ErrorReason.UNAVAILABLE,
+            f"no executor answers at {path} ({why}); start one as root: jupyter-worker executor",
         )
 
 
@@ -58,9 +58,12 @@ def socket_path(path: str | None = None) -> str:
 
 def _result(response: dict[str, Any]) -> dict[str, Any]:
     if not response.get("ok"):
-        error = response.get("error") or {}
-        raise ExecutorError(error.get("reason", "error"), error.get("message", "the executor refused the request"))
+        raise WorkerError.from_dict(response.get("error"))
     return response
+
+
+def _record(result: dict[str, Any]) -> JobRecord:
+    return JobRecord.from_dict(result["job"])
 
 
 def _chunks(result: dict[str, Any]) -> tuple[list[LogChunk], int, bool]:
@@ -73,6 +76,8 @@ def _stream_event(message: dict[str, Any]) -> dict[str, Any]:
         _result(message)
     if message.get("event") == "log":
         message["data"] = base64.b64decode(message["data"])
+    if "job" in message:
+        message["job"] = JobRecord.from_dict(message["job"])
     return message
 
 
@@ -82,21 +87,23 @@ class _Requests:
     def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
         raise NotImplementedError
 
-    def run(self, job: dict[str, Any]) -> Any:
-        """Submit a job (fields of spec.JobRequest); returns its record, QUEUED or RUNNING."""
+    def run(self, job: JobRequest | dict[str, Any]) -> Any:
+        """Submit a job; returns its JobRecord, QUEUED or RUNNING."""
+        job = job.to_dict() if isinstance(job, JobRequest) else job
         holder = os.environ.get(HOLDER_ENV)
-        if holder and "holder" not in job:
+        if holder and not job.get("holder"):
             job = {**job, "holder": holder}
-        return self._call("run", {"job": job}, lambda r: r["job"])
+        return self._call("run", {"job": job}, _record)
 
     def list(self, status: list[str] | None = None, limit: int = 50, cursor: int | None = None,
              order: str = "newest", owner: str | None = None) -> Any:  # fmt: skip
         """One page of jobs, newest first unless order='oldest'; returns (jobs, next cursor or None)."""
         params = {"status": status, "limit": limit, "cursor": cursor, "order": order, "owner": owner}
-        return self._call("list", params, lambda r: (r["jobs"], r["cursor"]))
+        return self._call("list", params, lambda r: ([JobRecord.from_dict(j) for j in r["jobs"]], r["cursor"]))
 
     def get(self, job_id: str) -> Any:
-        return self._call("get", {"job_id": job_id}, lambda r: r["job"])
+        """The JobRecord of a job, by id or unique prefix."""
+        return self._call("get", {"job_id": job_id}, _record)
 
     def logs(self, job_id: str, offset: int = 0, max_bytes: int = 1 << 20) -> Any:
         """Log chunks from offset on; returns (chunks, next offset, whether the job has finished)."""
@@ -113,7 +120,7 @@ class _Requests:
         return self._call("read_file", request, lambda r: (base64.b64decode(r["data"]), r["size"]))
 
     def stop(self, job_id: str, grace_s: float | None = None) -> Any:
-        return self._call("stop", {"job_id": job_id, "grace_s": grace_s}, lambda r: r["job"])
+        return self._call("stop", {"job_id": job_id, "grace_s": grace_s}, _record)
 
     def delete(self, job_id: str) -> Any:
         return self._call("delete", {"job_id": job_id}, lambda r: None)
@@ -204,7 +211,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     while len(data) < size:
         piece = sock.recv(size - len(data))
         if not piece:
-            raise ExecutorError("disconnected", "the executor closed the connection")
+            raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection")
         data += piece
     return bytes(data)
 
@@ -250,7 +257,7 @@ class AsyncClient(_Requests):
             header = await reader.readexactly(protocol.LENGTH.size)
             return protocol.decode(await reader.readexactly(protocol.frame_length(header)))
         except asyncio.IncompleteReadError:
-            raise ExecutorError("disconnected", "the executor closed the connection") from None
+            raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection") from None
 
     async def _call_async(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
         async with self._lock:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
+from ..limits import LIMITS
 from ..spec import JobRequest, SpecError, validate_holder
 from .service import Caller, Executor
 
@@ -220,7 +221,16 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
     del settings["user_limits"], settings["group_limits"]
     allowance = policy.allowance(caller.name).to_dict()
     settings["max_jobs_per_user"] = allowance.pop("max_jobs")
-    return {**settings, **allowance, "network_modes": executor.network.modes()}
+    settings |= allowance
+    limits = [
+        row.describe()
+        | {
+            "default": settings.get(row.default_setting) if row.default_setting else None,
+            "maximum": settings.get(row.max_setting) if row.max_setting else None,
+        }
+        for row in LIMITS
+    ]
+    return {**settings, "limits": limits, "network_modes": executor.network.modes()}
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:
