@@ -57,8 +57,7 @@ def download(client: Client, mib: int) -> None:
         while response.read(1 << 20):
             pass
     outside = time.perf_counter() - begin
-    job = client.run({"command": ["python3", "-c", DOWNLOAD, url], "network": "isolated",
-                      "limits": {"memory_mb": 256}})  # fmt: skip
+    job = client.run({"command": ["python3", "-c", DOWNLOAD, url], "network": "isolated", "limits": {"memory_mb": 256}})
     final = next(e["job"] for e in client.follow(job["id"]) if e["event"] == "end")
     size, inside = client.logs(job["id"])[0][0].data.decode().split()
     assert final["status"] == "COMPLETED" and int(size) == mib << 20
@@ -79,8 +78,12 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="jupyter-worker-bench-") as folder:
             os.chmod(folder, 0o755)
-            daemon = Daemon(folder, "--Policy.isolated_bridge=jwt-brb", "--Policy.isolated_subnet=10.213.88.0/24",
-                            f"--Policy.isolated_dns=['{internet.SERVER}']")  # fmt: skip
+            daemon = Daemon(
+                folder,
+                "--Policy.isolated_bridge=jwt-brb",
+                "--Policy.isolated_subnet=10.213.88.0/24",
+                f"--Policy.isolated_dns=['{internet.SERVER}']",
+            )
             try:
                 with Client(daemon.socket) as client:
                     start_latency(client, args.runs)

@@ -69,8 +69,12 @@ def main() -> None:
         os.chmod(folder, 0o755)
         daemon = Daemon(folder)
         try:
-            request = job_request(python_code(f"for i in range({lines}): print('line', i)"), {"memory_mb": 512},
-                                  name="million", cwd=folder)  # fmt: skip
+            request = job_request(
+                python_code(f"for i in range({lines}): print('line', i)"),
+                {"memory_mb": 512},
+                name="million",
+                cwd=folder,
+            )
             with Client(daemon.socket) as client:
                 plain = Job(client.run(request), daemon.socket)
             start = time.perf_counter()
@@ -88,8 +92,10 @@ def main() -> None:
     print(f"  anchor: plain follower (Job.wait) done: {plain_s:8.2f} s")
     print(f"  widget reached the end in:              {widget_s:8.2f} s  ({widget_s / plain_s:.2f}x the anchor)")
     print(f"  widget redraws: {widget.redraws} = {widget.redraws / widget_s:.1f}/s (target <= ~10/s)")
-    print(f"  widget state per second: {widget.state_bytes / widget_s / 1024:.0f} KiB/s; "
-          f"log lines kept: {len(widget.lines)}")  # fmt: skip
+    print(
+        f"  widget state per second: {widget.state_bytes / widget_s / 1024:.0f} KiB/s; "
+        f"log lines kept: {len(widget.lines)}"
+    )
     print(f"  longest event-loop stall while following: {stall_ms:.1f} ms")
     assert widget.job["status"] == "COMPLETED" and widget.lines[-1].endswith(f"line {lines - 1}</span>")
 
