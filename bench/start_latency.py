@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -22,49 +23,15 @@ import time
 from jupyter_worker.sandbox import LaunchSpec, Sandbox
 from jupyter_worker.spec import Limits
 
-BWRAP = [
-    "bwrap",
-    "--unshare-all",
-    "--die-with-parent",
-    "--new-session",
-    "--cap-drop",
-    "ALL",
-    "--uid",
-    "65534",
-    "--gid",
-    "65534",
-    "--ro-bind",
-    "/usr",
-    "/usr",
-    "--symlink",
-    "usr/bin",
-    "/bin",
-    "--symlink",
-    "usr/sbin",
-    "/sbin",
-    "--symlink",
-    "usr/lib",
-    "/lib",
-    "--symlink",
-    "usr/lib64",
-    "/lib64",
-    "--ro-bind",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.cache",
-    "--proc",
-    "/proc",
-    "--dev",
-    "/dev",
-    "--tmpfs",
-    "/tmp",
-    "--tmpfs",
-    "/work",
-    "--chdir",
-    "/work",
-    "--remount-ro",
-    "/",
-    "/bin/true",
-]
+# bwrap with the same isolation as our engine; one option group a line.
+BWRAP = shlex.split(
+    """
+    bwrap --unshare-all --die-with-parent --new-session --cap-drop ALL --uid 65534 --gid 65534
+    --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/sbin /sbin
+    --symlink usr/lib /lib --symlink usr/lib64 /lib64 --ro-bind /etc/ld.so.cache /etc/ld.so.cache
+    --proc /proc --dev /dev --tmpfs /tmp --tmpfs /work --chdir /work --remount-ro / /bin/true
+    """
+)
 LIMITS = Limits(memory_mb=256, cpu_percent=100, pids=64, timeout_s=60)
 CPU_LOOP = (
     "import time\nt = time.process_time()\nx = 0\nfor i in range(6_000_000): x += i * i\nprint(time.process_time() - t)"
