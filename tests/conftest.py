@@ -6,6 +6,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,10 +22,18 @@ PROJECT_MARKERS = ("jupyter-worker", "jupyter_worker")
 USERS = ("jwtest-alice", "jwtest-bob", "jwtest-carol")
 VIEWERS = "jwtest-viewers"
 ADMINS = "jwtest-admins"
+DEMO = os.path.join(os.path.dirname(__file__), "..", "notebooks", "demo.ipynb")
 
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cgroup_residue() -> list[str]:

@@ -11,9 +11,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.conftest import DEMO
 from tests.executor.conftest import started_daemon
-
-DEMO = os.path.join(os.path.dirname(__file__), "..", "notebooks", "demo.ipynb")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.server.test_multi_user import free_port
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = os.environ.get(

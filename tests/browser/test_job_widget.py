@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_demo_notebook import DEMO
+from tests.conftest import DEMO
 
 pytestmark = pytest.mark.browser
 

@@ -22,7 +22,11 @@ import pytest
 
 from jupyter_worker import protocol
 from jupyter_worker.client import Client, ExecutorUnavailable
+from jupyter_worker.errors import WorkerError
+from jupyter_worker.spec import JobRecord
 from tests.conftest import ADMINS, VIEWERS
+
+SLEEP = {"command": ["sleep", "300"]}
 
 
 def as_user(name: str, action: Callable[[], Any]) -> Any:
@@ -50,6 +54,23 @@ def as_user(name: str, action: Callable[[], Any]) -> Any:
         error_type, message, _ = value
         raise error_type(message) if error_type is not SystemExit else AssertionError(message)
     return value
+
+
+def run_as(daemon: Daemon, user: str, job: dict) -> JobRecord:
+    """Submit a job as the user."""
+    return as_user(user, lambda: Client(daemon.socket).run(job))
+
+
+def ask_as(daemon: Daemon, user: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one client method as the user; a WorkerError comes back as 'refused: <reason>'."""
+
+    def call() -> Any:
+        try:
+            return getattr(Client(daemon.socket), method)(*args, **kwargs)
+        except WorkerError as exc:
+            return f"refused: {exc.reason.value}"
+
+    return as_user(user, call)
 
 
 @dataclass

@@ -14,25 +14,7 @@ import time
 import pytest
 
 from jupyter_worker.client import AsyncClient, Client, ExecutorError
-from tests.executor.conftest import as_user, job_status, started_daemon, wait_for
-
-SLEEP = {"command": ["sleep", "300"]}
-
-
-def run_as(daemon, user: str, job: dict) -> dict:
-    return as_user(user, lambda: Client(daemon.socket).run(job))
-
-
-def ask_as(daemon, user: str, method: str, *args, **kwargs):
-    """Call one client method as the user; an ExecutorError comes back as its reason."""
-
-    def call():
-        try:
-            return getattr(Client(daemon.socket), method)(*args, **kwargs)
-        except ExecutorError as exc:
-            return f"refused: {exc.reason}"
-
-    return as_user(user, call)
+from tests.executor.conftest import SLEEP, as_user, ask_as, job_status, run_as, started_daemon, wait_for
 
 
 def test_a_job_runs_as_its_owner_and_others_cannot_touch_it(daemon, users):

@@ -9,8 +9,7 @@ import pytest
 
 from jupyter_worker.client import Client, ExecutorError
 from tests.conftest import VIEWERS
-from tests.executor.conftest import as_user
-from tests.executor.test_executor import SLEEP, ask_as, run_as
+from tests.executor.conftest import SLEEP, as_user, ask_as, run_as
 
 # carol is in the viewers group; bob has an entry of his own; alice gets the global settings.
 ALLOWANCES = (

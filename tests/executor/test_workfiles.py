@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.executor.conftest import job_status, wait_for
-from tests.executor.test_executor import ask_as, run_as
+from tests.executor.conftest import ask_as, job_status, run_as, wait_for
 
 PLANTED = (
     "mkdir -p results/deep && printf 'accuracy 0.93\\n' > results/score.txt && head -c 3000000 /dev/zero > big.bin"

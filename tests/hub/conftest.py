@@ -23,8 +23,8 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from tests.conftest import free_port
 from tests.executor.conftest import started_daemon, wait_for
-from tests.server.test_multi_user import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE_CONFIG = REPO / "docs" / "jupyterhub_config.py"

@@ -6,7 +6,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,13 +16,8 @@ import urllib.request
 import pytest
 
 from jupyter_worker.client import Client
+from tests.conftest import free_port
 from tests.executor.conftest import as_user, started_daemon, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class UserServer:
