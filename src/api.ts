@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { Job, JobStatus, Policy } from './model';
+import { Job, JobStatus, LimitRow, Policy } from './model';
 
 export class WorkerError extends Error {}
 
@@ -37,6 +37,7 @@ export interface StreamHandlers {
 
 export class WorkerAPI {
   readonly settings = ServerConnection.makeSettings();
+  private table: LimitRow[] | null = null;
 
   async request<T>(path: string, init: RequestInit = {}): Promise<T> {
     const url = URLExt.join(this.settings.baseUrl, 'api/worker', path);
@@ -94,8 +95,19 @@ export class WorkerAPI {
     return `${URLExt.join(this.settings.baseUrl, 'api/worker/jobs', id, 'files/download')}?${query}`;
   }
 
-  capabilities(): Promise<Capabilities> {
-    return this.request('capabilities');
+  async capabilities(): Promise<Capabilities> {
+    const answer = await this.request<Capabilities>('capabilities');
+    this.table = answer.policy?.limits ?? this.table;
+    return answer;
+  }
+
+  /** The executor's table of limits from the last capabilities answer (asked now if none came
+   * yet); empty while no executor answers. */
+  async limitTable(): Promise<LimitRow[]> {
+    if (this.table === null) {
+      await this.capabilities().catch(() => undefined);
+    }
+    return this.table ?? [];
   }
 
   socket(path: string, params: Record<string, string> = {}): WebSocket {

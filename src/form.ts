@@ -1,6 +1,7 @@
 /**
- * "New job": a command, a name, limits prefilled with the executor's defaults and capped at its
- * maxima, and the network mode. A refusal (here or by the server) is shown in the form.
+ * "New job": a command, a name, a field per limit of the executor's table (from `capabilities`:
+ * label, unit, this user's default as placeholder, maximum as hint; values take units as on the
+ * command line) and the network mode. A refusal (here or by the server) is shown in the form.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -9,7 +10,7 @@ import { h } from './dom';
 import { Job, LimitField, jobRequest, limitFields } from './model';
 
 export class NewJobForm extends Widget {
-  private fields: LimitField[] = limitFields({});
+  private fields: LimitField[] = [];
   private readonly command: HTMLInputElement;
   private readonly name: HTMLInputElement;
   private readonly network: HTMLSelectElement;
@@ -75,6 +76,13 @@ export class NewJobForm extends Widget {
   show(): void {
     super.show();
     this.focusCommand();
+    if (this.fields.length === 0) {
+      // No executor answered when the panel started: ask again for its limits.
+      this.api.capabilities().then(
+        capabilities => this.configure(capabilities),
+        () => undefined
+      );
+    }
   }
 
   focusCommand(): void {
@@ -85,14 +93,9 @@ export class NewJobForm extends Widget {
     this.inputs.clear();
     this.limits.replaceChildren(
       ...this.fields.map(field => {
-        const input = h('input', { type: 'number', min: 1, step: field.key === 'timeout_s' ? 'any' : 1, name: field.key });
-        if (field.max !== null) {
-          input.max = String(field.max);
-        }
-        input.value = field.initial === null ? '' : String(field.initial);
+        const input = h('input', { type: 'text', name: field.key, placeholder: field.placeholder, title: field.help, autocomplete: 'off' });
         this.inputs.set(field.key, input);
-        const hint = field.max !== null ? ` (max ${field.max})` : '';
-        return labelled(`${field.label}${field.unit ? ` (${field.unit})` : ''}${hint}`, input);
+        return labelled(field.label, input, field.hint);
       })
     );
   }
@@ -120,6 +123,6 @@ export class NewJobForm extends Widget {
   }
 }
 
-function labelled(text: string, control: HTMLElement): HTMLLabelElement {
-  return h('label', { class: 'jw-field' }, h('span', {}, text), control);
+function labelled(text: string, control: HTMLElement, hint = ''): HTMLLabelElement {
+  return h('label', { class: 'jw-field' }, h('span', {}, text), control, hint ? h('small', { class: 'jw-hint' }, hint) : null);
 }

@@ -10,6 +10,7 @@ import { WorkFiles } from './workFiles';
 import { badge, frameThrottled, h } from './dom';
 import {
   Job,
+  LimitRow,
   LogBuffer,
   UsageSeries,
   chartPoints,
@@ -19,6 +20,7 @@ import {
   formatDuration,
   formatTime,
   isFinished,
+  limitWords,
   supersedes
 } from './model';
 
@@ -31,6 +33,7 @@ export class JobView extends Widget {
   private readonly log = new LogBuffer(2000);
   private readonly usage = new UsageSeries(60);
   private following = true;
+  private limitRows: LimitRow[] = [];
   private readonly scheduleDraw = frameThrottled(() => this.draw());
   private readonly header: HTMLDivElement;
   private readonly facts: HTMLDListElement;
@@ -94,6 +97,10 @@ export class JobView extends Widget {
         void this.files.load();
       }
     });
+    void api.limitTable().then(rows => {
+      this.limitRows = rows;
+      this.scheduleDraw();
+    });
     this.ticker = window.setInterval(() => !isFinished(this.job) && this.scheduleDraw(), 1000);
     this.draw();
   }
@@ -155,13 +162,7 @@ export class JobView extends Widget {
       ['Duration', formatDuration(durationOf(job, Date.now() / 1000))],
       ['CPU', `${(metrics.cpu_seconds ?? 0).toFixed(2)} s${this.usage.latestCpu !== null && !isFinished(job) ? `, now ${this.usage.latestCpu.toFixed(0)}%` : ''}`],
       ['Memory', `${formatBytes(metrics.memory_bytes)} now, ${formatBytes(metrics.memory_peak_bytes)} peak`],
-      ['Limits', [
-        limits.memory_mb ? `memory ${limits.memory_mb} MiB` : '',
-        limits.cpu_percent ? `CPU ${limits.cpu_percent}%` : '',
-        limits.pids ? `${limits.pids} processes` : '',
-        limits.io_bps ? `I/O ${limits.io_bps} B/s` : '',
-        limits.timeout_s ? `timeout ${limits.timeout_s} s` : ''
-      ].filter(Boolean).join(', ')],
+      ['Limits', limitWords(limits, this.limitRows).join(', ') || 'none'],
       ['Network', job.network]
     ];
     if (isFinished(job)) {
@@ -172,7 +173,8 @@ export class JobView extends Widget {
 
   private drawChart(): void {
     const top = Math.max(100, ...this.usage.cpu);
-    const memoryTop = this.job.limits?.memory_mb || Math.max(1, ...this.usage.memoryMiB);
+    const memoryLimit = this.job.limits?.memory_mb;
+    const memoryTop = typeof memoryLimit === 'number' ? memoryLimit : Math.max(1, ...this.usage.memoryMiB);
     const line = (values: number[], scale: number, cls: string) => {
       const node = document.createElementNS(SVG, 'polyline');
       node.setAttribute('class', cls);

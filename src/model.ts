@@ -17,14 +17,12 @@ export interface Metrics {
   [key: string]: number | undefined;
 }
 
-export interface Limits {
-  memory_mb?: number | null;
-  cpu_percent?: number | null;
-  io_bps?: number | null;
-  pids?: number | null;
-  timeout_s?: number | null;
-  net_bps?: number | null;
-}
+/** A limit's value: a number in its row's unit, a CPU list, or null when not set. */
+export type LimitValue = number | string | null;
+
+/** A job's limits keyed by field (the executor's table decides which: see LimitRow). A job
+ * record has every field, null when unset. */
+export type Limits = Record<string, LimitValue | undefined>;
 
 export interface Job {
   id: string;
@@ -313,68 +311,103 @@ export class LogBuffer {
   }
 }
 
+/** One row of the executor's table of limits (jupyter_worker/limits.py), as `capabilities`
+ * serves it: how the limit is named and typed, and this user's default and maximum. */
+export interface LimitRow {
+  field: string;
+  kind: 'mib' | 'rate' | 'count' | 'percent' | 'duration' | 'cpu_list';
+  label: string;
+  what: string;
+  unit: string;
+  flag: string;
+  words: string;
+  low: number | null;
+  high: number | null;
+  default_setting: string | null;
+  max_setting: string | null;
+  default: LimitValue;
+  maximum: LimitValue;
+}
+
+/** The executor's settings as they apply to this user (`capabilities`' policy). */
 export interface Policy {
-  default_memory_limit?: number | null;
-  default_cpu_limit?: number | null;
-  default_pids_limit?: number | null;
-  default_io_limit?: number | null;
-  job_timeout?: number;
-  max_memory_limit?: number | null;
-  max_cpu_limit?: number | null;
-  max_pids_limit?: number | null;
-  max_io_limit?: number | null;
-  max_job_timeout?: number;
+  limits?: LimitRow[];
   default_network?: string;
   network_modes?: string[];
+  [setting: string]: unknown;
+}
+
+/** A value with its row's unit, as the executor words it: '512 MiB', '90 s', '0-1'. */
+export function showLimit(row: Pick<LimitRow, 'unit'>, value: LimitValue): string {
+  return value === null ? 'none' : `${value} ${row.unit}`.trim();
+}
+
+/** What a job asking for nothing gets: the default, lowered to the maximum (Policy.limits_for). */
+export function effectiveDefault(row: LimitRow): LimitValue {
+  const { default: value, maximum } = row;
+  if (typeof maximum === 'number' && (value === null || (typeof value === 'number' && value > maximum))) {
+    return maximum;
+  }
+  return value;
+}
+
+/** The set limits in words, in the table's order: ['Memory 512 MiB', 'Timeout 60 s']. A field
+ * the table does not name (no executor answered) is shown by its field name. */
+export function limitWords(limits: Limits, rows: LimitRow[]): string[] {
+  const named = new Set(rows.map(row => row.field));
+  const words = rows.filter(row => limits[row.field] != null).map(row => `${row.label} ${showLimit(row, limits[row.field] ?? null)}`);
+  for (const [field, value] of Object.entries(limits)) {
+    if (!named.has(field) && value != null) {
+      words.push(`${field} ${value}`);
+    }
+  }
+  return words;
 }
 
 export interface LimitField {
-  key: keyof Limits;
+  key: string;
   label: string;
-  unit: string;
-  initial: number | null;
-  max: number | null;
+  placeholder: string;
+  hint: string;
+  help: string;
 }
 
-/** The form's limit fields, prefilled with the executor's defaults and capped at its maxima. */
+/** The form's field for each limit: a text field (values take units, '2G', '10m', as on the
+ * command line), its placeholder the default a job asking for nothing gets, its hint the maximum. */
 export function limitFields(policy: Policy): LimitField[] {
-  return [
-    { key: 'memory_mb', label: 'Memory', unit: 'MiB', initial: policy.default_memory_limit ?? null, max: policy.max_memory_limit ?? null },
-    { key: 'cpu_percent', label: 'CPU', unit: '% of a core', initial: policy.default_cpu_limit ?? null, max: policy.max_cpu_limit ?? null },
-    { key: 'pids', label: 'Processes', unit: '', initial: policy.default_pids_limit ?? null, max: policy.max_pids_limit ?? null },
-    { key: 'io_bps', label: 'I/O', unit: 'bytes/s', initial: policy.default_io_limit ?? null, max: policy.max_io_limit ?? null },
-    { key: 'timeout_s', label: 'Timeout', unit: 's', initial: policy.job_timeout ?? null, max: policy.max_job_timeout ?? null },
-    { key: 'net_bps', label: 'Network (isolated)', unit: 'bytes/s', initial: null, max: null }
-  ];
+  return (policy.limits ?? []).map(row => {
+    const fallback = effectiveDefault(row);
+    return {
+      key: row.field,
+      label: row.unit ? `${row.label} (${row.unit})` : row.label,
+      placeholder: fallback === null ? 'no limit' : `default ${fallback}`,
+      hint: row.maximum === null ? '' : `max ${showLimit(row, row.maximum)}`,
+      help: row.words
+    };
+  });
 }
 
 export interface JobForm {
   command: string;
   name: string;
   network: string;
-  limits: Partial<Record<keyof Limits, string>>;
+  limits: Record<string, string>;
 }
 
-/** The REST body for the form, or an Error naming the first field that is wrong. */
+/** The REST body for the form, or an Error saying what is wrong. Limits go as typed ('2G',
+ * '10m', '512'): the executor parses them as it does the CLI's flags and names a bad one; an
+ * empty field is left out, so the job gets the executor's default. */
 export function jobRequest(form: JobForm, fields: LimitField[]): Record<string, unknown> {
   const command = splitCommand(form.command);
   if (command.length === 0) {
     throw new Error('give a command to run');
   }
-  const limits: Record<string, number> = {};
+  const limits: Record<string, string> = {};
   for (const field of fields) {
     const text = (form.limits[field.key] ?? '').trim();
-    if (text === '') {
-      continue;
+    if (text !== '') {
+      limits[field.key] = text;
     }
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0 || (field.key !== 'timeout_s' && !Number.isInteger(value))) {
-      throw new Error(`${field.label}: ${JSON.stringify(text)} is not a positive ${field.key === 'timeout_s' ? 'number' : 'whole number'}`);
-    }
-    if (field.max !== null && value > field.max) {
-      throw new Error(`${field.label}: at most ${field.max} ${field.unit}`.trim());
-    }
-    limits[field.key] = value;
   }
   const body: Record<string, unknown> = { command, limits };
   if (form.name.trim()) {

@@ -10,8 +10,10 @@ import {
   formatBytes,
   formatCommand,
   formatDuration,
+  LimitRow,
   jobRequest,
   limitFields,
+  limitWords,
   splitCommand,
   statusText
 } from '../model';
@@ -134,21 +136,73 @@ describe('the log', () => {
   });
 });
 
+/** Rows as `capabilities` serves them (jupyter_worker/limits.py LimitRow.describe, plus the
+ * caller's default and maximum). */
+function limitRow(over: Partial<LimitRow> & Pick<LimitRow, 'field' | 'kind' | 'label' | 'unit'>): LimitRow {
+  return {
+    what: `${over.label.toLowerCase()} limit`,
+    flag: `--max-${over.field}`,
+    words: `${over.label} of the job`,
+    low: null,
+    high: null,
+    default_setting: null,
+    max_setting: null,
+    default: null,
+    maximum: null,
+    ...over
+  };
+}
+
+const ROWS: LimitRow[] = [
+  limitRow({ field: 'memory_mb', kind: 'mib', label: 'Memory', unit: 'MiB', default: 1024, maximum: 2048 }),
+  limitRow({ field: 'pids', kind: 'count', label: 'Processes', unit: '', default: 512, maximum: 100 }),
+  limitRow({ field: 'io_bps', kind: 'rate', label: 'I/O', unit: 'bytes/s', maximum: 52428800 }),
+  limitRow({ field: 'timeout_s', kind: 'duration', label: 'Timeout', unit: 's', default: 3600, maximum: 86400 }),
+  limitRow({ field: 'cpuset', kind: 'cpu_list', label: 'CPUs', unit: '' })
+];
+
 describe('the new-job form', () => {
-  const fields = limitFields({ default_memory_limit: 1024, max_memory_limit: 2048, job_timeout: 3600, max_job_timeout: 7200 });
-  it('is prefilled with the defaults and knows the maxima', () => {
-    const memory = fields.find(f => f.key === 'memory_mb');
-    assert.deepEqual([memory?.initial, memory?.max], [1024, 2048]);
+  const fields = limitFields({ limits: ROWS });
+  const field = (key: string) => fields.find(f => f.key === key);
+  it('offers a field per row of the executor\'s table, in its order, labelled with the unit', () => {
+    assert.deepEqual(fields.map(f => [f.key, f.label]), [
+      ['memory_mb', 'Memory (MiB)'],
+      ['pids', 'Processes'],
+      ['io_bps', 'I/O (bytes/s)'],
+      ['timeout_s', 'Timeout (s)'],
+      ['cpuset', 'CPUs']
+    ]);
+    assert.equal(field('memory_mb')?.help, 'Memory of the job');
+    assert.deepEqual(limitFields({}), []);
   });
-  it('builds the REST body, leaving out empty limits', () => {
-    const body = jobRequest({ command: "python3 -c 'print(1)'", name: ' run ', network: 'none', limits: { memory_mb: '512', timeout_s: '1.5', pids: '' } }, fields);
-    assert.deepEqual(body, { command: ['python3', '-c', 'print(1)'], name: 'run', network: 'none', limits: { memory_mb: 512, timeout_s: 1.5 } });
+  it('shows the default a job asking for nothing gets, lowered to the maximum, and the maximum', () => {
+    assert.deepEqual([field('memory_mb')?.placeholder, field('memory_mb')?.hint], ['default 1024', 'max 2048 MiB']);
+    assert.deepEqual([field('pids')?.placeholder, field('pids')?.hint], ['default 100', 'max 100']);
+    assert.deepEqual([field('io_bps')?.placeholder, field('cpuset')?.placeholder], ['default 52428800', 'no limit']);
+    assert.equal(field('cpuset')?.hint, '');
   });
-  it('refuses what the server would, naming the field', () => {
-    const form = { command: 'true', name: '', network: '', limits: {} };
-    assert.throws(() => jobRequest({ ...form, command: '  ' }, fields), /give a command/);
-    assert.throws(() => jobRequest({ ...form, limits: { memory_mb: '4096' } }, fields), /Memory: at most 2048 MiB/);
-    assert.throws(() => jobRequest({ ...form, limits: { pids: '2.5' } }, fields), /Processes: "2.5" is not a positive whole number/);
-    assert.throws(() => jobRequest({ ...form, limits: { cpu_percent: '-1' } }, fields), /CPU/);
+  it('sends the limits as typed, units and all, leaving out empty ones', () => {
+    const limits = { memory_mb: ' 2G ', timeout_s: '10m', pids: '', cpuset: '0-1', io_bps: '512' };
+    const body = jobRequest({ command: "python3 -c 'print(1)'", name: ' run ', network: 'none', limits }, fields);
+    assert.deepEqual(body, {
+      command: ['python3', '-c', 'print(1)'],
+      name: 'run',
+      network: 'none',
+      limits: { memory_mb: '2G', io_bps: '512', timeout_s: '10m', cpuset: '0-1' }
+    });
+  });
+  it('refuses a form with no command', () => {
+    assert.throws(() => jobRequest({ command: '  ', name: '', network: '', limits: {} }, fields), /give a command/);
+  });
+});
+
+describe("a job's limits in words", () => {
+  it('names every set limit with its label and unit, in the order of the table', () => {
+    const limits = { timeout_s: 90, memory_mb: 512, pids: null, io_bps: null, cpuset: '0,2' };
+    assert.deepEqual(limitWords(limits, ROWS), ['Memory 512 MiB', 'Timeout 90 s', 'CPUs 0,2']);
+  });
+  it('shows a field the table does not name by its field name', () => {
+    assert.deepEqual(limitWords({ memory_mb: 64, disk_mb: 10 }, []), ['memory_mb 64', 'disk_mb 10']);
+    assert.deepEqual(limitWords({}, ROWS), []);
   });
 });
