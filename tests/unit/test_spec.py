@@ -1,79 +1,21 @@
-"""The shared vocabulary turns every bad value into one clear error, and good ones into numbers."""
+"""The shared vocabulary turns every bad value into one clear error (the limits have tests of their
+own, in test_limits.py)."""
 
 import pytest
 
+from jupyter_worker.errors import SpecError
+from jupyter_worker.limits import Limits
 from jupyter_worker.sandbox import LaunchSpec
 from jupyter_worker.sandbox.launch_spec import JobLink
 from jupyter_worker.spec import (
     JobRequest,
     JobStatus,
-    Limits,
     Mount,
     Outcome,
     Reason,
-    SpecError,
-    parse_duration,
     parse_env_assignment,
-    parse_size,
     validate_env,
 )
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("4096", 4096),
-        ("512M", 512 << 20),
-        ("2G", 2 << 30),
-        ("1.5g", int(1.5 * (1 << 30))),
-        ("100k", 102400),
-        ("64MiB", 64 << 20),
-        (" 8 m ", 8 << 20),
-        (123, 123),
-    ],
-)
-def test_sizes_use_binary_units(text, expected):
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "12X", "M", "-5", "1.2.3G", "ten"])
-def test_bad_sizes_name_the_field_and_the_form(text):
-    with pytest.raises(SpecError, match=r"--max-memory: .* is not a size \(use e.g. 512M or 2G\)"):
-        parse_size(text, "--max-memory")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400), (5, 5.0)],
-)
-def test_durations(text, expected):
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "10x", "m10", "1h 30", "forever", "-3"])
-def test_bad_durations(text):
-    with pytest.raises(SpecError, match=r"is not a duration|negative"):
-        parse_duration(text, "--timeout")
-
-
-def test_limits_accept_numbers_and_reject_nonsense():
-    limits = Limits(memory_mb="256", cpu_percent=50, pids=10, timeout_s="2m")
-    assert (limits.memory_mb, limits.cpu_percent, limits.pids, limits.timeout_s) == (256, 50, 10, 120.0)
-    for bad, message in [
-        ({"memory_mb": 2}, "at least 8"),
-        ({"cpu_percent": 0}, "at least 1|between 1"),
-        ({"pids": "many"}, "not a whole number"),
-        ({"memory_mb": True}, "not a whole number"),
-        ({"timeout_s": "0s"}, "more than 0"),
-        ({"cpuset": "0-"}, "not a CPU list"),
-    ]:
-        with pytest.raises(SpecError, match=message):
-            Limits(**bad)
-
-
-def test_unknown_limit_fields_are_refused():
-    with pytest.raises(SpecError, match="unknown field"):
-        Limits.from_dict({"memory_mb": 64, "gpu": 1})
 
 
 def test_mounts_parse_relative_to_cwd_and_default_to_read_only():
