@@ -4,8 +4,8 @@ OpenAPI 3.0 document."""
 
 from __future__ import annotations
 
-import os
 import re
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -13,11 +13,10 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-import jupyter_worker.server
 from jupyter_worker.errors import ErrorReason, SpecError
 from jupyter_worker.limits import LIMITS, Kind, Limits
 
-OPENAPI = os.path.join(os.path.dirname(jupyter_worker.server.__file__), "openapi.yaml")
+OPENAPI = files("jupyter_worker") / "server" / "openapi.yaml"  # read, not imported: no Jupyter needed
 WHOLE_KINDS = {Kind.MIB, Kind.RATE, Kind.COUNT, Kind.PERCENT}
 RECORD_TYPES = {**dict.fromkeys(WHOLE_KINDS, "integer"), Kind.DURATION: "number", Kind.CPU_LIST: "string"}
 # Texts of each kind's shape that the parser takes, and malformed ones it refuses: a string a
@@ -42,8 +41,7 @@ MALFORMED = {
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    with open(OPENAPI) as f:
-        return yaml.safe_load(f)
+    return yaml.safe_load(OPENAPI.read_text())
 
 
 def schema(document: dict[str, Any], name: str) -> dict[str, Any]:
