@@ -35,6 +35,17 @@ def test_environment_names_and_values_are_checked():
         validate_env({"A": "x\0y"})
 
 
+def test_a_requests_limits_are_typed_on_arrival_and_a_null_is_not_asked():
+    request = JobRequest.from_dict({"command": ["true"], "limits": {"memory_mb": "1G", "timeout_s": None}})
+    assert request.limits == Limits(memory_mb=1024)
+    assert request.to_dict()["limits"] == {"memory_mb": 1024}
+    assert JobRequest.from_dict(request.to_dict()) == request
+    with pytest.raises(SpecError, match=r"^limits: unknown limit 'gpu'"):
+        JobRequest.from_dict({"command": ["true"], "limits": {"gpu": 1}})
+    with pytest.raises(SpecError, match=r"^memory limit: "):
+        JobRequest(["true"], limits={"memory_mb": "lots"})
+
+
 def test_job_names_and_holders_are_single_lines_of_plain_characters():
     request = JobRequest.from_dict({"command": ["true"], "name": "train v2", "holder": "server-3f2a:alice/gpu"})
     assert (request.name, request.holder) == ("train v2", "server-3f2a:alice/gpu")
