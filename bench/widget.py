@@ -19,7 +19,9 @@ import tempfile
 import time
 
 from jupyter_worker.client import Client
-from jupyter_worker.jobs import Job, job_request, python_code
+from jupyter_worker.flags import job_request
+from jupyter_worker.jobs import Job, python_code
+from jupyter_worker.spec import JobRecord
 from jupyter_worker.widgets import JobWidget
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -49,7 +51,7 @@ async def loop_stalls(stop: asyncio.Event, tick_s: float = 0.01) -> float:
     return worst * 1000
 
 
-async def follow_with_widget(socket: str, record: dict) -> tuple[CountingWidget, float, float]:
+async def follow_with_widget(socket: str, record: JobRecord) -> tuple[CountingWidget, float, float]:
     stop = asyncio.Event()
     stalls = asyncio.ensure_future(loop_stalls(stop))
     start = time.perf_counter()
@@ -71,7 +73,7 @@ def main() -> None:
         try:
             request = job_request(
                 python_code(f"for i in range({lines}): print('line', i)"),
-                {"memory_mb": 512},
+                limits={"memory_mb": 512},
                 name="million",
                 cwd=folder,
             )
@@ -81,7 +83,7 @@ def main() -> None:
             with open(os.devnull, "w") as sink:
                 final = plain.wait(stream=True, stdout=sink, stderr=sink)
             plain_s = time.perf_counter() - start
-            job_s = final["metrics"]["wall_seconds"]
+            job_s = final.metrics["wall_seconds"]
             with Client(daemon.socket) as client:
                 record = client.run(request)
             widget, widget_s, stall_ms = asyncio.run(follow_with_widget(daemon.socket, record))
@@ -97,7 +99,7 @@ def main() -> None:
         f"log lines kept: {len(widget.lines)}"
     )
     print(f"  longest event-loop stall while following: {stall_ms:.1f} ms")
-    assert widget.job["status"] == "COMPLETED" and widget.lines[-1].endswith(f"line {lines - 1}</span>")
+    assert widget.job.status == "COMPLETED" and widget.lines[-1].endswith(f"line {lines - 1}</span>")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
     from jupyter_worker.client import Client
     with Client() as client:                       # $JUPYTER_WORKER_SOCKET or the default socket
-        job = client.run({"command": ["python3", "-c", "print(1)"], "limits": {"memory_mb": 256}})
-        for event in client.follow(job["id"]):     # log chunks, status, metrics, then end
+        job = client.run({"command": ["python3", "-c", "print(1)"], "limits": {"memory_mb": "256M"}})
+        for event in client.follow(job.id):        # log chunks, status, metrics, then end
             ...
 
 A Jupyter server whose jobs end with it sets $JUPYTER_WORKER_HOLDER for itself and its kernels
@@ -95,8 +95,14 @@ class _Requests:
             job = {**job, "holder": holder}
         return self._call("run", {"job": job}, _record)
 
-    def list(self, status: list[str] | None = None, limit: int = 50, cursor: int | None = None,
-             order: str = "newest", owner: str | None = None) -> Any:  # fmt: skip
+    def list(
+        self,
+        status: list[str] | None = None,
+        limit: int = 50,
+        cursor: int | None = None,
+        order: str = "newest",
+        owner: str | None = None,
+    ) -> Any:
         """One page of jobs, newest first unless order='oldest'; returns (jobs, next cursor or None)."""
         params = {"status": status, "limit": limit, "cursor": cursor, "order": order, "owner": owner}
         return self._call("list", params, lambda r: ([JobRecord.from_dict(j) for j in r["jobs"]], r["cursor"]))

@@ -1,7 +1,7 @@
 """%%worker and %worker: run a cell or a command as a sandboxed job from a notebook.
 
     %load_ext jupyter_worker
-    %%worker --max-memory 512 --timeout 10m --wait
+    %%worker --max-memory 512M --timeout 10m --wait
     import numpy; print(numpy.ones(3))
 
 The cell body is Python run by the kernel's own interpreter (--bash: a shell script). The
@@ -14,50 +14,32 @@ output instead, and an interrupt detaches from the job.
 from __future__ import annotations
 
 import argparse
-import html
 import shlex
 import sys
+from typing import NoReturn
 
 import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from .client import Client, ExecutorError
-from .jobs import (
-    TABLE_COLUMNS,
-    Job,
-    JobFailed,
-    add_limit_flags,
-    flag_limits,
-    job_request,
-    python_code,
-    table_row,
-    text_table,
-)
-from .spec import SpecError, describe_ending, parse_env_assignment
+from .client import Client
+from .errors import WorkerError
+from .flags import JobParser, add_job_flags, request_from_flags
+from .formatting import html_table, text_table
+from .jobs import Job, JobFailed, python_code
 from .widgets import JobWidget
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+def _usage(prog: str, message: str) -> NoReturn:
+    raise UsageError(f"{prog}: {message}")
 
 
-def _limit_parser(prog: str) -> _Parser:
-    parser = _Parser(prog=prog, add_help=False)
-    add_limit_flags(parser)
-    parser.add_argument("--network", choices=["none", "host", "isolated"])
-    parser.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:rw]")
-    parser.add_argument("--env", action="append", default=[], metavar="K=V")
-    parser.add_argument("--name")
-    parser.add_argument("--wait", action="store_true")
+def _parser(prog: str, *, command: bool) -> JobParser:
+    """The job flags (flags.py); %worker run takes its command after --, %%worker runs the cell."""
+    parser = JobParser(prog=prog, fail=_usage, add_help=False)
+    add_job_flags(parser, command=command)
     return parser
-
-
-def _request(args: argparse.Namespace, command: list[str]) -> dict:
-    env = dict(parse_env_assignment(e) for e in args.env)
-    return job_request(command, flag_limits(args), env=env, mounts=args.mount, network=args.network, name=args.name)
 
 
 def widget_frontend(shell: object) -> bool:
@@ -72,21 +54,14 @@ def widget_frontend(shell: object) -> bool:
     return bool(getattr(kernel, "_allow_stdin", False)) or widgets.Widget._control_comm is not None
 
 
-def _html_table(jobs: list[dict]) -> str:
-    head = "".join(f"<th>{column}</th>" for column in TABLE_COLUMNS)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in table_row(job)) + "</tr>" for job in jobs
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
 @magics_class
 class WorkerMagics(Magics):
-    def _submit(self, args: argparse.Namespace, command: list[str]) -> Job:
+    def _submit(self, args: argparse.Namespace, command: list[str] | None = None) -> Job:
+        """The job the flags ask for (a bad value or a refusal is a UsageError, one message)."""
         try:
             with Client() as client:
-                return Job(client.run(_request(args, command)))
-        except (SpecError, ExecutorError) as exc:
+                return Job(client.run(request_from_flags(args, command)))
+        except WorkerError as exc:
             raise UsageError(str(exc)) from None
 
     def _show(self, job: Job) -> None:
@@ -99,7 +74,7 @@ class WorkerMagics(Magics):
 
         The cell's output is the job's widget; where widgets are not drawn (nbconvert, papermill,
         a terminal) it is the job's streamed output. The handle is `_worker_job` in the namespace."""
-        parser = _limit_parser("%%worker")
+        parser = _parser("%%worker", command=False)
         parser.add_argument("--bash", action="store_true")
         args = parser.parse_args(shlex.split(self.shell.var_expand(line)))
         command = ["bash", "-c", cell] if args.bash else python_code(cell)
@@ -122,16 +97,13 @@ class WorkerMagics(Magics):
             return self._run(rest)
         try:
             return self._query(verb, rest)
-        except ExecutorError as exc:
+        except WorkerError as exc:
             raise UsageError(str(exc)) from None
 
     def _run(self, words: list[str]) -> Job | None:
         """A background job: its widget where widgets are drawn, else its id; --wait follows it here."""
-        split = words.index("--") if "--" in words else len(words)
-        args = _limit_parser("%worker run").parse_args(words[:split])
-        if not words[split + 1 :]:
-            raise UsageError("%worker run: no command given (put it after --)")
-        job = self._submit(args, words[split + 1 :])
+        args = _parser("%worker run", command=True).parse_args(words)
+        job = self._submit(args)
         if args.wait:
             _wait_or_stop(job)
             return None
@@ -144,14 +116,14 @@ class WorkerMagics(Magics):
     def _query(self, verb: str, rest: list[str]) -> None:
         with Client() as client:
             if verb == "list":
-                jobs, _ = client.list(limit=50)
-                display({"text/plain": text_table(jobs), "text/html": _html_table(jobs)}, raw=True)
+                records, _ = client.list(limit=50)
+                display({"text/plain": text_table(records), "text/html": html_table(records)}, raw=True)
                 return
             if not rest:
                 raise UsageError(f"%worker {verb} ID")
             if verb == "status":
-                job = client.get(rest[0])
-                print(f"{job['id']} {job['status']} ({describe_ending(job)})")
+                record = client.get(rest[0])
+                print(f"{record.id} {record.status.value} ({record.ending})")
             elif verb == "stop":
                 client.stop(rest[0])
                 print(f"stopping {rest[0]}")
@@ -174,11 +146,11 @@ def _wait_or_stop(job: Job) -> None:
 def _stream_detachable(job: Job) -> None:
     """Follow a background job's output to its end; an interrupt leaves it running."""
     try:
-        job.wait(stream=True)
+        final = job.wait(stream=True)
     except JobFailed as failed:
         print(f"\n{failed}", file=sys.stderr)
         return
     except KeyboardInterrupt:
         print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
         return
-    print(f"\njob {job.id[:8]} completed: {describe_ending(job.record)}")
+    print(f"\njob {job.id[:8]} completed: {final.ending}")

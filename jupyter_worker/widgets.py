@@ -9,26 +9,35 @@ never floods the notebook.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import time
 from typing import Any
 
 import ipywidgets as widgets
 
-from .client import AsyncClient, ExecutorError
-from .spec import describe_ending
+from .client import AsyncClient
+from .errors import WorkerError
+from .formatting import MIB, elapsed
+from .spec import JobRecord
 
 UPDATES_PER_S = 10
 LOG_LINES = 200
 CHART_POINTS = 60
-COLOURS = {"QUEUED": "#757575", "RUNNING": "#1976d2", "COMPLETED": "#2e7d32", "FAILED": "#c62828",
-           "STOPPED": "#ef6c00"}  # fmt: skip
+COLOURS = {
+    "QUEUED": "#757575",
+    "RUNNING": "#1976d2",
+    "COMPLETED": "#2e7d32",
+    "FAILED": "#c62828",
+    "STOPPED": "#ef6c00",
+}
 
 
 class JobWidget:
-    """Shows one job as it runs; `box` is the ipywidget to display."""
+    """Shows one job (its JobRecord, kept current in `job`) as it runs; `box` is the ipywidget to
+    display."""
 
-    def __init__(self, job: dict[str, Any], socket: str | None = None):
+    def __init__(self, job: JobRecord, socket: str | None = None):
         self.job = job
         self.socket = socket
         self.lines: list[str] = []
@@ -52,12 +61,12 @@ class JobWidget:
     async def follow(self) -> None:
         next_draw = 0.0
         try:
-            async for event in AsyncClient(self.socket).follow(self.job["id"]):
+            async for event in AsyncClient(self.socket).follow(self.job.id):
                 self.take(event)
                 if time.monotonic() >= next_draw:
                     self.render()
                     next_draw = time.monotonic() + 1 / UPDATES_PER_S
-        except ExecutorError as exc:
+        except WorkerError as exc:
             self.partial += f"\n[jupyter-worker: {exc}]"
         self.finished = True
         self.render()
@@ -75,7 +84,7 @@ class JobWidget:
         elif kind in ("status", "end"):
             self.job = event["job"]
         elif kind == "metrics":
-            self.job = {**self.job, "metrics": event["metrics"]}
+            self.job = dataclasses.replace(self.job, metrics=event["metrics"])
             self._sample(event["metrics"])
 
     def _sample(self, metrics: dict[str, Any]) -> None:
@@ -85,20 +94,21 @@ class JobWidget:
         if self._last_cpu and now > self._last_cpu[0]:
             percent = 100 * (cpu - self._last_cpu[1]) / (now - self._last_cpu[0])
         self._last_cpu = (now, cpu)
-        self.samples = [*self.samples, (percent, metrics.get("memory_bytes", 0) / 2**20)][-CHART_POINTS:]
+        self.samples = [*self.samples, (percent, metrics.get("memory_bytes", 0) / MIB)][-CHART_POINTS:]
 
     def render(self) -> None:
         job = self.job
-        status = job["status"]
-        ended = job.get("finished_at")
-        badge = (f'<span style="background:{COLOURS[status]};color:white;border-radius:4px;padding:1px 6px">'
-                 f"{html.escape(status.lower() if not ended else describe_ending(job))}</span>")  # fmt: skip
-        start = job.get("started_at")
-        elapsed = (ended or time.time()) - start if start else 0
-        self.header.value = (f"<b>{html.escape(job['name'])}</b> <code>{job['id'][:8]}</code> {badge} "
-                             f"{elapsed:.1f} s")  # fmt: skip
-        limit = job.get("limits", {}).get("memory_mb")
-        self.resources.value = self._resources(job.get("metrics") or {}, limit, bool(ended))
+        status = job.status.value
+        ended = job.finished_at
+        badge = (
+            f'<span style="background:{COLOURS[status]};color:white;border-radius:4px;padding:1px 6px">'
+            f"{html.escape(status.lower() if not ended else job.ending)}</span>"
+        )
+        self.header.value = (
+            f"<b>{html.escape(job.name)}</b> <code>{job.id[:8]}</code> {badge} {elapsed(job) or 0:.1f} s"
+        )
+        limit = job.limits.memory_mb
+        self.resources.value = self._resources(job.metrics, limit, bool(ended))
         self.chart.value = self._chart(limit)
         tail = html.escape(self.partial)
         self.log.value = "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
@@ -107,11 +117,11 @@ class JobWidget:
     def _resources(self, metrics: dict[str, Any], limit: int | None, ended: bool) -> str:
         """While it runs: CPU % and memory now; once ended: CPU time and the peak."""
         of_limit = f" / {limit} MiB" if limit else " MiB"
-        peak = f"{metrics.get('memory_peak_bytes', 0) / 2**20:.0f}"
+        peak = f"{metrics.get('memory_peak_bytes', 0) / MIB:.0f}"
         if ended:
             return f"CPU time {metrics.get('cpu_seconds', 0):.2f} s &nbsp; memory peak {peak}{of_limit}"
         cpu = f"{self.samples[-1][0]:.0f}%" if self.samples else "-"
-        memory = f"{metrics.get('memory_bytes', 0) / 2**20:.0f}{of_limit}"
+        memory = f"{metrics.get('memory_bytes', 0) / MIB:.0f}{of_limit}"
         return f"CPU {cpu} &nbsp; memory {memory} &nbsp; peak {peak} MiB"
 
     def _chart(self, memory_limit: int | None) -> str:
@@ -128,15 +138,17 @@ class JobWidget:
 
         cpu_line = line([s[0] for s in self.samples], top_cpu, "#1976d2")
         memory_line = line([s[1] for s in self.samples], top_memory, "#ef6c00")
-        return (f'<svg width="{width}" height="{height}" role="img" aria-label="CPU (blue) and memory (orange)">'
-                f"{cpu_line}{memory_line}</svg>")  # fmt: skip
+        return (
+            f'<svg width="{width}" height="{height}" role="img" aria-label="CPU (blue) and memory (orange)">'
+            f"{cpu_line}{memory_line}</svg>"
+        )
 
     async def stop(self) -> None:
         self.stop_button.disabled = True
         try:
             async with AsyncClient(self.socket) as client:
-                self.job = await client.stop(self.job["id"])
-        except ExecutorError as exc:
+                self.job = await client.stop(self.job.id)
+        except WorkerError as exc:
             self.partial += f"\n[jupyter-worker: {exc}]"
         self.render()
 
@@ -145,7 +157,7 @@ class JobWidget:
         text, offset = [], 0
         async with AsyncClient(self.socket) as client:
             while True:
-                chunks, offset, _ = await client.logs(self.job["id"], offset)
+                chunks, offset, _ = await client.logs(self.job.id, offset)
                 if not chunks:
                     break
                 text += [c.data.decode(errors="replace") for c in chunks]

@@ -1,0 +1,109 @@
+"""The flags of a job, and the one way a job request is built.
+
+The CLI's `run` and `sandbox` verbs and the magics' `%%worker` and `%worker run` take the same
+flags, all added by `add_job_flags`: one per limit (from the table in limits.py), then --network,
+--env, --mount and, for jobs sent to the executor, --name and --wait. `request_from_flags` (for
+those) and `job_request` (for the Python API's keywords) make a typed `spec.JobRequest`, every value
+parsed once there. Each caller says how a usage error is shown through `JobParser`'s `fail`: the CLI
+prints one line and exits 2, the magics raise IPython's UsageError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
+
+from . import limits as limit_table
+from .errors import SpecError
+from .limits import Limits
+from .spec import JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes
+
+Fail = Callable[[str, str], NoReturn]  # (the parser's prog, what is wrong)
+
+
+class JobParser(argparse.ArgumentParser):
+    """argparse whose usage errors go to `fail` as one message, never to stderr and exit."""
+
+    def __init__(self, *args: Any, fail: Fail, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fail = fail
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.fail(self.prog, message)
+
+
+def add_job_flags(
+    parser: argparse.ArgumentParser, *, submitted: bool = True, command: bool = True
+) -> argparse.ArgumentParser:
+    """The flags of a job on parser. submitted: the job goes to the executor (--name, --wait); the
+    CLI's sandbox verb runs it in place. command: it comes after -- (a cell is its own command)."""
+    limit_table.add_flags(parser)
+    parser.add_argument("--network", choices=[mode.value for mode in NetworkMode])
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable in the job")
+    parser.add_argument(
+        "--mount", action="append", default=[], metavar="SRC:DST[:rw]", help="show a host folder (read-only)"
+    )
+    if submitted:
+        parser.add_argument("--name", help="a name to show beside the id")
+        parser.add_argument("--wait", action="store_true", help="follow the job to its end, printing its output")
+    if command:
+        parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    return parser
+
+
+def job_request(
+    command: list[str],
+    *,
+    limits: Limits | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    mounts: Iterable[str | Mount] = (),
+    network: str | None = None,
+    name: str | None = None,
+    cwd: str | None = None,
+    in_folder: bool = True,
+) -> JobRequest:
+    """A typed request. Limits are parsed once (units, bounds; unknown names refused); a mount
+    SRC:DST[:rw] is taken relative to cwd (default: this process's folder).
+
+    in_folder: the job runs in that folder, shown read-only at its own path unless a mount of it
+    is given ('.:.:rw' makes it writable), so relative paths work; /work stays the job's own. The
+    magics and the Python API run jobs so; the CLI's start in /work."""
+    here = cwd or os.getcwd()
+    parsed = [m if isinstance(m, Mount) else Mount.parse(m, cwd=here) for m in mounts]
+    place: dict[str, Any] = {}
+    if in_folder:
+        if all(m.destination != here for m in parsed):
+            parsed.insert(0, Mount(here, here))
+        place["cwd"] = here
+    return JobRequest(
+        command=list(command),
+        name=name,
+        limits=limits if isinstance(limits, Limits) else Limits.parse(limits or {}),
+        env=dict(env or {}),
+        mounts=parsed,
+        network=network,
+        python_prefixes=python_prefixes(),
+        **place,
+    )
+
+
+def request_from_flags(
+    args: argparse.Namespace, command: list[str] | None = None, *, in_folder: bool = True
+) -> JobRequest:
+    """The request the flags of add_job_flags ask for; the command is the one given (a cell's) or
+    the one after --."""
+    if command is None:
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            raise SpecError("no command given (put it after --)")
+    return job_request(
+        command,
+        limits=limit_table.flag_values(args),
+        env=dict(parse_env_assignment(e) for e in args.env),
+        mounts=args.mount,
+        network=args.network,
+        name=getattr(args, "name", None),
+        in_folder=in_folder,
+    )
