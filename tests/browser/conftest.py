@@ -40,15 +40,28 @@ class Lab:
         self.state = tempfile.mkdtemp(prefix="jupyter-worker-lab-state-")
         self.port, self.token = free_port(), "browser-test-token"
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": os.path.join(self.state, "config"),
-               "JUPYTER_RUNTIME_DIR": os.path.join(self.state, "runtime"),
-               "JUPYTERLAB_SETTINGS_DIR": self._settings()}  # fmt: skip
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": os.path.join(self.state, "config"),
+            "JUPYTER_RUNTIME_DIR": os.path.join(self.state, "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": self._settings(),
+        }
         env.pop("JUPYTER_WORKER_SOCKET", None)
-        command = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-                   f"--port={self.port}", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                   "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-                   f"--JupyterWorker.socket={self.state}/executor.sock",
-                   f"--JupyterWorker.embedded_state_dir={self.state}/executor"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--ServerApp.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            f"--JupyterWorker.socket={self.state}/executor.sock",
+            f"--JupyterWorker.embedded_state_dir={self.state}/executor",
+        ]
         self.log = open(os.path.join(self.state, "lab.log"), "wb")
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_until_up()
@@ -67,8 +80,9 @@ class Lab:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                request = urllib.request.Request(f"{self.url}/api/worker/capabilities",
-                                                 headers={"Authorization": f"token {self.token}"})  # fmt: skip
+                request = urllib.request.Request(
+                    f"{self.url}/api/worker/capabilities", headers={"Authorization": f"token {self.token}"}
+                )
                 with urllib.request.urlopen(request, timeout=5):
                     return
             except (OSError, urllib.error.HTTPError):

@@ -58,10 +58,12 @@ def test_the_demo_notebook_runs_top_to_bottom_and_its_widgets_tell_each_ending(l
 
 def test_the_stop_button_stops_a_running_job(lab, page):
     notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell("%load_ext jupyter_worker"),
-               nbformat.v4.new_code_cell("%%worker --name napping --bash\necho 'waiting <here>'; sleep 300")],
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext jupyter_worker"),
+            nbformat.v4.new_code_cell("%%worker --name napping --bash\necho 'waiting <here>'; sleep 300"),
+        ],
         metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    )  # fmt: skip
+    )
     place(lab, "stop.ipynb", notebook)
     open_and_run_all(page, lab, "stop.ipynb")
     widget = page.locator(".jp-Notebook .widget-vbox").filter(has_text="napping")

@@ -15,10 +15,9 @@ pytestmark = pytest.mark.browser
 
 
 def rest(lab, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{lab.url}/api/worker/{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"token {lab.token}"},
-    )  # fmt: skip
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"token {lab.token}"}
+    request = urllib.request.Request(f"{lab.url}/api/worker/{path}", method=method, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
 
@@ -42,7 +41,7 @@ def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
     open_panel(page, lab)
     panel = page.locator("#jupyter-worker-panel")
     panel.get_by_role("button", name="New job").click()
-    expect(panel.locator("input[name=memory_mb]")).to_have_value("1024")
+    expect(panel.locator("input[name=memory_mb]")).to_have_attribute("placeholder", "default 1024")
     panel.locator("input[name=command]").fill(
         "sh -c 'for i in 1 2 3; do echo line $i; sleep 0.5; done; echo oops >&2; echo 42 > /work/answer.txt'"
     )
@@ -65,6 +64,38 @@ def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
         view.locator(".jw-files").get_by_role("link", name="answer.txt").click()
     with open(download.value.path()) as saved:
         assert saved.read() == "42\n"
+
+
+def test_the_forms_limits_come_from_the_executors_table_and_take_units(lab, page):
+    open_panel(page, lab)
+    panel = page.locator("#jupyter-worker-panel")
+    panel.get_by_role("button", name="New job").click()
+    rows = rest(lab, "GET", "capabilities")["policy"]["limits"]
+    assert panel.locator(".jw-limits input").evaluate_all("nodes => nodes.map(n => n.name)") == [
+        r["field"] for r in rows
+    ]
+    timeout = panel.locator(".jw-field").filter(has=page.locator("input[name=timeout_s]"))
+    expect(timeout).to_contain_text("Timeout (s)")
+    expect(timeout.locator(".jw-hint")).to_have_text("max 86400 s")
+    panel.locator("input[name=command]").fill("sleep 0.5")
+    panel.locator("input[name=name]").fill("with-units")
+    panel.locator("input[name=timeout_s]").fill("2d")
+    panel.get_by_role("button", name="Start").click()
+    expect(panel.locator(".jw-form-error")).to_have_text(
+        "The server refused the job: timeout: 172800 s is above the maximum of 86400 s"
+    )
+    panel.locator("input[name=timeout_s]").fill("10m")
+    panel.locator("input[name=memory_mb]").fill("256M")
+    panel.locator("input[name=tmp_mb]").fill("32M")
+    panel.get_by_role("button", name="Start").click()
+    job = row(page, "with-units")
+    expect(job).to_have_count(1, timeout=30_000)
+    job.click()
+    view = page.locator(".jw-job-view").filter(has_text="with-units")
+    facts = view.locator("xpath=.//dt[text()='Limits']/following-sibling::dd[1]")
+    expect(facts).to_contain_text("Memory 256 MiB, CPU 100 %, Processes 512, /tmp 32 MiB, Timeout 600 s")
+    record = rest(lab, "GET", f"jobs/{job.get_attribute('data-job-id')}")
+    assert (record["limits"]["memory_mb"], record["limits"]["timeout_s"], record["limits"]["tmp_mb"]) == (256, 600, 32)
 
 
 def test_a_long_job_appears_live_is_stopped_and_deleted(lab, page):
