@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from jupyter_worker.client import Client, ExecutorUnavailable
 from jupyter_worker.executor.store import JobStore
+from jupyter_worker.limits import Limits
 from jupyter_worker.spec import JobRecord, JobStatus
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -36,8 +37,17 @@ class Daemon:
     def __init__(self, folder: str, *flags: str):
         self.socket = os.path.join(folder, "executor.sock")
         self.state_dir = os.path.join(folder, "state")
-        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
-                   "--state-dir", self.state_dir, *flags]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter_worker.cli",
+            "executor",
+            "--socket",
+            self.socket,
+            "--state-dir",
+            self.state_dir,
+            *flags,
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(600):
             try:
@@ -56,9 +66,9 @@ class Daemon:
         self.process.wait()
 
 
-def run_to_end(client: Client, job: dict) -> dict:
+def run_to_end(client: Client, job: dict) -> JobRecord:
     record = client.run(job)
-    for event in client.follow(record["id"]):
+    for event in client.follow(record.id):
         if event["event"] == "end":
             return event["job"]
     raise RuntimeError("no end")
@@ -105,8 +115,10 @@ def throughput(daemon: Daemon, seconds: float, clients: int = 8) -> None:
     while time.monotonic() < bare_end:
         subprocess.run(["/bin/true"], check=True)
         bare += 1
-    print(f"sustained: {sum(done) / elapsed:.1f} jobs/s with {clients} clients over {elapsed:.1f} s "
-          f"(target >= 150; anchor: a bare subprocess loop, {bare} /bin/true a second)")  # fmt: skip
+    print(
+        f"sustained: {sum(done) / elapsed:.1f} jobs/s with {clients} clients over {elapsed:.1f} s "
+        f"(target >= 150; anchor: a bare subprocess loop, {bare} /bin/true a second)"
+    )
 
 
 def big_output(daemon: Daemon, gib: float) -> None:
@@ -116,15 +128,15 @@ def big_output(daemon: Daemon, gib: float) -> None:
     start = time.perf_counter()
     record = client.run({"command": ["head", "-c", str(size), "/dev/zero"], "python_prefixes": []})
     received = 0
-    for event in client.follow(record["id"]):
+    for event in client.follow(record.id):
         if event["event"] == "log" and event["stream"] == "stdout":
             received += len(event["data"])
         elif event["event"] == "end":
             final = event["job"]
     elapsed = time.perf_counter() - start
-    log_path = os.path.join(daemon.state_dir, "jobs", record["id"], "log")
+    log_path = os.path.join(daemon.state_dir, "jobs", record.id, "log")
     captured = os.path.getsize(log_path)
-    wall = final["metrics"]["wall_seconds"]
+    wall = final.metrics["wall_seconds"]
     anchor_start = time.perf_counter()
     subprocess.run(f"head -c {size} /dev/zero > {log_path}.anchor", shell=True, check=True)
     anchor = size / (time.perf_counter() - anchor_start) / 1e6
@@ -155,14 +167,16 @@ def supervisor_pss_mib() -> tuple[int, float]:
 def many_sleepers(daemon: Daemon, count: int) -> None:
     client = Client(daemon.socket)
     start = time.perf_counter()
-    ids = [client.run({"command": ["sleep", "600"], "python_prefixes": []})["id"] for _ in range(count)]
+    ids = [client.run({"command": ["sleep", "600"], "python_prefixes": []}).id for _ in range(count)]
     while client.list(status=["QUEUED"], limit=1)[0]:
         time.sleep(0.2)
     started = time.perf_counter() - start
     processes, pss = supervisor_pss_mib()
-    print(f"{count} running sleep jobs (all started in {started:.1f} s): daemon RSS {daemon.rss_mib():.0f} MiB "
-          f"(target < 300); {processes} spawner/supervisor/init processes, PSS {pss:.0f} MiB in all, "
-          f"{pss / count:.2f} MiB a job")  # fmt: skip
+    print(
+        f"{count} running sleep jobs (all started in {started:.1f} s): daemon RSS {daemon.rss_mib():.0f} MiB "
+        f"(target < 300); {processes} spawner/supervisor/init processes, PSS {pss:.0f} MiB in all, "
+        f"{pss / count:.2f} MiB a job"
+    )
     for job_id in ids:
         client.stop(job_id, grace_s=0)
     while client.list(status=["RUNNING"], limit=1)[0]:
@@ -186,7 +200,7 @@ def time_to_end(client: Client, job_id: str, ending: Callable[[], None]) -> floa
     """Milliseconds from ending() to the end event of the running job."""
     events = client.follow(job_id)
     for event in events:
-        if event["event"] == "status" and event["job"]["status"] == "RUNNING":
+        if event["event"] == "status" and event["job"].status == "RUNNING":
             break
     start = time.perf_counter()
     ending()
@@ -204,10 +218,10 @@ def held_stop(daemon: Daemon, runs: int) -> None:
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, daemon.socket], stdout=subprocess.PIPE)
         holder.stdout.readline()
         job = client.run({**sleeper, "holder": "bench-holder"})
-        held.append(time_to_end(client, job["id"], holder.kill))
+        held.append(time_to_end(client, job.id, holder.kill))
         holder.wait()
         job = client.run(sleeper)
-        requested.append(time_to_end(client, job["id"], lambda job=job: client.stop(job["id"])))
+        requested.append(time_to_end(client, job.id, lambda job=job: client.stop(job.id)))
     print(f"a running job's end, {runs} runs each (ms)")
     for name, values in (("its holder SIGKILLed", held), ("anchor: a stop request", requested)):
         p50, p95 = summary(values)
@@ -223,8 +237,9 @@ def listing(folder: str, count: int) -> None:
         store.db.execute("BEGIN")
         for _ in range(count):
             job_id = str(uuid.uuid4())
-            record = JobRecord(job_id, "true", "root", 0, ["true"], JobStatus.COMPLETED, {}, "none", now,
-                               finished_at=now)  # fmt: skip
+            record = JobRecord(
+                job_id, "true", "root", 0, ["true"], JobStatus.COMPLETED, Limits(), "none", now, finished_at=now
+            )
             store.add(record, {})
     store.close()
     daemon = Daemon(folder, "--Policy.retention_days=0", f"--Policy.retention_max_bytes={1 << 50}")
@@ -251,8 +266,12 @@ def main() -> None:
         sys.exit("bench: run as root with bubblewrap installed")
     folder = tempfile.mkdtemp(prefix="jupyter-worker-bench-")
     try:
-        daemon = Daemon(folder, "--Policy.max_concurrent_jobs=1100", f"--Policy.log_max_bytes={2 << 30}",
-                        "--Policy.default_memory_limit=256")  # fmt: skip
+        daemon = Daemon(
+            folder,
+            "--Policy.max_concurrent_jobs=1100",
+            f"--Policy.log_max_bytes={2 << 30}",
+            "--Policy.default_memory_limit=256",
+        )
         try:
             submit_latency(daemon, 10 if args.quick else 50)
             throughput(daemon, 3 if args.quick else 10)

@@ -16,6 +16,7 @@ from traitlets import Bool, Int, TraitError, Unicode
 from traitlets.config import Application
 
 from ..sandbox import Sandbox
+from .local import LocalBackend
 from .policy import Policy
 from .server import Server
 from .service import Executor
@@ -76,7 +77,8 @@ class ExecutorApp(Application):
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()
-        executor = Executor(policy, store, sandbox, self.state_dir, self.root_runs_as)
+        backend = LocalBackend(sandbox, policy.log_max_bytes)
+        executor = Executor(policy, store, backend, self.state_dir, self.root_runs_as)
         server = Server(executor, self.socket, self.admin_group or None, self.viewer_group or None)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -88,8 +90,12 @@ class ExecutorApp(Application):
             await executor.start()
             await server.start()
             executor.holds.recover()  # the grace period runs from when holders can connect again
-            self.log.info("executor listening on %s (state in %s, cgroup %s)", self.socket, self.state_dir,
-                          sandbox.info.get("cgroup_mode"))  # fmt: skip
+            self.log.info(
+                "executor listening on %s (state in %s, cgroup %s)",
+                self.socket,
+                self.state_dir,
+                sandbox.info.get("cgroup_mode"),
+            )
             await stopping.wait()
         finally:
             await server.close()

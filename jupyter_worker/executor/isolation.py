@@ -30,8 +30,9 @@ class IsolatedNetwork:
     def __init__(self, policy: Policy):
         subnet = ipaddress.IPv4Network(policy.isolated_subnet)
         dns = policy.isolated_dns if policy.isolated_dns is not None else host_nameservers()
-        self.bridge = Bridge(policy.isolated_bridge, subnet, list(dns), list(policy.egress_allow),
-                             list(policy.egress_deny))  # fmt: skip
+        self.bridge = Bridge(
+            policy.isolated_bridge, subnet, list(dns), list(policy.egress_allow), list(policy.egress_deny)
+        )
         self.leases: dict[str, JobLink] = {}
         self._up = False
 
@@ -61,8 +62,9 @@ class IsolatedNetwork:
         free = next((a for a in self.bridge.addresses() if a not in taken), None)
         if free is None:
             raise WorkerError(ErrorReason.BUSY, f"every address of {self.bridge.subnet} is in use")
-        link = JobLink(self.bridge.name, "jwv" + job_id.replace("-", "")[:11], free, str(self.bridge.gateway),
-                       self.bridge.dns)  # fmt: skip
+        link = JobLink(
+            self.bridge.name, "jwv" + job_id.replace("-", "")[:11], free, str(self.bridge.gateway), self.bridge.dns
+        )
         self.leases[job_id] = link
         return link
 

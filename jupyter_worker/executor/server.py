@@ -2,49 +2,57 @@
 
 Each connection starts with hello (the protocol version), then one request at a time; "follow"
 and "watch" turn the connection into a stream until it ends, and "hold" into a claim that lasts
-as long as the connection (executor/holds.py). Bad frames, unknown operations and
-oversized messages get an error response; nothing a client sends produces a traceback.
+as long as the connection (executor/holds.py). This is the protocol boundary: each operation's
+fields are decoded here, once, into typed values (a bad one is a bad_request naming the field),
+and every refusal, a WorkerError, becomes one error response. Bad frames, unknown operations and
+oversized messages get an error response too; nothing a client sends produces a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import grp
 import logging
 import os
-import pwd
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS
-from ..spec import JobRequest, SpecError, validate_holder
-from .service import Caller, Executor
+from ..spec import JobRequest, JobStatus, validate_holder
+from .access import Caller, Roles
+from .service import Executor, ListQuery
 
 _PEERCRED = struct.Struct("3i")
 MAX_CONNECTIONS = 512
+LOGS_DEFAULT_BYTES = 512 << 10
+READ_FILE_DEFAULT_BYTES = 1 << 20
 
-
-def _group_id(name: str | None) -> int | None:
-    if not name:
-        return None
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+Request = dict[str, Any]
 
 
 class Server:
     def __init__(self, executor: Executor, socket_path: str, admin_group: str | None, viewer_group: str | None):
         self.executor = executor
         self.socket_path = socket_path
-        self.admin_gid = _group_id(admin_group)
-        self.viewer_gid = _group_id(viewer_group)
+        self.roles = Roles(admin_group, viewer_group)
         self.connections = 0
         self.server: asyncio.AbstractServer | None = None
+        self.ops: dict[str, Callable[[Caller, Request], dict[str, Any]]] = {
+            "hello": self._hello,
+            "run": self._run,
+            "list": self._list,
+            "get": self._get,
+            "files": self._files,
+            "read_file": self._read_file,
+            "logs": self._logs,
+            "stop": self._stop,
+            "delete": self._delete,
+            "capabilities": self._capabilities,
+        }
 
     async def start(self) -> None:
         folder = os.path.dirname(self.socket_path)
@@ -75,18 +83,7 @@ class Server:
     def caller(self, sock: socket.socket) -> Caller:
         """The peer's identity as the kernel reports it, and its role under this executor's policy."""
         _, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-        try:
-            entry = pwd.getpwuid(uid)
-            name, groups = entry.pw_name, tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        except KeyError:
-            name, groups = f"uid{uid}", (gid,)
-        if uid == 0 or (self.admin_gid is not None and self.admin_gid in groups):
-            role = "admin"
-        elif self.viewer_gid is not None and self.viewer_gid in groups:
-            role = "viewer"
-        else:
-            role = "user"
-        return Caller(uid, gid, groups, name, role)
+        return self.roles.caller(uid, gid)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -117,8 +114,11 @@ class Server:
                 if not greeted and request.get("op") != "hello":
                     raise WorkerError(ErrorReason.BAD_REQUEST, "the first request must be hello")
                 greeted = True
-                if request.get("op") in ("follow", "watch"):
-                    await self._stream(caller, request, writer)
+                if request.get("op") == "follow":
+                    await self._follow(caller, request, writer)
+                    return
+                if request.get("op") == "watch":
+                    await self._watch(caller, request, writer)
                     return
                 if request.get("op") == "hold":
                     await self._hold(caller, request, reader, writer)
@@ -126,53 +126,67 @@ class Server:
                 await _send(writer, protocol.ok(request_id, **self.handle(caller, request)))
             except WorkerError as exc:
                 await _send(writer, protocol.failed(request_id, exc))
-            except SpecError as exc:
-                await _send(writer, protocol.failed(request_id, WorkerError(ErrorReason.INVALID, str(exc))))
 
-    def handle(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        executor = self.executor
-        if op == "hello":
-            if request.get("version") != protocol.VERSION:
-                raise WorkerError(ErrorReason.VERSION, f"this executor speaks protocol version {protocol.VERSION}")
-            return {"version": protocol.VERSION, "user": caller.name, "uid": caller.uid, "role": caller.role}
-        if op == "run":
-            record = executor.submit(caller, JobRequest.from_dict(request.get("job")))
-            return {"job": record.to_dict()}
-        if op == "list":
-            records, cursor = executor.list(caller, request)
-            return {"jobs": [r.to_dict() for r in records], "cursor": cursor}
-        if op == "get":
-            record = executor.find(caller, request.get("job_id"))
-            return {"job": record.to_dict()}
-        if op == "files":
-            return executor.work_listing(caller, request.get("job_id"), request.get("path", ""))
-        if op == "read_file":
-            data, size = executor.work_read(caller, request.get("job_id"), request.get("path"),
-                                            request.get("offset", 0), request.get("max_bytes", 1 << 20))  # fmt: skip
-            return {"data": base64.b64encode(data).decode(), "size": size}
-        if op == "logs":
-            record, chunks, offset = executor.logs(
-                caller, request.get("job_id"), request.get("offset", 0), request.get("max_bytes", 512 << 10)
-            )
-            return {"chunks": [_chunk(c.offset, c.stream_name, c.data) for c in chunks], "offset": offset,
-                    "finished": record.finished}  # fmt: skip
-        if op == "stop":
-            return {"job": executor.stop(caller, request.get("job_id"), _grace(request)).to_dict()}
-        if op == "delete":
-            executor.delete(caller, request.get("job_id"))
-            return {}
-        if op == "capabilities":
-            return {"policy": _policy(executor, caller)}
-        raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {op!r}; one of {', '.join(protocol.OPS)}")
+    def handle(self, caller: Caller, request: Request) -> dict[str, Any]:
+        """One request-response operation."""
+        op = self.ops.get(request.get("op"))  # type: ignore[arg-type]
+        if op is None:
+            known = ", ".join(protocol.OPS)
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {request.get('op')!r}; one of {known}")
+        return op(caller, request)
 
-    async def _hold(self, caller: Caller, request: dict[str, Any], reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:  # fmt: skip
+    # ---- the operations: decode, call the executor, encode
+
+    def _hello(self, caller: Caller, request: Request) -> dict[str, Any]:
+        if request.get("version") != protocol.VERSION:
+            raise WorkerError(ErrorReason.VERSION, f"this executor speaks protocol version {protocol.VERSION}")
+        return {"version": protocol.VERSION, "user": caller.name, "uid": caller.uid, "role": caller.role.value}
+
+    def _run(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return {"job": self.executor.submit(caller, JobRequest.from_dict(request.get("job"))).to_dict()}
+
+    def _list(self, caller: Caller, request: Request) -> dict[str, Any]:
+        records, cursor = self.executor.list(caller, _list_query(request))
+        return {"jobs": [r.to_dict() for r in records], "cursor": cursor}
+
+    def _get(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return {"job": self.executor.find(caller, _job_ref(request)).to_dict()}
+
+    def _files(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return self.executor.work_listing(caller, _job_ref(request), _path(request, ""))
+
+    def _read_file(self, caller: Caller, request: Request) -> dict[str, Any]:
+        job_ref, path = _job_ref(request), _path(request)
+        offset, max_bytes = _whole(request, "offset", 0, 0), _whole(request, "max_bytes", READ_FILE_DEFAULT_BYTES, 1)
+        data, size = self.executor.work_read(caller, job_ref, path, offset, max_bytes)
+        return {"data": base64.b64encode(data).decode(), "size": size}
+
+    def _logs(self, caller: Caller, request: Request) -> dict[str, Any]:
+        job_ref = _job_ref(request)
+        offset, max_bytes = _whole(request, "offset", 0, 0), _whole(request, "max_bytes", LOGS_DEFAULT_BYTES, 1)
+        record, chunks, next_offset = self.executor.logs(caller, job_ref, offset, max_bytes)
+        encoded = [_chunk(c.offset, c.stream_name, c.data) for c in chunks]
+        return {"chunks": encoded, "offset": next_offset, "finished": record.finished}
+
+    def _stop(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return {"job": self.executor.stop(caller, _job_ref(request), _grace(request)).to_dict()}
+
+    def _delete(self, caller: Caller, request: Request) -> dict[str, Any]:
+        self.executor.delete(caller, _job_ref(request))
+        return {}
+
+    def _capabilities(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return {"policy": _policy(self.executor, caller)}
+
+    # ---- the operations that keep the connection
+
+    async def _hold(
+        self, caller: Caller, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """Until the peer closes the connection (or its sending half: the executor closes its own
         once the jobs are stopped); the executor's own shutdown (a cancellation) ends nothing, so the
         claim waits for the holder after the restart."""
-        if caller.role == "viewer":
-            raise WorkerError(ErrorReason.FORBIDDEN, "viewers may read jobs but not run them")
+        caller.check_run()
         holder = validate_holder(request.get("holder"))
         holds = self.executor.holds
         holds.connected(caller.uid, holder)
@@ -184,34 +198,93 @@ class Server:
             pass
         holds.disconnected(caller.uid, holder)
 
-    async def _stream(self, caller: Caller, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _watch(self, caller: Caller, request: Request, writer: asyncio.StreamWriter) -> None:
         request_id = request.get("id")
-        if request["op"] == "watch":
-            queue = self.executor.watch_list()
-            try:
-                await _send(writer, protocol.ok(request_id, watching=True))
-                while True:
-                    job = await queue.get()
-                    if caller.sees_all or job["owner_uid"] == caller.uid:
-                        await _send(writer, {"id": request_id, "event": "job", "job": job})
-            finally:
-                self.executor.unwatch_list(queue)
-        offset = request.get("offset", 0)
-        if not isinstance(offset, int) or offset < 0:
-            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0")
-        events = self.executor.follow(caller, request.get("job_id"), offset)
-        first = await anext(events)
+        queue = self.executor.watch_list()
+        try:
+            await _send(writer, protocol.ok(request_id, watching=True))
+            while True:
+                record = await queue.get()
+                if caller.may_see(record):
+                    await _send(writer, {"id": request_id, "event": "job", "job": record.to_dict()})
+        finally:
+            self.executor.unwatch_list(queue)
+
+    async def _follow(self, caller: Caller, request: Request, writer: asyncio.StreamWriter) -> None:
+        request_id = request.get("id")
+        events = self.executor.follow(caller, _job_ref(request), _whole(request, "offset", 0, 0))
+        first = await anext(events)  # a job the caller may not see is refused before "following"
         await _send(writer, protocol.ok(request_id, following=True))
         await _send(writer, _event(request_id, first))
         async for event in events:
             await _send(writer, _event(request_id, event))
 
 
-def _grace(request: dict[str, Any]) -> float | None:
+# ---- decoding a request's fields; an absent field or null takes the default
+
+
+def _job_ref(request: Request) -> str:
+    job_ref = request.get("job_id")
+    if not isinstance(job_ref, str) or not job_ref.replace("-", "").isalnum() or len(job_ref) > 36:
+        raise WorkerError(ErrorReason.BAD_REQUEST, "a job id is a UUID or a prefix of one")
+    return job_ref
+
+
+def _whole(request: Request, key: str, default: int, low: int) -> int:
+    value = request.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{key}: a whole number >= {low}")
+    return value
+
+
+def _path(request: Request, default: str | None = None) -> str:
+    """A path in the job's /work as text (workfiles.py keeps it inside /work)."""
+    path = request.get("path")
+    path = default if path is None else path
+    if not isinstance(path, str):
+        raise WorkerError(ErrorReason.BAD_REQUEST, "path: a path inside the job's /work")
+    return path
+
+
+def _grace(request: Request) -> float | None:
     grace = request.get("grace_s")
-    if grace is not None and (not isinstance(grace, (int, float)) or grace < 0):
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0):
         raise WorkerError(ErrorReason.BAD_REQUEST, "grace_s: seconds >= 0")
     return grace
+
+
+def _list_query(request: Request) -> ListQuery:
+    statuses = request.get("status") or None
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    if statuses is not None and (
+        not isinstance(statuses, list) or not all(s in JobStatus.__members__ for s in statuses)
+    ):
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"status: one or more of {', '.join(JobStatus.__members__)}")
+    limit, cursor = request.get("limit"), request.get("cursor")
+    limit = 50 if limit is None else limit
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= 1000
+        or not (cursor is None or (isinstance(cursor, int) and not isinstance(cursor, bool)))
+    ):
+        raise WorkerError(ErrorReason.BAD_REQUEST, "limit: 1 to 1000; cursor: the number a previous page gave")
+    owner = request.get("owner")
+    if owner is not None and not isinstance(owner, str):
+        raise WorkerError(ErrorReason.BAD_REQUEST, "owner: a user name")
+    return ListQuery(
+        statuses=tuple(JobStatus(s) for s in statuses) if statuses else None,
+        limit=limit,
+        cursor=cursor,
+        oldest_first=request.get("order") == "oldest",
+        owner=owner or None,
+    )
+
+
+# ---- encoding
 
 
 def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
@@ -244,7 +317,7 @@ def _event(request_id: Any, event: dict[str, Any]) -> dict[str, Any]:
     return {"id": request_id, **event}
 
 
-async def _receive(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+async def _receive(reader: asyncio.StreamReader) -> Request | None:
     try:
         header = await reader.readexactly(protocol.LENGTH.size)
     except asyncio.IncompleteReadError as exc:

@@ -70,12 +70,20 @@ class JobStore:
         with self._atomic():
             self.db.execute(
                 "INSERT INTO jobs (id, owner_uid, status, finished_at, record, launch) VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.owner_uid, record.status.value, record.finished_at,
-                 json.dumps(record.to_dict()), json.dumps(launch)),
-            )  # fmt: skip
+                (
+                    record.id,
+                    record.owner_uid,
+                    record.status.value,
+                    record.finished_at,
+                    json.dumps(record.to_dict()),
+                    json.dumps(launch),
+                ),
+            )
             if holder is not None:
-                self.db.execute("INSERT INTO held_jobs (job_id, uid, holder) VALUES (?, ?, ?)",
-                                (record.id, record.owner_uid, holder))  # fmt: skip
+                self.db.execute(
+                    "INSERT INTO held_jobs (job_id, uid, holder) VALUES (?, ?, ?)",
+                    (record.id, record.owner_uid, holder),
+                )
 
     def save(self, record: JobRecord) -> None:
         self.db.execute(

@@ -21,8 +21,8 @@ READ_MAX = 1 << 20
 RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS | libc.RESOLVE_NO_XDEV
 
 
-def _relative(path: Any) -> str:
-    if not isinstance(path, str) or "\0" in path or len(path) > 4096:
+def _relative(path: str) -> str:
+    if "\0" in path or len(path) > 4096:
         raise WorkerError(ErrorReason.BAD_REQUEST, "path: a path inside the job's /work")
     cleaned = path.strip("/")
     if any(part == ".." for part in cleaned.split("/")):
@@ -55,7 +55,7 @@ def _entry(directory: int, name: str) -> dict[str, Any] | None:
     return {"name": name, "type": kind, "size": info.st_size if kind == "file" else None, "mtime": info.st_mtime}
 
 
-def listing(work: str, path: Any, runs_as: tuple[int, int]) -> dict[str, Any]:
+def listing(work: str, path: str, runs_as: tuple[int, int]) -> dict[str, Any]:
     """The entries of a folder in /work (folders first, then by name), at most MAX_ENTRIES."""
     where = _relative(path)
     fd = _open(work, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
@@ -68,10 +68,9 @@ def listing(work: str, path: Any, runs_as: tuple[int, int]) -> dict[str, Any]:
     return {"path": "" if where == "." else where, "entries": entries, "truncated": len(names) > MAX_ENTRIES}
 
 
-def read(work: str, path: Any, offset: Any, max_bytes: Any, runs_as: tuple[int, int]) -> tuple[bytes, int]:
-    """Up to max_bytes of a regular file in /work from offset; returns them and the file's size."""
-    if not isinstance(offset, int) or offset < 0 or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0; max_bytes: >= 1")
+def read(work: str, path: str, offset: int, max_bytes: int, runs_as: tuple[int, int]) -> tuple[bytes, int]:
+    """Up to max_bytes (and READ_MAX) of a regular file in /work from offset; returns them and the
+    file's size."""
     where = _relative(path)
     fd = _open(work, where, os.O_RDONLY, runs_as)
     try:

@@ -41,6 +41,8 @@ def as_user(name: str, action: Callable[[], Any]) -> Any:
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
             payload = pickle.dumps(("ok", action()))
+        except WorkerError as exc:  # its reason too
+            payload = pickle.dumps(("refused", exc.to_dict()))
         except BaseException as exc:  # carried back to the test
             payload = pickle.dumps(("error", (type(exc), str(exc), traceback.format_exc())))
         with os.fdopen(write_end, "wb") as out:
@@ -50,6 +52,8 @@ def as_user(name: str, action: Callable[[], Any]) -> Any:
     with os.fdopen(read_end, "rb") as incoming:
         kind, value = pickle.loads(incoming.read())
     os.waitpid(pid, 0)
+    if kind == "refused":
+        raise WorkerError.from_dict(value)
     if kind == "error":
         error_type, message, _ = value
         raise error_type(message) if error_type is not SystemExit else AssertionError(message)
@@ -91,9 +95,22 @@ class Daemon:
         return self.state or os.path.join(self.folder, "state")
 
     def start(self, *extra: str) -> None:
-        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
-                   "--state-dir", self.state_dir, "--admin-group", ADMINS, "--viewer-group", VIEWERS,
-                   *self.flags, *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter_worker.cli",
+            "executor",
+            "--socket",
+            self.socket,
+            "--state-dir",
+            self.state_dir,
+            "--admin-group",
+            ADMINS,
+            "--viewer-group",
+            VIEWERS,
+            *self.flags,
+            *extra,
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -129,7 +146,7 @@ def stop_everything(daemon: Daemon) -> None:
     with daemon.client() as client:
         jobs, _ = client.list(status=["QUEUED", "RUNNING"], limit=1000)
         for job in jobs:
-            client.stop(job["id"], grace_s=0)
+            client.stop(job.id, grace_s=0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and client.list(status=["QUEUED", "RUNNING"], limit=1000)[0]:
             time.sleep(0.05)
@@ -186,7 +203,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "con
 
 
 def job_status(client: Client, job_id: str) -> str:
-    return client.get(job_id)["status"]
+    return client.get(job_id).status
 
 
 def raw_exchange(path: str, frames: list[bytes]) -> list[dict]:

@@ -92,8 +92,10 @@ class Internet:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SERVER, FAR_SIDE, SERVER, HOST_ADDRESS, PRIVATE, METADATA, str(PORT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         pid = int(self.process.stdout.readline())
         with IPRoute() as ipr:
             ipr.link("add", ifname=HOST_SIDE, kind="veth", peer=FAR_SIDE)

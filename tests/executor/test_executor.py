@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from jupyter_worker.client import AsyncClient, Client, ExecutorError
+from jupyter_worker.client import AsyncClient, Client
+from jupyter_worker.errors import WorkerError
 from tests.executor.conftest import SLEEP, as_user, ask_as, job_status, run_as, started_daemon, wait_for
 
 
@@ -21,23 +22,31 @@ def test_a_job_runs_as_its_owner_and_others_cannot_touch_it(daemon, users):
     alice = users["jwtest-alice"]
     job = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", "id -u; sleep 300"]})
     with daemon.client() as root:
-        wait_for(lambda: root.logs(job["id"])[0], what="output")
-        assert root.logs(job["id"])[0][0].data == f"{alice.pw_uid}\n".encode()
-    assert job["owner"] == "jwtest-alice" and job["owner_uid"] == alice.pw_uid
+        wait_for(lambda: root.logs(job.id)[0], what="output")
+        assert root.logs(job.id)[0][0].data == f"{alice.pw_uid}\n".encode()
+    assert job.owner == "jwtest-alice" and job.owner_uid == alice.pw_uid
     assert ask_as(daemon, "jwtest-bob", "list")[0] == []
     for method in ("get", "logs", "stop", "delete"):
-        assert ask_as(daemon, "jwtest-bob", method, job["id"]) == "refused: not_found"
-    assert ask_as(daemon, "jwtest-bob", "get", job["id"][:8]) == "refused: not_found"
-    assert [j["id"] for j in ask_as(daemon, "jwtest-alice", "list")[0]] == [job["id"]]
-    assert ask_as(daemon, "jwtest-alice", "stop", job["id"][:6])["id"] == job["id"]
+        assert ask_as(daemon, "jwtest-bob", method, job.id) == "refused: not_found"
+    assert ask_as(daemon, "jwtest-bob", "get", job.id[:8]) == "refused: not_found"
+    assert [j.id for j in ask_as(daemon, "jwtest-alice", "list")[0]] == [job.id]
+    assert ask_as(daemon, "jwtest-alice", "stop", job.id[:6]).id == job.id
 
 
 def test_every_user_reaches_a_socket_folder_made_under_a_strict_umask(users, tmp_path):
     folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
     os.chmod(folder, 0o755)
     path = os.path.join(folder, "run", "executor.sock")
-    command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", path, "--state-dir",
-               str(tmp_path / "state")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter_worker.cli",
+        "executor",
+        "--socket",
+        path,
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, umask=0o077)
     try:
         wait_for(lambda: os.path.exists(path), timeout=60, what="the socket")  # the VM lane starts slowly
@@ -52,25 +61,25 @@ def test_every_user_reaches_a_socket_folder_made_under_a_strict_umask(users, tmp
 def test_root_sees_and_stops_every_job(daemon, users):
     job = run_as(daemon, "jwtest-alice", SLEEP)
     with daemon.client() as root:
-        assert job["id"] in [j["id"] for j in root.list()[0]]
-        assert root.stop(job["id"])["stopped_by"] == "root"
-        final = wait_for(lambda: (j := root.get(job["id"]))["status"] != "RUNNING" and j, what="stop")
-    assert final["status"] == "STOPPED" and final["reason"] == "stopped"
+        assert job.id in [j.id for j in root.list()[0]]
+        assert root.stop(job.id).stopped_by == "root"
+        final = wait_for(lambda: (j := root.get(job.id)).status != "RUNNING" and j, what="stop")
+    assert final.status == "STOPPED" and final.reason == "stopped"
 
 
 def test_a_viewer_reads_every_job_but_runs_and_stops_none(daemon, users):
     job = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", "echo visible; sleep 300"]})
-    assert job["id"] in [j["id"] for j in ask_as(daemon, "jwtest-carol", "list")[0]]
-    wait_for(lambda: ask_as(daemon, "jwtest-carol", "logs", job["id"])[0], what="output")
+    assert job.id in [j.id for j in ask_as(daemon, "jwtest-carol", "list")[0]]
+    wait_for(lambda: ask_as(daemon, "jwtest-carol", "logs", job.id)[0], what="output")
     assert ask_as(daemon, "jwtest-carol", "run", SLEEP) == "refused: forbidden"
-    assert ask_as(daemon, "jwtest-carol", "stop", job["id"]) == "refused: forbidden"
-    assert ask_as(daemon, "jwtest-carol", "delete", job["id"]) == "refused: forbidden"
+    assert ask_as(daemon, "jwtest-carol", "stop", job.id) == "refused: forbidden"
+    assert ask_as(daemon, "jwtest-carol", "delete", job.id) == "refused: forbidden"
 
 
 @pytest.mark.executor_flags("--Policy.max_concurrent_jobs=2")
 def test_jobs_beyond_the_concurrency_cap_wait_in_order(daemon):
     with daemon.client() as client:
-        ids = [client.run(SLEEP)["id"] for _ in range(4)]
+        ids = [client.run(SLEEP).id for _ in range(4)]
         assert [job_status(client, i) for i in ids] == ["RUNNING", "RUNNING", "QUEUED", "QUEUED"]
         client.stop(ids[0], grace_s=0)
         wait_for(lambda: job_status(client, ids[2]) == "RUNNING", what="the third job to start")
@@ -84,14 +93,14 @@ def test_the_per_user_cap_queues_one_user_without_holding_back_another(daemon, u
     first = run_as(daemon, "jwtest-alice", SLEEP)
     second = run_as(daemon, "jwtest-alice", SLEEP)
     other = run_as(daemon, "jwtest-bob", SLEEP)
-    assert (first["status"], second["status"], other["status"]) == ("RUNNING", "QUEUED", "RUNNING")
+    assert (first.status, second.status, other.status) == ("RUNNING", "QUEUED", "RUNNING")
 
 
 @pytest.mark.executor_flags("--Policy.max_memory_limit=512", "--Policy.max_job_timeout=60")
 def test_limits_above_the_maxima_are_refused_with_a_clear_error(daemon):
-    with daemon.client() as client, pytest.raises(ExecutorError, match="memory limit: 1024MiB is above the maximum"):
+    with daemon.client() as client, pytest.raises(WorkerError, match="memory limit: 1024 MiB is above the maximum"):
         client.run({"command": ["true"], "limits": {"memory_mb": 1024}})
-    with daemon.client() as client, pytest.raises(ExecutorError, match="timeout: 120s is above the maximum"):
+    with daemon.client() as client, pytest.raises(WorkerError, match="timeout: 120 s is above the maximum"):
         client.run({"command": ["true"], "limits": {"timeout_s": 120}})
     with daemon.client() as client:
         assert client.list()[0] == []
@@ -100,8 +109,8 @@ def test_limits_above_the_maxima_are_refused_with_a_clear_error(daemon):
 def test_a_timeout_ends_the_job_and_says_so(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["sleep", "300"], "limits": {"timeout_s": 1}})
-        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="timeout")
-    assert (final["status"], final["reason"]) == ("FAILED", "timeout")
+        final = wait_for(lambda: (j := client.get(job.id)).status != "RUNNING" and j, what="timeout")
+    assert (final.status, final.reason) == ("FAILED", "timeout")
 
 
 COUNTER = (
@@ -115,13 +124,13 @@ def test_logs_resume_from_any_offset_with_no_gap_or_duplicate(daemon):
         expected = b"".join(b"%d\n" % i for i in range(4000))
         seen, offset = b"", 0
         while True:
-            chunks, offset, finished = client.logs(job["id"], offset, max_bytes=997)
+            chunks, offset, finished = client.logs(job.id, offset, max_bytes=997)
             seen += b"".join(c.data for c in chunks)
             if finished and not chunks:
                 break
         assert seen == expected
-        middle = client.logs(job["id"], 0, max_bytes=5000)[1]
-        followed = b"".join(e["data"] for e in client.follow(job["id"], middle) if e["event"] == "log")
+        middle = client.logs(job.id, 0, max_bytes=5000)[1]
+        followed = b"".join(e["data"] for e in client.follow(job.id, middle) if e["event"] == "log")
         assert expected[: len(expected) - len(followed)] + followed == expected
         assert len(followed) < len(expected)
 
@@ -129,10 +138,10 @@ def test_logs_resume_from_any_offset_with_no_gap_or_duplicate(daemon):
 def test_following_a_live_job_delivers_every_byte_then_ends(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["python3", "-c", COUNTER]})
-        events = list(client.follow(job["id"]))
+        events = list(client.follow(job.id))
     data = b"".join(e["data"] for e in events if e["event"] == "log")
     assert data == b"".join(b"%d\n" % i for i in range(4000))
-    assert events[-1]["event"] == "end" and events[-1]["job"]["status"] == "COMPLETED"
+    assert events[-1]["event"] == "end" and events[-1]["job"].status == "COMPLETED"
     assert "status" in {e["event"] for e in events}
 
 
@@ -140,41 +149,41 @@ def test_following_a_live_job_delivers_every_byte_then_ends(daemon):
 def test_the_log_cap_keeps_the_start_marks_the_cut_and_lets_the_job_finish(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\\\0' x; echo; echo end"]})
-        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="the job")
-        chunks, _, _ = client.logs(job["id"])
-    assert final["status"] == "COMPLETED"
+        final = wait_for(lambda: (j := client.get(job.id)).status != "RUNNING" and j, what="the job")
+        chunks, _, _ = client.logs(job.id)
+    assert final.status == "COMPLETED"
     assert sum(len(c.data) for c in chunks if c.stream == "stdout") <= 10000
     assert any(c.stream == "notice" and b"log cap of 10000 bytes" in c.data for c in chunks)
 
 
 def test_a_crash_of_the_executor_loses_nothing(daemon):
     with daemon.client() as client:
-        done_meanwhile = client.run({"command": ["python3", "-c", COUNTER]})["id"]
-        still_running = client.run({"command": ["sh", "-c", "echo before; sleep 300"]})["id"]
+        done_meanwhile = client.run({"command": ["python3", "-c", COUNTER]}).id
+        still_running = client.run({"command": ["sh", "-c", "echo before; sleep 300"]}).id
         wait_for(lambda: client.logs(still_running)[0], what="output")
     daemon.kill_hard()
     time.sleep(3)
     daemon.start()
     with daemon.client() as client:
         ended = client.get(done_meanwhile)
-        assert (ended["status"], ended["reason"], ended["exit_code"]) == ("COMPLETED", "exit", 0)
+        assert (ended.status, ended.reason, ended.exit_code) == ("COMPLETED", "exit", 0)
         log = b"".join(c.data for c in client.logs(done_meanwhile, max_bytes=1 << 20)[0])
         assert log == b"".join(b"%d\n" % i for i in range(4000))
-        assert client.get(still_running)["status"] == "RUNNING"
+        assert client.get(still_running).status == "RUNNING"
         client.stop(still_running, grace_s=0)
-        final = wait_for(lambda: (j := client.get(still_running))["status"] != "RUNNING" and j, what="stop")
-        assert final["status"] == "STOPPED"
+        final = wait_for(lambda: (j := client.get(still_running)).status != "RUNNING" and j, what="stop")
+        assert final.status == "STOPPED"
 
 
 def test_a_stop_asked_for_just_before_the_executor_stops_is_carried_out(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["sleep", "300"]})
-        client.stop(job["id"], grace_s=0)
+        client.stop(job.id, grace_s=0)
     daemon.stop()
     daemon.start()
     with daemon.client() as client:
-        final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="the stop")
-    assert (final["status"], final["reason"]) == ("STOPPED", "stopped")
+        final = wait_for(lambda: (j := client.get(job.id)).status != "RUNNING" and j, what="the stop")
+    assert (final.status, final.reason) == ("STOPPED", "stopped")
 
 
 def test_a_state_folder_too_deep_for_a_socket_address_still_runs_and_reattaches_jobs():
@@ -184,15 +193,15 @@ def test_a_state_folder_too_deep_for_a_socket_address_still_runs_and_reattaches_
         with started_daemon([], state_dir=state) as daemon:
             with daemon.client() as client:
                 job = client.run({"command": ["sh", "-c", "echo hi; sleep 300"]})
-                wait_for(lambda: client.logs(job["id"])[0], what="the job's output")
-            assert len(os.path.join(state, "jobs", job["id"], "control")) > 107
+                wait_for(lambda: client.logs(job.id)[0], what="the job's output")
+            assert len(os.path.join(state, "jobs", job.id, "control")) > 107
             daemon.kill_hard()
             daemon.start()
             with daemon.client() as client:
-                assert client.get(job["id"])["status"] == "RUNNING"
-                client.stop(job["id"], grace_s=0)
-                final = wait_for(lambda: (j := client.get(job["id"]))["status"] != "RUNNING" and j, what="stop")
-            assert final["status"] == "STOPPED"
+                assert client.get(job.id).status == "RUNNING"
+                client.stop(job.id, grace_s=0)
+                final = wait_for(lambda: (j := client.get(job.id)).status != "RUNNING" and j, what="stop")
+            assert final.status == "STOPPED"
     finally:
         shutil.rmtree(parent)
 
@@ -207,8 +216,8 @@ def test_a_job_whose_supervisor_vanished_is_recorded_as_lost(daemon):
     os.kill(supervisor, signal.SIGKILL)
     daemon.start()
     with daemon.client() as client:
-        lost = client.get(job["id"])
-    assert (lost["status"], lost["reason"]) == ("FAILED", "lost")
+        lost = client.get(job.id)
+    assert (lost.status, lost.reason) == ("FAILED", "lost")
     wait_for(lambda: not _pid_of(["sleep", marker + "0"]), what="the orphaned job to be killed")
 
 
@@ -231,18 +240,18 @@ def _parent(pid: int | None) -> int:
 
 def test_retention_deletes_old_jobs_and_delete_removes_one(daemon):
     with daemon.client() as client:
-        kept = client.run({"command": ["true"]})["id"]
-        doomed = client.run({"command": ["true"]})["id"]
+        kept = client.run({"command": ["true"]}).id
+        doomed = client.run({"command": ["true"]}).id
         wait_for(lambda: job_status(client, doomed) == "COMPLETED", what="the job")
-        with pytest.raises(ExecutorError, match="stop it first"):
-            client.delete(client.run(SLEEP)["id"])
+        with pytest.raises(WorkerError, match="stop it first"):
+            client.delete(client.run(SLEEP).id)
         client.delete(doomed)
-        with pytest.raises(ExecutorError, match="no job"):
+        with pytest.raises(WorkerError, match="no job"):
             client.get(doomed)
     assert not os.path.exists(os.path.join(daemon.state_dir, "jobs", doomed))
     daemon.stop()
     daemon.start("--Policy.retention_max_bytes=0")
-    with daemon.client() as client, pytest.raises(ExecutorError, match="no job"):
+    with daemon.client() as client, pytest.raises(WorkerError, match="no job"):
         client.get(kept)
 
 
@@ -250,12 +259,12 @@ def test_the_async_client_runs_and_follows(daemon):
     async def scenario():
         async with AsyncClient(daemon.socket) as client:
             job = await client.run({"command": ["sh", "-c", "echo async"]})
-            events = [e async for e in client.follow(job["id"])]
-            return job, events, await client.get(job["id"])
+            events = [e async for e in client.follow(job.id)]
+            return job, events, await client.get(job.id)
 
     _, events, final = asyncio.run(scenario())
     assert b"".join(e["data"] for e in events if e["event"] == "log") == b"async\n"
-    assert final["status"] == "COMPLETED"
+    assert final.status == "COMPLETED"
 
 
 def test_watchers_hear_of_every_change_to_their_jobs(daemon):
@@ -264,9 +273,9 @@ def test_watchers_hear_of_every_change_to_their_jobs(daemon):
         job = client.run({"command": ["true"]})
         statuses = []
         for event in stream:
-            if event.get("event") == "job" and event["job"]["id"] == job["id"]:
-                statuses.append(event["job"]["status"])
-                if event["job"]["status"] == "COMPLETED":
+            if event.get("event") == "job" and event["job"].id == job.id:
+                statuses.append(event["job"].status)
+                if event["job"].status == "COMPLETED":
                     break
         stream.close()
     assert statuses[0] in ("QUEUED", "RUNNING") and statuses[-1] == "COMPLETED"
@@ -274,8 +283,10 @@ def test_watchers_hear_of_every_change_to_their_jobs(daemon):
 
 def test_an_executor_started_with_exit_with_parent_stops_when_its_parent_dies(tmp_path):
     sock = tmp_path / "child.sock"
-    command = (f"{sys.executable} -m jupyter_worker.cli executor --exit-with-parent --socket {sock} "
-               f"--state-dir {tmp_path / 'state'} & wait")  # fmt: skip
+    command = (
+        f"{sys.executable} -m jupyter_worker.cli executor --exit-with-parent --socket {sock} "
+        f"--state-dir {tmp_path / 'state'} & wait"
+    )
     parent = subprocess.Popen(["sh", "-c", command])
     wait_for(sock.exists, what="the executor's socket")
     with Client(str(sock)) as client:

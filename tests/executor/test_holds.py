@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from jupyter_worker import protocol
-from jupyter_worker.client import Client, ExecutorError
+from jupyter_worker.client import Client
+from jupyter_worker.errors import WorkerError
+from jupyter_worker.spec import JobRecord
 from tests.executor.conftest import as_user, wait_for
 
 ALICE, CAROL_THE_VIEWER = "jwtest-alice", "jwtest-carol"
@@ -39,14 +41,14 @@ def hold(path: str, holder: str) -> socket.socket:
     return sock
 
 
-def status_of(daemon, job_id: str) -> dict:
+def status_of(daemon, job_id: str) -> JobRecord:
     with daemon.client() as client:
         return client.get(job_id)
 
 
-def stopped(daemon, job_id: str) -> dict | None:
+def stopped(daemon, job_id: str) -> JobRecord | None:
     job = status_of(daemon, job_id)
-    return job if job["status"] == "STOPPED" else None
+    return job if job.status == "STOPPED" else None
 
 
 @pytest.mark.executor_flags("--Policy.max_concurrent_jobs=3")
@@ -59,25 +61,25 @@ def test_a_holders_running_and_queued_jobs_are_stopped_when_it_is_killed_and_no_
         unheld = client.run({"command": SLEEP})
         held_elsewhere = client.run({"command": SLEEP, "holder": "server-b"})
         queued_behind = client.run({"command": SLEEP, "holder": "server-a"})
-    assert queued_behind["status"] == "QUEUED"
-    wait_for(lambda: status_of(daemon, held["id"])["status"] == "RUNNING", what="the held job to run")
+    assert queued_behind.status == "QUEUED"
+    wait_for(lambda: status_of(daemon, held.id).status == "RUNNING", what="the held job to run")
     holder.kill()
     holder.wait()
     for job in (held, queued_behind):
-        ended = wait_for(lambda job=job: stopped(daemon, job["id"]), what="the held job to stop")
-        assert ended["status_text"] == "stopped by root's server ending"
-    assert status_of(daemon, unheld["id"])["status"] == "RUNNING"
-    assert status_of(daemon, held_elsewhere["id"])["status"] == "RUNNING"
+        ended = wait_for(lambda job=job: stopped(daemon, job.id), what="the held job to stop")
+        assert ended.ending == "stopped by root's server ending"
+    assert status_of(daemon, unheld.id).status == "RUNNING"
+    assert status_of(daemon, held_elsewhere.id).status == "RUNNING"
     other.close()
-    wait_for(lambda: stopped(daemon, held_elsewhere["id"]), what="the other holder's job to stop")
-    assert status_of(daemon, unheld["id"])["status"] == "RUNNING"
+    wait_for(lambda: stopped(daemon, held_elsewhere.id), what="the other holder's job to stop")
+    assert status_of(daemon, unheld.id).status == "RUNNING"
 
 
 def test_a_job_may_name_only_a_connected_holder_of_its_own_user(daemon):
     roots = hold(daemon.socket, "server-of-root")
     try:
         with daemon.client() as client:
-            with pytest.raises(ExecutorError, match="holder 'nobody-holds-this' is not connected") as refused:
+            with pytest.raises(WorkerError, match="holder 'nobody-holds-this' is not connected") as refused:
                 client.run({"command": SLEEP, "holder": "nobody-holds-this"})
             assert refused.value.reason == "conflict"
 
@@ -85,7 +87,7 @@ def test_a_job_may_name_only_a_connected_holder_of_its_own_user(daemon):
             with Client(daemon.socket) as client:
                 try:
                     client.run({"command": SLEEP, "holder": "server-of-root"})
-                except ExecutorError as exc:
+                except WorkerError as exc:
                     return exc.reason, str(exc)
 
         assert as_user(ALICE, alice_names_roots_holder) == (
@@ -94,7 +96,7 @@ def test_a_job_may_name_only_a_connected_holder_of_its_own_user(daemon):
         )
         with daemon.client() as client:
             assert client.list()[0] == []
-            with pytest.raises(ExecutorError, match="holder: up to 200"):
+            with pytest.raises(WorkerError, match="holder: up to 200"):
                 client.run({"command": SLEEP, "holder": "two words"})
     finally:
         roots.close()
@@ -116,15 +118,15 @@ def test_after_a_restart_a_holder_that_comes_back_within_the_grace_period_keeps_
     with daemon.client() as client:
         kept = client.run({"command": SLEEP, "holder": "returning"})
         ended = client.run({"command": SLEEP, "holder": "gone"})
-    wait_for(lambda: status_of(daemon, ended["id"])["status"] == "RUNNING", what="the jobs to run")
+    wait_for(lambda: status_of(daemon, ended.id).status == "RUNNING", what="the jobs to run")
     daemon.stop()
     returning.close()
     gone.close()
     daemon.start()
-    assert status_of(daemon, kept["id"])["status"] == "RUNNING"
-    assert status_of(daemon, ended["id"])["status"] == "RUNNING"
+    assert status_of(daemon, kept.id).status == "RUNNING"
+    assert status_of(daemon, ended.id).status == "RUNNING"
     back = hold(daemon.socket, "returning")
-    wait_for(lambda: stopped(daemon, ended["id"]), what="the grace period to end the job of the holder that is gone")
-    assert status_of(daemon, kept["id"])["status"] == "RUNNING"
+    wait_for(lambda: stopped(daemon, ended.id), what="the grace period to end the job of the holder that is gone")
+    assert status_of(daemon, kept.id).status == "RUNNING"
     back.close()
-    wait_for(lambda: stopped(daemon, kept["id"]), what="the returned holder's job to stop with it")
+    wait_for(lambda: stopped(daemon, kept.id), what="the returned holder's job to stop with it")

@@ -11,7 +11,7 @@ import threading
 import pytest
 from pyroute2 import IPRoute
 
-from jupyter_worker.client import ExecutorError
+from jupyter_worker.errors import WorkerError
 from jupyter_worker.sandbox.network import isolated_problem
 from tests.executor import internet
 from tests.executor.conftest import started_daemon, wait_for
@@ -58,8 +58,11 @@ def world(users):
     listener = socket.create_server(("0.0.0.0", 0))
     port = listener.getsockname()[1]
     threading.Thread(target=_accept_until_closed, args=(listener,), daemon=True).start()
-    flags = [f"--Policy.isolated_bridge={BRIDGE}", f"--Policy.isolated_subnet={SUBNET}",
-             f"--Policy.isolated_dns=['{internet.SERVER}']"]  # fmt: skip
+    flags = [
+        f"--Policy.isolated_bridge={BRIDGE}",
+        f"--Policy.isolated_subnet={SUBNET}",
+        f"--Policy.isolated_dns=['{internet.SERVER}']",
+    ]
     try:
         with started_daemon(flags) as daemon:
             yield daemon, port
@@ -80,9 +83,9 @@ def _accept_until_closed(listener: socket.socket) -> None:
 def probe(daemon, network: str, *targets: str) -> dict[str, str]:
     with daemon.client() as client:
         job = client.run({"command": ["python3", "-c", PROBE, *targets], "network": network})
-        final = next(e["job"] for e in client.follow(job["id"]) if e["event"] == "end")
-        output = b"".join(c.data for c in client.logs(job["id"])[0]).decode()
-    assert final["status"] == "COMPLETED", (final, output)
+        final = next(e["job"] for e in client.follow(job.id) if e["event"] == "end")
+        output = b"".join(c.data for c in client.logs(job.id)[0]).decode()
+    assert final.status == "COMPLETED", (final, output)
     return dict(line.split(" ", 1) for line in output.splitlines())
 
 
@@ -95,8 +98,13 @@ def test_an_isolated_job_reaches_the_internet_through_nat_and_resolves_names(wor
 def test_an_isolated_job_cannot_reach_the_host_private_ranges_or_metadata(world):
     daemon, port = world
     assert internet.reachable_from_here(internet.PRIVATE) and internet.reachable_from_here(internet.METADATA)
-    targets = [f"127.0.0.1:{port}", f"{GATEWAY}:{port}", f"{internet.HOST_ADDRESS}:{port}",
-               f"{internet.PRIVATE}:{internet.PORT}", f"{internet.METADATA}:{internet.PORT}"]  # fmt: skip
+    targets = [
+        f"127.0.0.1:{port}",
+        f"{GATEWAY}:{port}",
+        f"{internet.HOST_ADDRESS}:{port}",
+        f"{internet.PRIVATE}:{internet.PORT}",
+        f"{internet.METADATA}:{internet.PORT}",
+    ]
     seen = probe(daemon, "isolated", *targets)
     assert all(seen[t] != "open" for t in targets), seen
     assert probe(daemon, "host", f"127.0.0.1:{port}")[f"127.0.0.1:{port}"] == "open"
@@ -110,12 +118,14 @@ def test_two_isolated_jobs_cannot_see_each_other(world):
     )
     with daemon.client() as client:
         server = client.run({"command": ["python3", "-c", serve], "network": "isolated"})
-        address = wait_for(lambda: b"".join(c.data for c in client.logs(server["id"])[0]).decode().strip(),
-                           what="the listening job's address")  # fmt: skip
+        address = wait_for(
+            lambda: b"".join(c.data for c in client.logs(server.id)[0]).decode().strip(),
+            what="the listening job's address",
+        )
         assert address.startswith(SUBNET.rsplit(".", 1)[0] + ".")
         seen = probe(daemon, "isolated", f"{address}:9000")
         assert seen[f"{address}:9000"] != "open"
-        client.stop(server["id"], grace_s=0)
+        client.stop(server.id, grace_s=0)
 
 
 TRANSFER = """
@@ -135,9 +145,9 @@ print(size, time.perf_counter() - start)
 def transfer(daemon, limits: dict, *args: str) -> tuple[int, float]:
     with daemon.client() as client:
         job = client.run({"command": ["python3", "-c", TRANSFER, *args], "network": "isolated", "limits": limits})
-        final = next(e["job"] for e in client.follow(job["id"]) if e["event"] == "end")
-        output = b"".join(c.data for c in client.logs(job["id"])[0]).decode()
-    assert final["status"] == "COMPLETED", (final, output)
+        final = next(e["job"] for e in client.follow(job.id) if e["event"] == "end")
+        output = b"".join(c.data for c in client.logs(job.id)[0]).decode()
+    assert final.status == "COMPLETED", (final, output)
     size, seconds = output.split()
     return int(size), float(seconds)
 
@@ -155,7 +165,7 @@ def test_a_bandwidth_cap_holds_each_way(world):
 
 def test_a_bandwidth_cap_on_the_hosts_network_is_refused(world):
     daemon, _ = world
-    with daemon.client() as client, pytest.raises(ExecutorError, match="cannot be enforced on the host's network"):
+    with daemon.client() as client, pytest.raises(WorkerError, match="cannot be enforced on the host's network"):
         client.run({"command": ["true"], "network": "host", "limits": {"net_bps": 1 << 20}})
 
 
@@ -165,18 +175,18 @@ def test_none_has_only_loopback_and_host_shares_the_hosts_interfaces(world):
     with daemon.client() as client:
         for network, expected in (("none", "['lo']"), ("isolated", "['eth0', 'lo']")):
             job = client.run({"command": ["python3", "-c", listing], "network": network})
-            wait_for(lambda j=job: client.get(j["id"])["status"] == "COMPLETED", what=network)
-            assert client.logs(job["id"])[0][0].data.decode().strip() == expected
+            wait_for(lambda j=job: client.get(j.id).status == "COMPLETED", what=network)
+            assert client.logs(job.id)[0][0].data.decode().strip() == expected
         job = client.run({"command": ["python3", "-c", listing], "network": "host"})
-        wait_for(lambda: client.get(job["id"])["status"] == "COMPLETED", what="host")
-        assert internet.HOST_SIDE in client.logs(job["id"])[0][0].data.decode()
+        wait_for(lambda: client.get(job.id).status == "COMPLETED", what="host")
+        assert internet.HOST_SIDE in client.logs(job.id)[0][0].data.decode()
 
 
 def test_everything_is_removed_when_the_executor_stops(users):
     flags = [f"--Policy.isolated_bridge={BRIDGE}", f"--Policy.isolated_subnet={SUBNET}"]
     with started_daemon(flags) as daemon, daemon.client() as client:
         job = client.run({"command": ["true"], "network": "isolated"})
-        wait_for(lambda: client.get(job["id"])["status"] == "COMPLETED", what="the job")
+        wait_for(lambda: client.get(job.id).status == "COMPLETED", what="the job")
         with IPRoute() as ipr:
             assert ipr.link_lookup(ifname=BRIDGE)
     with IPRoute() as ipr:
@@ -193,12 +203,14 @@ def test_a_crashed_executors_bridge_and_rules_are_swept_by_the_next(users):
     with started_daemon(flags) as daemon:
         with daemon.client() as client:
             job = client.run({"command": ["true"], "network": "isolated"})
-            wait_for(lambda: client.get(job["id"])["status"] == "COMPLETED", what="the job")
+            wait_for(lambda: client.get(job.id).status == "COMPLETED", what="the job")
         daemon.kill_hard()
         with IPRoute() as ipr:
             assert ipr.link_lookup(ifname=BRIDGE), "kill -9 leaves the bridge behind"
         daemon.start()
     with IPRoute() as ipr:
         assert not ipr.link_lookup(ifname=BRIDGE)
-    assert "jupyter_worker" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
-                                                  check=True).stdout  # fmt: skip
+    assert (
+        "jupyter_worker"
+        not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    )

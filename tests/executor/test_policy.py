@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from jupyter_worker.client import Client, ExecutorError
+from jupyter_worker.client import Client
+from jupyter_worker.errors import WorkerError
 from tests.conftest import VIEWERS
 from tests.executor.conftest import SLEEP, as_user, ask_as, run_as
 
@@ -40,25 +41,25 @@ def test_a_refusal_names_the_users_own_maximum(daemon, users):
     def refusal() -> str:
         try:
             Client(daemon.socket).run({"command": ["true"], "limits": {"memory_mb": 2048}})
-        except ExecutorError as exc:
+        except WorkerError as exc:
             return str(exc)
         return "ran"
 
-    assert as_user("jwtest-bob", refusal) == "memory limit: 2048MiB is above the maximum of 512MiB"
+    assert as_user("jwtest-bob", refusal) == "memory limit: 2048 MiB is above the maximum of 512 MiB"
 
 
 @pytest.mark.executor_flags(*ALLOWANCES)
 def test_defaults_are_capped_at_the_users_own_maximum(daemon, users):
     job = run_as(daemon, "jwtest-alice", {"command": ["true"]})
-    assert job["limits"]["memory_mb"] == 256
+    assert job.limits.memory_mb == 256
     job = run_as(daemon, "jwtest-bob", {"command": ["true"], "limits": {}})
-    assert job["limits"]["memory_mb"] == 512 and job["limits"]["timeout_s"] == 60
+    assert job.limits.memory_mb == 512 and job.limits.timeout_s == 60
 
 
 @pytest.mark.executor_flags(*ALLOWANCES)
 def test_each_user_runs_as_many_jobs_at_once_as_their_cap_and_the_rest_wait(daemon, users):
-    alice = [run_as(daemon, "jwtest-alice", SLEEP)["status"] for _ in range(2)]
-    bob = [run_as(daemon, "jwtest-bob", SLEEP)["status"] for _ in range(3)]
+    alice = [run_as(daemon, "jwtest-alice", SLEEP).status for _ in range(2)]
+    bob = [run_as(daemon, "jwtest-bob", SLEEP).status for _ in range(3)]
     assert alice == ["RUNNING", "QUEUED"]
     assert bob == ["RUNNING", "RUNNING", "QUEUED"]
 
@@ -86,10 +87,22 @@ def test_capabilities_show_each_caller_their_own_allowance_and_nobody_elses(daem
 )
 def test_a_bad_policy_stops_the_executor_at_start_with_one_line(setting, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", str(tmp_path / "s"),
-         "--state-dir", str(tmp_path / "state"), setting],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jupyter_worker.cli",
+            "executor",
+            "--socket",
+            str(tmp_path / "s"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            setting,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "state").exists()

@@ -31,16 +31,18 @@ def body(text: bytes) -> bytes:
         ([HELLO, protocol.encode({"op": "run", "id": 2, "job": {"command": ["true"], "gpu": 1}})], "invalid"),
         ([HELLO, protocol.encode({"op": "run", "id": 2, "job": {"command": []}})], "invalid"),
         ([HELLO, protocol.encode({"op": "run", "id": 2, "job": "true"})], "invalid"),
-        ([HELLO, protocol.encode({"op": "run", "id": 2, "job": {"command": ["x"], "limits": {"pids": -1}}})],
-         "invalid"),
+        (
+            [HELLO, protocol.encode({"op": "run", "id": 2, "job": {"command": ["x"], "limits": {"pids": -1}}})],
+            "invalid",
+        ),
         ([HELLO, protocol.encode({"op": "get", "id": 2, "job_id": "../../etc"})], "bad_request"),
         ([HELLO, protocol.encode({"op": "get", "id": 2, "job_id": "abcdef"})], "not_found"),
-        ([HELLO, protocol.encode({"op": "logs", "id": 2, "job_id": "abc", "offset": -5})], "not_found"),
+        ([HELLO, protocol.encode({"op": "logs", "id": 2, "job_id": "abc", "offset": -5})], "bad_request"),
         ([HELLO, protocol.encode({"op": "list", "id": 2, "limit": 0})], "bad_request"),
         ([HELLO, protocol.encode({"op": "list", "id": 2, "status": ["DONE"]})], "bad_request"),
         ([HELLO, protocol.encode({"op": "stop", "id": 2, "job_id": 7})], "bad_request"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_request_gets_an_error_response_and_changes_nothing(shared_daemon, frames, reason):
     with shared_daemon.client() as client:
         before = client.list(limit=1000)[0]
@@ -86,8 +88,10 @@ def test_the_cli_answers_bad_input_with_one_line(shared_daemon, args, code, mess
 def test_the_cli_says_when_no_executor_runs(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "jupyter_worker.cli", "--socket", str(tmp_path / "none.sock"), "list"],
-        check=False, capture_output=True, text=True,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "no executor answers at" in result.stderr and "jupyter-worker executor" in result.stderr
 
