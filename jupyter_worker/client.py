@@ -269,7 +269,16 @@ class AsyncClient(_Requests):
         async with self._lock:
             if self._streams is None:
                 self._streams = await self._connect()
-            return pick(await self._exchange(self._streams, op, params))
+            # an executor that went away (a restart) fails this request; the next one connects again
+            try:
+                return pick(await self._exchange(self._streams, op, params))
+            except OSError:
+                await self.close()
+                raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection") from None
+            except WorkerError as exc:
+                if exc.reason is ErrorReason.DISCONNECTED:
+                    await self.close()
+                raise
 
     def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
         return self._call_async(op, params, pick)
