@@ -1,5 +1,12 @@
 """cgroup v2, v1 and hybrid hosts behind one interface: create a job's cgroups, limit, watch, kill.
 
+Which controller enforces which limit is one table, ENFORCED, keyed by the fields of
+limits.LIMITS. What differs between the versions (controller names, the files that set each limit
+and their formats, the files that report usage, how a cgroup is joined, frozen and made ready for
+children) is held by two dialects with the same verbs, CgroupV1 and CgroupV2, as nsjail's cgroup.cc
+and cgroup2.cc; each hierarchy speaks one. JobCgroup, the refusals and the doctor read them and
+never ask which version they are on.
+
 On a hybrid host the v1 controllers enforce the limits while the controller-less v2 tree tracks the
 job (cgroup.kill, cgroup.events, cpu.stat). Job cgroups are made beneath the caller's own cgroup in
 each hierarchy, under a folder named after the project, and removed when the job ends.
@@ -7,34 +14,62 @@ each hierarchy, under a folder named after the project, and removed when the job
 
 from __future__ import annotations
 
+import abc
 import errno
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ..spec import Limits, SpecError, Usage
+from ..errors import SpecError
+from ..limits import Limits
+from ..spec import Usage
 
 PROJECT_DIR = "jupyter-worker"
 EXECUTOR_LEAF = "jupyter-worker-executor"
-_PERIOD_US = 100_000
-_V1_CONTROLLERS = {"memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "cpuset"}
-_V2_CONTROLLERS = ("memory", "cpu", "pids", "io", "cpuset")
+PERIOD_US = 100_000
 
 
 class CgroupError(SpecError):
     """A limit or a cgroup operation this host cannot give; the job is refused."""
 
 
-@dataclass
-class Hierarchy:
-    mountpoint: str
-    version: int
-    controllers: frozenset[str]
-    own: str
+@dataclass(frozen=True)
+class Enforcement:
+    """The controller that enforces a limit (by its cgroup v2 name), and the named values that the
+    dialects' files are written with, made from the limit's value."""
 
-    @property
-    def own_dir(self) -> str:
-        return os.path.join(self.mountpoint, self.own.lstrip("/"))
+    controller: str
+    values: Callable[[Any], dict[str, Any]]
+
+
+# In the order of limits.LIMITS; the limits not here need no controller (timeout, /tmp, network).
+ENFORCED: dict[str, Enforcement] = {
+    "memory_mb": Enforcement("memory", lambda mb: {"bytes": mb << 20}),
+    "cpu_percent": Enforcement(
+        "cpu", lambda percent: {"quota": max(percent * PERIOD_US // 100, 1000), "period": PERIOD_US}
+    ),
+    # One more than asked: the job's init counts too (usage reports one less).
+    "pids": Enforcement("pids", lambda count: {"count": count + 1}),
+    "io_bps": Enforcement("io", lambda bps: {"bps": bps}),
+    "cpuset": Enforcement("cpuset", lambda cpus: {"cpus": cpus}),
+}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """How one cgroup version sets one limit: files written in this order, each with a format of
+    the limit's ENFORCED values, and the doctor's words for it."""
+
+    writes: tuple[tuple[str, str], ...]
+    how: str
+    optional: frozenset[str] = frozenset()  # written only where the kernel has them (swap accounting)
+    per_device: bool = False  # written once for each block device, as {device}
+
+
+_PIDS = Knob((("pids.max", "{count}"),), "pids.max")
+_CPUSET = Knob((("cpuset.cpus", "{cpus}"),), "cpuset.cpus")
 
 
 def _read(path: str) -> str:
@@ -71,6 +106,233 @@ def _int_file(path: str) -> int | None:
     return int(text) if text.lstrip("-").isdigit() else None
 
 
+def _procs(path: str) -> list[int]:
+    try:
+        return [int(p) for p in _read(os.path.join(path, "cgroup.procs")).split()]
+    except OSError:
+        return []
+
+
+class Dialect(abc.ABC):
+    """What one cgroup version calls things and how it is spoken: the verbs every hierarchy has."""
+
+    version: int
+    tracking: str  # the doctor's words for tracking jobs with this version
+    names: ClassVar[dict[str, str]] = {}  # controllers named otherwise than in v2
+    knobs: ClassVar[dict[str, Knob]]  # by limit field, as ENFORCED
+    swap_file: str  # where it exists, swap can be kept out of the memory limit
+    memory_files: tuple[str, str]  # current and peak bytes
+    oom_file: str  # a keyed file with oom_kill
+    freeze_file: str
+    freeze_values: tuple[str, str]  # frozen, thawed
+    kill_file: str | None = None  # one write kills every process, forks in flight included
+    # A process joins either by itself (file, value), or by another process writing its pid.
+    self_join: tuple[str, str] | None = None
+    pid_join: str | None = None
+
+    def name(self, controller: str) -> str:
+        """This version's name of a controller given by its v2 name."""
+        return self.names.get(controller, controller)
+
+    def limit(self, path: str, field: str, value: Any, devices: list[str]) -> None:
+        """Write one limit (by its field in LIMITS) into the cgroup at path."""
+        knob = self.knobs[field]
+        values = ENFORCED[field].values(value)
+        for device in devices if knob.per_device else [None]:
+            for name, form in knob.writes:
+                target = os.path.join(path, name)
+                if name not in knob.optional or os.path.exists(target):
+                    _write(target, form.format(device=device, **values))
+
+    @abc.abstractmethod
+    def kill_how(self) -> str:
+        """How a whole job tree is killed with this version."""
+
+    def kill(self, path: str) -> None:
+        """SIGKILL every process in the cgroup: all at once where the kernel can, else frozen
+        meanwhile so that none forks past the kill."""
+        if self.kill_file and os.path.exists(os.path.join(path, self.kill_file)):
+            _write(os.path.join(path, self.kill_file), "1")
+            return
+        frozen, thawed = self.freeze_values
+        _write(os.path.join(path, self.freeze_file), frozen)
+        for pid in _procs(path):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        _write(os.path.join(path, self.freeze_file), thawed)
+
+    def populated(self, path: str) -> bool:
+        return bool(_procs(path))
+
+    @abc.abstractmethod
+    def ready_base(self, hierarchy: Hierarchy, base: str) -> None:
+        """Make the project folder able to hold job cgroups."""
+
+    @abc.abstractmethod
+    def ready_job(self, hierarchy: Hierarchy, base: str, path: str) -> None:
+        """Make a job cgroup just made in base able to hold processes."""
+
+    @abc.abstractmethod
+    def cpu_seconds(self, path: str) -> float:
+        """CPU time used, user and system."""
+
+    def memory(self, path: str) -> tuple[int, int]:
+        """Current and peak memory, in bytes."""
+        current_file, peak_file = self.memory_files
+        current = _int_file(os.path.join(path, current_file)) or 0
+        return current, _int_file(os.path.join(path, peak_file)) or current
+
+    def oom_kills(self, path: str) -> int:
+        return _keyed(os.path.join(path, self.oom_file)).get("oom_kill", 0)
+
+    @abc.abstractmethod
+    def io_bytes(self, path: str) -> tuple[int, int]:
+        """Bytes read and written, over all devices."""
+
+
+class CgroupV1(Dialect):
+    version = 1
+    tracking = "v1 freezer"
+    names: ClassVar[dict[str, str]] = {"io": "blkio"}
+    swap_file = "memory.memsw.limit_in_bytes"
+    knobs: ClassVar[dict[str, Knob]] = {
+        "memory_mb": Knob(
+            (("memory.limit_in_bytes", "{bytes}"), (swap_file, "{bytes}"), ("memory.swappiness", "0")),
+            "memory.limit_in_bytes + memory.memsw.limit_in_bytes",
+            optional=frozenset({swap_file}),
+        ),
+        "cpu_percent": Knob((("cpu.cfs_period_us", "{period}"), ("cpu.cfs_quota_us", "{quota}")), "cpu.cfs_quota_us"),
+        "pids": _PIDS,
+        "io_bps": Knob(
+            (
+                ("blkio.throttle.read_bps_device", "{device} {bps}"),
+                ("blkio.throttle.write_bps_device", "{device} {bps}"),
+            ),
+            "blkio.throttle.{read,write}_bps_device (direct I/O only: v1 cannot throttle buffered writes)",
+            per_device=True,
+        ),
+        "cpuset": _CPUSET,
+    }
+    memory_files = ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
+    oom_file = "memory.oom_control"
+    freeze_file = "freezer.state"
+    freeze_values = ("FROZEN", "THAWED")
+    # '0' in a v1 tasks file moves the writer's own thread without the kernel's global threadgroup
+    # lock, which makes joining cheap; for a single-threaded init, the thread is the whole process.
+    self_join = ("tasks", "0")
+
+    def kill_how(self) -> str:
+        return "freezer"
+
+    def ready_base(self, hierarchy: Hierarchy, base: str) -> None:
+        if "cpuset" in hierarchy.controllers:
+            _copy_cpuset(os.path.dirname(base), base)
+
+    def ready_job(self, hierarchy: Hierarchy, base: str, path: str) -> None:
+        if "cpuset" in hierarchy.controllers:
+            _copy_cpuset(base, path)
+
+    def cpu_seconds(self, path: str) -> float:
+        return (_int_file(os.path.join(path, "cpuacct.usage")) or 0) / 1e9
+
+    def io_bytes(self, path: str) -> tuple[int, int]:
+        read = written = 0
+        try:
+            lines = _read(os.path.join(path, "blkio.throttle.io_service_bytes")).splitlines()
+        except OSError:
+            return 0, 0
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "Read":
+                read += int(parts[2])
+            elif len(parts) == 3 and parts[1] == "Write":
+                written += int(parts[2])
+        return read, written
+
+
+class CgroupV2(Dialect):
+    version = 2
+    tracking = "v2"
+    swap_file = "memory.swap.max"
+    knobs: ClassVar[dict[str, Knob]] = {
+        "memory_mb": Knob(
+            (("memory.max", "{bytes}"), (swap_file, "0")),
+            "memory.max + memory.swap.max=0",
+            optional=frozenset({swap_file}),
+        ),
+        "cpu_percent": Knob((("cpu.max", "{quota} {period}"),), "cpu.max"),
+        "pids": _PIDS,
+        "io_bps": Knob((("io.max", "{device} rbps={bps} wbps={bps}"),), "io.max rbps/wbps", per_device=True),
+        "cpuset": _CPUSET,
+    }
+    memory_files = ("memory.current", "memory.peak")
+    oom_file = "memory.events"
+    freeze_file = "cgroup.freeze"
+    freeze_values = ("1", "0")
+    kill_file = "cgroup.kill"
+    # Writing cgroup.procs takes the kernel's global threadgroup lock, which waits for an RCU grace
+    # period (milliseconds), so the supervisor does it while the init builds the root.
+    pid_join = "cgroup.procs"
+    # The controllers job cgroups are given, in the order subtree_control is written.
+    delegated = tuple(enforcement.controller for enforcement in ENFORCED.values())
+
+    def kill_how(self) -> str:
+        return "cgroup.kill" if kernel_at_least(5, 14) else "cgroup.freeze"
+
+    def populated(self, path: str) -> bool:
+        return _keyed(os.path.join(path, "cgroup.events")).get("populated", 0) == 1
+
+    def ready_base(self, hierarchy: Hierarchy, base: str) -> None:
+        self.delegate(hierarchy, base)
+
+    def ready_job(self, hierarchy: Hierarchy, base: str, path: str) -> None:
+        """Nothing to do: a v2 job cgroup has every controller its parent delegates."""
+
+    def delegate(self, hierarchy: Hierarchy, path: str) -> None:
+        """Let the cgroups below path use the controllers jobs need that the hierarchy has."""
+        wanted = [c for c in self.delegated if c in hierarchy.controllers]
+        control = os.path.join(path, "cgroup.subtree_control")
+        if wanted and not set(wanted) <= set(_read(control).split()):
+            _write(control, " ".join("+" + c for c in wanted))
+
+    def cpu_seconds(self, path: str) -> float:
+        return _keyed(os.path.join(path, "cpu.stat")).get("usage_usec", 0) / 1e6
+
+    def io_bytes(self, path: str) -> tuple[int, int]:
+        read = written = 0
+        try:
+            lines = _read(os.path.join(path, "io.stat")).splitlines()
+        except OSError:
+            return 0, 0
+        for line in lines:
+            stats = dict(part.split("=") for part in line.split()[1:])
+            read += int(stats.get("rbytes", 0))
+            written += int(stats.get("wbytes", 0))
+        return read, written
+
+
+V1 = CgroupV1()
+V2 = CgroupV2()
+
+
+@dataclass
+class Hierarchy:
+    mountpoint: str
+    dialect: Dialect
+    controllers: frozenset[str]
+    own: str
+
+    @property
+    def version(self) -> int:
+        return self.dialect.version
+
+    @property
+    def own_dir(self) -> str:
+        return os.path.join(self.mountpoint, self.own.lstrip("/"))
+
+
 def _own_paths(pid: str) -> dict[frozenset[str], str]:
     paths = {}
     for line in _read(f"/proc/{pid}/cgroup").splitlines():
@@ -99,6 +361,10 @@ def _relative(own: str, mount_root: str) -> str:
     return own
 
 
+# The v1 controllers jobs use: those enforcing limits, cpuacct (CPU time) and freezer (tracking).
+_V1_CONTROLLERS = {V1.name(e.controller) for e in ENFORCED.values()} | {"cpuacct", "freezer"}
+
+
 @dataclass
 class CgroupHost:
     """The cgroup layout seen from one process, and where that process may make job cgroups."""
@@ -116,12 +382,12 @@ class CgroupHost:
             if fstype == "cgroup2":
                 path = _relative(own.get(frozenset(), "/"), mount_root)
                 available = frozenset(_read(os.path.join(mountpoint, path.lstrip("/"), "cgroup.controllers")).split())
-                host.v2 = Hierarchy(mountpoint, 2, available, path)
+                host.v2 = Hierarchy(mountpoint, V2, available, path)
                 continue
             names = frozenset(o for o in options.split(",") if o in _V1_CONTROLLERS)
             if not names or names not in own:
                 continue
-            hierarchy = Hierarchy(mountpoint, 1, names, _relative(own[names], mount_root))
+            hierarchy = Hierarchy(mountpoint, V1, names, _relative(own[names], mount_root))
             for name in names:
                 host.v1.setdefault(name, hierarchy)
         return host
@@ -133,11 +399,11 @@ class CgroupHost:
         return "v2" if self.v2 else ("v1" if self.v1 else "none")
 
     def backend(self, controller: str) -> Hierarchy | None:
-        """The hierarchy that enforces a controller: v2 where it is available there, else v1."""
-        v1_name = "blkio" if controller == "io" else controller
+        """The hierarchy that enforces a controller (by its v2 name): v2 where it is available
+        there, else v1."""
         if self.v2 and controller in self.v2.controllers:
             return self.v2
-        return self.v1.get(v1_name)
+        return self.v1.get(V1.name(controller))
 
     @property
     def uses_v2(self) -> bool:
@@ -149,43 +415,49 @@ class CgroupHost:
         """
         return self.v2 is not None and (not self.v1 or "freezer" not in self.v1)
 
+    def _core(self, v1_controller: str) -> Hierarchy | None:
+        """A job's v2 cgroup where it has one (v2 tracks and counts without controllers), else the
+        v1 hierarchy of the controller that does it there."""
+        return self.v2 if self.uses_v2 else self.v1.get(v1_controller)
+
+    @property
+    def tracker(self) -> Hierarchy | None:
+        """The hierarchy that lists, watches and kills a job's processes."""
+        return self._core("freezer")
+
+    @property
+    def cpu_counter(self) -> Hierarchy | None:
+        """The hierarchy that counts a job's CPU time."""
+        return self._core("cpuacct")
+
     def can_kill(self) -> str | None:
         """How this host kills a whole job tree, or None if it cannot."""
-        if self.uses_v2:
-            return "cgroup.kill" if kernel_at_least(5, 14) else "cgroup.freeze"
-        if "freezer" in self.v1:
-            return "freezer"
-        return None
+        return self.tracker.dialect.kill_how() if self.tracker else None
 
     def refusals(self, limits: Limits, devices_error: str | None = None) -> list[str]:
         """Every requested limit this host cannot enforce, each with its reason."""
-        wanted = {
-            "memory": limits.memory_mb,
-            "cpu": limits.cpu_percent,
-            "pids": limits.pids,
-            "io": limits.io_bps,
-            "cpuset": limits.cpuset,
-        }
+        return self.refusals_of(limits.given(), devices_error)
+
+    def refusals_of(self, fields: Iterable[str], devices_error: str | None = None) -> list[str]:
+        """Why this host cannot enforce the limits of these fields (of LIMITS), or jobs at all."""
         why = self.problem or f"cgroup {self.mode}; see `jupyter-worker doctor`"
-        problems = [
-            f"{name} limit: the {name} controller is not available under {self.root} ({why})"
-            for name, value in wanted.items()
-            if value is not None and self.backend(name) is None
-        ]
-        if limits.memory_mb is not None and self.backend("memory") and not self._swap_excluded():
-            problems.append("memory limit: swap is on and this host cannot exclude it from the job")
-        if limits.io_bps is not None and devices_error:
-            problems.append(f"I/O limit: {devices_error}")
+        problems = []
+        for name in fields:
+            if name not in ENFORCED:
+                continue
+            controller = ENFORCED[name].controller
+            hierarchy = self.backend(controller)
+            if hierarchy is None:
+                problems.append(
+                    f"{controller} limit: the {controller} controller is not available under {self.root} ({why})"
+                )
+            elif name == "memory_mb" and not _swap_excluded(hierarchy):
+                problems.append("memory limit: swap is on and this host cannot exclude it from the job")
+            if name == "io_bps" and devices_error:
+                problems.append(f"I/O limit: {devices_error}")
         if self.can_kill() is None:
             problems.append("no way to kill a whole job tree (needs cgroup v2 or the v1 freezer)")
         return problems
-
-    def _swap_excluded(self) -> bool:
-        if not swap_in_use():
-            return True
-        memory = self.backend("memory")
-        name = "memory.swap.max" if memory is self.v2 else "memory.memsw.limit_in_bytes"
-        return memory is not None and os.path.exists(os.path.join(memory.own_dir, name))
 
     def create(self, name: str) -> JobCgroup:
         """Make a job's cgroups, before its limits are known (JobCgroup.apply sets them later)."""
@@ -194,15 +466,15 @@ class CgroupHost:
             raise CgroupError("; ".join(problems))
         dirs: dict[str, str] = {}
         try:
-            for hierarchy in self._hierarchies():
+            for hierarchy in self.hierarchies():
                 base = os.path.join(hierarchy.own_dir, PROJECT_DIR)
-                dirs[hierarchy.mountpoint] = _make_child(hierarchy, base, name, self)
+                dirs[hierarchy.mountpoint] = _make_child(hierarchy, base, name)
         except OSError as exc:
             JobCgroup(self, dirs).remove()
             raise CgroupError(f"cgroup setup failed: {exc}") from exc
         return JobCgroup(self, dirs)
 
-    def _hierarchies(self) -> list[Hierarchy]:
+    def hierarchies(self) -> list[Hierarchy]:
         """Every hierarchy a job gets a cgroup in: made before the job's limits are known."""
         chosen: dict[str, Hierarchy] = {}
         if self.v2 and self.uses_v2:
@@ -219,24 +491,18 @@ class CgroupHost:
         """
         if self.v2 is None:
             return
-        wanted = [c for c in _V2_CONTROLLERS if c in self.v2.controllers]
-        if not wanted:
-            return
-        control = os.path.join(self.v2.own_dir, "cgroup.subtree_control")
-        if set(wanted) <= set(_read(control).split()):
-            return
         try:
-            _write(control, " ".join("+" + c for c in wanted))
+            V2.delegate(self.v2, self.v2.own_dir)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
             self._move_own_processes_to_leaf()
-            _write(control, " ".join("+" + c for c in wanted))
+            V2.delegate(self.v2, self.v2.own_dir)
 
     def find_job(self, name: str) -> JobCgroup | None:
         """The cgroups of a job by its name, where any are left."""
         dirs = {}
-        for hierarchy in self._hierarchies():
+        for hierarchy in self.hierarchies():
             path = os.path.join(hierarchy.own_dir, PROJECT_DIR, name)
             if os.path.isdir(path):
                 dirs[hierarchy.mountpoint] = path
@@ -251,7 +517,7 @@ class CgroupHost:
     def _move_own_processes_to_leaf(self) -> None:
         assert self.v2 is not None
         ours = {os.getpid(), os.getppid()}
-        present = {int(p) for p in _read(os.path.join(self.v2.own_dir, "cgroup.procs")).split()}
+        present = set(_procs(self.v2.own_dir))
         if not present <= ours:
             raise CgroupError(
                 f"cgroup v2: {self.v2.own} holds other processes, so its controllers cannot be "
@@ -264,30 +530,23 @@ class CgroupHost:
             _write(os.path.join(leaf, "cgroup.procs"), str(pid))
 
 
-def _make_child(hierarchy: Hierarchy, base: str, name: str, host: CgroupHost) -> str:
+def _swap_excluded(memory: Hierarchy) -> bool:
+    return not swap_in_use() or os.path.exists(os.path.join(memory.own_dir, memory.dialect.swap_file))
+
+
+def _make_child(hierarchy: Hierarchy, base: str, name: str) -> str:
     """mkdir base/name, remaking base if a finishing job removed it meanwhile."""
     path = os.path.join(base, name)
     for _ in range(5):
         try:
             os.makedirs(base, exist_ok=True)
-            if hierarchy.version == 2:
-                _enable_in(base, host)
-            elif "cpuset" in hierarchy.controllers:
-                _copy_cpuset(os.path.dirname(base), base)
+            hierarchy.dialect.ready_base(hierarchy, base)
             os.mkdir(path)
-            if hierarchy.version == 1 and "cpuset" in hierarchy.controllers:
-                _copy_cpuset(base, path)
+            hierarchy.dialect.ready_job(hierarchy, base, path)
             return path
         except FileNotFoundError:
             continue
     raise CgroupError(f"could not create {path}")
-
-
-def _enable_in(base: str, host: CgroupHost) -> None:
-    assert host.v2 is not None
-    wanted = [c for c in _V2_CONTROLLERS if c in host.v2.controllers]
-    if wanted and not set(wanted) <= set(_read(os.path.join(base, "cgroup.subtree_control")).split()):
-        _write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
 
 
 def _copy_cpuset(parent: str, child: str) -> None:
@@ -316,11 +575,16 @@ class JobCgroup:
         self.dirs = dirs
         self._pids_peak = 0
 
-    def _dir(self, controller: str) -> tuple[Hierarchy, str] | None:
-        hierarchy = self.host.backend(controller)
+    def _parts(self) -> list[tuple[Hierarchy, str]]:
+        return [(h, self.dirs[h.mountpoint]) for h in self.host.hierarchies() if h.mountpoint in self.dirs]
+
+    def _in(self, hierarchy: Hierarchy | None) -> tuple[Hierarchy, str] | None:
         if hierarchy is None or hierarchy.mountpoint not in self.dirs:
             return None
         return hierarchy, self.dirs[hierarchy.mountpoint]
+
+    def _dir(self, controller: str) -> tuple[Hierarchy, str] | None:
+        return self._in(self.host.backend(controller))
 
     def _enforcing(self, controller: str) -> tuple[Hierarchy, str]:
         found = self._dir(controller)
@@ -328,109 +592,51 @@ class JobCgroup:
             raise CgroupError(f"{controller} limit: no {controller} cgroup for this job")
         return found
 
-    @property
-    def tracking_dir(self) -> str:
-        if self.host.v2 and self.host.v2.mountpoint in self.dirs:
-            return self.dirs[self.host.v2.mountpoint]
-        return self.dirs[self.host.v1["freezer"].mountpoint]
+    def _tracking(self) -> tuple[Hierarchy, str]:
+        found = self._in(self.host.tracker)
+        if found is None:
+            raise CgroupError("no cgroup tracks this job")
+        return found
 
-    def add_to_v2(self, pid: int) -> None:
-        """Move a process into the job's v2 cgroup; its children are born inside.
+    def place(self, pid: int) -> None:
+        """Move a process, from outside, into the job's cgroups that take a pid (v2); its
+        children are born inside. The supervisor does it while the init builds the root."""
+        for hierarchy, path in self._parts():
+            if hierarchy.dialect.pid_join:
+                _write(os.path.join(path, hierarchy.dialect.pid_join), str(pid))
 
-        Writing cgroup.procs takes the kernel's global threadgroup lock, which waits for an RCU
-        grace period (milliseconds), so the supervisor does it while the init builds the root.
-        """
-        if self.host.v2 and self.host.v2.mountpoint in self.dirs:
-            _write(os.path.join(self.dirs[self.host.v2.mountpoint], "cgroup.procs"), str(pid))
-
-    def join_v1(self) -> None:
-        """Move the calling single-threaded process into the job's v1 cgroups.
-
-        '0' written to a v1 tasks file moves the writer's own thread without the kernel's global
-        threadgroup lock, which makes joining cheap; for a single-threaded init, the thread is the
-        whole process.
-        """
-        for mountpoint, path in self.dirs.items():
-            if self.host.v2 is None or mountpoint != self.host.v2.mountpoint:
-                _write(os.path.join(path, "tasks"), "0")
+    def join(self) -> None:
+        """Move the calling single-threaded process into the job's cgroups that it can join by
+        itself (v1)."""
+        for hierarchy, path in self._parts():
+            if hierarchy.dialect.self_join:
+                name, value = hierarchy.dialect.self_join
+                _write(os.path.join(path, name), value)
 
     def apply(self, limits: Limits, io_devices: list[str]) -> None:
-        if limits.memory_mb is not None:
-            self._limit_memory(limits.memory_mb << 20)
-        if limits.cpu_percent is not None:
-            self._limit_cpu(limits.cpu_percent * _PERIOD_US // 100)
-        if limits.pids is not None:
-            _write(os.path.join(self._enforcing("pids")[1], "pids.max"), str(limits.pids + 1))
-        if limits.io_bps is not None:
-            self._limit_io(limits.io_bps, io_devices)
-        if limits.cpuset is not None:
-            _write(os.path.join(self._enforcing("cpuset")[1], "cpuset.cpus"), limits.cpuset)
-
-    def _limit_memory(self, limit: int) -> None:
-        hierarchy, path = self._enforcing("memory")
-        if hierarchy.version == 2:
-            _write(os.path.join(path, "memory.max"), str(limit))
-            if os.path.exists(os.path.join(path, "memory.swap.max")):
-                _write(os.path.join(path, "memory.swap.max"), "0")
-            return
-        _write(os.path.join(path, "memory.limit_in_bytes"), str(limit))
-        if os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):
-            _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(limit))
-        _write(os.path.join(path, "memory.swappiness"), "0")
-
-    def _limit_cpu(self, quota: int) -> None:
-        hierarchy, path = self._enforcing("cpu")
-        quota = max(quota, 1000)
-        if hierarchy.version == 2:
-            _write(os.path.join(path, "cpu.max"), f"{quota} {_PERIOD_US}")
-            return
-        _write(os.path.join(path, "cpu.cfs_period_us"), str(_PERIOD_US))
-        _write(os.path.join(path, "cpu.cfs_quota_us"), str(quota))
-
-    def _limit_io(self, bps: int, devices: list[str]) -> None:
-        hierarchy, path = self._enforcing("io")
-        for device in devices:
-            if hierarchy.version == 2:
-                _write(os.path.join(path, "io.max"), f"{device} rbps={bps} wbps={bps}")
-            else:
-                _write(os.path.join(path, "blkio.throttle.read_bps_device"), f"{device} {bps}")
-                _write(os.path.join(path, "blkio.throttle.write_bps_device"), f"{device} {bps}")
+        """Set every limit given, each in the hierarchy that enforces its controller."""
+        for name, enforcement in ENFORCED.items():
+            value = getattr(limits, name)
+            if value is not None:
+                hierarchy, path = self._enforcing(enforcement.controller)
+                hierarchy.dialect.limit(path, name, value, io_devices)
 
     def pids(self) -> list[int]:
-        try:
-            return [int(p) for p in _read(os.path.join(self.tracking_dir, "cgroup.procs")).split()]
-        except OSError:
-            return []
+        return _procs(self._tracking()[1])
 
     def populated(self) -> bool:
-        if self.host.v2 and self.host.v2.mountpoint in self.dirs:
-            events = _keyed(os.path.join(self.tracking_dir, "cgroup.events"))
-            return events.get("populated", 0) == 1
-        return bool(self.pids())
+        hierarchy, path = self._tracking()
+        return hierarchy.dialect.populated(path)
 
     def kill(self) -> None:
         """SIGKILL every process in the job, forks in flight included, and wait until it is empty."""
         if not self.populated():
             return
-        kill_file = os.path.join(self.tracking_dir, "cgroup.kill")
-        if os.path.exists(kill_file):
-            _write(kill_file, "1")
-        else:
-            self._freeze_and_kill(self.host.can_kill())
+        hierarchy, path = self._tracking()
+        hierarchy.dialect.kill(path)
         deadline = time.monotonic() + 10
         while self.populated() and time.monotonic() < deadline:
             time.sleep(0.002)
-
-    def _freeze_and_kill(self, how: str | None) -> None:
-        state = os.path.join(self.tracking_dir, "cgroup.freeze" if how == "cgroup.freeze" else "freezer.state")
-        frozen, thawed = ("1", "0") if how == "cgroup.freeze" else ("FROZEN", "THAWED")
-        _write(state, frozen)
-        for pid in self.pids():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        _write(state, thawed)
 
     def signal_all(self, signum: int, spare: int | None = None) -> None:
         for pid in self.pids():
@@ -442,67 +648,27 @@ class JobCgroup:
 
     def oom_kills(self) -> int:
         found = self._dir("memory")
-        if found is None:
-            return 0
-        hierarchy, path = found
-        name = "memory.events" if hierarchy.version == 2 else "memory.oom_control"
-        return _keyed(os.path.join(path, name)).get("oom_kill", 0)
+        return found[0].dialect.oom_kills(found[1]) if found else 0
 
     def usage(self) -> Usage:
         usage = Usage(oom_kills=self.oom_kills())
-        usage.cpu_seconds = self._cpu_seconds()
-        self._memory_into(usage)
-        self._io_into(usage)
-        found = self._dir("pids")
-        if found:
-            current = _int_file(os.path.join(found[1], "pids.current")) or 0
-            peak = _int_file(os.path.join(found[1], "pids.peak"))
+        counter = self._in(self.host.cpu_counter)
+        if counter:
+            usage.cpu_seconds = counter[0].dialect.cpu_seconds(counter[1])
+        memory = self._dir("memory")
+        if memory:
+            usage.memory_bytes, usage.memory_peak_bytes = memory[0].dialect.memory(memory[1])
+        io = self._dir("io")
+        if io:
+            usage.io_read_bytes, usage.io_write_bytes = io[0].dialect.io_bytes(io[1])
+        pids = self._dir("pids")
+        if pids:
+            current = _int_file(os.path.join(pids[1], "pids.current")) or 0
+            peak = _int_file(os.path.join(pids[1], "pids.peak"))
             usage.pids = max(current - 1, 0)
             self._pids_peak = max(self._pids_peak, (peak if peak is not None else current) - 1)
             usage.pids_peak = self._pids_peak
         return usage
-
-    def _cpu_seconds(self) -> float:
-        if self.host.v2 and self.host.v2.mountpoint in self.dirs:
-            stat = _keyed(os.path.join(self.dirs[self.host.v2.mountpoint], "cpu.stat"))
-            return stat.get("usage_usec", 0) / 1e6
-        found = self.host.v1.get("cpuacct")
-        if found and found.mountpoint in self.dirs:
-            return (_int_file(os.path.join(self.dirs[found.mountpoint], "cpuacct.usage")) or 0) / 1e9
-        return 0.0
-
-    def _memory_into(self, usage: Usage) -> None:
-        found = self._dir("memory")
-        if not found:
-            return
-        hierarchy, path = found
-        if hierarchy.version == 2:
-            usage.memory_bytes = _int_file(os.path.join(path, "memory.current")) or 0
-            usage.memory_peak_bytes = _int_file(os.path.join(path, "memory.peak")) or usage.memory_bytes
-        else:
-            usage.memory_bytes = _int_file(os.path.join(path, "memory.usage_in_bytes")) or 0
-            usage.memory_peak_bytes = _int_file(os.path.join(path, "memory.max_usage_in_bytes")) or 0
-
-    def _io_into(self, usage: Usage) -> None:
-        found = self._dir("io")
-        if not found:
-            return
-        hierarchy, path = found
-        try:
-            if hierarchy.version == 2:
-                for line in _read(os.path.join(path, "io.stat")).splitlines():
-                    stats = dict(part.split("=") for part in line.split()[1:])
-                    usage.io_read_bytes += int(stats.get("rbytes", 0))
-                    usage.io_write_bytes += int(stats.get("wbytes", 0))
-                return
-            for line in _read(os.path.join(path, "blkio.throttle.io_service_bytes")).splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[1] == "Read":
-                    usage.io_read_bytes += int(parts[2])
-                elif len(parts) == 3 and parts[1] == "Write":
-                    usage.io_write_bytes += int(parts[2])
-        except OSError:
-            pass
 
     @property
     def name(self) -> str:

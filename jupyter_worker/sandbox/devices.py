@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..spec import SpecError
+from ..errors import SpecError
 from .launch_spec import LaunchSpec
 
 

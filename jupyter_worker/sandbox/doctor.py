@@ -5,28 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..spec import Limits
-from .cgroups import CgroupHost, kernel_at_least, swap_in_use
+from ..limits import LIMITS
+from .cgroups import ENFORCED, CgroupHost, kernel_at_least, swap_in_use
 from .devices import whole_disk
 from .network import ipv4_forwarding, isolated_problem
-
-_LIMIT_FILES = {
-    "memory": {1: "memory.limit_in_bytes + memory.memsw.limit_in_bytes", 2: "memory.max + memory.swap.max=0"},
-    "cpu": {1: "cpu.cfs_quota_us", 2: "cpu.max"},
-    "pids": {1: "pids.max", 2: "pids.max"},
-    "io": {
-        1: "blkio.throttle.{read,write}_bps_device (direct I/O only: v1 cannot throttle buffered writes)",
-        2: "io.max rbps/wbps",
-    },
-    "cpuset": {1: "cpuset.cpus", 2: "cpuset.cpus"},
-}
-_SAMPLE = {
-    "memory": Limits(memory_mb=64),
-    "cpu": Limits(cpu_percent=50),
-    "pids": Limits(pids=10),
-    "io": Limits(io_bps=1 << 20),
-    "cpuset": Limits(cpuset="0"),
-}
 
 
 def _read(path: str) -> str | None:
@@ -41,12 +23,15 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
     """A JSON-ready report of the host; it changes nothing."""
     host = CgroupHost.detect(cgroup_root)
     limits = {}
-    for name, sample in _SAMPLE.items():
-        refusals = host.refusals(sample)
-        backend = host.backend(name)
-        limits[name] = {
+    for item in LIMITS:
+        if item.field not in ENFORCED:
+            continue
+        controller = ENFORCED[item.field].controller
+        refusals = host.refusals_of([item.field])
+        backend = host.backend(controller)
+        limits[controller] = {
             "enforced": not refusals,
-            "how": _LIMIT_FILES[name][backend.version] if backend and not refusals else None,
+            "how": backend.dialect.knobs[item.field].how if backend and not refusals else None,
             "why_not": "; ".join(refusals) or None,
         }
     hierarchies = [
@@ -60,7 +45,7 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
             "mode": host.mode,
             "root": cgroup_root,
             "hierarchies": hierarchies,
-            "tracking": "v2" if host.uses_v2 else ("v1 freezer" if "freezer" in host.v1 else None),
+            "tracking": host.tracker.dialect.tracking if host.tracker else None,
             "kill": host.can_kill(),
         },
         "namespaces": sorted(os.listdir("/proc/self/ns")),

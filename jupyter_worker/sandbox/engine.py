@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..spec import Outcome, SpecError, Usage
+from ..errors import SpecError
+from ..spec import Outcome, Usage
 from .cgroups import CgroupHost
 from .control import unix_address
 from .launch_spec import LaunchSpec

@@ -23,7 +23,7 @@ from ..spec import NetworkMode
 from . import libc
 from .cgroups import CgroupHost, JobCgroup
 from .launch_spec import LaunchSpec, job_env
-from .mounts import Bind, RootPlan, Tree, acting_as, finish_root, open_source, prepare_root
+from .mounts import DEFAULT_TMP_MB, Bind, RootPlan, Tree, acting_as, finish_root, open_source, prepare_root
 from .netns import loopback_up
 from .seccomp import LoadableFilter
 
@@ -104,7 +104,7 @@ def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
         spec.gid,
         spec.user,
         spec.hostname,
-        spec.limits.tmp_mb,
+        DEFAULT_TMP_MB if spec.limits.tmp_mb is None else spec.limits.tmp_mb,
         spec.work_dir,
         binds,
         spec.network is NetworkMode.HOST,
@@ -135,7 +135,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
     waits, with no user code, until the root is finished and the limits are set.
     """
     try:
-        cgroup.join_v1()
+        cgroup.join()
         lines.job.send(b"joined")
         host_network = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)

@@ -8,7 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec import Limits, Mount, NetworkMode, SpecError, python_prefixes, validate_argv, validate_env
+from ..errors import SpecError
+from ..limits import Limits
+from ..spec import Mount, NetworkMode, python_prefixes, validate_argv, validate_env
 
 NOBODY = 65534
 
@@ -25,8 +27,13 @@ class JobLink:
     dns: list[str]
 
     def to_dict(self) -> dict:
-        return {"bridge": self.bridge, "veth": self.veth, "address": self.address, "gateway": self.gateway,
-                "dns": self.dns}  # fmt: skip
+        return {
+            "bridge": self.bridge,
+            "veth": self.veth,
+            "address": self.address,
+            "gateway": self.gateway,
+            "dns": self.dns,
+        }
 
     def resolv_conf(self) -> str:
         return "".join(f"nameserver {server}\n" for server in self.dns) or "# no resolver is reachable\n"

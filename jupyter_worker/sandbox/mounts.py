@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
+# The size, in MiB, of each of /tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb:
+# the engine's own default, for direct users such as `jupyter-worker sandbox`; the executor always
+# sets tmp_mb, from its policy.
+DEFAULT_TMP_MB = 64
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC_ENTRIES = (
     "ld.so.cache",
@@ -65,7 +69,7 @@ class RootPlan:
     gid: int
     user: str
     hostname: str
-    tmp_mb: int
+    tmp_mb: int  # the size of each tmpfs the job writes to (/tmp, /dev/shm, /work)
     work_dir: str | None
     binds: list[Bind]
     host_network: bool

@@ -23,14 +23,25 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
-from ..spec import SpecError
+from ..errors import SpecError
 from . import libc
 from .launch_spec import JobLink
 
 TABLE_PREFIX = "jupyter_worker_"
 VETH_PREFIX = "jwv"
-BLOCKED = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-           "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4")  # fmt: skip
+BLOCKED = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
 
 
 class NetworkError(Exception):
@@ -69,8 +80,13 @@ def isolated_problem() -> str | None:
     if shutil.which("nft") is None:
         return "nftables is not installed (apt-get install nftables)"
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    tried = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=False,
-                           env={**os.environ, "PYTHONPATH": package})  # fmt: skip
+    tried = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": package},
+    )
     if tried.returncode == 0:
         return None
     return f"the kernel cannot make it: {(tried.stderr.strip().splitlines() or ['unknown'])[-1]}"
@@ -131,8 +147,11 @@ class Bridge:
 
     def ruleset(self) -> str:
         bridge, dns = f'"{self.name}"', ", ".join(self.dns)
-        forward = [f"oifname {bridge} ct state established,related accept", f"oifname {bridge} drop",
-                   f"iifname {bridge} meta nfproto ipv6 drop"]  # fmt: skip
+        forward = [
+            f"oifname {bridge} ct state established,related accept",
+            f"oifname {bridge} drop",
+            f"iifname {bridge} meta nfproto ipv6 drop",
+        ]
         if dns:
             forward.append(f"iifname {bridge} ip daddr {{ {dns} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
         forward += [_rule(bridge, entry, "drop") for entry in self.deny]
@@ -140,18 +159,27 @@ class Bridge:
         forward.append(f"iifname {bridge} ip daddr {{ {', '.join(BLOCKED)} }} drop")
         lines = [
             f"table inet {self.table} {{",
-            "  chain input {", "    type filter hook input priority filter; policy accept;",
-            f"    iifname {bridge} ct state established,related accept", f"    iifname {bridge} drop", "  }",
-            "  chain forward {", "    type filter hook forward priority filter; policy accept;",
-            *(f"    {rule}" for rule in forward), "  }",
-            "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
-            f"    ip saddr {self.subnet} oifname != {bridge} masquerade", "  }",
+            "  chain input {",
+            "    type filter hook input priority filter; policy accept;",
+            f"    iifname {bridge} ct state established,related accept",
+            f"    iifname {bridge} drop",
+            "  }",
+            "  chain forward {",
+            "    type filter hook forward priority filter; policy accept;",
+            *(f"    {rule}" for rule in forward),
+            "  }",
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+            f"    ip saddr {self.subnet} oifname != {bridge} masquerade",
+            "  }",
             "}",
             f"table bridge {self.table} {{",
-            "  chain forward {", "    type filter hook forward priority filter; policy accept;",
-            f"    iifname \"{VETH_PREFIX}*\" oifname \"{VETH_PREFIX}*\" drop", "  }",
+            "  chain forward {",
+            "    type filter hook forward priority filter; policy accept;",
+            f'    iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" drop',
+            "  }",
             "}",
-        ]  # fmt: skip
+        ]
         return "\n".join(lines) + "\n"
 
     def up(self) -> None:
@@ -186,8 +214,11 @@ class Bridge:
         """Job veths on the bridge that belong to no job in keep (a crash's remains)."""
         with IPRoute() as ipr:
             master = self._index(ipr)
-            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
-                     if master is not None and link.get_attr("IFLA_MASTER") == master]  # fmt: skip
+            names = [
+                link.get_attr("IFLA_IFNAME")
+                for link in ipr.get_links()
+                if master is not None and link.get_attr("IFLA_MASTER") == master
+            ]
         return [name for name in names if name.startswith(VETH_PREFIX) and name not in keep]
 
     def remove_links(self, names: list[str]) -> None:
@@ -203,8 +234,11 @@ class Bridge:
     def _delete_tables(self) -> str:
         listed = subprocess.run(["nft", "list", "tables"], check=False, capture_output=True, text=True)
         existing = listed.stdout.split("\n")
-        return "".join(f"delete table {family} {self.table}\n" for family in ("inet", "bridge")
-                       if f"table {family} {self.table}" in existing)  # fmt: skip
+        return "".join(
+            f"delete table {family} {self.table}\n"
+            for family in ("inet", "bridge")
+            if f"table {family} {self.table}" in existing
+        )
 
 
 def _rule(bridge: str, entry: str, verdict: str) -> str:

@@ -20,7 +20,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from ..spec import SpecError
+from ..errors import SpecError
 from .cgroups import CgroupError, CgroupHost
 from .launch import HostContext
 from .seccomp import compile_filter

@@ -18,7 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ..spec import NetworkMode, Outcome, Reason, SpecError, Usage
+from ..errors import SpecError
+from ..spec import NetworkMode, Outcome, Reason, Usage
 from . import libc, network
 from .cgroups import JobCgroup
 from .control import Capture, Channels
@@ -168,7 +169,7 @@ def _prepare(context: HostContext) -> _Prepared:
     for fd in (error_w, status_w, limits_r, placed_r):
         os.close(fd)
     try:
-        cgroup.add_to_v2(pid)
+        cgroup.place(pid)
         os.write(placed_w, b"1")
     finally:
         os.close(placed_w)
