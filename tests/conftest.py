@@ -112,11 +112,9 @@ def local_users() -> Iterator[dict[str, pwd.struct_passwd]]:
     for group in (VIEWERS, ADMINS):
         subprocess.run(["groupadd", "--system", group], check=True, capture_output=True)
     for name in USERS:
-        subprocess.run(
-            ["useradd", "--system", "--create-home", "--home-dir", os.path.join(homes, name),
-             "--shell", "/usr/sbin/nologin", name],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        home = os.path.join(homes, name)
+        account = ["--system", "--create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin", name]
+        subprocess.run(["useradd", *account], check=True, capture_output=True)
     subprocess.run(["usermod", "-aG", VIEWERS, "jwtest-carol"], check=True, capture_output=True)
     try:
         yield {name: pwd.getpwnam(name) for name in USERS}
