@@ -55,8 +55,8 @@ def through_rest(hub: Hub, token: str) -> None:
 
 def through_socket(client: Client) -> None:
     job = client.run({"command": ["/bin/true"]})
-    while job["status"] not in ENDED:
-        job = client.get(job["id"])
+    while not job.finished:
+        job = client.get(job.id)
 
 
 def main() -> None:

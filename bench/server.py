@@ -43,9 +43,9 @@ class JupyterServer:
     def __init__(self, executor_socket: str, root: str):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/api/worker/"
-        command = [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser", f"--port={self.port}",
-                   f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-                   f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False"]  # fmt: skip
+        command = [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser", f"--port={self.port}"]
+        command += [f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}"]
+        command += [f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def ready(self) -> None:
@@ -98,11 +98,12 @@ async def log_throughput(server: JupyterServer, daemon: Daemon, mib: int) -> Non
     script = f"yes 'a line of log text, as a job would print it' | head -c {size}"
     job = run_to_end(client, {"command": ["sh", "-c", script], "python_prefixes": []})
     start = time.perf_counter()
-    got = sum(len(e["data"]) for e in client.follow(job["id"]) if e["event"] == "log")
+    got = sum(len(e["data"]) for e in client.follow(job.id) if e["event"] == "log")
     socket_rate = got / (time.perf_counter() - start) / 1e6
-    request = server.request(f"jobs/{job['id']}/stream?offset=0").url.replace("http:", "ws:")
-    ws = await websocket_connect(HTTPRequest(request, headers={"Authorization": f"token {TOKEN}"}),
-                                 max_message_size=64 << 20)  # fmt: skip
+    request = server.request(f"jobs/{job.id}/stream?offset=0").url.replace("http:", "ws:")
+    ws = await websocket_connect(
+        HTTPRequest(request, headers={"Authorization": f"token {TOKEN}"}), max_message_size=64 << 20
+    )
     start, received = time.perf_counter(), 0
     while True:
         message = json.loads(await ws.read_message())
@@ -112,8 +113,10 @@ async def log_throughput(server: JupyterServer, daemon: Daemon, mib: int) -> Non
             break
     ws.close()
     rate = received / (time.perf_counter() - start) / 1e6
-    print(f"{mib} MiB job log: websocket {rate:.0f} MB/s ({received} bytes; target >= 100 MB/s) beside the "
-          f"executor socket's follow {socket_rate:.0f} MB/s ({got} bytes)")  # fmt: skip
+    print(
+        f"{mib} MiB job log: websocket {rate:.0f} MB/s ({received} bytes; target >= 100 MB/s) beside the "
+        f"executor socket's follow {socket_rate:.0f} MB/s ({got} bytes)"
+    )
 
 
 async def main_async(quick: bool) -> None:

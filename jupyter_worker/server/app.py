@@ -22,7 +22,8 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Unicode, default
 
-from ..client import HOLDER_ENV, AsyncClient, ExecutorError, ExecutorUnavailable, socket_path
+from ..client import HOLDER_ENV, AsyncClient, ExecutorUnavailable, socket_path
+from ..errors import WorkerError
 from .handlers import handlers
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
@@ -113,8 +114,8 @@ class JupyterWorker(ExtensionApp):
         await self._start_embedded()
 
     async def _start_embedded(self) -> None:
-        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket,
-                   "--state-dir", self.embedded_state_dir, "--exit-with-parent"]  # fmt: skip
+        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--exit-with-parent"]
+        command += ["--socket", self.socket, "--state-dir", self.embedded_state_dir]
         self.embedded = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -136,10 +137,13 @@ class JupyterWorker(ExtensionApp):
         while True:
             try:
                 hold = await self.client.hold(self.holder)
-            except (ExecutorError, OSError) as exc:
+            except (WorkerError, OSError) as exc:
                 if not complained:
-                    self.log.warning("jupyter-worker: cannot hold this server's jobs yet (%s); until then the "
-                                     "executor refuses jobs from it; retrying", exc)  # fmt: skip
+                    self.log.warning(
+                        "jupyter-worker: cannot hold this server's jobs yet (%s); until then the "
+                        "executor refuses jobs from it; retrying",
+                        exc,
+                    )
                 complained = True
                 self._hold_tried.set()
                 await asyncio.sleep(HOLD_RETRY_S)
@@ -157,7 +161,7 @@ class JupyterWorker(ExtensionApp):
         """Running jobs count as activity, so JupyterHub's idle culler spares this server."""
         try:
             jobs, _ = await self.client.list(status=UNFINISHED, limit=1, owner=self.owner_filter())
-        except ExecutorError:
+        except WorkerError:
             return
         if jobs:
             self.serverapp.web_app.settings[ACTIVITY_KEY] = utcnow()
@@ -171,8 +175,11 @@ class JupyterWorker(ExtensionApp):
         authorizer = type(serverapp.authorizer)
         ours = f"{authorizer.__module__}.{authorizer.__name__}" == HUB_AUTHORIZER
         if os.environ.get("JUPYTERHUB_API_TOKEN") and not ours:
-            self.log.warning("jupyter-worker: under JupyterHub without %s, anyone with access to this server may "
-                             "run and stop its jobs (docs/jupyterhub.md)", HUB_AUTHORIZER)  # fmt: skip
+            self.log.warning(
+                "jupyter-worker: under JupyterHub without %s, anyone with access to this server may "
+                "run and stop its jobs (docs/jupyterhub.md)",
+                HUB_AUTHORIZER,
+            )
 
     @property
     def owner(self) -> str:

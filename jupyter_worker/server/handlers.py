@@ -4,7 +4,10 @@ Every handler is authenticated and authorized through jupyter_server with auth_r
 GET and the websockets (they only watch) are read, POST and DELETE are write; under JupyterHub the
 hub's scopes grant each (server/hub.py). Reads do not count as the server's activity, so a
 dashboard polling jobs does not keep an idle server from being culled; running jobs do (app.py).
-A client's mistake gets a 4xx JSON error {"message", "reason"}.
+A refusal (errors.WorkerError, raised by the client or by a handler itself) answers its reason's
+HTTP status with the JSON body {"message", "reason"}, mapped once in `error_reply`: a client's
+mistake or what this host cannot give is a 4xx, only an executor that is absent, busy, gone or
+misconfigured a 5xx.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import os
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -21,30 +24,54 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web, websocket
+from tornado.log import gen_log
 
-from ..client import AsyncClient, ExecutorError
+from ..client import AsyncClient
+from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
-from ..spec import python_prefixes
+from ..spec import JobRecord, JobRequest, python_prefixes
+
+if TYPE_CHECKING:
+    from .app import JupyterWorker
 
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
-_STATUS = {
-    "bad_request": 400, "invalid": 400, "ambiguous": 400, "version": 400, "too_large": 413,
-    "not_found": 404, "forbidden": 403, "conflict": 409, "busy": 503, "unavailable": 503,
-    "disconnected": 503, "misconfigured": 500,
-}  # fmt: skip
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 
-def _http_error(exc: ExecutorError) -> web.HTTPError:
-    return web.HTTPError(_STATUS.get(exc.reason, 502), str(exc), reason=exc.reason)
+def error_reply(exc: WorkerError) -> tuple[int, dict[str, str]]:
+    """A refusal as REST shows it: its reason's HTTP status, and the JSON body."""
+    return exc.reason.http_status, {"message": exc.message, "reason": exc.reason.value}
 
 
-class WorkerHandler(ExtensionHandlerMixin, APIHandler):
+class _Refusals(web.RequestHandler):
+    """A WorkerError raised while handling a request answers through `error_reply`, and is logged
+    as a refusal (as tornado logs an HTTPError), not as a fault of the server."""
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, WorkerError):
+            gen_log.warning(
+                "%d %s %s: %s", value.reason.http_status, self.request.method, self.request.uri, value.message
+            )
+        else:
+            super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, WorkerError):
+            status, body = error_reply(exc)
+            self.set_status(status, reason=body["reason"])
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(body))
+        else:
+            APIHandler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
+
+
+class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
 
     @property
-    def worker(self):
+    def worker(self) -> JupyterWorker:
         return self.settings["jupyter_worker"]
 
     @property
@@ -56,29 +83,19 @@ class WorkerHandler(ExtensionHandlerMixin, APIHandler):
         await super().prepare()
         await self.worker.ensure_executor()
 
-    async def call(self, coroutine) -> Any:
-        try:
-            return await coroutine
-        except ExecutorError as exc:
-            raise _http_error(exc) from None
-
-    async def visible_job(self, job_id: str) -> dict[str, Any]:
+    async def visible_job(self, job_id: str) -> JobRecord:
         """A job this server's user may see; others answer 404 like jobs that do not exist."""
-        job = await self.call(self.client.get(job_id))
-        owner = self.worker.owner_filter()
-        if owner is not None and job["owner"] != owner:
-            raise web.HTTPError(404, f"no job {job_id}", reason="not_found")
-        return job
+        return _visible(self.worker, await self.client.get(job_id), job_id)
 
     def body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
-            raise web.HTTPError(413, f"request body over {MAX_BODY} bytes", reason="too_large")
+            raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
         try:
             data = json.loads(self.request.body or b"{}")
         except ValueError:
-            raise web.HTTPError(400, "the body must be JSON", reason="bad_request") from None
+            raise WorkerError(ErrorReason.BAD_REQUEST, "the body must be JSON") from None
         if not isinstance(data, dict):
-            raise web.HTTPError(400, "the body must be a JSON object", reason="bad_request")
+            raise WorkerError(ErrorReason.BAD_REQUEST, "the body must be a JSON object")
         return data
 
     def int_argument(self, name: str, default: int | None) -> int | None:
@@ -88,7 +105,15 @@ class WorkerHandler(ExtensionHandlerMixin, APIHandler):
         try:
             return int(value)
         except ValueError:
-            raise web.HTTPError(400, f"{name}: {value!r} is not a whole number", reason="bad_request") from None
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: {value!r} is not a whole number") from None
+
+
+def _visible(worker: JupyterWorker, job: JobRecord, job_id: str) -> JobRecord:
+    """The job, if this server's user may see it (a server seeing every job shows its user's only)."""
+    owner = worker.owner_filter()
+    if owner is not None and job.owner != owner:
+        raise WorkerError(ErrorReason.NOT_FOUND, f"no job {job_id}")
+    return job
 
 
 class JobsHandler(WorkerHandler):
@@ -98,46 +123,47 @@ class JobsHandler(WorkerHandler):
         """A page of jobs, newest first: ?status=RUNNING&status=QUEUED&limit=50&cursor=...&order=oldest."""
         order = self.get_argument("order", "newest")
         if order not in ("newest", "oldest"):
-            raise web.HTTPError(400, "order: newest or oldest", reason="bad_request")
-        jobs, cursor = await self.call(
-            self.client.list(
-                status=self.get_arguments("status") or None,
-                limit=self.int_argument("limit", 50),
-                cursor=self.int_argument("cursor", None),
-                order=order,
-                owner=self.worker.owner_filter(),
-            )
+            raise WorkerError(ErrorReason.BAD_REQUEST, "order: newest or oldest")
+        jobs, cursor = await self.client.list(
+            status=self.get_arguments("status") or None,
+            limit=self.int_argument("limit", 50),
+            cursor=self.int_argument("cursor", None),
+            order=order,
+            owner=self.worker.owner_filter(),
         )
-        self.finish({"jobs": jobs, "cursor": cursor})
+        self.finish({"jobs": [job.to_dict() for job in jobs], "cursor": cursor})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """Submit a job: {"command": [...], "name", "limits", "env", "mounts", "network", "cwd"}."""
-        job = self.body()
+        data = self.body()
         for field in ("owner", "holder"):
-            if field in job:
-                raise web.HTTPError(400, f"{field}: set by the server, not by the request", reason="invalid")
-        job.setdefault("python_prefixes", python_prefixes())
+            if field in data:
+                raise WorkerError(ErrorReason.INVALID, f"{field}: set by the server, not by the request")
+        request = JobRequest.from_dict(data)
+        # what the server sets is its own, already checked: given to the parsed request as is
+        if "python_prefixes" not in data:
+            request.python_prefixes = python_prefixes()
         if self.worker.owner_filter() is not None:
-            job["owner"] = self.worker.owner
-        record = await self.call(self.client.run(job))
+            request.owner = self.worker.owner
+        record = await self.client.run(request)
         self.set_status(201)
-        self.set_header("Location", url_path_join(self.base_url, "api/worker/jobs", record["id"]))
-        self.finish(record)
+        self.set_header("Location", url_path_join(self.base_url, "api/worker/jobs", record.id))
+        self.finish(record.to_dict())
 
 
 class JobHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.finish(await self.visible_job(job_id))
+        self.finish((await self.visible_job(job_id)).to_dict())
 
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
         job = await self.visible_job(job_id)
-        await self.call(self.client.delete(job["id"]))
+        await self.client.delete(job.id)
         self.set_status(204)
         self.finish()
 
@@ -148,7 +174,7 @@ class StopHandler(WorkerHandler):
     async def post(self, job_id: str) -> None:
         job = await self.visible_job(job_id)
         grace = self.body().get("grace_s")
-        self.finish(await self.call(self.client.stop(job["id"], grace)))
+        self.finish((await self.client.stop(job.id, grace)).to_dict())
 
 
 class LogsHandler(WorkerHandler):
@@ -159,9 +185,14 @@ class LogsHandler(WorkerHandler):
         job = await self.visible_job(job_id)
         offset = self.int_argument("offset", 0)
         max_bytes = min(self.int_argument("max_bytes", 512 << 10) or 1, 512 << 10)
-        chunks, next_offset, finished = await self.call(self.client.logs(job["id"], offset, max_bytes))
-        self.finish({"chunks": [_chunk(c.offset, c.stream, c.data) for c in chunks], "offset": next_offset,
-                     "finished": finished})  # fmt: skip
+        chunks, next_offset, finished = await self.client.logs(job.id, offset, max_bytes)
+        self.finish(
+            {
+                "chunks": [_chunk(c.offset, c.stream, c.data) for c in chunks],
+                "offset": next_offset,
+                "finished": finished,
+            }
+        )
 
 
 class FilesHandler(WorkerHandler):
@@ -170,7 +201,7 @@ class FilesHandler(WorkerHandler):
     async def get(self, job_id: str) -> None:
         """?path=sub/folder: a folder of the job's /work (never following the job's links)."""
         job = await self.visible_job(job_id)
-        self.finish(await self.call(self.client.files(job["id"], self.get_argument("path", ""))))
+        self.finish(await self.client.files(job.id, self.get_argument("path", "")))
 
 
 class DownloadHandler(WorkerHandler):
@@ -180,7 +211,7 @@ class DownloadHandler(WorkerHandler):
         """?path=file: a regular file of the job's /work, streamed in pieces."""
         job = await self.visible_job(job_id)
         path = self.get_argument("path", "")
-        data, size = await self.call(self.client.read_file(job["id"], path, 0))
+        data, size = await self.client.read_file(job.id, path, 0)
         name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{urllib.parse.quote(name)}")
@@ -189,7 +220,7 @@ class DownloadHandler(WorkerHandler):
         self.write(data)
         while data and offset < size:
             await self.flush()
-            data, _ = await self.call(self.client.read_file(job["id"], path, offset))
+            data, _ = await self.client.read_file(job.id, path, offset)
             self.write(data)
             offset += len(data)
         self.finish()
@@ -202,7 +233,7 @@ class CapabilitiesHandler(WorkerHandler):
         """What this host can enforce, the executor's defaults and maxima, and how to reach it."""
         try:
             policy = await self.client.capabilities()
-        except ExecutorError as exc:
+        except WorkerError as exc:
             policy = None
             problem = self.worker.executor_problem or str(exc)
         else:
@@ -226,19 +257,19 @@ class OpenAPIHandler(WorkerHandler):
             self.finish(f.read())
 
 
-class _Stream(ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
     """A websocket fed from an executor stream; closed when that stream ends or the peer leaves."""
 
     auth_resource = AUTH_RESOURCE
 
     @property
-    def worker(self):
+    def worker(self) -> JupyterWorker:
         return self.settings["jupyter_worker"]
 
     async def pre_get(self) -> None:
         authorized_ = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
         if not authorized_:
-            raise web.HTTPError(403)
+            raise WorkerError(ErrorReason.FORBIDDEN, "this token may not read this server's jobs")
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -262,7 +293,7 @@ class _Stream(ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler,
         try:
             async for message in self.events(*args):
                 await self.write_message(json.dumps(message))
-        except (websocket.WebSocketClosedError, ExecutorError):
+        except (websocket.WebSocketClosedError, WorkerError):
             pass
         finally:
             self.close()
@@ -272,9 +303,6 @@ class _Stream(ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler,
         if feed is not None:
             feed.cancel()
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        APIHandler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
-
 
 class JobStreamHandler(_Stream):
     """ws …/jobs/{id}/stream?offset=N: log chunks from N, status and metrics, then end."""
@@ -283,24 +311,20 @@ class JobStreamHandler(_Stream):
         await super().check_request()
         try:
             self.offset = int(self.get_argument("offset", "0"))
-            job = await self.worker.client.get(job_id)
         except ValueError:
-            raise web.HTTPError(400, "offset: a whole number", reason="bad_request") from None
-        except ExecutorError as exc:
-            raise _http_error(exc) from None
-        owner = self.worker.owner_filter()
-        if owner is not None and job["owner"] != owner:
-            raise web.HTTPError(404, f"no job {job_id}", reason="not_found")
-        self.job_id = job["id"]
+            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number") from None
+        self.job_id = _visible(self.worker, await self.worker.client.get(job_id), job_id).id
 
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
         async for event in AsyncClient(self.worker.socket).follow(self.job_id, self.offset):
             kind = event.pop("event", None)
             event.pop("id", None)
             if kind == "log":
-                yield {"type": "log", "next_offset": event["next_offset"], **_chunk(event["offset"], event["stream"],
-                                                                                     event["data"])}  # fmt: skip
+                chunk = _chunk(event["offset"], event["stream"], event["data"])
+                yield {"type": "log", "next_offset": event["next_offset"], **chunk}
             elif kind is not None:
+                if "job" in event:
+                    event["job"] = event["job"].to_dict()
                 yield {"type": kind, **event}
 
 
@@ -311,8 +335,8 @@ class JobEventsHandler(_Stream):
         owner = self.worker.owner_filter()
         async for event in AsyncClient(self.worker.socket).watch():
             job = event.get("job")
-            if job is not None and (owner is None or job["owner"] == owner):
-                yield {"type": "job", "job": job}
+            if job is not None and (owner is None or job.owner == owner):
+                yield {"type": "job", "job": job.to_dict()}
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:

@@ -44,8 +44,12 @@ class WorkerHubAuthorizer(JupyterHubAuthorizer):
         scope = READ_SCOPE if action == "read" else RUN_SCOPE
         allowed = self._holds(scope, user.hub_user)
         if not allowed:
-            self.log.info("jupyter-worker: %s %s lacks %s for this server", user.hub_user.get("kind"),
-                          user.hub_user.get("name"), scope)  # fmt: skip
+            self.log.info(
+                "jupyter-worker: %s %s lacks %s for this server",
+                user.hub_user.get("kind"),
+                user.hub_user.get("name"),
+                scope,
+            )
         return allowed
 
     def _holds(self, scope: str, hub_user: dict[str, Any]) -> bool:

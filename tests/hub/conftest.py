@@ -79,19 +79,34 @@ class Hub:
             secrets.token_hex(16) for _ in range(4)
         )
         config = TEST_CONFIG.format(
-            guide=str(GUIDE_CONFIG), port=self.port, hub_port=free_port(), proxy_api_port=self.proxy_api_port,
-            proxy=str(PROXY), proxy_token=self.proxy_token, folder=self.folder, users={ALICE, BOB, CAROL},
+            guide=str(GUIDE_CONFIG),
+            port=self.port,
+            hub_port=free_port(),
+            proxy_api_port=self.proxy_api_port,
+            proxy=str(PROXY),
+            proxy_token=self.proxy_token,
+            folder=self.folder,
+            users={ALICE, BOB, CAROL},
             socket=executor_socket,
-            cull=CULL_TIMEOUT_S, admin=self.admin_token, runner=self.runner_token, alice=ALICE, bob=BOB, carol=CAROL,
-        )  # fmt: skip
+            cull=CULL_TIMEOUT_S,
+            admin=self.admin_token,
+            runner=self.runner_token,
+            alice=ALICE,
+            bob=BOB,
+            carol=CAROL,
+        )
         config_file = os.path.join(self.folder, "jupyterhub_config.py")
         Path(config_file).write_text(config)
-        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-               "JOBS_DASHBOARD_TOKEN": self.dashboard_token}  # fmt: skip
+        env = {
+            **os.environ,
+            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+            "JOBS_DASHBOARD_TOKEN": self.dashboard_token,
+        }
         self.log = open(os.path.join(self.folder, "hub.log"), "wb")
         command = [sys.executable, "-m", "jupyterhub", "-f", config_file]
-        self.process = subprocess.Popen(command, cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-                                        stderr=self.log)  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log
+        )
         self._wait_until_up()
 
     @property
@@ -117,9 +132,11 @@ class Hub:
     def request(self, method: str, path: str, token: str, body: Any = None, base: str | None = None) -> tuple[int, Any]:
         """A request through the proxy (or to `base`), as a script would make it (token header, JSON body)."""
         request = urllib.request.Request(
-            f"{base or self.url}{path}", method=method, headers={"Authorization": f"token {token}"},
+            f"{base or self.url}{path}",
+            method=method,
+            headers={"Authorization": f"token {token}"},
             data=json.dumps(body).encode() if body is not None else None,
-        )  # fmt: skip
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, _json(response.read())
@@ -133,15 +150,17 @@ class Hub:
         return self.request(method, f"/user/{user}/api/worker/{path}", token, body)
 
     def token_for(self, user: str, scopes: list[str] | None = None) -> str:
-        code, reply = self.api("POST", f"users/{user}/tokens", {"note": "hub test", **({"scopes": scopes} if scopes
-                                                                                     else {})})  # fmt: skip
+        code, reply = self.api(
+            "POST", f"users/{user}/tokens", {"note": "hub test", **({"scopes": scopes} if scopes else {})}
+        )
         assert code == 201, reply
         return reply["token"]
 
     def route_target(self, user: str) -> str:
         """Where the proxy sends /user/NAME/: the server itself, for calls that bypass the proxy."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.proxy_api_port}/api/routes",
-                                         headers={"Authorization": f"token {self.proxy_token}"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.proxy_api_port}/api/routes", headers={"Authorization": f"token {self.proxy_token}"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())[f"/user/{user}"]["target"]
 

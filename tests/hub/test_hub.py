@@ -19,8 +19,13 @@ SLEEPER = {"command": ["sh", "-c", "id -u; sleep 600"]}
 
 
 def job_routes(job_id: str) -> list[tuple[str, str]]:
-    return [("GET", f"jobs/{job_id}"), ("GET", f"jobs/{job_id}/logs"), ("GET", f"jobs/{job_id}/files"),
-            ("POST", f"jobs/{job_id}/stop"), ("DELETE", f"jobs/{job_id}")]  # fmt: skip
+    return [
+        ("GET", f"jobs/{job_id}"),
+        ("GET", f"jobs/{job_id}/logs"),
+        ("GET", f"jobs/{job_id}/files"),
+        ("POST", f"jobs/{job_id}/stop"),
+        ("DELETE", f"jobs/{job_id}"),
+    ]
 
 
 def every_route(job_id: str) -> list[tuple[str, str]]:
@@ -41,8 +46,13 @@ def started(hub, user: str, token: str) -> dict:
 
 
 def cli_as(user: str, *args: str, socket: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", user, "--", sys.executable, "-m", "jupyter_worker.cli", "--socket", socket,
-                           *args], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        ["runuser", "-u", user, "--", sys.executable, "-m", "jupyter_worker.cli", "--socket", socket, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +149,13 @@ def test_a_service_with_the_run_scope_for_one_user_runs_jobs_as_that_user_only(h
     code, job = hub.worker(ALICE, "POST", "jobs", hub.runner_token, {"command": ["id", "-u"]})
     assert code == 201 and (job["owner"], job["owner_uid"]) == (ALICE, users[ALICE].pw_uid)
     assert hub.worker(BOB, "POST", "jobs", hub.runner_token, {"command": ["id", "-u"]})[0] == 403
-    final = hub.wait(lambda: (j := hub.worker(ALICE, "GET", f"jobs/{job['id']}", hub.runner_token)[1])["status"]
-                     == "COMPLETED" and j, 30, "the service's job")  # fmt: skip
+    final = hub.wait(
+        lambda: (
+            (j := hub.worker(ALICE, "GET", f"jobs/{job['id']}", hub.runner_token)[1])["status"] == "COMPLETED" and j
+        ),
+        30,
+        "the service's job",
+    )
     assert final["exit_code"] == 0
 
 
@@ -149,7 +164,7 @@ def test_the_idle_culler_spares_a_server_while_its_jobs_run_and_culls_it_after(h
     hub.wait(lambda: hub.server(BOB) is None, 4 * CULL_TIMEOUT_S, "the idle server to be culled")
     assert (hub.server(ALICE) or {}).get("ready"), "the server with a running job was culled"
     with Client(system_executor.socket) as root:
-        assert root.get(job["id"])["status"] == "RUNNING"
+        assert root.get(job["id"]).status == "RUNNING"
         root.stop(job["id"], grace_s=0)
     ended = time.monotonic()
     hub.wait(lambda: hub.server(ALICE) is None, 4 * CULL_TIMEOUT_S, "the server to be culled once its job ended")
@@ -162,10 +177,12 @@ def test_stopping_a_server_keeps_or_stops_its_users_jobs_as_the_admin_chose(hub,
     hub.stop_server(ALICE)
     hub.stop_server(BOB)
     with Client(system_executor.socket) as root:
-        assert root.get(kept["id"])["status"] == "RUNNING"
-        final = wait_for(lambda: root.get(ended["id"])["status"] == "STOPPED" and root.get(ended["id"]),
-                         what="bob's job to stop with his server")  # fmt: skip
-    assert final["stopped_by"] == f"{BOB}'s server ending"
+        assert root.get(kept["id"]).status == "RUNNING"
+        final = wait_for(
+            lambda: root.get(ended["id"]).status == "STOPPED" and root.get(ended["id"]),
+            what="bob's job to stop with his server",
+        )
+    assert final.stopped_by == f"{BOB}'s server ending"
     hub.start_server(ALICE)
     assert hub.worker(ALICE, "GET", f"jobs/{kept['id']}", tokens[ALICE])[1]["status"] == "RUNNING"
     hub.worker(ALICE, "POST", f"jobs/{kept['id']}/stop", tokens[ALICE], {"grace_s": 0})

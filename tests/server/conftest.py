@@ -34,10 +34,16 @@ def worker_environment_restored():
 
 
 @pytest.fixture
-def jp_server_config(executor_daemon):
+def executor_socket(executor_daemon) -> str:
+    """Where the server under test finds its executor; a test class may point it elsewhere."""
+    return executor_daemon.socket
+
+
+@pytest.fixture
+def jp_server_config(executor_socket):
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False},
-        "JupyterWorker": {"socket": executor_daemon.socket, "embedded_executor": False},
+        "JupyterWorker": {"socket": executor_socket, "embedded_executor": False},
     }
 
 

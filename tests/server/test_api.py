@@ -142,9 +142,16 @@ async def test_every_route_refuses_a_request_without_a_token(jp_serverapp, jp_ba
     job = await submit(jp_fetch, command=["true"])
     client = AsyncHTTPClient()
     base = f"http://localhost:{jp_http_port}{jp_base_url}api/worker/"
-    routes = [("GET", "jobs"), ("POST", "jobs"), ("GET", f"jobs/{job['id']}"), ("DELETE", f"jobs/{job['id']}"),
-              ("POST", f"jobs/{job['id']}/stop"), ("GET", f"jobs/{job['id']}/logs"), ("GET", "capabilities"),
-              ("GET", "openapi.yaml")]  # fmt: skip
+    routes = [
+        ("GET", "jobs"),
+        ("POST", "jobs"),
+        ("GET", f"jobs/{job['id']}"),
+        ("DELETE", f"jobs/{job['id']}"),
+        ("POST", f"jobs/{job['id']}/stop"),
+        ("GET", f"jobs/{job['id']}/logs"),
+        ("GET", "capabilities"),
+        ("GET", "openapi.yaml"),
+    ]
     for method, route in routes:
         body = "{}" if method == "POST" else None
         response = await client.fetch(HTTPRequest(base + route, method=method, body=body), raise_error=False)

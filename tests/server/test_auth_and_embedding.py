@@ -39,8 +39,11 @@ def jp_server_config(request, executor_daemon, state_folder):
         server = {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False}
     else:
         worker = {"socket": executor_daemon.socket, "embedded_executor": False}
-        server = {"jpserver_extensions": {"jupyter_worker": True}, "allow_unauthenticated_access": False,
-                  "authorizer_class": ReadOnlyWorker}  # fmt: skip
+        server = {
+            "jpserver_extensions": {"jupyter_worker": True},
+            "allow_unauthenticated_access": False,
+            "authorizer_class": ReadOnlyWorker,
+        }
     return {"ServerApp": server, "JupyterWorker": worker}
 
 
@@ -58,26 +61,30 @@ async def test_a_read_only_authorizer_lists_reads_and_watches_but_cannot_create_
         job = client.run({"command": ["sleep", "300"]})
     try:
         assert await status_of(jp_fetch("api", "worker", "jobs")) == 200
-        assert await status_of(jp_fetch("api", "worker", "jobs", job["id"])) == 200
-        assert await status_of(jp_fetch("api", "worker", "jobs", job["id"], "logs")) == 200
+        assert await status_of(jp_fetch("api", "worker", "jobs", job.id)) == 200
+        assert await status_of(jp_fetch("api", "worker", "jobs", job.id, "logs")) == 200
         body = json.dumps({"command": ["true"]})
         assert await status_of(jp_fetch("api", "worker", "jobs", method="POST", body=body)) == 403
-        assert await status_of(jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body="{}")) == 403
-        assert await status_of(jp_fetch("api", "worker", "jobs", job["id"], method="DELETE")) == 403
-        watching = await jp_ws_fetch("api", "worker", "jobs", job["id"], "stream")
+        assert await status_of(jp_fetch("api", "worker", "jobs", job.id, "stop", method="POST", body="{}")) == 403
+        assert await status_of(jp_fetch("api", "worker", "jobs", job.id, method="DELETE")) == 403
+        watching = await jp_ws_fetch("api", "worker", "jobs", job.id, "stream")
         assert json.loads(await watching.read_message())["type"] in ("status", "log")
         watching.close()
     finally:
         with executor_daemon.client() as client:
-            client.stop(job["id"], grace_s=0)
+            client.stop(job.id, grace_s=0)
 
 
 @pytest.mark.embedded
 async def test_the_server_starts_an_executor_when_none_answers_and_stops_it_at_shutdown(jp_fetch, jp_serverapp):
     extension = next(iter(jp_serverapp.extension_manager.extension_apps["jupyter_worker"]))
     capabilities = json.loads((await jp_fetch("api", "worker", "capabilities")).body)
-    assert capabilities["executor"] == {"socket": extension.socket, "available": True, "problem": None,
-                                        "embedded": True}  # fmt: skip
+    assert capabilities["executor"] == {
+        "socket": extension.socket,
+        "available": True,
+        "problem": None,
+        "embedded": True,
+    }
     assert os.environ["JUPYTER_WORKER_SOCKET"] == extension.socket
     response = await jp_fetch("api", "worker", "jobs", method="POST", body=json.dumps({"command": ["true"]}))
     assert response.code == 201
@@ -103,8 +110,10 @@ async def test_a_server_whose_jobs_end_with_it_has_them_stopped_before_its_embed
     after.start()
     try:
         with after.client() as client:
-            ended = wait_for(lambda: client.get(job["id"])["status"] == "STOPPED" and client.get(job["id"]),
-                             what="the held job to have been stopped")  # fmt: skip
-        assert ended["stopped_by"] == f"{extension.owner}'s server ending"
+            ended = wait_for(
+                lambda: client.get(job["id"]).status == "STOPPED" and client.get(job["id"]),
+                what="the held job to have been stopped",
+            )
+        assert ended.stopped_by == f"{extension.owner}'s server ending"
     finally:
         after.stop()

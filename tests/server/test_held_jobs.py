@@ -39,13 +39,15 @@ async def test_a_job_a_kernel_started_is_stopped_with_the_server_and_the_kernel_
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=60)
-        submit = "from jupyter_worker.client import Client\nprint(Client().run({'command': ['sleep', '300']})['id'])"
+        submit = "from jupyter_worker.client import Client\nprint(Client().run({'command': ['sleep', '300']}).id)"
         job_id = (await run_cell(client, submit)).strip()
         await extension.stop_extension()
         with executor_daemon.client() as executor:
-            ended = wait_for(lambda: executor.get(job_id)["status"] == "STOPPED" and executor.get(job_id),
-                             what="the kernel's job to stop with the server")  # fmt: skip
-        assert ended["status_text"] == "stopped by root's server ending"
+            ended = wait_for(
+                lambda: executor.get(job_id).status == "STOPPED" and executor.get(job_id),
+                what="the kernel's job to stop with the server",
+            )
+        assert ended.ending == "stopped by root's server ending"
         refused = await run_cell(client, "Client().run({'command': ['true']})")
         assert "is not connected: the Jupyter server this job would end with has stopped" in refused
     finally:

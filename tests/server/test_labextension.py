@@ -11,8 +11,9 @@ import jupyter_worker
 
 
 def test_jupyterlab_lists_the_panel_enabled_and_ok():
-    listing = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True, text=True, check=True
+    )
     line = next(
         line for line in (listing.stdout + listing.stderr).splitlines() if line.split()[:1] == ["jupyter-worker"]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,7 +17,7 @@ import urllib.request
 import pytest
 
 from jupyter_worker.client import Client
-from tests.conftest import free_port
+from tests.conftest import USERS, free_port
 from tests.executor.conftest import as_user, started_daemon, wait_for
 
 
@@ -29,12 +30,19 @@ class UserServer:
         os.chown(self.home, entry.pw_uid, entry.pw_gid)
         self.port, self.token = free_port(), f"token-of-{user}"
         env = {"PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8"}
-        command = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
-                   f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.home}",
-                   f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False",
-                   *options]  # fmt: skip
-        self.process = subprocess.Popen(command, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], env=env,
-                                        cwd=self.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        command = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}"]
+        command += [f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.home}"]
+        command += [f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False", *options]
+        self.process = subprocess.Popen(
+            command,
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=[],
+            env=env,
+            cwd=self.home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -48,10 +56,11 @@ class UserServer:
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/api/worker/{path}", method=method,
+            f"http://127.0.0.1:{self.port}/api/worker/{path}",
+            method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"token {self.token}"},
-        )  # fmt: skip
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -60,7 +69,7 @@ class UserServer:
                 raise
             return exc.code, json.loads(exc.read() or b"{}")
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
         shutil.rmtree(self.home, ignore_errors=True)
@@ -68,24 +77,23 @@ class UserServer:
 
 @pytest.fixture(scope="module")
 def servers(users):
-    with started_daemon([]) as executor:
-        alice = UserServer("jwtest-alice", executor.socket)
-        bob = UserServer("jwtest-bob", executor.socket)
-        try:
-            yield alice, bob
-        finally:
-            alice.stop()
-            bob.stop()
+    """The servers of alice, bob and carol (in the executor's viewer group) on one executor."""
+    with started_daemon([]) as executor, contextlib.ExitStack() as stack:
+        yield [stack.enter_context(contextlib.closing(UserServer(user, executor.socket))) for user in USERS]
 
 
 def test_each_users_server_shows_only_that_users_jobs(servers, users):
-    alice, bob = servers
+    alice, bob, _ = servers
     code, job = alice.call("POST", "jobs", {"command": ["sh", "-c", "id -u; sleep 300"]})
     assert code == 201 and job["owner"] == "jwtest-alice" and job["owner_uid"] == users["jwtest-alice"].pw_uid
     assert job["id"] in [j["id"] for j in alice.call("GET", "jobs")[1]["jobs"]]
     assert job["id"] not in [j["id"] for j in bob.call("GET", "jobs")[1]["jobs"]]
-    for method, path in (("GET", f"jobs/{job['id']}"), ("GET", f"jobs/{job['id']}/logs"),
-                         ("POST", f"jobs/{job['id']}/stop"), ("DELETE", f"jobs/{job['id']}")):  # fmt: skip
+    for method, path in (
+        ("GET", f"jobs/{job['id']}"),
+        ("GET", f"jobs/{job['id']}/logs"),
+        ("POST", f"jobs/{job['id']}/stop"),
+        ("DELETE", f"jobs/{job['id']}"),
+    ):
         code, error = bob.call(method, path, {} if method == "POST" else None)
         assert (code, error["reason"]) == (404, "not_found"), (method, path)
     deadline = time.monotonic() + 20
@@ -94,6 +102,13 @@ def test_each_users_server_shows_only_that_users_jobs(servers, users):
     output = alice.call("GET", f"jobs/{job['id']}/logs")[1]["chunks"][0]["text"]
     assert output == f"{users['jwtest-alice'].pw_uid}\n"
     assert alice.call("POST", f"jobs/{job['id']}/stop", {"grace_s": 0})[0] == 200
+
+
+def test_a_viewers_server_lists_jobs_but_running_one_is_forbidden(servers):
+    carol = servers[2]
+    assert carol.call("GET", "jobs")[0] == 200
+    code, error = carol.call("POST", "jobs", {"command": ["true"]})
+    assert (code, error["reason"]) == (403, "forbidden") and "viewers" in error["message"]
 
 
 def test_a_server_that_stops_its_jobs_with_it_does_so_even_when_killed_and_spares_its_users_other_jobs(users):
@@ -106,7 +121,9 @@ def test_a_server_that_stops_its_jobs_with_it_does_so_even_when_killed_and_spare
         server.process.wait()
         shutil.rmtree(server.home, ignore_errors=True)
         with executor.client() as client:
-            ended = wait_for(lambda: client.get(held["id"])["status"] == "STOPPED" and client.get(held["id"]),
-                             what="the killed server's job to stop")  # fmt: skip
-            assert ended["status_text"] == "stopped by jwtest-alice's server ending"
-            assert client.get(from_a_shell["id"])["status"] == "RUNNING"
+            ended = wait_for(
+                lambda: client.get(held["id"]).status == "STOPPED" and client.get(held["id"]),
+                what="the killed server's job to stop",
+            )
+            assert ended.ending == "stopped by jwtest-alice's server ending"
+            assert client.get(from_a_shell.id).status == "RUNNING"
