@@ -69,6 +69,8 @@ def parse_duration(text: Any, what: str = "duration") -> float:
 
 
 def _whole(text: Any, what: str) -> int:
+    if isinstance(text, float) and math.isfinite(text) and text == int(text):
+        return int(text)  # JSON's 2.0, as sizes take it
     if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise SpecError(f"{what}: {text!r} is not a whole number")
     try:

@@ -102,7 +102,7 @@ def test_values_take_units_and_a_plain_number_is_in_the_rows_unit(field, text, e
         ("cpu_percent", "50.5"),
         ("cpu_percent", 0),
         ("pids", "many"),
-        ("pids", 1.0),
+        ("pids", 1.5),
         ("timeout_s", "forever"),
         ("timeout_s", "10x"),
         ("timeout_s", "m10"),
