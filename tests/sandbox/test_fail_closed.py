@@ -7,7 +7,6 @@ the hierarchies the test mounts), not at a mock.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 
 import pytest
@@ -20,25 +19,10 @@ pytestmark = pytest.mark.cgroup
 
 
 @pytest.fixture
-def partial_cgroup_root(tmp_path):
+def partial_cgroup_root(cgroup_root):
     """A cgroup root with the pids and freezer hierarchies where v1 has them, and no memory."""
-    root = tmp_path / "cgroot"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "jw-test-cgroot", str(root)], check=True)
-    mounted = []
-    try:
-        host = CgroupHost.detect()
-        for controller in ("pids", "freezer"):
-            if controller in host.v1:
-                target = root / controller
-                target.mkdir()
-                subprocess.run(["mount", "-t", "cgroup", "-o", controller, "cgroup", str(target)], check=True)
-                mounted.append(target)
-        yield str(root)
-    finally:
-        for target in reversed(mounted):
-            subprocess.run(["umount", str(target)], check=True)
-        subprocess.run(["umount", str(root)], check=True)
+    host = CgroupHost.detect()
+    return cgroup_root(v1=tuple(c for c in ("pids", "freezer") if c in host.v1))
 
 
 def test_a_missing_controller_refuses_the_limit_and_runs_nothing(partial_cgroup_root, runtime_dir):

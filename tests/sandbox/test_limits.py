@@ -126,6 +126,11 @@ def test_tmp_size_cap_holds(sh):
     assert int(out.split()[-2]) <= 16
 
 
+def test_tmp_dev_shm_and_work_have_the_engines_size_when_none_is_set(sh):
+    result = sh("df -m --output=size /tmp /dev/shm /work")
+    assert result.stdout.decode().split()[1:] == ["64", "64", "64"]
+
+
 def block_dir(tmp_path) -> str:
     folder = os.environ.get("JUPYTER_WORKER_TEST_BLOCKDIR") or str(tmp_path)
     if whole_disk(folder) is None:
