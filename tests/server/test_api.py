@@ -108,36 +108,6 @@ async def test_the_events_stream_tells_of_every_change(jp_fetch, jp_ws_fetch):
     assert statuses[-1] == "COMPLETED"
 
 
-@pytest.mark.parametrize(
-    ("body", "code", "reason"),
-    [
-        (b"{not json", 400, "bad_request"),
-        (b"[1]", 400, "bad_request"),
-        (json.dumps({"command": ["true"], "gpu": 1}).encode(), 400, "invalid"),
-        (json.dumps({"command": []}).encode(), 400, "invalid"),
-        (json.dumps({"command": ["true"], "limits": {"memory_mb": 4096}}).encode(), 400, "invalid"),
-        (json.dumps({"command": ["true"], "owner": "someone"}).encode(), 400, "invalid"),
-        (json.dumps({"command": ["true"], "holder": "server-x"}).encode(), 400, "invalid"),
-        (b"{" + b" " * (300 << 10) + b"}", 413, "too_large"),
-    ],
-)
-async def test_a_clients_mistake_is_a_4xx_json_error(jp_fetch, body, code, reason):
-    got, error = await error_of(jp_fetch("api", "worker", "jobs", method="POST", body=body))
-    assert (got, error["reason"]) == (code, reason)
-    assert error["message"]
-
-
-async def test_unknown_jobs_and_bad_parameters_are_4xx(jp_fetch):
-    assert (await error_of(jp_fetch("api", "worker", "jobs", "ffffffff")))[0] == 404
-    assert (await error_of(jp_fetch("api", "worker", "jobs", "ffffffff", "stop", method="POST", body="{}")))[0] == 404
-    assert (await error_of(jp_fetch("api", "worker", "jobs", params={"limit": "many"})))[0] == 400
-    assert (await error_of(jp_fetch("api", "worker", "jobs", params={"status": "DONE"})))[0] == 400
-    running = await submit(jp_fetch, command=["sleep", "300"])
-    code, error = await error_of(jp_fetch("api", "worker", "jobs", running["id"], method="DELETE"))
-    assert code == 409 and "stop it first" in error["message"]
-    await jp_fetch("api", "worker", "jobs", running["id"], "stop", method="POST", body="{}")
-
-
 async def test_every_route_refuses_a_request_without_a_token(jp_serverapp, jp_base_url, jp_http_port, jp_fetch):
     job = await submit(jp_fetch, command=["true"])
     client = AsyncHTTPClient()

@@ -56,7 +56,7 @@ async def test_a_body_that_is_not_a_json_object_is_a_bad_request(jp_fetch, confo
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "many"}, {"cursor": "later"}, {"order": "sideways"}],
+    [{"limit": "many"}, {"cursor": "later"}, {"order": "sideways"}, {"status": "DONE"}],
 )
 async def test_bad_query_arguments_are_a_bad_request(jp_fetch, conforms, params):
     await refused(jp_fetch("api", "worker", "jobs", params=params), ErrorReason.BAD_REQUEST, conforms)
@@ -200,3 +200,9 @@ class TestAnExecutorThatGoesAway:
         await refused(jp_fetch("api", "worker", "jobs"), ErrorReason.DISCONNECTED, conforms)
         await asyncio.get_running_loop().run_in_executor(None, executor.start)
         assert (await jp_fetch("api", "worker", "jobs")).code == 200
+
+
+async def test_a_stream_refuses_before_the_upgrade_with_the_same_json(jp_ws_fetch):
+    for params, reason in (({}, ErrorReason.NOT_FOUND), ({"offset": "start"}, ErrorReason.BAD_REQUEST)):
+        code, error = await refusal(jp_ws_fetch("api", "worker", "jobs", "ffffffff", "stream", params=params))
+        assert (code, error["reason"]) == (reason.http_status, reason.value) and error["message"]
