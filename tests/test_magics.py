@@ -51,8 +51,10 @@ def run_cell(client, code: str) -> dict:
 
 def test_a_cell_runs_as_a_job_with_the_kernels_python_in_the_notebook_folder(kernel):
     client, notebook_dir = kernel
-    reply = run_cell(client, "%%worker --wait --max-memory 256\nimport os, sys\nprint('hi from a job', os.getcwd())\n"
-                             "print(sys.executable)")  # fmt: skip
+    cell = (
+        "%%worker --wait --max-memory 256\nimport os, sys\nprint('hi from a job', os.getcwd())\nprint(sys.executable)"
+    )
+    reply = run_cell(client, cell)
     assert reply["status"] == "ok", reply
     assert f"hi from a job {notebook_dir}" in reply["text"]
     assert "/opt/" in reply["text"] or "venv" in reply["text"]
@@ -84,11 +86,23 @@ def test_bad_flags_get_one_usage_message(kernel):
     assert reply["ename"] == "UsageError"
 
 
+def test_bad_values_and_a_missing_command_are_usage_errors_naming_them(kernel):
+    client, _ = kernel
+    reply = run_cell(client, "%%worker --max-memory lots\nprint(1)")
+    assert (reply["ename"], reply["evalue"]) == ("UsageError", "memory limit: 'lots' is not a size (e.g. 512M or 2G)")
+    reply = run_cell(client, "%worker run --timeout 1x -- true")
+    assert reply["ename"] == "UsageError" and "timeout: '1x' is not a duration" in reply["evalue"]
+    reply = run_cell(client, "%worker run --name lonely")
+    assert (reply["ename"], reply["evalue"]) == ("UsageError", "no command given (put it after --)")
+    reply = run_cell(client, "%worker run --network wifi -- true")
+    assert reply["ename"] == "UsageError" and reply["evalue"].startswith("%worker run: argument --network")
+
+
 def test_jobs_in_the_background_are_listed_read_and_stopped(kernel):
     client, _ = kernel
     run_cell(client, "job = %worker run --name napper -- sh -c 'echo started; sleep 300'")
     job_id = run_cell(client, "print(job.id)")["text"].strip()
-    run_cell(client, "import time\nwhile not job.record['metrics'].get('memory_bytes'): time.sleep(0.1)")
+    run_cell(client, "import time\nwhile not job.record.metrics.get('memory_bytes'): time.sleep(0.1)")
     listing = run_cell(client, "%worker list")["text"].splitlines()
     assert listing[0].split() == ["ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY"]
     row = next(line for line in listing if line.startswith(job_id[:8]))
@@ -104,12 +118,14 @@ def test_the_python_api_and_a_writable_notebook_folder(kernel):
     client, notebook_dir = kernel
     code = (
         "import jupyter_worker\n"
-        "j = jupyter_worker.run(\"open('made.txt', 'w').write('x'); print(6 * 7)\", mounts=['.:.:rw'])\n"
-        "j.wait()\nprint(j.logs(), j.result['reason'])"
+        "j = jupyter_worker.run(\"open('made.txt', 'w').write('x'); print(6 * 7)\", mounts=['.:.:rw'],\n"
+        "                       memory_mb='0.5G', timeout_s='10m', tmp_mb='32M')\n"
+        "j.wait()\nprint(j.logs(), j.result.reason.value, j.result.limits.memory_mb, j.result.limits.timeout_s,\n"
+        "      j.result.limits.tmp_mb)"
     )
     reply = run_cell(client, code)
     assert reply["status"] == "ok", reply
-    assert reply["text"].split() == ["42", "exit"]
+    assert reply["text"].split() == ["42", "exit", "512", "600.0", "32"]
     assert os.path.exists(os.path.join(notebook_dir, "made.txt"))
 
 
@@ -144,7 +160,7 @@ def test_a_cell_without_wait_shows_a_live_widget_that_ends_with_the_summary(kern
 def test_the_widgets_stop_button_stops_the_job(kernel):
     client, _ = kernel
     run_cell(client, "%%worker --bash\nsleep 300")
-    wait_in_kernel(client, f"{WIDGET}.job['status'] == 'RUNNING'")
+    wait_in_kernel(client, f"{WIDGET}.job.status == 'RUNNING'")
     run_cell(client, f"{WIDGET}.stop_button.click()")
     wait_in_kernel(client, f"{WIDGET}.finished")
     header = run_cell(client, f"print({WIDGET}.header.value)")["text"]
@@ -159,14 +175,14 @@ def test_widgets_keep_working_after_the_cell_is_re_executed(kernel):
     run_cell(client, f"first = {WIDGET}")
     run_cell(client, cell)
     run_cell(client, f"second = {WIDGET}")
-    wait_in_kernel(client, "first.job['status'] == second.job['status'] == 'RUNNING'")
+    wait_in_kernel(client, "first.job.status == second.job.status == 'RUNNING'")
     run_cell(client, "first.stop_button.click()")
     wait_in_kernel(client, "first.finished")
-    states = run_cell(client, "print(first.job['status'], second.job['status'], second.stop_button.disabled)")
+    states = run_cell(client, "print(first.job.status.value, second.job.status.value, second.stop_button.disabled)")
     assert states["text"].split() == ["STOPPED", "RUNNING", "False"]
     run_cell(client, "second.stop_button.click()")
     wait_in_kernel(client, "second.finished")
-    assert run_cell(client, "print(second.job['status'])")["text"].strip() == "STOPPED"
+    assert run_cell(client, "print(second.job.status.value)")["text"].strip() == "STOPPED"
 
 
 @pytest.fixture
@@ -238,15 +254,24 @@ def test_every_flag_reaches_the_job(kernel):
     os.chmod(os.path.join(data, "note"), 0o644)
     try:
         run_cell(client, f"data = {data!r}")
-        cell = ("%%worker --wait --bash --max-memory 100 --max-cpu 50 --max-pids 20 --timeout 30 --network none "
-                "--env GREETING=hi --mount {data}:/data --name flagged\n"
-                "echo $GREETING; cat /data/note; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")  # fmt: skip
+        cell = (
+            "%%worker --wait --bash --max-memory 100M --max-cpu 50 --max-pids 20 --timeout 30s --max-tmp 16M "
+            "--network none --env GREETING=hi --mount {data}:/data --name flagged\n"
+            "echo $GREETING; cat /data/note; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; "
+            "df -m /tmp | tail -1 | awk '{print $2}'"
+        )
         reply = run_cell(client, cell)
-        assert reply["text"] == "hi\nfrom a mounted folder\nlo\n", reply
-        record = run_cell(client, "r = _worker_job.record\nprint(r['name'], sorted(r['limits'].items()))")["text"]
+        assert reply["text"] == "hi\nfrom a mounted folder\nlo\n16\n", reply
+        record = run_cell(client, "r = _worker_job.record\nprint(r.name, sorted(r.limits.given().items()))")["text"]
         name, limits = record.split(" ", 1)
         assert name == "flagged"
-        for pair in ("('cpu_percent', 50)", "('memory_mb', 100)", "('pids', 20)", "('timeout_s', 30.0)"):
+        for pair in (
+            "('cpu_percent', 50)",
+            "('memory_mb', 100)",
+            "('pids', 20)",
+            "('timeout_s', 30.0)",
+            "('tmp_mb', 16)",
+        ):
             assert pair in limits
     finally:
         shutil.rmtree(data)
