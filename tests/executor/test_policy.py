@@ -79,7 +79,7 @@ def test_capabilities_show_each_caller_their_own_allowance_and_nobody_elses(daem
     ("setting", "message"),
     [
         ("--Policy.user_limits={'jwtest-bob': {'max_ram': 1}}", "unknown key 'max_ram'"),
-        ("--Policy.group_limits={'staff': {'max_jobs': -1}}", "a number >= 0, or None for no maximum"),
+        ("--Policy.group_limits={'staff': {'max_jobs': -1}}", "a whole number >= 0, or None for no maximum"),
         ("--Policy.group_limits={'staff': 4}", "a dict of max_jobs"),
         ("--Policy.default_network=wifi", "'wifi' is not none, host, isolated or auto"),
         ("--Policy.egress_deny=['10.0.0.0/8:99999']", "port out of range"),

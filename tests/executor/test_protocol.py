@@ -69,8 +69,8 @@ def cli(daemon, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["run", "--max-memory", "3", "--", "true"], 2, "memory limit (MiB): 3 must be at least 8"),
-        (["run", "--timeout", "later", "--", "true"], 2, "--timeout: 'later' is not a duration"),
+        (["run", "--max-memory", "3", "--", "true"], 2, "memory limit: 3 MiB is below the least of 8 MiB"),
+        (["run", "--timeout", "later", "--", "true"], 2, "timeout: 'later' is not a duration"),
         (["run", "--bogus", "--", "true"], 2, "unrecognized arguments: --bogus"),
         (["run"], 2, "no command given"),
         (["status", "ffffffff"], 1, "no job ffffffff"),
