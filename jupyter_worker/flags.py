@@ -43,7 +43,11 @@ def add_job_flags(
     parser.add_argument("--network", choices=[mode.value for mode in NetworkMode])
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable in the job")
     parser.add_argument(
-        "--mount", action="append", default=[], metavar="SRC:DST[:rw]", help="show a host folder (read-only)"
+        "--mount",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:rw]",
+        help="show a host folder in the job (read-only unless :rw)",
     )
     if submitted:
         parser.add_argument("--name", help="a name to show beside the id")
