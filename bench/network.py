@@ -41,7 +41,7 @@ def start_latency(client: Client, runs: int) -> None:
         for mode, values in samples.items():
             begin = time.perf_counter()
             final = run_to_end(client, {"command": ["/bin/true"], "network": mode, "python_prefixes": []})
-            assert final["status"] == "COMPLETED", final
+            assert final.status.value == "COMPLETED", final
             values.append((time.perf_counter() - begin) * 1000)
     print(f"submit to COMPLETED of /bin/true, {runs} runs each (ms)")
     base = summary(samples["none"])[0]
@@ -58,9 +58,9 @@ def download(client: Client, mib: int) -> None:
             pass
     outside = time.perf_counter() - begin
     job = client.run({"command": ["python3", "-c", DOWNLOAD, url], "network": "isolated", "limits": {"memory_mb": 256}})
-    final = next(e["job"] for e in client.follow(job["id"]) if e["event"] == "end")
-    size, inside = client.logs(job["id"])[0][0].data.decode().split()
-    assert final["status"] == "COMPLETED" and int(size) == mib << 20
+    final = next(e["job"] for e in client.follow(job.id) if e["event"] == "end")
+    size, inside = client.logs(job.id)[0][0].data.decode().split()
+    assert final.status.value == "COMPLETED" and int(size) == mib << 20
     print(f"download of {mib} MiB from the test server (MB/s)")
     print(f"  anchor: on the host      {mib * 1.048576 / outside:8.1f}")
     print(
@@ -81,7 +81,7 @@ def main() -> None:
             daemon = Daemon(
                 folder,
                 "--Policy.isolated_bridge=jwt-brb",
-                "--Policy.isolated_subnet=10.213.88.0/24",
+                "--Policy.isolated_subnet=198.51.100.0/25",
                 f"--Policy.isolated_dns=['{internet.SERVER}']",
             )
             try:
