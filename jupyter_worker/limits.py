@@ -1,11 +1,11 @@
-"""The one table of a job's limits: for each, its field, unit, parser, flag, words, and the policy
-settings that give its default and its maximum.
+"""The one table of a job's limits, limits.json (one row a limit): for each, its field, kind,
+unit, flag, words, bounds, and the policy settings that give its default and its maximum.
 
 Everything that names a limit reads this table: the `Limits` type, the command-line flags of the
 CLI and the magics, the Python API's keywords, the executor's policy settings and its merge of a
 request over them, the host's refusals, the doctor, `capabilities` (from which the panel takes its
-labels) and the OpenAPI schema (a test checks they agree). A new limit is one row here plus its
-enforcement in the sandbox.
+labels) and the OpenAPI schema (a test checks they agree). A new limit is one row in limits.json plus
+its enforcement in the sandbox.
 
 Values a person types take units: sizes `512M`, `2G`, `1.5GiB` (a plain number is the field's own
 unit, MiB or bytes/s), durations `90s`, `10m`, `1h30m` (a plain number is seconds).
@@ -14,10 +14,12 @@ unit, MiB or bytes/s), durations `90s`, `10m`, `1h30m` (a plain number is second
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, make_dataclass
+from importlib import resources
 from typing import Any
 
 from .errors import SpecError
@@ -160,122 +162,13 @@ class LimitRow:
         }
 
 
-LIMITS: tuple[LimitRow, ...] = (
-    LimitRow(
-        "memory_mb",
-        Kind.MIB,
-        "Memory",
-        "memory limit",
-        "MiB",
-        "--max-memory",
-        "SIZE",
-        "memory limit, swap excluded: 512M, 2G (a plain number is MiB)",
-        low=8,
-        high=1 << 30,
-        default_setting="default_memory_limit",
-        default=1024,
-        max_setting="max_memory_limit",
-    ),
-    LimitRow(
-        "cpu_percent",
-        Kind.PERCENT,
-        "CPU",
-        "CPU limit",
-        "%",
-        "--max-cpu",
-        "PCT",
-        "CPU limit, percent of one core (200 = two cores)",
-        low=1,
-        high=100_000,
-        default_setting="default_cpu_limit",
-        default=100,
-        max_setting="max_cpu_limit",
-    ),
-    LimitRow(
-        "pids",
-        Kind.COUNT,
-        "Processes",
-        "process limit",
-        "",
-        "--max-pids",
-        "N",
-        "most processes and threads at once",
-        low=1,
-        high=1 << 22,
-        default_setting="default_pids_limit",
-        default=512,
-        max_setting="max_pids_limit",
-    ),
-    LimitRow(
-        "io_bps",
-        Kind.RATE,
-        "I/O",
-        "I/O limit",
-        "bytes/s",
-        "--max-iobps",
-        "RATE",
-        "disk read and write rate: 50M, 1G (a plain number is bytes/s)",
-        low=4096,
-        high=1 << 50,
-        default_setting="default_io_limit",
-        max_setting="max_io_limit",
-    ),
-    LimitRow(
-        "net_bps",
-        Kind.RATE,
-        "Network",
-        "network limit",
-        "bytes/s",
-        "--max-netbps",
-        "RATE",
-        "network rate each way on the isolated network: 10M (a plain number is bytes/s)",
-        low=1024,
-        high=1 << 50,
-        default_setting="default_net_limit",
-        max_setting="max_net_limit",
-    ),
-    LimitRow(
-        "tmp_mb",
-        Kind.MIB,
-        "/tmp",
-        "/tmp size",
-        "MiB",
-        "--max-tmp",
-        "SIZE",
-        "size of each of /tmp and /dev/shm: 256M, 1G (a plain number is MiB)",
-        low=1,
-        high=1 << 20,
-        default_setting="default_tmp_limit",
-        default=64,
-        max_setting="max_tmp_limit",
-    ),
-    LimitRow(
-        "timeout_s",
-        Kind.DURATION,
-        "Timeout",
-        "timeout",
-        "s",
-        "--timeout",
-        "DURATION",
-        "wall-clock limit: 30s, 10m, 1h (a plain number is seconds)",
-        low=0.001,
-        high=10 * 365 * 86400,
-        default_setting="job_timeout",
-        default=3600.0,
-        max_setting="max_job_timeout",
-        max_default=86400.0,
-    ),
-    LimitRow(
-        "cpuset",
-        Kind.CPU_LIST,
-        "CPUs",
-        "cpuset",
-        "",
-        "--cpuset",
-        "LIST",
-        "the CPUs the job may run on: 0-1, 0,2",
-    ),
-)
+def _load_table() -> tuple[LimitRow, ...]:
+    """The rows of limits.json, a data file so that the table reads as one (and any tool can read it)."""
+    rows = json.loads(resources.files(__package__).joinpath("limits.json").read_text())
+    return tuple(LimitRow(**{**entry, "kind": Kind(entry["kind"])}) for entry in rows)
+
+
+LIMITS: tuple[LimitRow, ...] = _load_table()
 BY_FIELD: dict[str, LimitRow] = {row.field: row for row in LIMITS}
 _TYPES: dict[Kind, Any] = {Kind.MIB: int, Kind.RATE: int, Kind.COUNT: int, Kind.PERCENT: int, Kind.DURATION: float}
 
