@@ -311,7 +311,7 @@ export class LogBuffer {
   }
 }
 
-/** One row of the executor's table of limits (jupyter_worker/limits.py), as `capabilities`
+/** One row of the executor's table of limits (jupyter_worker/limits.json), as `capabilities`
  * serves it: how the limit is named and typed, and this user's default and maximum. */
 export interface LimitRow {
   field: string;
