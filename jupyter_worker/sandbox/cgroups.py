@@ -28,7 +28,7 @@ from ..spec import Usage
 
 PROJECT_DIR = "jupyter-worker"
 EXECUTOR_LEAF = "jupyter-worker-executor"
-PERIOD_US = 100_000
+_PERIOD_US = 100_000
 
 
 class CgroupError(SpecError):
@@ -47,8 +47,9 @@ class Enforcement:
 # In the order of limits.LIMITS; the limits not here need no controller (timeout, /tmp, network).
 ENFORCED: dict[str, Enforcement] = {
     "memory_mb": Enforcement("memory", lambda mb: {"bytes": mb << 20}),
+    # The kernel takes no quota below 1 ms a period.
     "cpu_percent": Enforcement(
-        "cpu", lambda percent: {"quota": max(percent * PERIOD_US // 100, 1000), "period": PERIOD_US}
+        "cpu", lambda percent: {"quota": max(percent * _PERIOD_US // 100, 1000), "period": _PERIOD_US}
     ),
     # One more than asked: the job's init counts too (usage reports one less).
     "pids": Enforcement("pids", lambda count: {"count": count + 1}),
@@ -123,6 +124,7 @@ class Dialect(abc.ABC):
     swap_file: str  # where it exists, swap can be kept out of the memory limit
     memory_files: tuple[str, str]  # current and peak bytes
     oom_file: str  # a keyed file with oom_kill
+    io_file: str  # bytes read and written, by device
     freeze_file: str
     freeze_values: tuple[str, str]  # frozen, thawed
     kill_file: str | None = None  # one write kills every process, forks in flight included
@@ -187,9 +189,18 @@ class Dialect(abc.ABC):
     def oom_kills(self, path: str) -> int:
         return _keyed(os.path.join(path, self.oom_file)).get("oom_kill", 0)
 
-    @abc.abstractmethod
     def io_bytes(self, path: str) -> tuple[int, int]:
         """Bytes read and written, over all devices."""
+        try:
+            lines = _read(os.path.join(path, self.io_file)).splitlines()
+        except OSError:
+            return 0, 0
+        counts = [self.io_counts(line) for line in lines]
+        return sum(read for read, _ in counts), sum(written for _, written in counts)
+
+    @abc.abstractmethod
+    def io_counts(self, line: str) -> tuple[int, int]:
+        """Bytes read and written in one line of io_file."""
 
 
 class CgroupV1(Dialect):
@@ -217,6 +228,7 @@ class CgroupV1(Dialect):
     }
     memory_files = ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
     oom_file = "memory.oom_control"
+    io_file = "blkio.throttle.io_service_bytes"
     freeze_file = "freezer.state"
     freeze_values = ("FROZEN", "THAWED")
     # '0' in a v1 tasks file moves the writer's own thread without the kernel's global threadgroup
@@ -237,19 +249,12 @@ class CgroupV1(Dialect):
     def cpu_seconds(self, path: str) -> float:
         return (_int_file(os.path.join(path, "cpuacct.usage")) or 0) / 1e9
 
-    def io_bytes(self, path: str) -> tuple[int, int]:
-        read = written = 0
-        try:
-            lines = _read(os.path.join(path, "blkio.throttle.io_service_bytes")).splitlines()
-        except OSError:
+    def io_counts(self, line: str) -> tuple[int, int]:
+        parts = line.split()  # "8:0 Read 4096"; also Write, Sync, Async, Total
+        if len(parts) != 3:
             return 0, 0
-        for line in lines:
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == "Read":
-                read += int(parts[2])
-            elif len(parts) == 3 and parts[1] == "Write":
-                written += int(parts[2])
-        return read, written
+        count = int(parts[2])
+        return (count if parts[1] == "Read" else 0), (count if parts[1] == "Write" else 0)
 
 
 class CgroupV2(Dialect):
@@ -269,6 +274,7 @@ class CgroupV2(Dialect):
     }
     memory_files = ("memory.current", "memory.peak")
     oom_file = "memory.events"
+    io_file = "io.stat"
     freeze_file = "cgroup.freeze"
     freeze_values = ("1", "0")
     kill_file = "cgroup.kill"
@@ -300,17 +306,9 @@ class CgroupV2(Dialect):
     def cpu_seconds(self, path: str) -> float:
         return _keyed(os.path.join(path, "cpu.stat")).get("usage_usec", 0) / 1e6
 
-    def io_bytes(self, path: str) -> tuple[int, int]:
-        read = written = 0
-        try:
-            lines = _read(os.path.join(path, "io.stat")).splitlines()
-        except OSError:
-            return 0, 0
-        for line in lines:
-            stats = dict(part.split("=") for part in line.split()[1:])
-            read += int(stats.get("rbytes", 0))
-            written += int(stats.get("wbytes", 0))
-        return read, written
+    def io_counts(self, line: str) -> tuple[int, int]:
+        stats = dict(part.split("=") for part in line.split()[1:])  # "8:0 rbytes=4096 wbytes=0 ..."
+        return int(stats.get("rbytes", 0)), int(stats.get("wbytes", 0))
 
 
 V1 = CgroupV1()
