@@ -342,15 +342,6 @@ export function showLimit(row: Pick<LimitRow, 'unit'>, value: LimitValue): strin
   return value === null ? 'none' : `${value} ${row.unit}`.trim();
 }
 
-/** What a job asking for nothing gets: the default, lowered to the maximum (Policy.limits_for). */
-export function effectiveDefault(row: LimitRow): LimitValue {
-  const { default: value, maximum } = row;
-  if (typeof maximum === 'number' && (value === null || (typeof value === 'number' && value > maximum))) {
-    return maximum;
-  }
-  return value;
-}
-
 /** The set limits in words, in the table's order: ['Memory 512 MiB', 'Timeout 60 s']. A field
  * the table does not name (no executor answered) is shown by its field name. */
 export function limitWords(limits: Limits, rows: LimitRow[]): string[] {
@@ -376,7 +367,7 @@ export interface LimitField {
  * command line), its placeholder the default a job asking for nothing gets, its hint the maximum. */
 export function limitFields(policy: Policy): LimitField[] {
   return (policy.limits ?? []).map(row => {
-    const fallback = effectiveDefault(row);
+    const fallback = row.default;
     return {
       key: row.field,
       label: row.unit ? `${row.label} (${row.unit})` : row.label,

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
-from ..limits import LIMITS
+from ..limits import LIMITS, Limits
 from ..spec import JobRequest, JobStatus, validate_holder
 from .access import Caller, Roles
 from .service import Executor, ListQuery
@@ -295,10 +295,12 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
     allowance = policy.allowance(caller.name).to_dict()
     settings["max_jobs_per_user"] = allowance.pop("max_jobs")
     settings |= allowance
+    # The default shown is what this caller's job asking for nothing gets (the policy's merge itself).
+    defaults = policy.limits_for(Limits(), policy.allowance(caller.name))
     limits = [
         row.describe()
         | {
-            "default": settings.get(row.default_setting) if row.default_setting else None,
+            "default": getattr(defaults, row.field),
             "maximum": settings.get(row.max_setting) if row.max_setting else None,
         }
         for row in LIMITS

@@ -155,8 +155,8 @@ function limitRow(over: Partial<LimitRow> & Pick<LimitRow, 'field' | 'kind' | 'l
 
 const ROWS: LimitRow[] = [
   limitRow({ field: 'memory_mb', kind: 'mib', label: 'Memory', unit: 'MiB', default: 1024, maximum: 2048 }),
-  limitRow({ field: 'pids', kind: 'count', label: 'Processes', unit: '', default: 512, maximum: 100 }),
-  limitRow({ field: 'io_bps', kind: 'rate', label: 'I/O', unit: 'bytes/s', maximum: 52428800 }),
+  limitRow({ field: 'pids', kind: 'count', label: 'Processes', unit: '', default: 100, maximum: 100 }),
+  limitRow({ field: 'io_bps', kind: 'rate', label: 'I/O', unit: 'bytes/s', default: 52428800, maximum: 52428800 }),
   limitRow({ field: 'timeout_s', kind: 'duration', label: 'Timeout', unit: 's', default: 3600, maximum: 86400 }),
   limitRow({ field: 'cpuset', kind: 'cpu_list', label: 'CPUs', unit: '' })
 ];
@@ -175,7 +175,7 @@ describe('the new-job form', () => {
     assert.equal(field('memory_mb')?.help, 'Memory of the job');
     assert.deepEqual(limitFields({}), []);
   });
-  it('shows the default a job asking for nothing gets, lowered to the maximum, and the maximum', () => {
+  it('shows the default a job asking for nothing gets (the executor lowers it to the maximum) and the maximum', () => {
     assert.deepEqual([field('memory_mb')?.placeholder, field('memory_mb')?.hint], ['default 1024', 'max 2048 MiB']);
     assert.deepEqual([field('pids')?.placeholder, field('pids')?.hint], ['default 100', 'max 100']);
     assert.deepEqual([field('io_bps')?.placeholder, field('cpuset')?.placeholder], ['default 52428800', 'no limit']);
