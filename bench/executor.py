@@ -37,17 +37,8 @@ class Daemon:
     def __init__(self, folder: str, *flags: str):
         self.socket = os.path.join(folder, "executor.sock")
         self.state_dir = os.path.join(folder, "state")
-        command = [
-            sys.executable,
-            "-m",
-            "jupyter_worker.cli",
-            "executor",
-            "--socket",
-            self.socket,
-            "--state-dir",
-            self.state_dir,
-            *flags,
-        ]
+        command = [sys.executable, "-m", "jupyter_worker.cli", "executor", "--socket", self.socket, *flags]
+        command += ["--state-dir", self.state_dir]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(600):
             try:

@@ -11,32 +11,26 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class JobFolder:
+    """A job's folder (`dir`) and the paths in it, named as in the layout above."""
+
     dir: str
+    work: str = field(init=False)
+    log: str = field(init=False)
+    result: str = field(init=False)
+    control: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("work", "log", "result", "control"):
+            object.__setattr__(self, name, os.path.join(self.dir, name))
 
     @classmethod
     def of(cls, jobs_dir: str, job_id: str) -> JobFolder:
         return cls(os.path.join(jobs_dir, job_id))
-
-    @property
-    def work(self) -> str:
-        return os.path.join(self.dir, "work")
-
-    @property
-    def log(self) -> str:
-        return os.path.join(self.dir, "log")
-
-    @property
-    def result(self) -> str:
-        return os.path.join(self.dir, "result")
-
-    @property
-    def control(self) -> str:
-        return os.path.join(self.dir, "control")
 
     def make(self, uid: int, gid: int) -> None:
         """The folder, and /work in it for the uid and gid the job runs as."""

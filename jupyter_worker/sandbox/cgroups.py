@@ -73,6 +73,18 @@ _PIDS = Knob((("pids.max", "{count}"),), "pids.max")
 _CPUSET = Knob((("cpuset.cpus", "{cpus}"),), "cpuset.cpus")
 
 
+# The files (and values) that report usage and freeze a job, by concern: (v1, v2).
+FILES: dict[str, tuple[str, str]] = {
+    "memory": ("memory.usage_in_bytes", "memory.current"),  # bytes now
+    "memory_peak": ("memory.max_usage_in_bytes", "memory.peak"),
+    "oom": ("memory.oom_control", "memory.events"),  # keyed, with oom_kill
+    "io": ("blkio.throttle.io_service_bytes", "io.stat"),  # bytes read and written, by device
+    "freeze": ("freezer.state", "cgroup.freeze"),
+    "frozen": ("FROZEN", "1"),
+    "thawed": ("THAWED", "0"),
+}
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -122,15 +134,14 @@ class Dialect(abc.ABC):
     names: ClassVar[dict[str, str]] = {}  # controllers named otherwise than in v2
     knobs: ClassVar[dict[str, Knob]]  # by limit field, as ENFORCED
     swap_file: str  # where it exists, swap can be kept out of the memory limit
-    memory_files: tuple[str, str]  # current and peak bytes
-    oom_file: str  # a keyed file with oom_kill
-    io_file: str  # bytes read and written, by device
-    freeze_file: str
-    freeze_values: tuple[str, str]  # frozen, thawed
     kill_file: str | None = None  # one write kills every process, forks in flight included
     # A process joins either by itself (file, value), or by another process writing its pid.
     self_join: tuple[str, str] | None = None
     pid_join: str | None = None
+
+    def file(self, concern: str) -> str:
+        """This version's file (or value) for a concern of FILES."""
+        return FILES[concern][self.version - 1]
 
     def name(self, controller: str) -> str:
         """This version's name of a controller given by its v2 name."""
@@ -156,14 +167,14 @@ class Dialect(abc.ABC):
         if self.kill_file and os.path.exists(os.path.join(path, self.kill_file)):
             _write(os.path.join(path, self.kill_file), "1")
             return
-        frozen, thawed = self.freeze_values
-        _write(os.path.join(path, self.freeze_file), frozen)
+        freeze = os.path.join(path, self.file("freeze"))
+        _write(freeze, self.file("frozen"))
         for pid in _procs(path):
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        _write(os.path.join(path, self.freeze_file), thawed)
+        _write(freeze, self.file("thawed"))
 
     def populated(self, path: str) -> bool:
         return bool(_procs(path))
@@ -182,17 +193,16 @@ class Dialect(abc.ABC):
 
     def memory(self, path: str) -> tuple[int, int]:
         """Current and peak memory, in bytes."""
-        current_file, peak_file = self.memory_files
-        current = _int_file(os.path.join(path, current_file)) or 0
-        return current, _int_file(os.path.join(path, peak_file)) or current
+        current = _int_file(os.path.join(path, self.file("memory"))) or 0
+        return current, _int_file(os.path.join(path, self.file("memory_peak"))) or current
 
     def oom_kills(self, path: str) -> int:
-        return _keyed(os.path.join(path, self.oom_file)).get("oom_kill", 0)
+        return _keyed(os.path.join(path, self.file("oom"))).get("oom_kill", 0)
 
     def io_bytes(self, path: str) -> tuple[int, int]:
         """Bytes read and written, over all devices."""
         try:
-            lines = _read(os.path.join(path, self.io_file)).splitlines()
+            lines = _read(os.path.join(path, self.file("io"))).splitlines()
         except OSError:
             return 0, 0
         counts = [self.io_counts(line) for line in lines]
@@ -200,7 +210,7 @@ class Dialect(abc.ABC):
 
     @abc.abstractmethod
     def io_counts(self, line: str) -> tuple[int, int]:
-        """Bytes read and written in one line of io_file."""
+        """Bytes read and written in one line of the io file."""
 
 
 class CgroupV1(Dialect):
@@ -226,11 +236,6 @@ class CgroupV1(Dialect):
         ),
         "cpuset": _CPUSET,
     }
-    memory_files = ("memory.usage_in_bytes", "memory.max_usage_in_bytes")
-    oom_file = "memory.oom_control"
-    io_file = "blkio.throttle.io_service_bytes"
-    freeze_file = "freezer.state"
-    freeze_values = ("FROZEN", "THAWED")
     # '0' in a v1 tasks file moves the writer's own thread without the kernel's global threadgroup
     # lock, which makes joining cheap; for a single-threaded init, the thread is the whole process.
     self_join = ("tasks", "0")
@@ -272,11 +277,6 @@ class CgroupV2(Dialect):
         "io_bps": Knob((("io.max", "{device} rbps={bps} wbps={bps}"),), "io.max rbps/wbps", per_device=True),
         "cpuset": _CPUSET,
     }
-    memory_files = ("memory.current", "memory.peak")
-    oom_file = "memory.events"
-    io_file = "io.stat"
-    freeze_file = "cgroup.freeze"
-    freeze_values = ("1", "0")
     kill_file = "cgroup.kill"
     # Writing cgroup.procs takes the kernel's global threadgroup lock, which waits for an RCU grace
     # period (milliseconds), so the supervisor does it while the init builds the root.

@@ -37,6 +37,14 @@ def row(page: Page, name: str):
     return page.locator("#jupyter-worker-panel .jw-row").filter(has_text=name)
 
 
+def open_job(page: Page, name: str):
+    """Click the job's row once it is listed; returns the row and the job's view."""
+    job = row(page, name)
+    expect(job).to_have_count(1, timeout=30_000)
+    job.click()
+    return job, page.locator(".jw-job-view").filter(has_text=name)
+
+
 def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
     open_panel(page, lab)
     panel = page.locator("#jupyter-worker-panel")
@@ -47,10 +55,7 @@ def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
     )
     panel.locator("input[name=name]").fill("from-the-form")
     panel.get_by_role("button", name="Start").click()
-    job = row(page, "from-the-form")
-    expect(job).to_have_count(1, timeout=30_000)
-    job.click()
-    view = page.locator(".jw-job-view").filter(has_text="from-the-form")
+    job, view = open_job(page, "from-the-form")
     expect(view.locator(".jw-stdout").filter(has_text="line 1")).to_be_visible(timeout=30_000)
     expect(view.locator(".jw-stderr")).to_have_text("oops\n", timeout=30_000)
     expect(view.locator(".jw-badge")).to_have_text("exit code 0", timeout=30_000)
@@ -88,10 +93,7 @@ def test_the_forms_limits_come_from_the_executors_table_and_take_units(lab, page
     panel.locator("input[name=memory_mb]").fill("256M")
     panel.locator("input[name=tmp_mb]").fill("32M")
     panel.get_by_role("button", name="Start").click()
-    job = row(page, "with-units")
-    expect(job).to_have_count(1, timeout=30_000)
-    job.click()
-    view = page.locator(".jw-job-view").filter(has_text="with-units")
+    job, view = open_job(page, "with-units")
     facts = view.locator("xpath=.//dt[text()='Limits']/following-sibling::dd[1]")
     expect(facts).to_contain_text("Memory 256 MiB, CPU 100 %, Processes 512, /tmp 32 MiB, Timeout 600 s")
     record = rest(lab, "GET", f"jobs/{job.get_attribute('data-job-id')}")

@@ -27,6 +27,7 @@ from jupyter_worker.spec import JobRecord
 from tests.conftest import ADMINS, VIEWERS
 
 SLEEP = {"command": ["sleep", "300"]}
+EXECUTOR = [sys.executable, "-m", "jupyter_worker.cli", "executor"]
 
 
 def as_user(name: str, action: Callable[[], Any]) -> Any:
@@ -95,22 +96,8 @@ class Daemon:
         return self.state or os.path.join(self.folder, "state")
 
     def start(self, *extra: str) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "jupyter_worker.cli",
-            "executor",
-            "--socket",
-            self.socket,
-            "--state-dir",
-            self.state_dir,
-            "--admin-group",
-            ADMINS,
-            "--viewer-group",
-            VIEWERS,
-            *self.flags,
-            *extra,
-        ]
+        command = [*EXECUTOR, "--socket", self.socket, "--state-dir", self.state_dir, *self.flags, *extra]
+        command += ["--admin-group", ADMINS, "--viewer-group", VIEWERS]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

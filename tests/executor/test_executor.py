@@ -15,7 +15,7 @@ import pytest
 
 from jupyter_worker.client import AsyncClient, Client
 from jupyter_worker.errors import WorkerError
-from tests.executor.conftest import SLEEP, as_user, ask_as, job_status, run_as, started_daemon, wait_for
+from tests.executor.conftest import EXECUTOR, SLEEP, as_user, ask_as, job_status, run_as, started_daemon, wait_for
 
 
 def test_a_job_runs_as_its_owner_and_others_cannot_touch_it(daemon, users):
@@ -37,16 +37,7 @@ def test_every_user_reaches_a_socket_folder_made_under_a_strict_umask(users, tmp
     folder = tempfile.mkdtemp(prefix="jupyter-worker-test-")
     os.chmod(folder, 0o755)
     path = os.path.join(folder, "run", "executor.sock")
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter_worker.cli",
-        "executor",
-        "--socket",
-        path,
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
+    command = [*EXECUTOR, "--socket", path, "--state-dir", str(tmp_path / "state")]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, umask=0o077)
     try:
         wait_for(lambda: os.path.exists(path), timeout=60, what="the socket")  # the VM lane starts slowly

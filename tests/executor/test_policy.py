@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
 from tests.conftest import VIEWERS
-from tests.executor.conftest import SLEEP, as_user, ask_as, run_as
+from tests.executor.conftest import EXECUTOR, SLEEP, as_user, ask_as, run_as
 
 # carol is in the viewers group; bob has an entry of his own; alice gets the global settings.
 ALLOWANCES = (
@@ -87,17 +86,7 @@ def test_capabilities_show_each_caller_their_own_allowance_and_nobody_elses(daem
 )
 def test_a_bad_policy_stops_the_executor_at_start_with_one_line(setting, message, tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_worker.cli",
-            "executor",
-            "--socket",
-            str(tmp_path / "s"),
-            "--state-dir",
-            str(tmp_path / "state"),
-            setting,
-        ],
+        [*EXECUTOR, "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path / "state"), setting],
         check=False,
         capture_output=True,
         text=True,

@@ -44,36 +44,22 @@ def test_every_row_takes_its_bounds_and_refuses_what_lies_beyond_them(item):
         item.parse(item.high + 1)
 
 
+# Per field, what a person types and the value it means.
+UNITS = {
+    "memory_mb": [("512M", 512), ("2G", 2048), ("1.5GiB", 1536), ("1g", 1024), (" 64 MiB ", 64), ("4096", 4096)],
+    "tmp_mb": [("256M", 256), ("1G", 1024), (4096, 4096)],
+    "io_bps": [("50M", 50 << 20), ("50M/s", 50 << 20), ("100k", 100 << 10), ("1048576", 1 << 20)],
+    "net_bps": [("10M", 10 << 20)],
+    "cpu_percent": [("50", 50), ("200%", 200)],
+    "pids": [(64, 64)],
+    "timeout_s": [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1h30m", 5400.0), ("250ms", 0.25), ("90", 90.0)],
+    "cpuset": [("0-1", "0-1"), ("0,2", "0,2")],
+}
+
+
 @pytest.mark.parametrize(
     ("field", "text", "expected"),
-    [
-        ("memory_mb", "512M", 512),
-        ("memory_mb", "2G", 2048),
-        ("memory_mb", "1.5GiB", 1536),
-        ("memory_mb", "1g", 1024),
-        ("memory_mb", " 64 MiB ", 64),
-        ("memory_mb", "4096", 4096),
-        ("memory_mb", 4096, 4096),
-        ("tmp_mb", "256M", 256),
-        ("tmp_mb", "1G", 1024),
-        ("io_bps", "50M", 50 << 20),
-        ("io_bps", "50M/s", 50 << 20),
-        ("io_bps", "100k", 100 << 10),
-        ("io_bps", "1048576", 1 << 20),
-        ("net_bps", "10M", 10 << 20),
-        ("cpu_percent", "50", 50),
-        ("cpu_percent", "200%", 200),
-        ("pids", 64, 64),
-        ("timeout_s", "90s", 90.0),
-        ("timeout_s", "10m", 600.0),
-        ("timeout_s", "2h", 7200.0),
-        ("timeout_s", "1h30m", 5400.0),
-        ("timeout_s", "250ms", 0.25),
-        ("timeout_s", "90", 90.0),
-        ("timeout_s", 2.5, 2.5),
-        ("cpuset", "0-1", "0-1"),
-        ("cpuset", "0,2", "0,2"),
-    ],
+    [(field, text, expected) for field, pairs in UNITS.items() for text, expected in pairs] + [("timeout_s", 2.5, 2.5)],
 )
 def test_values_take_units_and_a_plain_number_is_in_the_rows_unit(field, text, expected):
     value = getattr(Limits(**{field: text}), field)
