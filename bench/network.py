@@ -81,7 +81,7 @@ def main() -> None:
             daemon = Daemon(
                 folder,
                 "--Policy.isolated_bridge=jwt-brb",
-                "--Policy.isolated_subnet=198.51.100.0/25",
+                "--Policy.isolated_subnet=198.51.100.128/25",
                 f"--Policy.isolated_dns=['{internet.SERVER}']",
             )
             try:

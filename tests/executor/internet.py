@@ -1,7 +1,10 @@
 """A stand-in for "the internet": a network namespace of the test's own, routed through the host,
 with an HTTP server and a DNS server, so isolated jobs' NAT path is exercised for real without a
-packet leaving this machine. It also holds addresses in ranges a job must not reach (RFC 1918,
-the metadata address), routed to it, so a broken filter would show without touching the LAN.
+packet leaving this machine. It also holds addresses in ranges a job must not reach (a special-purpose
+range, the metadata address), routed to it, so a broken filter would show without touching the LAN.
+Every address is a documentation or special-purpose one (never 10/8, 172.16/12 or 192.168/16, which
+the machine's own networks may use): the special range 192.0.0.0/24 is in the filter's one set of
+blocked ranges with RFC 1918's, so reaching it tests that set.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pyroute2 import IPRoute
 
 HOST_SIDE, FAR_SIDE = "jwt-inet0", "jwt-inet1"
 HOST_ADDRESS, SERVER = "203.0.113.1", "203.0.113.2"
-PRIVATE, METADATA = "10.99.0.1", "169.254.169.254"
+SPECIAL, METADATA = "192.0.0.200", "169.254.169.254"
 NAME = "internet.test"
 PORT = 8080
 SINK_PORT = PORT + 1
@@ -91,7 +94,7 @@ class Internet:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, FAR_SIDE, SERVER, HOST_ADDRESS, PRIVATE, METADATA, str(PORT)],
+            [sys.executable, "-c", _SERVER, FAR_SIDE, SERVER, HOST_ADDRESS, SPECIAL, METADATA, str(PORT)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -103,7 +106,7 @@ class Internet:
             host = ipr.link_lookup(ifname=HOST_SIDE)[0]
             ipr.addr("add", index=host, address=HOST_ADDRESS, prefixlen=24)
             ipr.link("set", index=host, state="up")
-            for far in (PRIVATE, METADATA):
+            for far in (SPECIAL, METADATA):
                 ipr.route("add", dst=f"{far}/32", gateway=SERVER)
         with open(f"/proc/sys/net/ipv4/conf/{HOST_SIDE}/forwarding", "w") as f:
             f.write("1")

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(
     isolated_problem() is not None, reason=f"this kernel cannot run isolated jobs: {isolated_problem()}"
 )
 
-BRIDGE, SUBNET = "jwt-br0", "10.213.77.0/24"
-GATEWAY = "10.213.77.1"
+BRIDGE, SUBNET = "jwt-br0", "198.51.100.0/25"  # a documentation range, free here
+GATEWAY = "198.51.100.1"
 
 PROBE = (
     """
@@ -97,12 +97,12 @@ def test_an_isolated_job_reaches_the_internet_through_nat_and_resolves_names(wor
 
 def test_an_isolated_job_cannot_reach_the_host_private_ranges_or_metadata(world):
     daemon, port = world
-    assert internet.reachable_from_here(internet.PRIVATE) and internet.reachable_from_here(internet.METADATA)
+    assert internet.reachable_from_here(internet.SPECIAL) and internet.reachable_from_here(internet.METADATA)
     targets = [
         f"127.0.0.1:{port}",
         f"{GATEWAY}:{port}",
         f"{internet.HOST_ADDRESS}:{port}",
-        f"{internet.PRIVATE}:{internet.PORT}",
+        f"{internet.SPECIAL}:{internet.PORT}",
         f"{internet.METADATA}:{internet.PORT}",
     ]
     seen = probe(daemon, "isolated", *targets)
