@@ -13,13 +13,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..limits import BY_FIELD
 from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
-# The size, in MiB, of each of /tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb:
-# the engine's own default, for direct users such as `jupyter-worker sandbox`; the executor always
-# sets tmp_mb, from its policy.
-DEFAULT_TMP_MB = 64
+# The size, in MiB, of each of /tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb
+# (direct users of the engine such as `jupyter-worker sandbox`; the executor always sets tmp_mb, from
+# its policy): the table's own default.
+DEFAULT_TMP_MB: int = BY_FIELD["tmp_mb"].default
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC_ENTRIES = (
     "ld.so.cache",
