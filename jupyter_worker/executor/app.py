@@ -11,10 +11,12 @@ import logging
 import os
 import resource
 import signal
+import stat
 
 from traitlets import Bool, Int, TraitError, Unicode
 from traitlets.config import Application
 
+from ..limits import LIMITS
 from ..sandbox import Sandbox
 from .local import LocalBackend
 from .policy import Policy
@@ -68,12 +70,17 @@ class ExecutorApp(Application):
         except TraitError as exc:
             self.log.critical("configuration: %s", exc)
             self.exit(2)
+        lower_defaults_to_maxima(policy, self.log)
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(self.serve(policy))
 
     async def serve(self, policy: Policy) -> None:
-        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        # Whatever the umask the executor was started with, what it makes is root's alone: the state
+        # folder holds every job's command and environment. The socket's own umask is set where it
+        # is bound (server.py), and jobs set theirs before exec (sandbox/launch.py).
+        os.umask(0o077)
+        make_private_state(self.state_dir, self.log)
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()
@@ -103,6 +110,76 @@ class ExecutorApp(Application):
             sandbox.close()
             store.close()
             self.log.info("executor stopped; running jobs go on and are reattached at the next start")
+
+
+def lower_defaults_to_maxima(policy: Policy, log: logging.Logger) -> None:
+    """A default above its maximum is lowered to it, with a warning: the default is what a job
+    asking for nothing gets, and no job gets more than the maximum."""
+    for row in LIMITS:
+        if not (row.default_setting and row.max_setting):
+            continue
+        default, maximum = getattr(policy, row.default_setting), getattr(policy, row.max_setting)
+        if maximum is None or (default is not None and default <= maximum):
+            continue
+        if default is not None:
+            log.warning(
+                "Policy.%s (%s) is above Policy.%s: lowered to %s",
+                row.default_setting,
+                row.show(default),
+                row.max_setting,
+                row.show(maximum),
+            )
+        setattr(policy, row.default_setting, maximum)
+
+
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# What the executor keeps in its state folder: the job table and the spawner's folder beside the
+# jobs (each with its log, result and control socket). A job's work/ is the job's own (0700, its uid).
+_STATE_FILES = ("jobs.db", "jobs.db-wal", "jobs.db-shm", "jobs.db-journal")
+_JOB_FILES = ("log", "result", "control")
+
+
+def make_private_state(state_dir: str, log: logging.Logger) -> None:
+    """The state folder, made or fixed so that only root reads or crosses it: the folder, jobs/ and
+    every job's folder 0700 and root's, the database and each job's log, result and control socket
+    0600. What an older version or a careless admin left looser is fixed, with a warning."""
+    os.makedirs(state_dir, mode=PRIVATE_DIR, exist_ok=True)
+    state_dir = os.path.realpath(state_dir)  # the admin's path may be a link; nothing beneath it is followed
+    loose: list[str] = []
+    _make_private(state_dir, PRIVATE_DIR, loose)
+    for name in ("jobs", "run"):
+        path = os.path.join(state_dir, name)
+        if not os.path.lexists(path):
+            os.mkdir(path, PRIVATE_DIR)
+        _make_private(path, PRIVATE_DIR, loose)
+    for name in _STATE_FILES:
+        _make_private(os.path.join(state_dir, name), PRIVATE_FILE, loose)
+    jobs = os.path.join(state_dir, "jobs")
+    for job_id in os.listdir(jobs):
+        folder = os.path.join(jobs, job_id)
+        _make_private(folder, PRIVATE_DIR, loose)
+        for name in _JOB_FILES:
+            _make_private(os.path.join(folder, name), PRIVATE_FILE, loose)
+    if loose:
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        log.warning("the state folder was readable by others; made private to root: %s", shown)
+
+
+def _make_private(path: str, mode: int, loose: list[str]) -> None:
+    """path owned by root with at most mode's bits; noted in loose when it was not. A path that is
+    missing is left so; a symlink is never followed (nothing but root writes in these folders)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise SystemExit(f"the executor's state folder: {path} is a symlink; refusing to follow it")
+    if info.st_uid != 0 or info.st_gid != 0:
+        os.chown(path, 0, 0, follow_symlinks=False)
+        loose.append(path)
+    if stat.S_IMODE(info.st_mode) & ~mode:
+        os.chmod(path, stat.S_IMODE(info.st_mode) & mode)
+        loose.append(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
 """A job's folder under the executor's state dir, and what lives in it.
 
-jobs/<id>/          0711: the job's uid reaches /work through it, nothing else
+jobs/<id>/          0700, root's: only the executor crosses it (the sandbox binds /work from an
+                    fd root opened, so the job's uid never walks this path)
     work/           0700, owned by the uid the job runs as: the job's /work
     log             the job's output, framed (sandbox/output.py), appended by its supervisor
     result          the supervisor's word on the job: its cgroup, then how it ended
@@ -34,7 +35,7 @@ class JobFolder:
 
     def make(self, uid: int, gid: int) -> None:
         """The folder, and /work in it for the uid and gid the job runs as."""
-        os.makedirs(self.dir, mode=0o711, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.makedirs(self.work, mode=0o700, exist_ok=True)
         os.chown(self.work, uid, gid)
 

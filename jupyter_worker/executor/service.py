@@ -59,7 +59,7 @@ class Executor:
         self.network = IsolatedNetwork(policy)
         self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
         self._tasks: list[asyncio.Task] = []
-        os.makedirs(self.jobs_dir, mode=0o711, exist_ok=True)
+        os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
     async def start(self) -> None:
         self.recover()

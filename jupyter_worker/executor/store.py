@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +46,13 @@ class JobStore:
     """Rows hold the record as JSON plus the columns that queries filter and sort on."""
 
     def __init__(self, path: str):
+        # Made root's and 0600 before SQLite opens it: SQLite gives the -wal and -shm files the
+        # database's own mode, and the rows hold every job's command and environment.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
