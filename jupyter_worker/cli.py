@@ -2,7 +2,7 @@
 
     jupyter-worker run [limits] [--wait] [--json] -- CMD ARGS   submit a job (prints it, or streams it)
         limits: --max-memory 512M, --timeout 10m, ... (flags.py, from the table in limits.py)
-    jupyter-worker list | status ID | log ID [--follow] | stop ID | delete ID
+    jupyter-worker list | status ID | log ID [--follow] [--raw] | stop ID | delete ID
     jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
     jupyter-worker doctor [--json]                               what this host can enforce
     jupyter-worker sandbox [limits] -- CMD ARGS                  one command, engine only (root)
@@ -10,6 +10,11 @@
 Clients find the executor by --socket or $JUPYTER_WORKER_SOCKET. IDs may be shortened to any
 unique prefix. An error is one line on stderr; the exit code is its reason's (errors.ErrorReason):
 2 when the request is wrong, 1 when it is refused.
+
+Everything shown comes through formatting.inert: a name, command, owner or error another user
+chose never reaches this terminal as control characters. A job's log is its owner's output and is
+written as the job wrote it to its owner; to anyone else (an admin, a viewer) it is shown inert too
+unless they ask for --raw.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .client import Client
 from .errors import ErrorReason, WorkerError
 from .executor.app import main as executor_main
 from .flags import JobParser, add_job_flags, request_from_flags
-from .formatting import LogWriter, follow_log, job_lines, text_table
+from .formatting import LogWriter, follow_log, inert, job_lines, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
 from .spec import JobRecord, JobStatus, NetworkMode
@@ -57,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     log = verbs.add_parser("log", help="print a job's output")
     log.add_argument("job_id", metavar="ID")
     log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    log.add_argument("--raw", action="store_true", help="another user's log as written, control characters and all")
     verbs.add_parser("executor", help="run the executor daemon (root); --help-all for its options")
     doctor = verbs.add_parser("doctor", help="show what this host can isolate and limit")
     doctor.add_argument("--json", action="store_true")
@@ -82,12 +88,14 @@ def _run(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(final.to_dict()), file=sys.stderr)
     elif final.status is not JobStatus.COMPLETED:
-        print(f"{PROG}: job {final.id[:8]} {final.status.value.lower()} ({final.ending})", file=sys.stderr)
+        print(f"{PROG}: job {final.id[:8]} {final.status.value.lower()} ({inert(final.ending)})", file=sys.stderr)
     return final.shell_code
 
 
 def _log(client: Client, args: argparse.Namespace) -> int:
-    writer = LogWriter()
+    # Someone else's job (an admin reading a user's log): its bytes are shown inert unless --raw.
+    others = not args.raw and client.get(args.job_id).owner_uid != os.getuid()
+    writer = LogWriter(inert=others)
     if args.follow:
         follow_log(client.follow(args.job_id), writer)
         return 0
@@ -107,7 +115,10 @@ def _client_verb(args: argparse.Namespace) -> int:
         if args.verb == "log":
             return _log(client, args)
         if args.verb == "list":
-            records, _ = client.list(status=args.status, limit=args.limit)
+            records, cursor = client.list(status=args.status, limit=args.limit)
+            while cursor is not None and len(records) < args.limit:  # a page is short when its records are big
+                more, cursor = client.list(status=args.status, limit=args.limit - len(records), cursor=cursor)
+                records += more
             if args.json:
                 print(json.dumps([record.to_dict() for record in records]))
             else:
@@ -115,7 +126,7 @@ def _client_verb(args: argparse.Namespace) -> int:
             return 0
         if args.verb == "delete":
             client.delete(args.job_id)
-            print("{}" if args.json else f"deleted {args.job_id}")
+            print("{}" if args.json else f"deleted {inert(args.job_id)}")
             return 0
         record = client.get(args.job_id) if args.verb == "status" else client.stop(args.job_id)
         _show(record, args.json)
@@ -142,7 +153,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome.to_dict()), file=sys.stderr)
     elif outcome.error:
-        print(f"{PROG}: {outcome.error}", file=sys.stderr)
+        print(f"{PROG}: {inert(outcome.error)}", file=sys.stderr)
     return outcome.shell_code
 
 
@@ -153,7 +164,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"{PROG}: {inert(' '.join(message.splitlines()))}", file=sys.stderr)
     return code
 
 

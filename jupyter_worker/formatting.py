@@ -3,6 +3,14 @@ lines, and a job's log written to stdout and stderr as it comes.
 
 The CLI, the magics, `jobs.Job` and the notebook widget all show jobs through here, so a job reads
 the same wherever it is shown.
+
+Every string in a job record came from some user (its name, command, owner, error), and the person
+looking may be another (an admin's `jupyter-worker list`). So text is made inert here, once:
+`inert` spells out what a terminal would obey or what would forge text (control characters C0, DEL
+and C1 incl. the one-byte CSI \\x9b, bidi overrides and isolates, zero-width and other invisible
+format characters, line and paragraph separators, lone surrogates) as a visible `\\x1b`, `\\u202e`;
+`html_text` is that, HTML-escaped, with `$` as `&#36;`; and `html_block` wraps HTML in the class
+MathJax skips, so `$x$` in a name is never typeset as LaTeX by JupyterLab, Notebook or a widget.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import datetime
 import html
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -20,6 +29,38 @@ from .spec import JobRecord
 
 TABLE_COLUMNS = ("ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY")
 MIB = 1 << 20
+
+# Unicode categories a terminal obeys or a reader cannot see: controls (C0, DEL, C1), format
+# characters (bidi embeddings, overrides and isolates, LRM/RLM/ALM, zero-width space/joiners, BOM,
+# soft hyphen, tag characters), surrogates (lone ones cannot even be printed), line/paragraph separators.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# MathJax 3 (JupyterLab) skips elements of class mathjax_ignore, MathJax 2 (Notebook 6) tex2jax_ignore.
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+
+
+def _spelled(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def inert(text: object, keep: str = "") -> str:
+    """Text safe to show anyone: every hidden character (HIDDEN_CATEGORIES) spelled out as
+    `\\x1b`, `\\u202e`...; those in keep (e.g. "\\n\\t" for a log) stay. The one function the CLI,
+    the magics and the widget show user text through."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isprintable():  # the common case, fast: no C*, Z* other than a plain space
+        return text
+    return "".join(_spelled(c) if c not in keep and unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in text)
+
+
+def html_text(text: object) -> str:
+    """Text for HTML: inert, escaped (quotes too, so also for attributes), `$` as `&#36;`."""
+    return html.escape(inert(text)).replace("$", "&#36;")
+
+
+def html_block(inner: str, tag: str = "div") -> str:
+    """HTML that MathJax leaves alone (a `$x$` stays text), in JupyterLab, Notebook and widgets."""
+    return f'<{tag} class="{NO_MATH}">{inner}</{tag}>'
 
 
 def clock(stamp: float | None) -> str:
@@ -50,10 +91,10 @@ def table_row(record: JobRecord, now: float | None = None) -> tuple[str, ...]:
     metrics = record.metrics
     peak = metrics.get("memory_peak_bytes") or metrics.get("memory_bytes")
     return (
-        record.id[:8],
+        inert(record.id[:8]),
         record.status.value,
-        record.name or "",
-        " ".join(" ".join(record.command).split())[:40],
+        inert(record.name or ""),
+        inert(" ".join(" ".join(record.command).split()))[:40],
         clock(record.started_at),
         seconds(elapsed(record, now)),
         seconds(metrics.get("cpu_seconds"), 2),
@@ -73,26 +114,26 @@ def html_table(records: Iterable[JobRecord], now: float | None = None) -> str:
     """The same table for a notebook's rich output."""
     head = "".join(f"<th>{column}</th>" for column in TABLE_COLUMNS)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in table_row(record, now)) + "</tr>"
+        "<tr>" + "".join(f"<td>{html_text(cell)}</td>" for cell in table_row(record, now)) + "</tr>"
         for record in records
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return html_block(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def job_lines(record: JobRecord) -> list[str]:
-    """A job in detail, a 'Field: value' line each (the CLI's run and status)."""
-    ending = f" ({record.ending})" if record.finished else ""
+    """A job in detail, a 'Field: value' line each (the CLI's run and status), every value inert."""
+    ending = f" ({inert(record.ending)})" if record.finished else ""
     lines = [
-        f"ID:        {record.id}",
-        f"Name:      {record.name}",
-        f"Owner:     {record.owner}",
-        f"Command:   {' '.join(record.command)}",
+        f"ID:        {inert(record.id)}",
+        f"Name:      {inert(record.name)}",
+        f"Owner:     {inert(record.owner)}",
+        f"Command:   {inert(' '.join(' '.join(record.command).split()))}",  # one line: a newline could forge the next
         f"Status:    {record.status.value}{ending}",
         f"StartTime: {clock(record.started_at)}",
         f"Limits:    {', '.join(f'{key}={value}' for key, value in record.limits.given().items())}",
     ]
     if record.stopped_by:
-        lines.append(f"StoppedBy: {record.stopped_by}")
+        lines.append(f"StoppedBy: {inert(record.stopped_by)}")
     metrics = record.metrics
     if metrics:
         lines.append(
@@ -102,27 +143,41 @@ def job_lines(record: JobRecord) -> list[str]:
     return lines
 
 
+def html_job(record: JobRecord) -> str:
+    """A job in detail for a notebook's rich output: job_lines as a two-column table."""
+    rows = "".join(
+        f"<tr><th>{html_text(key)}</th><td>{html_text(value.strip())}</td></tr>"
+        for key, _, value in (line.partition(":") for line in job_lines(record))
+    )
+    return html_block(f"<table>{rows}</table>")
+
+
 class LogWriter:
     """Writes a job's log as it comes: its stdout to stdout; its stderr and the executor's notices
     to stderr. Where a stream has a binary buffer (a terminal, a pipe, a file) the bytes go there as
     the job wrote them; elsewhere (a kernel's output) they are decoded, a character split between
-    two chunks kept whole."""
+    two chunks kept whole.
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None):
+    With inert=True (the CLI's `log` of someone else's job) the log is decoded and shown through
+    `inert`, only newlines and tabs kept: the job's owner chose those bytes, not the viewer."""
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None, inert: bool = False):
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self.inert = inert
         self._decoders: dict[bool, codecs.IncrementalDecoder] = {}
 
     def write(self, stream: str, data: bytes) -> None:
         to_stdout = stream == "stdout"
         out = self.stdout if to_stdout else self.stderr
         buffer = getattr(out, "buffer", None)
-        if buffer is not None:
+        if buffer is not None and not self.inert:
             out.flush()  # what was printed as text before goes first
             buffer.write(data)
         else:
             decoder = self._decoders.setdefault(to_stdout, codecs.getincrementaldecoder("utf-8")(errors="replace"))
-            out.write(decoder.decode(data))
+            text = decoder.decode(data)
+            out.write(inert(text, keep="\n\t") if self.inert else text)
         out.flush()
 
 

@@ -9,6 +9,9 @@ notebook's folder is shown read-only at its own path and is the job's working di
 --mount .:.:rw makes it writable. Without --wait the cell returns at once with the job's live
 widget; where no front end draws widgets (nbconvert, papermill, a terminal) it streams the job's
 output instead, and an interrupt detaches from the job.
+
+What is shown of a job (name, command, status words, errors) is made inert by formatting: control
+characters spelled out in text/plain, HTML-escaped with `$` as `&#36;` in a block MathJax skips.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from IPython.display import display
 from .client import Client
 from .errors import WorkerError
 from .flags import JobParser, add_job_flags, request_from_flags
-from .formatting import html_table, text_table
+from .formatting import html_job, html_table, inert, text_table
 from .jobs import Job, JobFailed, python_code
 from .widgets import JobWidget
 
@@ -62,7 +65,7 @@ class WorkerMagics(Magics):
             with Client() as client:
                 return Job(client.run(request_from_flags(args, command)))
         except WorkerError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(inert(str(exc))) from None
 
     def _show(self, job: Job) -> None:
         self.last_widget = JobWidget(job.record)
@@ -98,7 +101,7 @@ class WorkerMagics(Magics):
         try:
             return self._query(verb, rest)
         except WorkerError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(inert(str(exc))) from None
 
     def _run(self, words: list[str]) -> Job | None:
         """A background job: its widget where widgets are drawn, else its id; --wait follows it here."""
@@ -123,10 +126,11 @@ class WorkerMagics(Magics):
                 raise UsageError(f"%worker {verb} ID")
             if verb == "status":
                 record = client.get(rest[0])
-                print(f"{record.id} {record.status.value} ({record.ending})")
+                line = f"{inert(record.id)} {record.status.value} ({inert(record.ending)})\n"
+                display({"text/plain": line, "text/html": html_job(record)}, raw=True)
             elif verb == "stop":
                 client.stop(rest[0])
-                print(f"stopping {rest[0]}")
+                print(f"stopping {inert(rest[0])}")
             elif "-f" in rest[1:]:
                 _stream_detachable(Job(client.get(rest[0])))
             else:
@@ -148,9 +152,9 @@ def _stream_detachable(job: Job) -> None:
     try:
         final = job.wait(stream=True)
     except JobFailed as failed:
-        print(f"\n{failed}", file=sys.stderr)
+        print(f"\n{inert(str(failed))}", file=sys.stderr)
         return
     except KeyboardInterrupt:
         print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
         return
-    print(f"\njob {job.id[:8]} completed: {final.ending}")
+    print(f"\njob {job.id[:8]} completed: {inert(final.ending)}")

@@ -4,6 +4,10 @@ Updates come from one asyncio task on the kernel's event loop following the job 
 executor; they are gathered and drawn at most UPDATES_PER_S times a second, and the log shown is
 bounded (the last LOG_LINES lines, "Show all" for the rest), so a job printing millions of lines
 never floods the notebook.
+
+The job's name, status words and errors are another user's text as far as this widget knows: they
+are shown through formatting.html_text (inert, escaped, `$` spelled `&#36;`) inside html_block, the
+class MathJax skips, as ipywidgets' HTML view typesets what it shows.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import ipywidgets as widgets
 
 from .client import AsyncClient
 from .errors import WorkerError
-from .formatting import MIB, elapsed
+from .formatting import MIB, elapsed, html_block, html_text
 from .spec import JobRecord
 
 UPDATES_PER_S = 10
@@ -102,16 +106,18 @@ class JobWidget:
         ended = job.finished_at
         badge = (
             f'<span style="background:{COLOURS[status]};color:white;border-radius:4px;padding:1px 6px">'
-            f"{html.escape(status.lower() if not ended else job.ending)}</span>"
+            f"{html_text(status.lower() if not ended else job.ending)}</span>"
         )
-        self.header.value = (
-            f"<b>{html.escape(job.name)}</b> <code>{job.id[:8]}</code> {badge} {elapsed(job) or 0:.1f} s"
+        self.header.value = html_block(
+            f"<b>{html_text(job.name)}</b> <code>{html_text(job.id[:8])}</code> {badge} {elapsed(job) or 0:.1f} s"
         )
         limit = job.limits.memory_mb
         self.resources.value = self._resources(job.metrics, limit, bool(ended))
         self.chart.value = self._chart(limit)
         tail = html.escape(self.partial)
-        self.log.value = "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
+        self.log.value = html_block(
+            "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
+        )
         self.stop_button.disabled = bool(ended) or self.finished
 
     def _resources(self, metrics: dict[str, Any], limit: int | None, ended: bool) -> str:
@@ -161,5 +167,5 @@ class JobWidget:
                 if not chunks:
                     break
                 text += [c.data.decode(errors="replace") for c in chunks]
-        self.log.value = "<pre style='margin:0'>" + html.escape("".join(text)) + "</pre>"
+        self.log.value = html_block("<pre style='margin:0'>" + html.escape("".join(text)) + "</pre>")
         self.show_all.layout.display = "none"

@@ -79,7 +79,7 @@ def test_the_text_table_aligns_its_columns_under_the_heading():
 
 def test_the_html_table_escapes_what_a_job_named():
     table = html_table([record(name="<b>bold</b>")], now=START)
-    assert table.startswith("<table><thead><tr><th>ID</th>")
+    assert table.startswith('<div class="tex2jax_ignore mathjax_ignore"><table><thead><tr><th>ID</th>')
     assert "<td>&lt;b&gt;bold&lt;/b&gt;</td>" in table and "<b>bold</b>" not in table
 
 
@@ -95,7 +95,7 @@ def test_a_jobs_detail_lines_name_its_ending_its_limits_and_its_usage():
         "ID:        0123456789abcdef0123456789abcdef",
         "Name:      napper",
         "Owner:     alice",
-        "Command:   sh -c echo started;\n  sleep 300",
+        "Command:   sh -c echo started; sleep 300",
         "Status:    STOPPED (stopped by root)",
         "StartTime: 2024-05-01 12:00:00",
         "Limits:    memory_mb=256, timeout_s=60.0",
