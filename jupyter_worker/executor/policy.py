@@ -14,7 +14,7 @@ import pwd
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import Dict, Float, Int, List, TraitError, TraitType, Unicode, validate
+from traitlets import Dict, Float, Int, List, TraitError, TraitType, Unicode, default, validate
 from traitlets.config import Configurable
 
 from ..limits import LIMITS, LimitRow
@@ -22,7 +22,8 @@ from ..sandbox.network import parse_rule
 from ..spec import JobRequest, Limits, NetworkMode, SpecError
 
 _BY_MAX = {row.max_setting: row for row in LIMITS if row.max_setting}
-ALLOWANCE_KEYS = ("max_jobs", *(row.max_setting for row in LIMITS if row.max_setting))
+ALLOWANCE_KEYS = ("max_jobs", "max_queued", *(row.max_setting for row in LIMITS if row.max_setting))
+_CAPS = ("max_jobs", "max_queued")  # whole numbers, 0 meaning no cap of the user's own
 
 
 class LimitSetting(TraitType):
@@ -61,14 +62,15 @@ _LimitSettings = type("_LimitSettings", (Configurable,), _limit_settings())
 
 @dataclass(frozen=True)
 class Allowance:
-    """What one user may use: concurrent jobs (0: no cap of their own) and a maximum per limit
-    (None: no maximum), after their own entry, their groups' entries and the global settings."""
+    """What one user may use: concurrent jobs and queued jobs (0: no cap of their own) and a maximum
+    per limit (None: no maximum), after their own entry, their groups' entries and the global settings."""
 
     max_jobs: int
     maxima: dict[str, float | None]
+    max_queued: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_jobs": self.max_jobs, **self.maxima}
+        return {"max_jobs": self.max_jobs, "max_queued": self.max_queued, **self.maxima}
 
 
 class Policy(_LimitSettings):
@@ -77,9 +79,36 @@ class Policy(_LimitSettings):
     max_concurrent_jobs = Int(max(2, 2 * (os.cpu_count() or 1)), help="jobs running at once; the rest wait").tag(
         config=True
     )
-    max_jobs_per_user = Int(0, help="jobs one user may run at once (0: no cap beyond the global one)").tag(config=True)
+    max_jobs_per_user = Int(
+        min=0,
+        help="jobs one user may run at once (0: no cap beyond the global one); default: half of "
+        "max_concurrent_jobs, at least 1",
+    ).tag(config=True)
+    max_queued_per_user = Int(
+        100, min=0, help="jobs one user may have waiting QUEUED; past it a submission is refused busy (0: no cap)"
+    ).tag(config=True)
+    max_connections = Int(
+        512, min=1, help="client connections at once, all users together; the last guard (executor/server.py)"
+    ).tag(config=True)
+    reserved_connections = Int(
+        32, min=0, help="of max_connections, how many only root and the admin group may use"
+    ).tag(config=True)
+    max_connections_per_user = Int(
+        64, min=1, help="connections one user (uid) other than root and admins may hold at once, streams included"
+    ).tag(config=True)
+    max_requests_per_user = Int(
+        8, min=1, help="requests of one user (uid) other than root and admins being answered at once"
+    ).tag(config=True)
+    hello_timeout_s = Float(
+        10.0, min=0.1, help="a new connection that has not said hello within this many seconds is closed"
+    ).tag(config=True)
+    frame_timeout_s = Float(
+        30.0,
+        min=0.1,
+        help="a request frame that has begun must arrive whole within this many seconds, or the connection is closed",
+    ).tag(config=True)
     user_limits = Dict(
-        help="per user name, what overrides the global settings for them: max_jobs and any max_* limit "
+        help="per user name, what overrides the global settings for them: max_jobs, max_queued and any max_* limit "
         "(None: no maximum), e.g. {'alice': {'max_jobs': 8, 'max_memory_limit': 16384}}"
     ).tag(config=True)
     group_limits = Dict(
@@ -121,6 +150,11 @@ class Policy(_LimitSettings):
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
 
+    @default("max_jobs_per_user")
+    def _half_the_slots(self) -> int:
+        """On by default: one user never takes every slot while others wait."""
+        return max(1, self.max_concurrent_jobs // 2)
+
     @validate("default_network")
     def _check_network(self, proposal: Any) -> str:
         if proposal["value"] not in ("auto", *(mode.value for mode in NetworkMode)):
@@ -161,15 +195,16 @@ class Policy(_LimitSettings):
 
     def allowance(self, user: str) -> Allowance:
         """The user's own entry wins; else the most generous of their groups' entries; else the global value."""
-        chosen: dict[str, Any] = {"max_jobs": self.max_jobs_per_user}
-        chosen |= {setting: getattr(self, setting) for setting in ALLOWANCE_KEYS[1:]}
+        chosen: dict[str, Any] = {"max_jobs": self.max_jobs_per_user, "max_queued": self.max_queued_per_user}
+        chosen |= {setting: getattr(self, setting) for setting in ALLOWANCE_KEYS[len(_CAPS) :]}
         groups = [self.group_limits[g] for g in _groups_of(user) if g in self.group_limits]
         for key in ALLOWANCE_KEYS:
             values = [entry[key] for entry in groups if key in entry]
             if values:
                 chosen[key] = _most_generous(key, values)
         chosen |= self.user_limits.get(user, {})
-        return Allowance(int(chosen.pop("max_jobs") or 0), chosen)
+        max_jobs, max_queued = int(chosen.pop("max_jobs") or 0), int(chosen.pop("max_queued") or 0)
+        return Allowance(max_jobs, chosen, max_queued)
 
     def limits_for(self, asked: Limits, allowance: Allowance) -> Limits:
         """The limits a job gets, limit by limit: what it asked for, which may not exceed the
@@ -200,7 +235,7 @@ def _allowance_value(where: str, key: str, value: Any) -> Any:
     if value is None:
         return None
     try:
-        if key == "max_jobs":
+        if key in _CAPS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SpecError("a whole number >= 0")
             return value
@@ -210,7 +245,7 @@ def _allowance_value(where: str, key: str, value: Any) -> Any:
 
 
 def _most_generous(key: str, values: list[Any]) -> Any:
-    if key == "max_jobs":
+    if key in _CAPS:
         return 0 if 0 in values else max(values)
     return None if None in values else max(values)
 

@@ -6,32 +6,101 @@ as long as the connection (executor/holds.py). This is the protocol boundary: ea
 fields are decoded here, once, into typed values (a bad one is a bad_request naming the field),
 and every refusal, a WorkerError, becomes one error response. Bad frames, unknown operations and
 oversized messages get an error response too; nothing a client sends produces a traceback.
+
+Fair access (`Admission`): each uid other than root and the admin group holds at most
+Policy.max_connections_per_user connections and has at most Policy.max_requests_per_user requests
+being answered; all of them together leave Policy.reserved_connections of Policy.max_connections
+to root and admins, so no user, nor all users together, lock those out. A refused connection gets
+one `busy` frame naming the cap. A connection must say hello within Policy.hello_timeout_s, and a
+frame once begun must arrive within Policy.frame_timeout_s; else it is closed. An idle greeted
+connection is kept (a stream, a hold, a client between requests): the per-user cap bounds them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
 from ..spec import JobRequest, JobStatus, validate_holder
-from .access import Caller, Roles
+from .access import Caller, Role, Roles
+from .policy import Policy
 from .service import Executor, ListQuery
 
 _PEERCRED = struct.Struct("3i")
-MAX_CONNECTIONS = 512
 LOGS_DEFAULT_BYTES = 512 << 10
 READ_FILE_DEFAULT_BYTES = 1 << 20
 
 Request = dict[str, Any]
+
+
+@dataclass
+class Admission:
+    """Who holds how many connections and requests; refuses (with the cap's words) what one uid, or
+    the ordinary users together, may not take. Privileged callers are counted but never refused below
+    the global cap, and only they may use its reserve."""
+
+    max_connections: int
+    reserved: int
+    per_user: int
+    requests_per_user: int
+    total: int = 0
+    connections: dict[int, int] = field(default_factory=dict)
+    requests: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policy: Policy) -> Admission:
+        reserved = min(policy.reserved_connections, policy.max_connections - 1)
+        return cls(policy.max_connections, reserved, policy.max_connections_per_user, policy.max_requests_per_user)
+
+    def enter(self, uid: int, privileged: bool) -> str | None:
+        """Count a new connection in, or say which cap refuses it (and count nothing)."""
+        if self.total >= self.max_connections:
+            return f"the executor has {self.max_connections} connections, its most (Policy.max_connections)"
+        if not privileged:
+            if self.total >= self.max_connections - self.reserved:
+                return (
+                    f"the executor has {self.total} connections; the last {self.reserved} are kept for root "
+                    "and admins (Policy.reserved_connections)"
+                )
+            if self.connections.get(uid, 0) >= self.per_user:
+                return f"this user has {self.per_user} connections open, the most (Policy.max_connections_per_user)"
+        self.total += 1
+        self.connections[uid] = self.connections.get(uid, 0) + 1
+        return None
+
+    def leave(self, uid: int) -> None:
+        self.total -= 1
+        self.connections[uid] -= 1
+        if not self.connections[uid]:
+            del self.connections[uid]
+
+    @contextlib.contextmanager
+    def request(self, uid: int, privileged: bool) -> Iterator[None]:
+        """One request being answered; past the user's cap, busy."""
+        if not privileged and self.requests.get(uid, 0) >= self.requests_per_user:
+            raise WorkerError(
+                ErrorReason.BUSY,
+                f"this user has {self.requests_per_user} requests being answered, the most "
+                "(Policy.max_requests_per_user)",
+            )
+        self.requests[uid] = self.requests.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            self.requests[uid] -= 1
+            if not self.requests[uid]:
+                del self.requests[uid]
 
 
 class Server:
@@ -39,7 +108,7 @@ class Server:
         self.executor = executor
         self.socket_path = socket_path
         self.roles = Roles(admin_group, viewer_group)
-        self.connections = 0
+        self.admission = Admission.of(executor.policy)
         self.server: asyncio.AbstractServer | None = None
         self.ops: dict[str, Callable[[Caller, Request], dict[str, Any]]] = {
             "hello": self._hello,
@@ -86,24 +155,39 @@ class Server:
         return self.roles.caller(uid, gid)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         try:
-            if self.connections > MAX_CONNECTIONS:
-                await _send(writer, protocol.failed(None, WorkerError(ErrorReason.BUSY, "too many connections")))
-                return
             caller = self.caller(writer.get_extra_info("socket"))
-            await self._converse(caller, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+            privileged = caller.role is Role.ADMIN
+            refused = self.admission.enter(caller.uid, privileged)
+            if refused is not None:
+                await asyncio.wait_for(_send(writer, protocol.failed(None, WorkerError(ErrorReason.BUSY, refused))), 1)
+                return
+            try:
+                await self._converse(caller, privileged, reader, writer)
+            finally:
+                self.admission.leave(caller.uid)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
-            self.connections -= 1
             writer.close()
 
-    async def _converse(self, caller: Caller, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _converse(
+        self, caller: Caller, privileged: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        policy = self.executor.policy
         greeted = False
         while True:
             try:
-                request = await _receive(reader)
+                if greeted:
+                    request = await _receive(reader, policy.frame_timeout_s)
+                else:  # the whole hello, from the moment of connecting
+                    request = await asyncio.wait_for(_receive(reader, None), policy.hello_timeout_s)
+            except TimeoutError:
+                why = "no hello came in time" if not greeted else "a request frame did not arrive in time"
+                await asyncio.wait_for(
+                    _send(writer, protocol.failed(None, WorkerError(ErrorReason.BAD_REQUEST, why))), 1
+                )
+                return
             except WorkerError as exc:
                 await _send(writer, protocol.failed(None, exc))
                 return
@@ -123,7 +207,9 @@ class Server:
                 if request.get("op") == "hold":
                     await self._hold(caller, request, reader, writer)
                     return
-                await _send(writer, protocol.ok(request_id, **self.handle(caller, request)))
+                with self.admission.request(caller.uid, privileged):
+                    reply = protocol.ok(request_id, **self.handle(caller, request))
+                await _send(writer, reply)
             except WorkerError as exc:
                 await _send(writer, protocol.failed(request_id, exc))
 
@@ -294,6 +380,7 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
     del settings["user_limits"], settings["group_limits"]
     allowance = policy.allowance(caller.name).to_dict()
     settings["max_jobs_per_user"] = allowance.pop("max_jobs")
+    settings["max_queued_per_user"] = allowance.pop("max_queued")
     settings |= allowance
     # The default shown is what this caller's job asking for nothing gets (the policy's merge itself).
     defaults = policy.limits_for(Limits(), policy.allowance(caller.name))
@@ -319,14 +406,23 @@ def _event(request_id: Any, event: dict[str, Any]) -> dict[str, Any]:
     return {"id": request_id, **event}
 
 
-async def _receive(reader: asyncio.StreamReader) -> Request | None:
+async def _receive(reader: asyncio.StreamReader, frame_timeout_s: float | None) -> Request | None:
+    """The next request (None at the end of the connection). Waiting for one is free; once its
+    first byte has come, the rest must follow within frame_timeout_s (a half-sent frame does not
+    keep a connection forever)."""
     try:
-        header = await reader.readexactly(protocol.LENGTH.size)
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise WorkerError(ErrorReason.BAD_REQUEST, "a frame ended early") from None
+        first = await reader.readexactly(1)
+    except asyncio.IncompleteReadError:
         return None
-    body = await reader.readexactly(protocol.frame_length(header))
+    return await asyncio.wait_for(_rest_of_frame(reader, first), frame_timeout_s)
+
+
+async def _rest_of_frame(reader: asyncio.StreamReader, first: bytes) -> Request:
+    try:
+        header = first + await reader.readexactly(protocol.LENGTH.size - 1)
+        body = await reader.readexactly(protocol.frame_length(header))
+    except asyncio.IncompleteReadError:
+        raise WorkerError(ErrorReason.BAD_REQUEST, "a frame ended early") from None
     return protocol.decode(body)
 
 

@@ -33,7 +33,6 @@ from .policy import Policy
 from .store import JobStore
 from .supervision import Backend, Launch, StartError, Supervision
 
-FOLLOW_POLL_S = 0.05
 READ_MAX = 2 << 20  # log bytes per response: base64 of it stays well inside one protocol frame
 
 
@@ -93,6 +92,7 @@ class Executor:
             raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
         if request.holder is not None:
             self.holds.check(caller.uid, request.holder)
+        self._check_queue(owner)
         job_id = str(uuid.uuid4())
         uid, gid = runs_as(caller, self.root_runs_as)
         launch = LaunchSpec(
@@ -126,6 +126,13 @@ class Executor:
         self._announce(record)
         self.schedule()
         return self.store.get(job_id) or record
+
+    def _check_queue(self, owner: str) -> None:
+        """A user's waiting jobs are capped (Policy.max_queued_per_user): the queue is shared."""
+        cap = self.policy.allowance(owner).max_queued
+        if cap and sum(r.owner == owner for r in self.store.with_status(JobStatus.QUEUED)) >= cap:
+            why = "wait for some to start or stop some"
+            raise WorkerError(ErrorReason.BUSY, f"{owner} already has {cap} jobs queued, the most allowed: {why}")
 
     def find(self, caller: Caller, job_ref: str) -> JobRecord:
         """A job by id or unique id prefix, among those the caller may see."""
@@ -211,9 +218,13 @@ class Executor:
         its log is read to the end."""
         job_id = self.find(caller, job_ref).id
         log = self.folder(job_id).log
-        with self.supervision.news(job_id) as news:
+        newsroom = self.supervision.newsroom
+        with newsroom.subscribe(job_id) as news:
             status, metrics = None, None
             while True:
+                # Cleared before looking, so news that comes while we look wakes the wait below.
+                news.clear()
+                wait_s = newsroom.watch_log(job_id, log)
                 record = self._current(job_id)
                 chunks, offset = read_chunks(log, offset, READ_MAX)
                 for event in _coalesce(chunks, offset):
@@ -227,12 +238,15 @@ class Executor:
                 if record.finished and not chunks:
                     yield {"event": "end", "job": record.to_dict(), "offset": offset}
                     return
-                if not chunks:
-                    news.clear()
-                    try:
-                        await asyncio.wait_for(news.wait(), FOLLOW_POLL_S)
-                    except TimeoutError:
-                        pass
+                if chunks:  # more may be there than one read takes
+                    continue
+                if wait_s is None:  # no timer: a quiet job's follower sleeps until there is news
+                    await news.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(news.wait(), wait_s)
+                except TimeoutError:
+                    pass
 
     def watch_list(self) -> asyncio.Queue[JobRecord]:
         """A queue of every job as it changes (the caller filters what its client may see)."""
@@ -245,6 +259,7 @@ class Executor:
 
     def _announce(self, record: JobRecord) -> None:
         snapshot = dataclasses.replace(record)  # later changes to record are announced on their own
+        self.supervision.newsroom.wake(record.id)  # its followers: the status may have changed
         for queue in list(self.list_watchers):
             try:
                 queue.put_nowait(snapshot)

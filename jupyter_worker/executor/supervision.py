@@ -8,7 +8,9 @@ the local backend (executor/local.py) runs it in the sandbox engine on this host
 scheduler would be another backend.
 
 `Supervision` keeps the jobs that run: their handles, their latest usage (persisted about every
-METRICS_FLUSH_S), and who waits for news of them.
+METRICS_FLUSH_S). `Newsroom` keeps who waits for news of which job, and wakes them when there is
+some: the job's log grew (inotify, one watch per followed job shared by all its followers), its
+status changed (the executor says so), its usage changed. A quiet job's followers cost nothing.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
+import errno
+import logging
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..sandbox import LaunchSpec
+from ..sandbox import LaunchSpec, libc
 from ..spec import Outcome, Reason, Usage
 from .folders import JobFolder
 from .store import JobStore
 
 METRICS_FLUSH_S = 2.0
+UNWATCHED_POLL_S = 1.0  # how often a follower looks at a log inotify cannot watch (watches used up)
+_LOG_EVENTS = libc.IN_MODIFY | libc.IN_DELETE_SELF | libc.IN_MOVE_SELF
 
 
 @dataclass(frozen=True)
@@ -78,16 +86,94 @@ class Backend(abc.ABC):
         events has been told how it ended (exited, or lost)."""
 
 
+class Newsroom:
+    """Followers of jobs, each an asyncio.Event set when its job has news; the log watches behind them."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, set[asyncio.Event]] = {}
+        self.wakeups = 0  # events set, ever: a quiet job's followers add none (tests and bench read it)
+        self._fd: int | None = None
+        self._watches: dict[str, int] = {}  # job id -> watch descriptor
+        self._jobs: dict[int, str] = {}  # watch descriptor -> job id
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self.waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self.waiters.get(job_id, set())
+            waiters.discard(event)
+            if not waiters:
+                self.waiters.pop(job_id, None)
+                self._unwatch(job_id)
+
+    def wake(self, job_id: str) -> None:
+        for event in self.waiters.get(job_id, ()):
+            if not event.is_set():
+                self.wakeups += 1
+                event.set()
+
+    def watch_log(self, job_id: str, path: str) -> float | None:
+        """Watch the job's log for its followers: None once watched (wait for news), else how long a
+        follower may wait before it looks again (no log yet: its start is news; no watch to be had)."""
+        if job_id in self._watches:
+            return None
+        try:
+            if self._fd is None:
+                self._fd = libc.inotify_init()
+                asyncio.get_running_loop().add_reader(self._fd, self._readable)
+            wd = libc.inotify_add_watch(self._fd, path, _LOG_EVENTS)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            logging.getLogger(__name__).warning("cannot watch %s (%s): its followers poll it", path, exc)
+            return UNWATCHED_POLL_S
+        self._watches[job_id], self._jobs[wd] = wd, job_id
+        return None
+
+    def _unwatch(self, job_id: str) -> None:
+        wd = self._watches.pop(job_id, None)
+        if wd is not None and self._fd is not None:
+            self._jobs.pop(wd, None)
+            with contextlib.suppress(OSError):  # already gone with its file (IN_IGNORED is on its way)
+                libc.inotify_rm_watch(self._fd, wd)
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 64 << 10)
+        except BlockingIOError:
+            return
+        for wd, mask in libc.inotify_events(data):
+            if mask & libc.IN_Q_OVERFLOW:  # events were dropped: everyone looks again
+                for job_id in list(self.waiters):
+                    self.wake(job_id)
+                continue
+            job_id = self._jobs.get(wd)
+            if job_id is None:
+                continue
+            if mask & libc.IN_IGNORED:  # the log went away (the job was deleted): its watch with it
+                self._jobs.pop(wd, None)
+                self._watches.pop(job_id, None)
+            self.wake(job_id)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self._watches.clear()
+        self._jobs.clear()
+
+
 @dataclass
 class _Live:
     handle: JobHandle
     usage: Usage | None = None
     dirty: bool = False
-    waiters: set[asyncio.Event] = field(default_factory=set)
-
-    def wake(self) -> None:
-        for waiter in self.waiters:
-            waiter.set()
 
 
 class Supervision:
@@ -98,6 +184,7 @@ class Supervision:
         self.store = store
         self.on_end = on_end
         self.live: dict[str, _Live] = {}
+        self.newsroom = Newsroom()
 
     def start(self, launch: Launch) -> None:
         self.live[launch.id] = _Live(self.backend.start(launch, self))
@@ -117,26 +204,20 @@ class Supervision:
         live = self.live.get(job_id)
         return live.usage.to_dict() if live is not None and live.usage is not None else {}
 
-    @contextlib.contextmanager
-    def news(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever the job reports and when it ends (never, if it does not run)."""
-        event = asyncio.Event()
-        live = self.live.get(job_id)
-        if live is not None:
-            live.waiters.add(event)
-        try:
-            yield event
-        finally:
-            if live is not None:
-                live.waiters.discard(event)
+    def news(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set whenever the job's usage changes, its log grows (once watched), its status
+        changes (the executor tells the newsroom) and when it ends."""
+        return self.newsroom.subscribe(job_id)
 
     # ---- JobEvents, from the backends
 
     def metrics(self, job_id: str, usage: Usage) -> None:
         live = self.live.get(job_id)
         if live is not None:
+            news = live.usage is None or dataclasses.replace(live.usage, wall_seconds=usage.wall_seconds) != usage
             live.usage, live.dirty = usage, True
-            live.wake()
+            if news:  # a sleeping job whose only change is the clock wakes nobody
+                self.newsroom.wake(job_id)
 
     def exited(self, job_id: str, outcome: Outcome) -> None:
         self._forget(job_id)
@@ -150,7 +231,7 @@ class Supervision:
         live = self.live.pop(job_id, None)
         if live is not None:
             live.handle.detach()
-            live.wake()
+            self.newsroom.wake(job_id)
 
     # ---- metrics
 
@@ -177,3 +258,4 @@ class Supervision:
         self.flush()
         for job_id in list(self.live):
             self._forget(job_id)
+        self.newsroom.close()

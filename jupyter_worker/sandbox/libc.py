@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -153,3 +154,36 @@ def empty_bounding_set() -> None:
     for cap in range(last_capability() + 1):
         prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+# inotify(7): the executor wakes a job's followers when its log grows, instead of polling it.
+IN_MODIFY = 0x00000002
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (of the name that follows)
+
+
+def inotify_init() -> int:
+    """A non-blocking, close-on-exec inotify descriptor."""
+    return _check(_libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    """A watch descriptor; the same one again for a path already watched through fd."""
+    return _check(_libc.inotify_add_watch(fd, _b(path), ctypes.c_uint32(mask)), path)
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    _check(_libc.inotify_rm_watch(fd, wd), "inotify_rm_watch")
+
+
+def inotify_events(data: bytes) -> list[tuple[int, int]]:
+    """(watch descriptor, mask) of each event in what a read of an inotify descriptor returned."""
+    events, offset = [], 0
+    while offset + _INOTIFY_EVENT.size <= len(data):
+        wd, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
+        events.append((wd, mask))
+        offset += _INOTIFY_EVENT.size + length
+    return events

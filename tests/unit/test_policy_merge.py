@@ -91,11 +91,11 @@ def test_without_a_maximum_anything_within_the_limits_bounds_may_be_asked():
 def test_a_user_without_entries_gets_the_global_settings():
     policy = configured(max_jobs_per_user=3, max_memory_limit="4G")
     allowance = policy.allowance(NOBODY_KNOWN)
-    assert allowance.max_jobs == 3
-    assert set(allowance.maxima) == set(ALLOWANCE_KEYS[1:])
+    assert (allowance.max_jobs, allowance.max_queued) == (3, 100)
+    assert set(allowance.maxima) == set(ALLOWANCE_KEYS[2:])
     assert allowance.maxima["max_memory_limit"] == 4096
     assert allowance.maxima["max_job_timeout"] == 86400.0
-    assert allowance.to_dict() == {"max_jobs": 3, **allowance.maxima}
+    assert allowance.to_dict() == {"max_jobs": 3, "max_queued": 100, **allowance.maxima}
 
 
 def test_the_users_own_entry_wins_over_their_groups_and_the_global_settings(groups):
