@@ -17,6 +17,11 @@ from .errors import ErrorReason, WorkerError
 
 VERSION = 1
 MAX_FRAME = 4 << 20
+# A page of the job list holds at most this many bytes of records (past its first), so that it fits
+# a frame with room for the envelope and for metrics that grew since the records were stored.
+LIST_PAGE_BYTES = MAX_FRAME // 2
+# An error's message is cut to this many characters: a refusal never echoes a huge input back.
+MAX_MESSAGE = 1000
 LENGTH = struct.Struct(">I")
 
 OPS = (
@@ -65,4 +70,7 @@ def ok(request_id: Any, **result: Any) -> dict[str, Any]:
 
 
 def failed(request_id: Any, error: WorkerError) -> dict[str, Any]:
-    return {"id": request_id, "ok": False, "error": error.to_dict()}
+    reply = error.to_dict()
+    if len(reply.get("message") or "") > MAX_MESSAGE:
+        reply["message"] = reply["message"][:MAX_MESSAGE] + "..."
+    return {"id": request_id, "ok": False, "error": reply}

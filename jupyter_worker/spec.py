@@ -43,12 +43,40 @@ class Reason(str, enum.Enum):
 
 _RESERVED_DESTINATIONS = ("/proc", "/dev", "/sys", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")
 
+# Record sizes are bounded so that any one job record (its command, name, error) stays far inside a
+# protocol frame (protocol.MAX_FRAME, 4 MiB) even as JSON (a byte escaped as \u00XX is 6), and a
+# listing pages by bytes (executor/store.py): one user's huge records cannot break anyone's listing.
+# The byte counts are UTF-8, as execve sees them; Linux itself takes at most 128 KiB in one argument.
+MAX_ARGS = 4096
+MAX_COMMAND_BYTES = 128 << 10
+MAX_ENV_VARS = 256
+MAX_ENV_BYTES = 128 << 10
+MAX_MOUNTS = 32
+MAX_PATH_BYTES = 4096  # PATH_MAX
+MAX_PYTHON_PREFIXES = 8
+MAX_NAME_CHARS = 100
+MAX_ERROR_CHARS = 2000  # an error kept in a record (a start error may echo the request)
+SHOWN_CHARS = 80
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value quoted for an error message, cut short: a refusal never echoes a huge input back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def clip(text: str | None, limit: int = MAX_ERROR_CHARS) -> str | None:
+    """Text kept in a record, cut to limit characters (None stays None)."""
+    return text if text is None or len(text) <= limit else f"{text[:limit]}... (cut at {limit} characters)"
+
 
 def _clean_absolute(path: str, what: str) -> str:
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
-        raise SpecError(f"{what}: {path!r} must be an absolute path")
+        raise SpecError(f"{what}: {shown(path)} must be an absolute path")
+    if len(path.encode(errors="surrogatepass")) > MAX_PATH_BYTES:
+        raise SpecError(f"{what}: at most {MAX_PATH_BYTES} bytes")
     if any(part == ".." for part in path.split("/")):
-        raise SpecError(f"{what}: {path!r} must not contain '..'")
+        raise SpecError(f"{what}: {shown(path)} must not contain '..'")
     return posixpath.normpath(path)
 
 
@@ -75,7 +103,7 @@ class Mount:
         if len(parts) == 3:
             mode = parts.pop()
         if len(parts) != 2 or mode not in ("ro", "rw") or not all(parts):
-            raise SpecError(f"mount: {text!r} is not SRC:DST, SRC:DST:ro or SRC:DST:rw")
+            raise SpecError(f"mount: {shown(text)} is not SRC:DST, SRC:DST:ro or SRC:DST:rw")
         src, dst = (posixpath.join(cwd, p) if cwd and not p.startswith("/") else p for p in parts)
         return cls(source=src, destination=dst, rw=mode == "rw")
 
@@ -96,11 +124,17 @@ def validate_env(env: dict[str, str]) -> dict[str, str]:
     """Reject names a shell could not set and values that cannot cross execve."""
     if not isinstance(env, dict):
         raise SpecError("env: must be a mapping of NAME to value")
+    if len(env) > MAX_ENV_VARS:
+        raise SpecError(f"env: at most {MAX_ENV_VARS} variables")
+    size = 0
     for name, value in env.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise SpecError(f"env: {name!r} is not a valid variable name")
+            raise SpecError(f"env: {shown(name)} is not a valid variable name")
         if not isinstance(value, str) or "\0" in value:
-            raise SpecError(f"env: the value of {name} must be text without NUL bytes")
+            raise SpecError(f"env: the value of {shown(name)} must be text without NUL bytes")
+        size += len(name.encode()) + len(value.encode(errors="surrogatepass")) + 2  # NAME=value\0
+        if size > MAX_ENV_BYTES:
+            raise SpecError(f"env: at most {MAX_ENV_BYTES} bytes in all (NAME=value each)")
     return dict(env)
 
 
@@ -108,7 +142,7 @@ def parse_env_assignment(text: str) -> tuple[str, str]:
     """Split K=V as given on a command line."""
     name, sep, value = text.partition("=")
     if not sep:
-        raise SpecError(f"env: {text!r} is not NAME=VALUE")
+        raise SpecError(f"env: {shown(text)} is not NAME=VALUE")
     validate_env({name: value})
     return name, value
 
@@ -116,9 +150,15 @@ def parse_env_assignment(text: str) -> tuple[str, str]:
 def validate_argv(argv: list[str]) -> list[str]:
     if not isinstance(argv, (list, tuple)) or not argv:
         raise SpecError("command: must be a non-empty list of arguments")
+    if len(argv) > MAX_ARGS:
+        raise SpecError(f"command: at most {MAX_ARGS} arguments")
+    size = 0
     for arg in argv:
         if not isinstance(arg, str) or "\0" in arg:
             raise SpecError("command: every argument must be text without NUL bytes")
+        size += len(arg.encode(errors="surrogatepass")) + 1
+        if size > MAX_COMMAND_BYTES:
+            raise SpecError(f"command: at most {MAX_COMMAND_BYTES} bytes in all")
     if not argv[0]:
         raise SpecError("command: the program name is empty")
     return list(argv)
@@ -191,6 +231,17 @@ class Outcome:
 
 
 _NAME_RE = re.compile(r"[\w.@+-][\w .@+-]{0,99}")
+_NAME_CHARS = re.compile(r"[^\w .@+-]+")
+
+
+def default_name(program: str) -> str:
+    """A job's name when none is given: its program's file name (basename of argv[0]) made to
+    follow the name rule: other characters become '_', at most MAX_NAME_CHARS, never empty."""
+    name = _NAME_CHARS.sub("_", posixpath.basename(program.rstrip("/")) or program)
+    name = name.strip()[:MAX_NAME_CHARS].rstrip()
+    return name if _NAME_RE.fullmatch(name) else "job"
+
+
 _HOLDER_RE = re.compile(r"[\w.@:/+-]{1,200}")
 
 
@@ -223,6 +274,10 @@ class JobRequest:
         self.command = validate_argv(self.command)
         self.holder = None if self.holder is None else validate_holder(self.holder)
         self.env = validate_env(self.env)
+        if not isinstance(self.mounts, list) or len(self.mounts) > MAX_MOUNTS:
+            raise SpecError(f"mounts: at most {MAX_MOUNTS}")
+        if not isinstance(self.python_prefixes, list) or len(self.python_prefixes) > MAX_PYTHON_PREFIXES:
+            raise SpecError(f"python_prefixes: at most {MAX_PYTHON_PREFIXES}")
         if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name)):
             raise SpecError("name: use up to 100 letters, digits, spaces and . @ + - _")
         if not isinstance(self.limits, Limits):
@@ -242,6 +297,8 @@ class JobRequest:
         mounts = data.get("mounts", [])
         if not isinstance(mounts, list):
             raise SpecError("mounts: must be a list")
+        if len(mounts) > MAX_MOUNTS:
+            raise SpecError(f"mounts: at most {MAX_MOUNTS}")
         data["mounts"] = [Mount.parse(m) if isinstance(m, str) else _mount_from_dict(m) for m in mounts]
         try:
             return cls(**data)
@@ -260,7 +317,7 @@ def _network(value: Any) -> NetworkMode:
     try:
         return NetworkMode(value)
     except ValueError:
-        raise SpecError(f"network: {value!r} is not one of none, host, isolated") from None
+        raise SpecError(f"network: {shown(value)} is not one of none, host, isolated") from None
 
 
 def _mount_from_dict(data: Any) -> Mount:

@@ -32,7 +32,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
-from ..spec import JobRequest, JobStatus, validate_holder
+from ..spec import JobRequest, JobStatus, shown, validate_holder
 from .access import Caller, Role, Roles
 from .policy import Policy
 from .service import Executor, ListQuery
@@ -218,7 +218,7 @@ class Server:
         op = self.ops.get(request.get("op"))  # type: ignore[arg-type]
         if op is None:
             known = ", ".join(protocol.OPS)
-            raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {request.get('op')!r}; one of {known}")
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {shown(request.get('op'))}; one of {known}")
         return op(caller, request)
 
     # ---- the operations: decode, call the executor, encode

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..sandbox import LaunchSpec
 from ..sandbox.output import Chunk, read_chunks
-from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason
+from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
 from . import retention, workfiles
 from .access import Caller, runs_as
 from .folders import JobFolder
@@ -113,7 +114,7 @@ class Executor:
         )
         record = JobRecord(
             id=job_id,
-            name=request.name or os.path.basename(request.command[0]),
+            name=request.name or default_name(request.command[0]),
             owner=owner,
             owner_uid=caller.uid,
             command=request.command,
@@ -153,7 +154,10 @@ class Executor:
 
     def list(self, caller: Caller, query: ListQuery) -> tuple[list[JobRecord], int | None]:
         statuses = [s.value for s in query.statuses] if query.statuses else None
-        records, cursor = self.store.page(caller.visible_owner, statuses, query.cursor, query.limit, query.oldest_first)
+        page_bytes = protocol.LIST_PAGE_BYTES
+        records, cursor = self.store.page(
+            caller.visible_owner, statuses, query.cursor, query.limit, query.oldest_first, max_bytes=page_bytes
+        )
         if query.owner and caller.sees_all:
             records = [r for r in records if r.owner == query.owner]
         for record in records:
@@ -313,7 +317,7 @@ class Executor:
         self.network.release(record.id)
         record.status = outcome.status
         record.reason, record.exit_code, record.signal = outcome.reason, outcome.exit_code, outcome.signal
-        record.error = outcome.error
+        record.error = clip(outcome.error)  # a start error may echo the request: bounded in the record
         record.metrics = outcome.usage.to_dict()
         record.finished_at = time.time()
         self.store.save(record)

@@ -124,9 +124,18 @@ class JobStore:
         return [row[0] for row in self.db.execute(query + " LIMIT ?", (*args, limit))]
 
     def page(
-        self, owner_uid: int | None, statuses: list[str] | None, before: int | None, limit: int, oldest_first: bool
+        self,
+        owner_uid: int | None,
+        statuses: list[str] | None,
+        before: int | None,
+        limit: int,
+        oldest_first: bool,
+        *,
+        max_bytes: int | None = None,
     ) -> tuple[list[JobRecord], int | None]:
-        """One page in creation order; the cursor is the seq to continue after (None at the end)."""
+        """One page in creation order; the cursor is the seq to continue after (None at the end).
+        A page holds at most limit records and, past its first, at most max_bytes of their JSON:
+        however big some user's records are, a page fits a protocol frame; the cursor goes on."""
         where, args = [], []
         if owner_uid is not None:
             where.append("owner_uid = ?")
@@ -142,8 +151,14 @@ class JobStore:
         rows = self.db.execute(
             f"SELECT seq, record FROM jobs {clause} ORDER BY seq {order} LIMIT ?", (*args, limit + 1)
         ).fetchall()
-        cursor = rows[limit - 1][0] if len(rows) > limit else None
-        return [_record(text) for _, text in rows[:limit]], cursor
+        taken, size = 0, 0
+        for _, text in rows[:limit]:
+            size += len(text)
+            if taken and max_bytes is not None and size > max_bytes:
+                break
+            taken += 1
+        cursor = rows[taken - 1][0] if len(rows) > taken else None
+        return [_record(text) for _, text in rows[:taken]], cursor
 
     def with_status(self, *statuses: JobStatus) -> list[JobRecord]:
         marks = ", ".join("?" * len(statuses))

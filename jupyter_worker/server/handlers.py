@@ -29,19 +29,21 @@ from tornado.log import gen_log
 from ..client import AsyncClient
 from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
-from ..spec import JobRecord, JobRequest, python_prefixes
+from ..spec import JobRecord, JobRequest, clip, python_prefixes, shown
 
 if TYPE_CHECKING:
     from .app import JupyterWorker
 
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
+MAX_MESSAGE = 1000
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 
 def error_reply(exc: WorkerError) -> tuple[int, dict[str, str]]:
-    """A refusal as REST shows it: its reason's HTTP status, and the JSON body."""
-    return exc.reason.http_status, {"message": exc.message, "reason": exc.reason.value}
+    """A refusal as REST shows it: its reason's HTTP status, and the JSON body (the message cut
+    short: a refusal never echoes a huge input back)."""
+    return exc.reason.http_status, {"message": clip(exc.message, MAX_MESSAGE) or "", "reason": exc.reason.value}
 
 
 class _Refusals(web.RequestHandler):
@@ -105,7 +107,7 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
         try:
             return int(value)
         except ValueError:
-            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: {value!r} is not a whole number") from None
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: {shown(value)} is not a whole number") from None
 
 
 def _visible(worker: JupyterWorker, job: JobRecord, job_id: str) -> JobRecord:
