@@ -41,7 +41,7 @@ class Reason(str, enum.Enum):
     LOST = "lost"
 
 
-_RESERVED_DESTINATIONS = ("/proc", "/dev", "/sys", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")
+
 
 # Record sizes are bounded so that any one job record (its command, name, error) stays far inside a
 # protocol frame (protocol.MAX_FRAME, 4 MiB) even as JSON (a byte escaped as \u00XX is 6), and a
@@ -77,7 +77,39 @@ def _clean_absolute(path: str, what: str) -> str:
         raise SpecError(f"{what}: at most {MAX_PATH_BYTES} bytes")
     if any(part == ".." for part in path.split("/")):
         raise SpecError(f"{what}: {shown(path)} must not contain '..'")
-    return posixpath.normpath(path)
+    return "/" + posixpath.normpath(path).lstrip("/")  # normpath keeps POSIX's '//etc'; Linux reads /etc
+
+
+def _under(path: str, tops: tuple[str, ...]) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in tops)
+
+
+def check_destination(destination: Any, what: str) -> str:
+    """Where a job is shown something or starts (the working folder): absolute, no '..', cleaned,
+    neither '/' nor inside the sandbox's reserved folders. The destination half of check_mount."""
+    dst = _clean_absolute(destination, what)
+    if dst == "/" or _under(dst, _RESERVED_DESTINATIONS):
+        raise SpecError(f"{what}: {dst} is reserved by the sandbox")
+    return dst
+
+
+def check_mount(source: Any, destination: Any, what: str = "mount") -> tuple[str, str]:
+    """The one check of every path that becomes a mount (a Mount, a Python prefix): the destination
+    as check_destination says, the source absolute, clean and not a kernel interface. That the
+    requester may read the source is checked by opening it as them (sandbox/mounts.open_source),
+    at submission and again when the job starts."""
+    dst = check_destination(destination, what if source == destination else f"{what} destination")
+    src = _clean_absolute(source, f"{what} source")
+    if src == "/" or _under(src, KERNEL_SOURCES):
+        raise SpecError(f"{what} source: {src} cannot be shown in a job")
+    return src, dst
+
+
+def check_prefixes(prefixes: Any) -> list[str]:
+    """Python prefixes a job sees read-only at their own paths: mounts, checked as every mount is."""
+    if not isinstance(prefixes, (list, tuple)):
+        raise SpecError("python_prefixes: must be a list of absolute paths")
+    return [check_mount(p, p, "python prefix")[1] for p in prefixes]
 
 
 @dataclass(frozen=True)
@@ -89,11 +121,9 @@ class Mount:
     rw: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "source", _clean_absolute(self.source, "mount source"))
-        dst = _clean_absolute(self.destination, "mount destination")
+        src, dst = check_mount(self.source, self.destination)
+        object.__setattr__(self, "source", src)
         object.__setattr__(self, "destination", dst)
-        if dst == "/" or any(dst == r or dst.startswith(r + "/") for r in _RESERVED_DESTINATIONS):
-            raise SpecError(f"mount destination: {dst} is reserved by the sandbox")
 
     @classmethod
     def parse(cls, text: str, cwd: str | None = None) -> Mount:
@@ -283,8 +313,8 @@ class JobRequest:
         if not isinstance(self.limits, Limits):
             self.limits = Limits.parse(self.limits)
         self.network = None if self.network is None else _network(self.network)
-        self.cwd = _clean_absolute(self.cwd, "cwd")
-        self.python_prefixes = [_clean_absolute(p, "python prefix") for p in self.python_prefixes]
+        self.cwd = check_destination(self.cwd, "cwd")
+        self.python_prefixes = check_prefixes(self.python_prefixes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRequest:

@@ -16,6 +16,7 @@ import pwd
 from dataclasses import dataclass
 
 from ..errors import ErrorReason, WorkerError
+from ..sandbox.mounts import SetupError, check_source
 from ..spec import JobRecord
 
 
@@ -56,6 +57,15 @@ class Caller:
         """A job runs under its caller's name unless root or an admin names another."""
         if owner is not None and self.role is not Role.ADMIN:
             raise WorkerError(ErrorReason.FORBIDDEN, "only root or an admin may name another owner")
+
+    def check_sources(self, paths: list[str]) -> None:
+        """Every mount source and Python prefix of a request is one the caller may read, opened as
+        them (sandbox/mounts.open_source, which the job's start repeats: the authoritative check)."""
+        for path in paths:
+            try:
+                check_source(path, self.uid, self.gid, list(self.groups))
+            except SetupError as exc:
+                raise WorkerError(ErrorReason.INVALID, str(exc)) from None
 
     def check_write(self, record: JobRecord) -> None:
         """Stopping or deleting: admins any job, users their own, viewers none."""

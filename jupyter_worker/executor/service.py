@@ -86,6 +86,7 @@ class Executor:
         caller.check_run()
         caller.check_owner(request.owner)
         self.policy.check_command(request.command)
+        caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
         owner = request.owner or caller.name
         limits = self.policy.limits_for(request.limits, self.policy.allowance(owner))
         network = self.policy.network_for(request, self.network.default_mode(self.policy.default_network))

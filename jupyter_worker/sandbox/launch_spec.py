@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..limits import Limits
-from ..spec import Mount, NetworkMode, python_prefixes, validate_argv, validate_env
+from ..spec import Mount, NetworkMode, check_destination, check_prefixes, python_prefixes, validate_argv, validate_env
 
 NOBODY = 65534
 
@@ -83,15 +83,13 @@ class LaunchSpec:
         for what, value in (("uid", self.uid), ("gid", self.gid)):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**32 - 1:
                 raise SpecError(f"{what}: jobs never run as root; {value!r} is not an unprivileged id")
-        if not self.cwd.startswith("/"):
-            raise SpecError(f"cwd: {self.cwd!r} must be an absolute path inside the sandbox")
+        self.cwd = check_destination(self.cwd, "cwd")
         if not self.name.replace("-", "").isalnum():
             raise SpecError(f"name: {self.name!r} may hold only letters, digits and '-'")
         destinations = [m.destination for m in self.mounts]
         if len(set(destinations)) != len(destinations):
             raise SpecError("mount: two mounts share one destination")
-        if any(not p.startswith("/") for p in self.python_prefixes):
-            raise SpecError("python prefix: must be absolute paths")
+        self.python_prefixes = check_prefixes(self.python_prefixes)
 
     @property
     def user(self) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..limits import BY_FIELD
+from ..spec import KERNEL_SOURCES
 from . import libc
 from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
@@ -46,6 +48,7 @@ ETC_ENTRIES = (
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "latency_stats", "sched_debug", "kallsyms", "kmsg")
+_AT_FDCWD = -100  # openat2 from the current folder (an absolute path ignores it)
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
 
 
@@ -93,12 +96,42 @@ def acting_as(uid: int, gid: int, groups: list[int]) -> Iterator[None]:
 
 
 def open_source(path: str) -> tuple[int, bool]:
-    """Open a path the client named as an O_PATH handle; what it resolved to is what gets bound."""
+    """Open a path the client named as an O_PATH handle; what it resolved to is what gets bound.
+
+    The one ownership check of every mount source (extra mounts and Python prefixes, at submission
+    and when the job starts), made while acting as the requester (acting_as): symlinks are followed
+    with their permissions but magic links (/proc/self/root, /proc/self/fd/N: the privileged
+    init's own) are not; the source must be a folder or a regular file that the requester may read
+    (opened for reading, as them), and not, once resolved, inside a kernel interface."""
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        fd = libc.openat2(_AT_FDCWD, path, os.O_PATH, libc.RESOLVE_NO_MAGICLINKS)
     except OSError as exc:
-        raise SetupError(f"mount source {path}: {exc.strerror}") from None
-    return fd, os.path.isdir(f"/proc/self/fd/{fd}")
+        raise SetupError(f"mount source {path}: {os.strerror(exc.errno or 0)}") from None
+    try:
+        info = os.fstat(fd)
+        is_dir = stat.S_ISDIR(info.st_mode)
+        if not (is_dir or stat.S_ISREG(info.st_mode)):
+            raise SetupError(f"mount source {path}: only a folder or a regular file can be shown in a job")
+        resolved = os.readlink(_fd_path(fd))
+        if any(resolved == top or resolved.startswith(top + "/") for top in KERNEL_SOURCES):
+            raise SetupError(f"mount source {path}: {resolved} is a kernel interface")
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_DIRECTORY if is_dir else 0)
+        try:
+            os.close(os.open(_fd_path(fd), flags))  # reopened, so checked against the requester's rights
+        except OSError as exc:
+            raise SetupError(f"mount source {path}: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, is_dir
+
+
+def check_source(path: str, uid: int, gid: int, groups: list[int]) -> None:
+    """open_source's check, as the requester, without keeping the handle: a submission's early word.
+    A process that is not root (a test of the rules) can only open with its own rights anyway."""
+    with acting_as(uid, gid, groups) if os.geteuid() == 0 else contextlib.nullcontext():
+        fd, _ = open_source(path)
+    os.close(fd)
 
 
 def _fd_path(fd: int) -> str:
