@@ -1,5 +1,9 @@
-/** Small DOM helpers shared by the panel, the job view and the form. */
-import { Job, STATUS_COLOURS, statusText } from './model';
+/**
+ * Small DOM helpers shared by the panel, the job view and the form. Every text and attribute that
+ * `h` puts in the page is a text node or an attribute value (never markup) and goes through
+ * model.inert, so a job's command, name or error can neither add elements nor forge text.
+ */
+import { Job, STATUS_COLOURS, inert, statusText } from './model';
 
 type Attributes = Record<string, string | number | boolean | ((event: Event) => void)>;
 
@@ -17,12 +21,12 @@ export function h<K extends keyof HTMLElementTagNameMap>(
         node.setAttribute(name, '');
       }
     } else {
-      node.setAttribute(name, String(value));
+      node.setAttribute(name, inert(String(value)));
     }
   }
   for (const child of children) {
     if (child !== null) {
-      node.append(child);
+      node.append(typeof child === 'string' ? inert(child) : child);
     }
   }
   return node;

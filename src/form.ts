@@ -7,7 +7,7 @@ import { Widget } from '@lumino/widgets';
 
 import { Capabilities, WorkerAPI, WorkerError } from './api';
 import { h } from './dom';
-import { Job, LimitField, jobRequest, limitFields } from './model';
+import { Job, LimitField, inert, jobRequest, limitFields } from './model';
 
 export class NewJobForm extends Widget {
   private fields: LimitField[] = [];
@@ -108,7 +108,7 @@ export class NewJobForm extends Widget {
       this.inputs.forEach((input, key) => (limits[key] = input.value));
       body = jobRequest({ command: this.command.value, name: this.name.value, network: this.network.value, limits }, this.fields);
     } catch (error) {
-      this.error.textContent = (error as Error).message;
+      this.error.textContent = inert((error as Error).message);
       return;
     }
     try {
@@ -118,7 +118,7 @@ export class NewJobForm extends Widget {
       this.name.value = '';
       this.hide();
     } catch (error) {
-      this.error.textContent = `The server refused the job: ${error instanceof WorkerError ? error.message : error}`;
+      this.error.textContent = inert(`The server refused the job: ${error instanceof WorkerError ? error.message : error}`);
     }
   }
 }

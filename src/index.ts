@@ -10,7 +10,7 @@ import { Widget } from '@lumino/widgets';
 
 import { WorkerAPI } from './api';
 import { JobView } from './jobView';
-import { Job, formatCommand } from './model';
+import { Job, formatCommand, inert } from './model';
 import { JobsPanel } from './panel';
 
 const ICON_SVG =
@@ -44,7 +44,7 @@ function runningCount(panel: JobsPanel): Widget {
 
 function notifyEnding(job: Job): void {
   const label = job.name || formatCommand(job.command);
-  const words = `${label}: ${job.status_text ?? job.status.toLowerCase()}`;
+  const words = inert(`${label}: ${job.status_text ?? job.status.toLowerCase()}`);
   if (job.status === 'COMPLETED') {
     Notification.success(`Job finished. ${words}`, { autoClose: 5000 });
   } else if (job.status === 'FAILED') {

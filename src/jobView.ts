@@ -19,6 +19,7 @@ import {
   formatCommand,
   formatDuration,
   formatTime,
+  inert,
   isFinished,
   limitWords,
   supersedes
@@ -139,7 +140,7 @@ export class JobView extends Widget {
 
   private draw(): void {
     const job = this.job;
-    this.title.label = job.name || job.id.slice(0, 8);
+    this.title.label = inert(job.name || job.id.slice(0, 8));
     this.header.replaceChildren(h('h2', {}, job.name || formatCommand(job.command)), badge(job), h('code', { class: 'jw-id' }, job.id));
     const finished = isFinished(job);
     this.stopButton.disabled = finished;
@@ -202,14 +203,14 @@ export class JobView extends Widget {
     try {
       this.setJob(await this.api.stop(this.job.id));
     } catch (error) {
-      this.message.textContent = error instanceof WorkerError ? error.message : String(error);
+      this.message.textContent = inert(error instanceof WorkerError ? error.message : String(error));
     }
   }
 
   private async remove(): Promise<void> {
     const answer = await showDialog({
       title: 'Delete this job?',
-      body: `Its record, log and /work folder are removed: ${this.job.name || this.job.id}`,
+      body: inert(`Its record, log and /work folder are removed: ${this.job.name || this.job.id}`),
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
     });
     if (!answer.button.accept) {
@@ -220,7 +221,7 @@ export class JobView extends Widget {
       this.deleted(this.job.id);
       this.dispose();
     } catch (error) {
-      this.message.textContent = error instanceof WorkerError ? error.message : String(error);
+      this.message.textContent = inert(error instanceof WorkerError ? error.message : String(error));
     }
   }
 }

@@ -6,6 +6,24 @@
 
 export type JobStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
 
+/**
+ * What a job record holds came from some user (its command, error, name). The panel puts text in
+ * the page only as text (textContent, never innerHTML), and through this: characters that forge
+ * or hide text (C0 and C1 controls, DEL, bidi marks, embeddings, overrides and isolates,
+ * zero-width and other invisible format characters, line and paragraph separators, lone
+ * surrogates) are spelled out as \x1b, \u202e; newlines and tabs stay. As formatting.inert does
+ * for the CLI and the notebook.
+ */
+const HIDDEN = /[\0-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]|\udb40[\udc00-\udc7f]/g;
+
+export function inert(text: string): string {
+  return text.replace(HIDDEN, found => {
+    const code = found.codePointAt(0) ?? 0;
+    const hex = code.toString(16);
+    return code < 0x100 ? `\\x${hex.padStart(2, '0')}` : code < 0x10000 ? `\\u${hex.padStart(4, '0')}` : `\\U${hex.padStart(8, '0')}`;
+  });
+}
+
 export const STATUSES: JobStatus[] = ['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'];
 
 export interface Metrics {

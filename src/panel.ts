@@ -21,6 +21,7 @@ import {
   formatCommand,
   formatDuration,
   formatTime,
+  inert,
   isFinished
 } from './model';
 
@@ -153,7 +154,7 @@ export class JobsPanel extends Widget {
   }
 
   private say(message: string): void {
-    this.notice.textContent = message;
+    this.notice.textContent = inert(message);
     this.notice.hidden = message === '';
   }
 

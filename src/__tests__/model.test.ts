@@ -10,6 +10,7 @@ import {
   formatBytes,
   formatCommand,
   formatDuration,
+  inert,
   LimitRow,
   jobRequest,
   limitFields,
@@ -204,5 +205,13 @@ describe("a job's limits in words", () => {
   it('shows a field the table does not name by its field name', () => {
     assert.deepEqual(limitWords({ memory_mb: 64, disk_mb: 10 }, []), ['memory_mb 64', 'disk_mb 10']);
     assert.deepEqual(limitWords({}, ROWS), []);
+  });
+});
+
+describe('inert', () => {
+  it('spells out control, bidi and invisible characters and keeps newlines, tabs and every script', () => {
+    assert.equal(inert('a\x1b]0;owned\x07\x9b2J\x7f\u202eb\u2066\u200b\ufeff\u2028'), 'a\\x1b]0;owned\\x07\\x9b2J\\x7f\\u202eb\\u2066\\u200b\\ufeff\\u2028');
+    assert.equal(inert('line\n\ttab café 数据 🎉 $x$ <b>'), 'line\n\ttab café 数据 🎉 $x$ <b>');
+    assert.equal(inert('lone \ud800 tag \u{e0001}'), 'lone \\ud800 tag \\U000e0001');
   });
 });
