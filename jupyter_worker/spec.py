@@ -41,7 +41,11 @@ class Reason(str, enum.Enum):
     LOST = "lost"
 
 
-
+# The sandbox's own parts of the job's tree: nothing a client names is shown over them or in them.
+_RESERVED_DESTINATIONS = tuple("/proc /dev /sys /usr /etc /bin /sbin /lib /lib32 /lib64 /libx32".split())
+# Kernel interfaces are never a mount source (their magic links lead to the privileged init's own
+# files); the sandbox checks the path a source resolved to as well (sandbox/mounts.open_source).
+KERNEL_SOURCES = ("/proc", "/sys")
 
 # Record sizes are bounded so that any one job record (its command, name, error) stays far inside a
 # protocol frame (protocol.MAX_FRAME, 4 MiB) even as JSON (a byte escaped as \u00XX is 6), and a
