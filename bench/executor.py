@@ -7,7 +7,9 @@
 - a job writing 1 GiB to stdout: capture rate, every byte reaching a follower, daemon RSS growth;
 - 1,000 concurrently running sleep jobs: daemon RSS and the supervisors' PSS;
 - the first page of 50 out of 100,000 stored jobs;
-- a held job's end after its holder (a Jupyter server's hold) is killed, beside a stop request.
+- a held job's end after its holder (a Jupyter server's hold) is killed, beside a stop request;
+- the daemon's CPU time with 300 idle follow streams of a quiet job, and 300 watch streams, for 10 s,
+  beside none.
 """
 
 from __future__ import annotations
@@ -219,6 +221,46 @@ def held_stop(daemon: Daemon, runs: int) -> None:
         print(f"  {name:<34} p50 {p50:7.2f}  p95 {p95:7.2f}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (its threads included), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_streams(daemon: Daemon, streams: int, seconds: float) -> None:
+    """Followers of a job that prints nothing, and list watchers while nothing changes, cost the
+    daemon nothing: its CPU time over the same span with none, then with the streams open."""
+    client = Client(daemon.socket)
+    job = client.run({"command": ["sleep", "600"], "python_prefixes": []})
+    while client.get(job.id).status != "RUNNING":
+        time.sleep(0.05)
+
+    def used(open_streams: Callable[[], list]) -> float:
+        opened = open_streams()
+        time.sleep(1)  # the streams' first events are sent and read
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(seconds)
+        spent = cpu_seconds(daemon.process.pid) - before
+        opened.clear()  # the streams' sockets close with them (a generator never iterated has no finally to run)
+        return spent
+
+    def follows() -> list:
+        return [Client(daemon.socket).follow(job.id) for _ in range(streams)]
+
+    def watches() -> list:
+        return [Client(daemon.socket).watch() for _ in range(streams)]
+
+    anchor = used(list)
+    following, watching = used(follows), used(watches)
+    print(
+        f"daemon CPU over {seconds:.0f} s with a quiet running job: no streams {anchor * 1000:.0f} ms; "
+        f"{streams} follow streams {following * 1000:.0f} ms; {streams} watch streams {watching * 1000:.0f} ms "
+        f"(target: streams add < 1% of a core)"
+    )
+    client.stop(job.id, grace_s=0)
+
+
 def listing(folder: str, count: int) -> None:
     state = os.path.join(folder, "state")
     os.makedirs(state, exist_ok=True)
@@ -262,6 +304,8 @@ def main() -> None:
             "--Policy.max_concurrent_jobs=1100",
             f"--Policy.log_max_bytes={2 << 30}",
             "--Policy.default_memory_limit=256",
+            "--Policy.max_jobs_per_user=0",  # root's 1,000 sleepers all run at once
+            "--Policy.max_queued_per_user=0",
         )
         try:
             submit_latency(daemon, 10 if args.quick else 50)
@@ -269,6 +313,7 @@ def main() -> None:
             big_output(daemon, 0.1 if args.quick else 1)
             many_sleepers(daemon, 50 if args.quick else 1000)
             held_stop(daemon, 5 if args.quick else 20)
+            idle_streams(daemon, 300, 3 if args.quick else 10)
         finally:
             daemon.stop()
         listing(os.path.join(folder, "listing"), 2_000 if args.quick else 100_000)

@@ -66,15 +66,18 @@ class Admission:
     def enter(self, uid: int, privileged: bool) -> str | None:
         """Count a new connection in, or say which cap refuses it (and count nothing)."""
         if self.total >= self.max_connections:
-            return f"the executor has {self.max_connections} connections, its most (Policy.max_connections)"
+            return f"too many connections: the executor has {self.max_connections}, its most (Policy.max_connections)"
         if not privileged:
             if self.total >= self.max_connections - self.reserved:
                 return (
-                    f"the executor has {self.total} connections; the last {self.reserved} are kept for root "
+                    f"too many connections: the executor has {self.total}; the last {self.reserved} are kept for root "
                     "and admins (Policy.reserved_connections)"
                 )
             if self.connections.get(uid, 0) >= self.per_user:
-                return f"this user has {self.per_user} connections open, the most (Policy.max_connections_per_user)"
+                return (
+                    f"too many connections: this user has {self.per_user} open, the most "
+                    "(Policy.max_connections_per_user)"
+                )
         self.total += 1
         self.connections[uid] = self.connections.get(uid, 0) + 1
         return None

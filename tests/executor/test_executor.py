@@ -67,7 +67,7 @@ def test_a_viewer_reads_every_job_but_runs_and_stops_none(daemon, users):
     assert ask_as(daemon, "jwtest-carol", "delete", job.id) == "refused: forbidden"
 
 
-@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=2")
+@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=2", "--Policy.max_jobs_per_user=0")
 def test_jobs_beyond_the_concurrency_cap_wait_in_order(daemon):
     with daemon.client() as client:
         ids = [client.run(SLEEP).id for _ in range(4)]

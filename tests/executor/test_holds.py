@@ -51,7 +51,7 @@ def stopped(daemon, job_id: str) -> JobRecord | None:
     return job if job.status == "STOPPED" else None
 
 
-@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=3")
+@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=3", "--Policy.max_jobs_per_user=0")
 def test_a_holders_running_and_queued_jobs_are_stopped_when_it_is_killed_and_no_other_job_is(daemon):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, daemon.socket, "server-a"], stdout=subprocess.PIPE)
     assert holder.stdout.readline() == b"held\n"
