@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,10 +202,10 @@ class Server:
                     raise WorkerError(ErrorReason.BAD_REQUEST, "the first request must be hello")
                 greeted = True
                 if request.get("op") == "follow":
-                    await self._follow(caller, request, writer)
+                    await _until_hung_up(reader, self._follow(caller, request, writer))
                     return
                 if request.get("op") == "watch":
-                    await self._watch(caller, request, writer)
+                    await _until_hung_up(reader, self._watch(caller, request, writer))
                     return
                 if request.get("op") == "hold":
                     await self._hold(caller, request, reader, writer)
@@ -307,6 +307,26 @@ class Server:
         await _send(writer, _event(request_id, first))
         async for event in events:
             await _send(writer, _event(request_id, event))
+
+
+async def _until_hung_up(reader: asyncio.StreamReader, stream: Coroutine[Any, Any, None]) -> None:
+    """Run a stream until it ends or its peer closes the connection: a quiet job's follower that
+    hung up would otherwise keep its place (and its user's) until the job next had news."""
+    streaming, hanging_up = asyncio.ensure_future(stream), asyncio.ensure_future(_hung_up(reader))
+    try:
+        done, _ = await asyncio.wait({streaming, hanging_up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        streaming.cancel()
+        hanging_up.cancel()
+    if streaming in done:
+        streaming.result()  # its refusal, if it was refused
+
+
+async def _hung_up(reader: asyncio.StreamReader) -> None:
+    """Until the end of the connection; anything a client sends on a stream is ignored."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(4096):
+            pass
 
 
 # ---- decoding a request's fields; an absent field or null takes the default

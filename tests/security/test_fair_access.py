@@ -221,3 +221,17 @@ def test_many_followers_of_a_quiet_job_fail_to_cost_the_executor_cpu(executor, u
     assert crowded - alone < 0.15, (alone, crowded)
     followers.clear()
     watchers.clear()
+
+
+@pytest.mark.executor_flags(*CAPS)
+def test_followers_that_hang_up_on_a_quiet_job_fail_to_keep_their_places(executor, users):
+    job = run_as(executor, "jwtest-alice", SLEEP)
+
+    def follow_and_hang_up() -> int:
+        streams = [Client(executor.socket).follow(job.id) for _ in range(20)]
+        streams.clear()  # each socket closes with its stream
+        time.sleep(1)
+        again = [Client(executor.socket) for _ in range(20)]
+        return sum(client.capabilities() is not None for client in again)
+
+    assert as_user("jwtest-alice", follow_and_hang_up) == 20

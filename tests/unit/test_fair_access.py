@@ -12,7 +12,7 @@ import pytest
 from jupyter_worker import protocol
 from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.executor.policy import Policy
-from jupyter_worker.executor.server import Admission, _receive
+from jupyter_worker.executor.server import Admission, _receive, _until_hung_up
 from jupyter_worker.executor.supervision import UNWATCHED_POLL_S, Newsroom
 from jupyter_worker.sandbox import libc
 
@@ -170,5 +170,29 @@ def test_a_half_sent_frame_times_out_and_an_idle_connection_does_not():
         ended.feed_eof()
         with pytest.raises(WorkerError, match="ended early"):
             await _receive(ended, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_whose_peer_hangs_up_ends_though_it_had_nothing_to_send():
+    async def scenario() -> None:
+        never = asyncio.Event()
+        reader = _reader(b"ignored bytes")
+        streaming = asyncio.ensure_future(_until_hung_up(reader, never.wait()))
+        await asyncio.sleep(0.05)
+        assert not streaming.done()
+        reader.feed_eof()
+        await asyncio.wait_for(streaming, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_streams_refusal_still_reaches_the_caller():
+    async def refused() -> None:
+        raise WorkerError(ErrorReason.NOT_FOUND, "no job x")
+
+    async def scenario() -> None:
+        with pytest.raises(WorkerError, match="no job x"):
+            await _until_hung_up(_reader(b""), refused())
 
     asyncio.run(scenario())
