@@ -76,10 +76,9 @@ class ExecutorApp(Application):
         asyncio.run(self.serve(policy))
 
     async def serve(self, policy: Policy) -> None:
-        # Whatever the umask the executor was started with, what it makes is root's alone: the state
-        # folder holds every job's command and environment. The socket's own umask is set where it
-        # is bound (server.py), and jobs set theirs before exec (sandbox/launch.py).
-        os.umask(0o077)
+        # The state folder holds every job's command and environment: root's alone, whatever the
+        # umask. Every file and folder in it is made with an explicit private mode (not by setting
+        # the umask, which the spawner would inherit and the job's root needs 0755 folders).
         make_private_state(self.state_dir, self.log)
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
