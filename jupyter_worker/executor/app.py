@@ -159,6 +159,7 @@ def make_private_state(state_dir: str, log: logging.Logger) -> None:
         _make_private(folder, PRIVATE_DIR, loose)
         for name in _JOB_FILES:
             _make_private(os.path.join(folder, name), PRIVATE_FILE, loose)
+    loose = list(dict.fromkeys(loose))  # a path both owned by another and too open, named once
     if loose:
         shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
         log.warning("the state folder was readable by others; made private to root: %s", shown)

@@ -41,7 +41,7 @@ def places(users):
         f.write("bob's\n")
     links = {
         "to-proc-root": "/proc/self/root",
-        "to-proc-fd": "/proc/self/fd/3",
+        "to-proc-cwd": "/proc/self/cwd",
         "to-sys": "/sys/kernel",
         "to-bob": private,
         "to-dev-null": "/dev/null",
@@ -107,7 +107,7 @@ def test_a_prefix_or_mount_the_requester_cannot_read_is_refused(executor, places
     ("link", "why"),
     [
         ("to-proc-root", "Too many levels of symbolic links"),  # a magic link is never followed
-        ("to-proc-fd", "Too many levels of symbolic links"),
+        ("to-proc-cwd", "Too many levels of symbolic links"),
         ("to-sys", "kernel interface"),
         ("to-bob", "Permission denied"),
         ("to-dev-null", "only a folder or a regular file"),
