@@ -9,20 +9,40 @@ import sys
 
 c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
 
+# --- Activity and idle culling (docs/jupyterhub.md, section 5). A server with a running job is
+# active: the extension looks for running jobs every JOBS_ACTIVITY_S, the server reports its
+# activity to the hub every SERVER_ACTIVITY_S (give or take 10%), and the hub records a report
+# that is at least ACTIVITY_RESOLUTION_S newer than the last. So the hub's record of such a server
+# is never older than their sum (with the 10%), and a culler timeout of twice the sum spares it
+# with room to spare: SHORTEST_CULL_TIMEOUT_S is the least to set; idle servers go after CULL_TIMEOUT_S.
+JOBS_ACTIVITY_S = 10
+SERVER_ACTIVITY_S = 30
+ACTIVITY_RESOLUTION_S = 10
+SHORTEST_CULL_TIMEOUT_S = 2 * (JOBS_ACTIVITY_S + SERVER_ACTIVITY_S + ACTIVITY_RESOLUTION_S)  # 100 s
+CULL_TIMEOUT_S = 3600
+assert CULL_TIMEOUT_S >= SHORTEST_CULL_TIMEOUT_S, "the culler would cull servers whose jobs still run"
+
 # --- Users: local accounts log in with their passwords; each gets a server running as themselves.
 c.JupyterHub.authenticator_class = "pam"
 c.JupyterHub.spawner_class = "localprocess"
 c.Authenticator.allowed_users = {"alice", "bob"}
 
 # --- Single-user servers: they reach the node's executor on its socket as their own uid, and the
-# hub's scopes decide who may read or run jobs through their REST API.
+# hub's scopes decide who may read or run jobs through their REST API (the authorizer below; a
+# server under a hub installs it itself when its arguments lack it). Add options to these lists
+# and dicts, e.g. c.Spawner.args.append("--JupyterWorker.jobs_on_server_stop=stop"): assigning a
+# new list drops what is here.
 c.Spawner.default_url = "/lab"
-c.Spawner.args = ["--ServerApp.authorizer_class=jupyter_worker.server.hub.WorkerHubAuthorizer"]
+c.Spawner.args = [
+    "--ServerApp.authorizer_class=jupyter_worker.server.hub.WorkerHubAuthorizer",
+    f"--JupyterWorker.activity_interval={JOBS_ACTIVITY_S}",
+]
 c.Spawner.environment = {
     "JUPYTER_WORKER_SOCKET": "/run/jupyter-worker/executor.sock",
     # how often a server reports its activity (running jobs included) to the hub
-    "JUPYTERHUB_ACTIVITY_INTERVAL": "60",
+    "JUPYTERHUB_ACTIVITY_INTERVAL": str(SERVER_ACTIVITY_S),
 }
+c.JupyterHub.activity_resolution = ACTIVITY_RESOLUTION_S
 # Browser sessions act for the server's owner: the hub gives them the owner's own worker scopes.
 c.Spawner.oauth_client_allowed_scopes = ["custom:jupyter-worker:run"]
 
@@ -50,13 +70,13 @@ c.JupyterHub.load_roles = [
     },
 ]
 
-# --- Idle culling: servers idle for an hour are stopped; running jobs count as activity.
+# --- Idle culling: servers idle for CULL_TIMEOUT_S are stopped; running jobs count as activity.
 # What a server's end does to the jobs started from it is the servers' own setting:
-# c.Spawner.args = ["--JupyterWorker.jobs_on_server_stop=stop"] ends them with it (default: keep).
+# c.Spawner.args.append("--JupyterWorker.jobs_on_server_stop=stop") ends them with it (default: keep).
 c.JupyterHub.services = [
     {
         "name": "idle-culler",
-        "command": [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600"],
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={CULL_TIMEOUT_S}"],
     },
 ]
 

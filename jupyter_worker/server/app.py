@@ -5,12 +5,15 @@ server running as root, it starts one as its child (state under the Jupyter data
 at shutdown; jobs keep running and are reattached by the next executor. Under JupyterHub, running
 jobs count as the server's activity, and the admin chooses whether the jobs started from the
 server (its API, panel, kernels and terminals) outlive it or are held: stopped when it ends.
+A server under a hub never serves the worker routes without the hub's worker scopes deciding who
+may use them: it installs the worker's authorizer itself, or closes those routes (server/hub.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib
 import os
 import pwd
 import subprocess
@@ -19,17 +22,18 @@ import time
 import uuid
 
 from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.auth.authorizer import Authorizer
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Unicode, default
 
 from ..client import HOLDER_ENV, AsyncClient, ExecutorUnavailable, socket_path
-from ..errors import WorkerError
-from .handlers import handlers
+from ..errors import ErrorReason, WorkerError
+from .handlers import AUTH_RESOURCE, handlers
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
 UNFINISHED = ["RUNNING", "QUEUED"]
 HOLD_RETRY_S = 1.0
-HUB_AUTHORIZER = "jupyter_worker.server.hub.WorkerHubAuthorizer"
+HUB_ENV = "JUPYTERHUB_API_TOKEN"  # set by JupyterHub's spawners for the servers they start
 
 
 class JupyterWorker(ExtensionApp):
@@ -77,12 +81,13 @@ class JupyterWorker(ExtensionApp):
         if self.holder is not None:
             os.environ[HOLDER_ENV] = self.holder
         self.settings.update({"jupyter_worker": self})
+        if os.environ.get(HUB_ENV):
+            self._secure_under_hub()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[override]
-        self._warn_if_hub_scopes_unused(serverapp)
         await self.ensure_executor()
         self._activity = asyncio.create_task(self._track_activity())
 
@@ -171,15 +176,23 @@ class JupyterWorker(ExtensionApp):
             await self.note_activity()
             await asyncio.sleep(self.activity_interval)
 
-    def _warn_if_hub_scopes_unused(self, serverapp) -> None:
-        authorizer = type(serverapp.authorizer)
-        ours = f"{authorizer.__module__}.{authorizer.__name__}" == HUB_AUTHORIZER
-        if os.environ.get("JUPYTERHUB_API_TOKEN") and not ours:
-            self.log.warning(
-                "jupyter-worker: under JupyterHub without %s, anyone with access to this server may "
-                "run and stop its jobs (docs/jupyterhub.md)",
-                HUB_AUTHORIZER,
+    def _secure_under_hub(self) -> None:
+        """Under JupyterHub the hub's worker scopes decide who may read and run this server's jobs,
+        whatever the spawner's arguments say: the worker's authorizer is installed here if the server
+        lacks it, or, where it cannot be, the worker routes are closed (403 forbidden, with the fix)."""
+        try:
+            hub = importlib.import_module("jupyter_worker.server.hub")  # imports JupyterHub: only under a hub
+        except ImportError as exc:
+            problem: str | None = f"this server has JupyterHub's environment but JupyterHub cannot be imported ({exc})"
+        else:
+            problem = hub.secure_worker_routes(self.serverapp)
+        if problem is not None:
+            closed = ClosedWorkerRoutes(
+                self.serverapp.authorizer, f"jupyter-worker: the worker routes are closed: {problem}"
             )
+            self.serverapp.authorizer = closed
+            self.serverapp.web_app.settings["authorizer"] = closed
+            self.log.error("%s", closed.problem)
 
     @property
     def owner(self) -> str:
@@ -202,6 +215,21 @@ class JupyterWorker(ExtensionApp):
         if self.embedded is not None and self.embedded.poll() is None:
             self.embedded.terminate()
             await asyncio.get_running_loop().run_in_executor(None, self.embedded.wait)
+
+
+class ClosedWorkerRoutes(Authorizer):
+    """A server under a hub that cannot have the worker's authorizer: its other routes go on as the
+    authorizer it had decides; the worker routes answer 403 `forbidden` with what the admin must set."""
+
+    def __init__(self, kept: Authorizer, problem: str):
+        super().__init__(parent=kept.parent, identity_provider=kept.identity_provider)
+        self.kept = kept
+        self.problem = problem
+
+    def is_authorized(self, handler, user, action: str, resource: str):  # type: ignore[override]
+        if resource == AUTH_RESOURCE:
+            raise WorkerError(ErrorReason.FORBIDDEN, self.problem)
+        return self.kept.is_authorized(handler, user, action, resource)
 
 
 def utcnow() -> datetime.datetime:

@@ -1,12 +1,16 @@
 """Under JupyterHub, the hub's custom scopes decide who may read and who may run a server's jobs.
 
 Set `c.ServerApp.authorizer_class = "jupyter_worker.server.hub.WorkerHubAuthorizer"` in the
-single-user servers (docs/jupyterhub.md). A token reaches the worker routes of alice's server only
-with `custom:jupyter-worker:read` (list, status, logs, /work files, the websockets) or
-`custom:jupyter-worker:run` (also run, stop, delete), filtered to `!user=alice` or
-`!server=alice/NAME` or unfiltered. Whoever is not alice reaches nothing else on her server (the
-access:servers scope a read-only role needs would otherwise open her files, kernels and terminals),
-except the hub's admins: whoever holds admin:servers for it.
+single-user servers (docs/jupyterhub.md); a server under a hub without it installs it itself where
+the authorizer it has is one of Jupyter's or JupyterHub's own (which grant whatever the login
+grants), and otherwise closes its worker routes (`secure_worker_routes`).
+
+A token reaches the worker routes of alice's server only with `custom:jupyter-worker:read` (list,
+status, logs, /work files, the websockets) or `custom:jupyter-worker:run` (also run, stop,
+delete), filtered to `!user=alice` or `!server=alice/NAME` or unfiltered. Whoever is not alice
+reaches nothing else on her server (the access:servers scope a read-only role needs would
+otherwise open her files, kernels and terminals), except the hub's admins: whoever holds
+admin:servers for it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from jupyterhub.singleuser.extension import JupyterHubAuthorizer
+from jupyter_server.auth.authorizer import AllowAllAuthorizer, Authorizer
+from jupyterhub.singleuser.extension import JupyterHubAuthorizer, JupyterHubIdentityProvider
 from traitlets import Bool
 
 from .handlers import AUTH_RESOURCE
@@ -22,6 +27,9 @@ from .handlers import AUTH_RESOURCE
 READ_SCOPE = "custom:jupyter-worker:read"
 RUN_SCOPE = "custom:jupyter-worker:run"
 ADMIN_SCOPE = "admin:servers"
+AUTHORIZER = "jupyter_worker.server.hub.WorkerHubAuthorizer"
+# Authorizers that allow whatever the hub's login allowed: ours, which only narrows that, replaces them.
+REPLACEABLE = (Authorizer, AllowAllAuthorizer, JupyterHubAuthorizer)
 
 
 class WorkerHubAuthorizer(JupyterHubAuthorizer):
@@ -72,3 +80,32 @@ def _on_this_server(scope: str) -> set[str]:
     server matches, one naming anybody else does not."""
     user, server = _owner()
     return {f"{scope}!user={user}", f"{scope}!server={user}/{server}"}
+
+
+def secure_worker_routes(serverapp: Any) -> str | None:
+    """Under a hub, make the hub's worker scopes govern the worker routes whatever the server was
+    started with (Spawner.args replaced, say): install WorkerHubAuthorizer in place of an authorizer
+    that grants whatever the login grants. None when they do now; else why they cannot (the
+    caller closes the worker routes, server/app.py)."""
+    authorizer, provider = serverapp.authorizer, serverapp.identity_provider
+    if isinstance(authorizer, WorkerHubAuthorizer):
+        return None
+    name = f"{type(authorizer).__module__}.{type(authorizer).__name__}"
+    if not isinstance(provider, JupyterHubIdentityProvider):
+        return (
+            "this server has JupyterHub's environment ($JUPYTERHUB_API_TOKEN) but not JupyterHub's login "
+            f"(identity provider {type(provider).__name__}), so the hub's worker scopes cannot be checked: "
+            "start it with jupyterhub-singleuser, or without the JUPYTERHUB_* environment"
+        )
+    if type(authorizer) not in REPLACEABLE:
+        return (
+            f"this server runs under JupyterHub with the authorizer {name}, which does not check the hub's "
+            f"worker scopes: the hub's admin sets c.ServerApp.authorizer_class = {AUTHORIZER!r} (or a "
+            "subclass of it) for the single-user servers, e.g. with "
+            f"c.Spawner.args.append('--ServerApp.authorizer_class={AUTHORIZER}') (docs/jupyterhub.md)"
+        )
+    ours = WorkerHubAuthorizer(parent=serverapp, identity_provider=provider)
+    serverapp.authorizer = ours
+    serverapp.web_app.settings["authorizer"] = ours  # what handlers read
+    serverapp.log.info("jupyter-worker: installed %s in place of %s (the server's arguments lack it)", AUTHORIZER, name)
+    return None

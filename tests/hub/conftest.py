@@ -1,12 +1,18 @@
 """A real JupyterHub on loopback: configurable-http-proxy, the local users' single-user servers
 spawned as themselves, the idle culler, and one system executor; configured by the deployment
-guide's own docs/jupyterhub_config.py with only ports, paths and test identities added."""
+guide's own docs/jupyterhub_config.py with only ports, paths and test identities added, and the
+culler's timeout set to the shortest the guide allows (its activity intervals are the guide's).
+
+Two servers are started as admins get them wrong: bob's with `c.Spawner.args` replaced (the
+worker's authorizer argument lost, as the guide's old comment led to), carol's with an authorizer
+of the admin's own that knows nothing of the worker's scopes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import runpy
 import secrets
 import shutil
 import signal
@@ -22,6 +28,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
+from traitlets.config import Config
 
 from tests.conftest import free_port
 from tests.executor.conftest import started_daemon, wait_for
@@ -30,7 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 GUIDE_CONFIG = REPO / "docs" / "jupyterhub_config.py"
 PROXY = REPO / "dev" / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
 ALICE, BOB, CAROL = "jwtest-alice", "jwtest-bob", "jwtest-carol"
-CULL_TIMEOUT_S = 15
+# The guide's numbers, as the guide's config file computes them.
+GUIDE = runpy.run_path(str(GUIDE_CONFIG), init_globals={"get_config": Config})
+CULL_TIMEOUT_S = GUIDE["SHORTEST_CULL_TIMEOUT_S"]
+# How stale the hub's record of a busy server may be, by the guide's own account of it.
+REPORT_DELAY_S = GUIDE["JOBS_ACTIVITY_S"] + 1.1 * GUIDE["SERVER_ACTIVITY_S"] + GUIDE["ACTIVITY_RESOLUTION_S"]
+OWN_AUTHORIZER = "tests.hub.own_authorizer.OwnAuthorizer"
 
 TEST_CONFIG = """
 c = get_config()
@@ -43,14 +55,13 @@ c.ConfigurableHTTPProxy.command = [{proxy!r}]
 c.ConfigurableHTTPProxy.pid_file = {folder!r} + "/proxy.pid"
 c.JupyterHub.db_url = "sqlite:///" + {folder!r} + "/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = {folder!r} + "/cookie_secret"
-c.JupyterHub.last_activity_interval = 2
 c.Authenticator.allowed_users = {users!r}
 c.Spawner.environment["JUPYTER_WORKER_SOCKET"] = {socket!r}
-c.Spawner.environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = "1"
-c.Spawner.args.append("--JupyterWorker.activity_interval=0.5")
 for service in c.JupyterHub.services:
     if service["name"] == "idle-culler":
-        service["command"] = [*service["command"][:-1], "--timeout={cull}", "--cull-every=2"]
+        # the shortest timeout the guide allows; checking every 2 s is the culler's harshest
+        command = [part for part in service["command"] if not part.startswith("--timeout=")]
+        service["command"] = [*command, "--timeout={cull}", "--cull-every=2"]
 c.JupyterHub.services += [{{"name": "test-admin", "api_token": {admin!r}}},
                           {{"name": "nightly-runner", "api_token": {runner!r}}}]
 c.JupyterHub.load_roles += [
@@ -63,9 +74,13 @@ c.JupyterHub.load_roles += [
 ]
 
 def pre_spawn_hook(spawner):
-    # the admin's per-user choice: bob's jobs end with his server, everyone else's run on
+    # the admin's per-user choice: bob's jobs end with his server, everyone else's run on; made as
+    # the guide's old comment said, replacing the arguments (the worker's authorizer among them)
     if spawner.user.name == {bob!r}:
-        spawner.args = [*spawner.args, "--JupyterWorker.jobs_on_server_stop=stop"]
+        spawner.args = ["--JupyterWorker.jobs_on_server_stop=stop"]
+    # carol's server has an authorizer of the admin's own, which knows nothing of the worker's scopes
+    if spawner.user.name == {carol!r}:
+        spawner.args = ["--ServerApp.authorizer_class={own_authorizer}"]
 
 c.Spawner.pre_spawn_hook = pre_spawn_hook
 """
@@ -94,6 +109,7 @@ class Hub:
             alice=ALICE,
             bob=BOB,
             carol=CAROL,
+            own_authorizer=OWN_AUTHORIZER,
         )
         config_file = os.path.join(self.folder, "jupyterhub_config.py")
         Path(config_file).write_text(config)

@@ -1,17 +1,19 @@
 """JupyterHub in front of one system executor: each user's jobs are theirs on every route, the
-hub's scopes grant reading and running, and idle culling waits for running jobs."""
+hub's scopes grant reading and running, whatever the servers' arguments say, and idle culling
+with the guide's numbers waits for running jobs."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from jupyter_worker.client import Client
 from tests.executor.conftest import wait_for
-from tests.hub.conftest import ALICE, BOB, CAROL, CULL_TIMEOUT_S
+from tests.hub.conftest import ALICE, BOB, CAROL, CULL_TIMEOUT_S, REPORT_DELAY_S
 
 pytestmark = pytest.mark.hub
 
@@ -160,6 +162,7 @@ def test_a_service_with_the_run_scope_for_one_user_runs_jobs_as_that_user_only(h
 
 
 def test_the_idle_culler_spares_a_server_while_its_jobs_run_and_culls_it_after(hub, tokens, system_executor):
+    """With the guide's activity intervals and the shortest culler timeout it allows (conftest)."""
     job = started(hub, ALICE, tokens[ALICE])
     hub.wait(lambda: hub.server(BOB) is None, 4 * CULL_TIMEOUT_S, "the idle server to be culled")
     assert (hub.server(ALICE) or {}).get("ready"), "the server with a running job was culled"
@@ -168,7 +171,8 @@ def test_the_idle_culler_spares_a_server_while_its_jobs_run_and_culls_it_after(h
         root.stop(job["id"], grace_s=0)
     ended = time.monotonic()
     hub.wait(lambda: hub.server(ALICE) is None, 4 * CULL_TIMEOUT_S, "the server to be culled once its job ended")
-    assert time.monotonic() - ended >= CULL_TIMEOUT_S - 3
+    # idle for the timeout, counted from the last report of its job, at most REPORT_DELAY_S before its end
+    assert time.monotonic() - ended >= CULL_TIMEOUT_S - REPORT_DELAY_S - 3
 
 
 def test_stopping_a_server_keeps_or_stops_its_users_jobs_as_the_admin_chose(hub, tokens, system_executor):
@@ -186,3 +190,33 @@ def test_stopping_a_server_keeps_or_stops_its_users_jobs_as_the_admin_chose(hub,
     hub.start_server(ALICE)
     assert hub.worker(ALICE, "GET", f"jobs/{kept['id']}", tokens[ALICE])[1]["status"] == "RUNNING"
     hub.worker(ALICE, "POST", f"jobs/{kept['id']}/stop", tokens[ALICE], {"grace_s": 0})
+
+
+def test_a_server_whose_spawner_args_lost_the_authorizer_lets_no_narrow_token_nor_the_hubs_admin_run_jobs(hub, tokens):
+    """bob's server was started with c.Spawner.args replaced: it installs the worker's authorizer itself."""
+    read_only = hub.token_for(BOB, scopes=[f"access:servers!user={BOB}", f"custom:jupyter-worker:read!user={BOB}"])
+    servers_only = hub.token_for(BOB, scopes=[f"access:servers!user={BOB}"])
+    before = {j["id"] for j in hub.worker(BOB, "GET", "jobs", tokens[BOB])[1]["jobs"]}
+    for who, token in (("read-only", read_only), ("access:servers only", servers_only), ("admin", hub.admin_token)):
+        assert hub.worker(BOB, "POST", "jobs", token, SLEEPER)[0] == 403, who
+    assert hub.worker(BOB, "GET", "jobs", read_only)[0] == 200
+    assert hub.worker(BOB, "GET", "jobs", servers_only)[0] == 403
+    assert {j["id"] for j in hub.worker(BOB, "GET", "jobs", tokens[BOB])[1]["jobs"]} == before
+    job = started(hub, BOB, tokens[BOB])
+    hub.worker(BOB, "POST", f"jobs/{job['id']}/stop", tokens[BOB], {"grace_s": 0})
+    log = Path(hub.folder, "hub.log").read_text(errors="replace")
+    assert "installed jupyter_worker.server.hub.WorkerHubAuthorizer in place of" in log
+
+
+def test_a_server_with_an_authorizer_of_the_admins_own_closes_its_worker_routes_and_says_what_to_set(hub, tokens):
+    """carol's server has an authorizer that knows nothing of the worker's scopes: not even she runs jobs there."""
+    hub.start_server(CAROL)
+    try:
+        code, refusal = hub.worker(CAROL, "POST", "jobs", tokens[CAROL], SLEEPER)
+        assert (code, refusal["reason"]) == (403, "forbidden")
+        assert "c.ServerApp.authorizer_class = 'jupyter_worker.server.hub.WorkerHubAuthorizer'" in refusal["message"]
+        assert hub.worker(CAROL, "GET", "jobs", tokens[CAROL])[0] == 403
+        assert hub.websocket(CAROL, "events", tokens[CAROL], until="job")[0] == 403
+        assert hub.request("GET", f"/user/{CAROL}/api/contents", tokens[CAROL])[0] == 200
+    finally:
+        hub.stop_server(CAROL)
