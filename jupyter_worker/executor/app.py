@@ -7,6 +7,7 @@ Configuration comes from a file (`--config FILE`, Python or JSON) and the comman
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
 import os
 import resource
@@ -70,10 +71,26 @@ class ExecutorApp(Application):
         except TraitError as exc:
             self.log.critical("configuration: %s", exc)
             self.exit(2)
+        unknown = policy.unknown_names() + self._unknown_groups()
+        if unknown:
+            self.log.critical("configuration: %s", "; ".join(unknown))
+            self.exit(2)
         lower_defaults_to_maxima(policy, self.log)
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(self.serve(policy))
+
+    def _unknown_groups(self) -> list[str]:
+        """A role group that does not exist would grant nothing, quietly: a typo refused at start."""
+        problems = []
+        for setting in ("admin_group", "viewer_group"):
+            name = getattr(self, setting)
+            if name:
+                try:
+                    grp.getgrnam(name)
+                except KeyError:
+                    problems.append(f"ExecutorApp.{setting} names {name!r}, no group here")
+        return problems
 
     async def serve(self, policy: Policy) -> None:
         # The state folder holds every job's command and environment: root's alone, whatever the

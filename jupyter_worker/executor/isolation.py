@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from ..errors import ErrorReason, WorkerError
@@ -39,14 +39,20 @@ class IsolatedNetwork:
     def problem(self) -> str | None:
         return isolated_problem()
 
-    def modes(self) -> list[str]:
-        return ["none", "host"] + ([] if self.problem() else ["isolated"])
+    def modes(self, allowed: Collection[NetworkMode] = tuple(NetworkMode)) -> list[str]:
+        """The modes this host offers, of those allowed."""
+        offered = ["none", "host"] + ([] if self.problem() else ["isolated"])
+        return [mode for mode in offered if NetworkMode(mode) in allowed]
 
-    def default_mode(self, configured: str) -> NetworkMode:
-        """'auto' is isolated where this host offers it and forwards IPv4 (else jobs reach nothing), else none."""
-        if configured != "auto":
+    def default_mode(self, configured: str, allowed: Collection[NetworkMode] = tuple(NetworkMode)) -> NetworkMode:
+        """'auto' is isolated where this host offers it and forwards IPv4 (else jobs reach nothing), else none.
+        A default the user may not use gives way to auto's choice, then to none, isolated, host: the
+        first they may use."""
+        if configured != "auto" and NetworkMode(configured) in allowed:
             return NetworkMode(configured)
-        return NetworkMode.ISOLATED if ipv4_forwarding() and self.problem() is None else NetworkMode.NONE
+        auto = NetworkMode.ISOLATED if ipv4_forwarding() and self.problem() is None else NetworkMode.NONE
+        choices = (auto, NetworkMode.NONE, NetworkMode.ISOLATED, NetworkMode.HOST)
+        return next((mode for mode in choices if mode in allowed), auto)
 
     def lease(self, job_id: str) -> JobLink:
         if not self._up:

@@ -81,6 +81,8 @@ def test_capabilities_show_each_caller_their_own_allowance_and_nobody_elses(daem
         ("--Policy.group_limits={'staff': {'max_jobs': -1}}", "a whole number >= 0, or None for no maximum"),
         ("--Policy.group_limits={'staff': 4}", "a dict of max_jobs"),
         ("--Policy.default_network=wifi", "'wifi' is not none, host, isolated or auto"),
+        ("--Policy.allowed_networks=['wifi']", "Policy.allowed_networks: 'wifi' is not a network mode"),
+        ("--Policy.user_limits={'jwtest-bob': {'networks': []}}", "a list of network modes, at least one of"),
         ("--Policy.egress_deny=['10.0.0.0/8:99999']", "port out of range"),
     ],
 )
