@@ -17,6 +17,7 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, TraitError, TraitType, Unicode, default, validate
 from traitlets.config import Configurable
 
+from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, LimitRow
 from ..sandbox.network import parse_rule
 from ..spec import JobRequest, Limits, NetworkMode, SpecError
@@ -24,6 +25,8 @@ from ..spec import JobRequest, Limits, NetworkMode, SpecError
 _BY_MAX = {row.max_setting: row for row in LIMITS if row.max_setting}
 ALLOWANCE_KEYS = ("max_jobs", "max_queued", *(row.max_setting for row in LIMITS if row.max_setting))
 _CAPS = ("max_jobs", "max_queued")  # whole numbers, 0 meaning no cap of the user's own
+NETWORKS_KEY = "networks"  # in a user_limits or group_limits entry: the network modes they may use
+EVERY_NETWORK = tuple(NetworkMode)
 
 
 class LimitSetting(TraitType):
@@ -63,11 +66,13 @@ _LimitSettings = type("_LimitSettings", (Configurable,), _limit_settings())
 @dataclass(frozen=True)
 class Allowance:
     """What one user may use: concurrent jobs and queued jobs (0: no cap of their own) and a maximum
-    per limit (None: no maximum), after their own entry, their groups' entries and the global settings."""
+    per limit (None: no maximum), and the network modes they may use, after their own entry, their
+    groups' entries and the global settings."""
 
     max_jobs: int
     maxima: dict[str, float | None]
     max_queued: int = 0
+    networks: tuple[NetworkMode, ...] = EVERY_NETWORK
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_jobs": self.max_jobs, "max_queued": self.max_queued, **self.maxima}
@@ -115,6 +120,13 @@ class Policy(_LimitSettings):
         help="per group name, the same keys; a member of several groups gets the largest value of each, "
         "and a user's own entry wins over their groups'"
     ).tag(config=True)
+    allowed_networks = List(
+        Unicode(),
+        default_value=["none", "isolated"],
+        help="network modes a job of a user without a 'networks' entry of their own (user_limits, group_limits) "
+        "may use; root and the admin group may use every mode. 'host' shares the host's network: its "
+        "loopback services, and whatever the host itself may reach",
+    ).tag(config=True)
     allowed_commands = List(
         Unicode(), default_value=None, allow_none=True, help="program names a job may start (None: any)"
     ).tag(config=True)
@@ -161,6 +173,13 @@ class Policy(_LimitSettings):
             raise TraitError(f"Policy.default_network: {proposal['value']!r} is not none, host, isolated or auto")
         return proposal["value"]
 
+    @validate("allowed_networks")
+    def _check_allowed_networks(self, proposal: Any) -> list:
+        try:
+            return [mode.value for mode in _networks(proposal["value"])]
+        except SpecError as exc:
+            raise TraitError(f"Policy.allowed_networks: {exc}") from None
+
     @validate("isolated_subnet")
     def _check_subnet(self, proposal: Any) -> str:
         try:
@@ -181,13 +200,16 @@ class Policy(_LimitSettings):
     @validate("user_limits", "group_limits")
     def _check_allowances(self, proposal: Any) -> dict:
         """Each entry's values are parsed as the settings they override ('16G' for a memory maximum)."""
-        what, keys = proposal["trait"].name, ", ".join(ALLOWANCE_KEYS)
+        what, keys = proposal["trait"].name, ", ".join((*ALLOWANCE_KEYS, NETWORKS_KEY))
         checked: dict[str, dict[str, Any]] = {}
         for name, entry in proposal["value"].items():
             if not isinstance(entry, dict):
                 raise TraitError(f"Policy.{what}[{name!r}]: a dict of {keys}")
             checked[name] = {}
             for key, value in entry.items():
+                if key == NETWORKS_KEY:
+                    checked[name][key] = _networks_value(f"Policy.{what}[{name!r}][{key!r}]", value)
+                    continue
                 if key not in ALLOWANCE_KEYS:
                     raise TraitError(f"Policy.{what}[{name!r}]: unknown key {key!r}; one of {keys}")
                 checked[name][key] = _allowance_value(f"Policy.{what}[{name!r}][{key!r}]", key, value)
@@ -204,7 +226,13 @@ class Policy(_LimitSettings):
                 chosen[key] = _most_generous(key, values)
         chosen |= self.user_limits.get(user, {})
         max_jobs, max_queued = int(chosen.pop("max_jobs") or 0), int(chosen.pop("max_queued") or 0)
-        return Allowance(max_jobs, chosen, max_queued)
+        networks = chosen.pop(NETWORKS_KEY, None)
+        if NETWORKS_KEY not in self.user_limits.get(user, {}):  # the union of the user's groups' entries
+            granted = {mode for entry in groups for mode in entry.get(NETWORKS_KEY, ())}
+            networks = tuple(m for m in EVERY_NETWORK if m in granted) or None
+        if networks is None:
+            networks = _networks(self.allowed_networks)
+        return Allowance(max_jobs, chosen, max_queued, networks)
 
     def limits_for(self, asked: Limits, allowance: Allowance) -> Limits:
         """The limits a job gets, limit by limit: what it asked for, which may not exceed the
@@ -227,8 +255,28 @@ class Policy(_LimitSettings):
         if self.allowed_commands is not None and os.path.basename(argv[0]) not in self.allowed_commands:
             raise SpecError(f"command: {argv[0]!r} is not among the commands this executor allows")
 
-    def network_for(self, request: JobRequest, default: NetworkMode) -> NetworkMode:
-        return request.network or default
+    def network_for(
+        self, request: JobRequest, default: NetworkMode, allowed: tuple[NetworkMode, ...], user: str
+    ) -> NetworkMode:
+        """The mode asked for, if this user may use it; else the default (already one they may use)."""
+        if request.network is None:
+            return default
+        if request.network not in allowed:
+            modes = ", ".join(mode.value for mode in allowed)
+            raise WorkerError(
+                ErrorReason.FORBIDDEN,
+                f"network {request.network.value!r} is not allowed for {user} on this executor "
+                f"(allowed: {modes}); an admin grants modes with Policy.allowed_networks or a 'networks' entry "
+                "in Policy.user_limits or Policy.group_limits",
+            )
+        return request.network
+
+    def unknown_names(self) -> list[str]:
+        """Users and groups the policy names that this host does not know: each a likely typo that would
+        otherwise quietly leave someone with the global settings."""
+        users = [f"Policy.user_limits names {n!r}, no user here" for n in self.user_limits if not _is_user(n)]
+        groups = [f"Policy.group_limits names {n!r}, no group here" for n in self.group_limits if not _is_group(n)]
+        return users + groups
 
 
 def _allowance_value(where: str, key: str, value: Any) -> Any:
@@ -242,6 +290,40 @@ def _allowance_value(where: str, key: str, value: Any) -> Any:
         return _BY_MAX[key].parse(value)
     except SpecError as exc:
         raise TraitError(f"{where}: {exc}, or None for no maximum") from None
+
+
+def _networks(value: Any) -> tuple[NetworkMode, ...]:
+    """A list of network modes, in the order of NetworkMode; at least one."""
+    names = ", ".join(mode.value for mode in NetworkMode)
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"a list of network modes, at least one of {names}")
+    unknown = [v for v in value if v not in {mode.value for mode in NetworkMode}]
+    if unknown:
+        raise SpecError(f"{unknown[0]!r} is not a network mode; one of {names}")
+    return tuple(mode for mode in NetworkMode if mode.value in value)
+
+
+def _networks_value(where: str, value: Any) -> tuple[NetworkMode, ...]:
+    try:
+        return _networks(value)
+    except SpecError as exc:
+        raise TraitError(f"{where}: {exc}") from None
+
+
+def _is_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _is_group(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _most_generous(key: str, values: list[Any]) -> Any:

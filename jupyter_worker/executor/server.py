@@ -415,7 +415,10 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
         }
         for row in LIMITS
     ]
-    return {**settings, "limits": limits, "network_modes": executor.network.modes()}
+    networks = executor.networks_for(caller, policy.allowance(caller.name))
+    settings["allowed_networks"] = [mode.value for mode in networks]
+    settings["default_network"] = executor.network.default_mode(policy.default_network, networks).value
+    return {**settings, "limits": limits, "network_modes": executor.network.modes(networks)}
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:

@@ -26,11 +26,11 @@ from ..sandbox import LaunchSpec
 from ..sandbox.output import Chunk, read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
 from . import retention, workfiles
-from .access import Caller, runs_as
+from .access import Caller, Role, runs_as
 from .folders import JobFolder
 from .holds import Holds
 from .isolation import IsolatedNetwork
-from .policy import Policy
+from .policy import Allowance, Policy
 from .store import JobStore
 from .supervision import Backend, Launch, StartError, Supervision
 
@@ -88,8 +88,11 @@ class Executor:
         self.policy.check_command(request.command)
         caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
         owner = request.owner or caller.name
-        limits = self.policy.limits_for(request.limits, self.policy.allowance(owner))
-        network = self.policy.network_for(request, self.network.default_mode(self.policy.default_network))
+        allowance = self.policy.allowance(owner)
+        limits = self.policy.limits_for(request.limits, allowance)
+        allowed = self.networks_for(caller, allowance)
+        default = self.network.default_mode(self.policy.default_network, allowed)
+        network = self.policy.network_for(request, default, allowed, owner)
         if network is NetworkMode.ISOLATED and (problem := self.network.problem()):
             raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
         if request.holder is not None:
@@ -128,6 +131,10 @@ class Executor:
         self._announce(record)
         self.schedule()
         return self.store.get(job_id) or record
+
+    def networks_for(self, caller: Caller, allowance: Allowance) -> tuple[NetworkMode, ...]:
+        """Root and admins use every mode; others what the policy allows them (Policy.allowed_networks)."""
+        return tuple(NetworkMode) if caller.role is Role.ADMIN else allowance.networks
 
     def _check_queue(self, owner: str) -> None:
         """A user's waiting jobs are capped (Policy.max_queued_per_user): the queue is shared."""
