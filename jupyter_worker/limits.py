@@ -45,6 +45,8 @@ def parse_size(text: Any, what: str = "size", unit: int = 1) -> int:
     if not match:
         raise SpecError(f"{what}: {text!r} is not a size ({example})")
     number, prefix, suffix, _ = match.groups()
+    if len(number) > 24:  # beyond any bound (and int() of 4300 digits is an error of its own)
+        raise SpecError(f"{what}: {text[:32]!r}... is too large")
     if not prefix and not suffix:
         if "." in number:
             raise SpecError(f"{what}: {text!r} is not a whole number")

@@ -10,6 +10,8 @@ of a connection is "hello", which fixes the protocol version.
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from typing import Any
 
@@ -56,13 +58,91 @@ def frame_length(header: bytes) -> int:
 
 
 def decode(body: bytes) -> dict[str, Any]:
+    return load_object(body, "a frame")
+
+
+# What JSON a peer may send (a frame, a REST body): strict JSON, an object, nested at most
+# MAX_DEPTH deep (a request needs 4), whole numbers within 64 bits, finite numbers (Python's json
+# takes NaN, Infinity and 1e400 as floats, which no field means), text without lone surrogates
+# (they cannot become UTF-8: a path, an argument or a log). Refused here, once, for every field.
+MAX_DEPTH = 16
+MAX_INT = (1 << 63) - 1
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def load_object(body: bytes | str, what: str) -> dict[str, Any]:
+    """The JSON object in body, or one bad_request saying what is wrong with it."""
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_constant=_no_constant, parse_int=_whole, parse_float=_finite)
+    except RecursionError:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{what} nests deeper than {MAX_DEPTH}") from None
+    except _Refused as exc:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{what}: {exc}") from None
     except (UnicodeDecodeError, ValueError):
-        raise WorkerError(ErrorReason.BAD_REQUEST, "a frame must hold JSON") from None
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{what} must hold JSON") from None
     if not isinstance(message, dict):
-        raise WorkerError(ErrorReason.BAD_REQUEST, "a frame must hold a JSON object")
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{what} must hold a JSON object")
+    raw = body.encode(errors="surrogatepass") if isinstance(body, str) else body
+    # Cheap scans first: only a body with many brackets or a surrogate escape is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(raw) or isinstance(body, str):
+        problem = _problem(message)
+        if problem:
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"{what}: {problem}")
     return message
+
+
+class _Refused(ValueError):
+    """A JSON value refused while decoding."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a number JSON allows")
+
+
+def _whole(text: str) -> int:
+    if len(text) > 20 or abs(value := int(text)) > MAX_INT:
+        raise _Refused(f"{text[:24]} is beyond a 64-bit whole number")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"{text[:24]} is beyond the range of a number")
+    return value
+
+
+def _problem(message: Any) -> str | None:
+    """Too deep a nesting or a lone surrogate anywhere in a decoded message (walked, not recursed)."""
+    pending = [(message, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return f"nests deeper than {MAX_DEPTH}"
+        if isinstance(value, dict):
+            pending.extend((item, depth + 1) for item in value.values())
+            pending.extend((key, depth) for key in value)
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return "text holds a lone surrogate (not UTF-8)"
+    return None
+
+
+MAX_ID_CHARS = 100
+
+
+def request_id(request: dict[str, Any]) -> Any:
+    """A request's id, which its responses echo: null, a whole number, or up to 100 characters."""
+    value = request.get("id")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return value
+    raise WorkerError(ErrorReason.BAD_REQUEST, f"id: null, a whole number or up to {MAX_ID_CHARS} characters")
 
 
 def ok(request_id: Any, **result: Any) -> dict[str, Any]:

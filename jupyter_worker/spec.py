@@ -125,6 +125,8 @@ class Mount:
     rw: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rw, bool):
+            raise SpecError("mount: rw is true or false")
         src, dst = check_mount(self.source, self.destination)
         object.__setattr__(self, "source", src)
         object.__setattr__(self, "destination", dst)
@@ -277,6 +279,9 @@ def default_name(program: str) -> str:
 
 
 _HOLDER_RE = re.compile(r"[\w.@:/+-]{1,200}")
+
+
+MAX_STOP_GRACE_S = 3600.0  # a stop's grace period: SIGTERM, then at most this long before SIGKILL
 
 
 def validate_holder(value: Any) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
-from ..spec import JobRequest, JobStatus, shown, validate_holder
+from ..spec import MAX_STOP_GRACE_S, JobRequest, JobStatus, shown, validate_holder
 from .access import Caller, Role, Roles
 from .policy import Policy
 from .service import Executor, ListQuery
@@ -40,6 +40,7 @@ from .service import Executor, ListQuery
 _PEERCRED = struct.Struct("3i")
 LOGS_DEFAULT_BYTES = 512 << 10
 READ_FILE_DEFAULT_BYTES = 1 << 20
+MAX_WHOLE = 1 << 53  # offsets, sizes and cursors: JSON-safe whole numbers, far inside 64 bits
 
 Request = dict[str, Any]
 
@@ -196,8 +197,9 @@ class Server:
                 return
             if request is None:
                 return
-            request_id = request.get("id")
+            request_id = None
             try:
+                request_id = protocol.request_id(request)
                 if not greeted and request.get("op") != "hello":
                     raise WorkerError(ErrorReason.BAD_REQUEST, "the first request must be hello")
                 greeted = True
@@ -218,7 +220,8 @@ class Server:
 
     def handle(self, caller: Caller, request: Request) -> dict[str, Any]:
         """One request-response operation."""
-        op = self.ops.get(request.get("op"))  # type: ignore[arg-type]
+        name = request.get("op")
+        op = self.ops.get(name) if isinstance(name, str) else None
         if op is None:
             known = ", ".join(protocol.OPS)
             raise WorkerError(ErrorReason.BAD_REQUEST, f"unknown operation {shown(request.get('op'))}; one of {known}")
@@ -339,12 +342,13 @@ def _job_ref(request: Request) -> str:
     return job_ref
 
 
-def _whole(request: Request, key: str, default: int, low: int) -> int:
+def _whole(request: Request, key: str, default: int, low: int, high: int = MAX_WHOLE) -> int:
+    """A whole number within low..high: offsets and sizes reach pread and lseek, which take 64 bits."""
     value = request.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise WorkerError(ErrorReason.BAD_REQUEST, f"{key}: a whole number >= {low}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"{key}: a whole number from {low} to {high}")
     return value
 
 
@@ -359,8 +363,10 @@ def _path(request: Request, default: str | None = None) -> str:
 
 def _grace(request: Request) -> float | None:
     grace = request.get("grace_s")
-    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0):
-        raise WorkerError(ErrorReason.BAD_REQUEST, "grace_s: seconds >= 0")
+    if grace is None:
+        return None
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= MAX_STOP_GRACE_S:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"grace_s: seconds from 0 to {MAX_STOP_GRACE_S:g}")
     return grace
 
 
@@ -369,7 +375,7 @@ def _list_query(request: Request) -> ListQuery:
     if isinstance(statuses, str):
         statuses = [statuses]
     if statuses is not None and (
-        not isinstance(statuses, list) or not all(s in JobStatus.__members__ for s in statuses)
+        not isinstance(statuses, list) or not all(isinstance(s, str) and s in JobStatus.__members__ for s in statuses)
     ):
         raise WorkerError(ErrorReason.BAD_REQUEST, f"status: one or more of {', '.join(JobStatus.__members__)}")
     limit, cursor = request.get("limit"), request.get("cursor")
@@ -378,7 +384,9 @@ def _list_query(request: Request) -> ListQuery:
         isinstance(limit, bool)
         or not isinstance(limit, int)
         or not 1 <= limit <= 1000
-        or not (cursor is None or (isinstance(cursor, int) and not isinstance(cursor, bool)))
+        or not (
+            cursor is None or (isinstance(cursor, int) and not isinstance(cursor, bool) and 0 <= cursor <= MAX_WHOLE)
+        )
     ):
         raise WorkerError(ErrorReason.BAD_REQUEST, "limit: 1 to 1000; cursor: the number a previous page gave")
     owner = request.get("owner")

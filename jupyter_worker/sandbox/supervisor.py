@@ -10,6 +10,7 @@ With capture (control.Capture) it also owns the job's output and writes its outc
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -19,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import SpecError
-from ..spec import NetworkMode, Outcome, Reason, Usage
+from ..spec import MAX_STOP_GRACE_S, NetworkMode, Outcome, Reason, Usage
 from . import libc, network
 from .cgroups import JobCgroup
 from .control import Capture, Channels
@@ -284,10 +285,13 @@ def _watch(job: _Job, cgroup: JobCgroup, running: _Running) -> Outcome:
 
 
 def _grace(request: dict, default: float) -> float:
+    """The grace period a stop asks for, within 0..MAX_STOP_GRACE_S (select() takes no inf or NaN,
+    and an error here would lose the job); the job's own if it is not a number."""
     try:
-        return max(0.0, float(request.get("grace_s", default)))
-    except (TypeError, ValueError):
+        grace = float(request.get("grace_s", default))
+    except (TypeError, ValueError, OverflowError):
         return default
+    return min(max(grace, 0.0), MAX_STOP_GRACE_S) if math.isfinite(grace) else default
 
 
 def _read_status(fd: int) -> int | None:

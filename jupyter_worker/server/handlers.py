@@ -26,6 +26,7 @@ from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web, websocket
 from tornado.log import gen_log
 
+from .. import protocol
 from ..client import AsyncClient
 from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
@@ -92,13 +93,8 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
     def body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
             raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise WorkerError(ErrorReason.BAD_REQUEST, "the body must be JSON") from None
-        if not isinstance(data, dict):
-            raise WorkerError(ErrorReason.BAD_REQUEST, "the body must be a JSON object")
-        return data
+        # the protocol's own decoding: strict JSON, no NaN or Infinity, bounded nesting and numbers
+        return protocol.load_object(self.request.body or b"{}", "the body")
 
     def int_argument(self, name: str, default: int | None) -> int | None:
         value = self.get_argument(name, None)
@@ -315,6 +311,8 @@ class JobStreamHandler(_Stream):
             self.offset = int(self.get_argument("offset", "0"))
         except ValueError:
             raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number") from None
+        if not 0 <= self.offset <= protocol.MAX_INT:  # refused before the upgrade, not by a closed socket
+            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0")
         self.job_id = _visible(self.worker, await self.worker.client.get(job_id), job_id).id
 
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
