@@ -29,6 +29,9 @@ def guarded(users):
     flags = [
         f"--Policy.group_limits={{'{alices_group}': {{'networks': ['none', 'isolated', 'host']}}}}",
         "--Policy.default_network=host",
+        # bob's fallback may be the isolated network: a bridge and documentation range of this test's own
+        "--Policy.isolated_bridge=jwt-brpol",
+        "--Policy.isolated_subnet=198.51.100.128/26",
     ]
     with started_daemon(flags) as daemon:
         yield daemon
