@@ -150,15 +150,17 @@ class JobStore:
         order = "ASC" if oldest_first else "DESC"
         rows = self.db.execute(
             f"SELECT seq, record FROM jobs {clause} ORDER BY seq {order} LIMIT ?", (*args, limit + 1)
-        ).fetchall()
-        taken, size = 0, 0
-        for _, text in rows[:limit]:
-            size += len(text)
-            if taken and max_bytes is not None and size > max_bytes:
+        )
+        # Read row by row: the rows past the page are never all held in memory at once.
+        taken: list[str] = []
+        size, last, cursor = 0, None, None
+        for seq, text in rows:
+            if len(taken) == limit or (taken and max_bytes is not None and size + len(text) > max_bytes):
+                cursor = last
                 break
-            taken += 1
-        cursor = rows[taken - 1][0] if len(rows) > taken else None
-        return [_record(text) for _, text in rows[:taken]], cursor
+            taken.append(text)
+            size, last = size + len(text), seq
+        return [_record(text) for text in taken], cursor
 
     def with_status(self, *statuses: JobStatus) -> list[JobRecord]:
         marks = ", ".join("?" * len(statuses))
