@@ -3,6 +3,7 @@ bounds that keep any record inside a protocol frame (issue 15, item 5)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -30,6 +31,7 @@ from jupyter_worker.spec import (
     clip,
     default_name,
 )
+from jupyter_worker.widgets import JobWidget
 
 # What a hostile name or command carries: set the window title, clear the screen, a one-byte CSI
 # (C1), DEL, a newline to forge a row, a bidi override, zero-width characters, a line separator,
@@ -101,6 +103,17 @@ def test_the_notebooks_html_escapes_hostile_text_and_never_holds_a_dollar(render
     assert "$" not in page and "&#36;x^2&#36;" in page
     assert page.startswith('<div class="tex2jax_ignore mathjax_ignore">')
     assert shows_nothing_hidden(page)
+
+
+def test_the_widget_shows_a_hostile_name_and_error_escaped_and_out_of_mathjaxs_reach():
+    async def drawn() -> str:
+        widget = JobWidget(record(name="n$x$<b>", finished_at=2.0), socket="/nonexistent/executor.sock")
+        await asyncio.wait_for(widget.task, 10)  # no executor there: it ends at once
+        return widget.header.value
+
+    header = asyncio.run(drawn())
+    assert header.startswith('<div class="tex2jax_ignore mathjax_ignore">')
+    assert "$" not in header and "<script" not in header and "&lt;b&gt;" in header and shows_nothing_hidden(header)
 
 
 def test_an_error_naming_hostile_text_is_one_inert_line_on_stderr(capsys):
