@@ -169,7 +169,12 @@ class Client(_Requests):
 
     def _exchange(self, sock: socket.socket, op: str, params: dict[str, Any]) -> dict[str, Any]:
         self._next_id += 1
-        sock.sendall(protocol.encode({"op": op, "id": self._next_id, **params}))
+        try:
+            sock.sendall(protocol.encode({"op": op, "id": self._next_id, **params}))
+        except (BrokenPipeError, ConnectionResetError):
+            # The executor may refuse a connection (busy) and close it before reading a word: its
+            # refusal is then already waiting to be read.
+            pass
         return _result(self._read(sock))
 
     @staticmethod
@@ -215,7 +220,10 @@ class Client(_Requests):
 def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
-        piece = sock.recv(size - len(data))
+        try:
+            piece = sock.recv(size - len(data))
+        except ConnectionResetError:
+            piece = b""
         if not piece:
             raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection")
         data += piece
@@ -253,8 +261,11 @@ class AsyncClient(_Requests):
 
     async def _exchange(self, streams, op: str, params: dict[str, Any]) -> dict[str, Any]:
         self._next_id += 1
-        streams[1].write(protocol.encode({"op": op, "id": self._next_id, **params}))
-        await streams[1].drain()
+        try:
+            streams[1].write(protocol.encode({"op": op, "id": self._next_id, **params}))
+            await streams[1].drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # as in Client._exchange: a refusal may be waiting to be read
         return _result(await self._read(streams[0]))
 
     @staticmethod
@@ -262,7 +273,7 @@ class AsyncClient(_Requests):
         try:
             header = await reader.readexactly(protocol.LENGTH.size)
             return protocol.decode(await reader.readexactly(protocol.frame_length(header)))
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, ConnectionResetError):
             raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection") from None
 
     async def _call_async(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
