@@ -83,6 +83,8 @@ class JupyterWorker(ExtensionApp):
         self.settings.update({"jupyter_worker": self})
         if os.environ.get(HUB_ENV):
             self._secure_under_hub()
+            # the web app's settings are updated from these once this method returns
+            self.settings["authorizer"] = self.serverapp.authorizer
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
