@@ -321,6 +321,9 @@ async def _until_hung_up(reader: asyncio.StreamReader, stream: Coroutine[Any, An
     finally:
         streaming.cancel()
         hanging_up.cancel()
+        # Both have ended before the connection is read again: a reader serves one waiter at a time,
+        # and after a refused stream the client may send its next request.
+        await asyncio.wait({streaming, hanging_up})
     if streaming in done:
         streaming.result()  # its refusal, if it was refused
 

@@ -47,6 +47,10 @@ def error_reply(exc: WorkerError) -> tuple[int, dict[str, str]]:
     return exc.reason.http_status, {"message": clip(exc.message, MAX_MESSAGE) or "", "reason": exc.reason.value}
 
 
+# tornado's own refusals of a malformed request; Jupyter's (a 403 for no login) keep reason null
+_STATUS_REASONS = {400: ErrorReason.BAD_REQUEST, 405: ErrorReason.BAD_REQUEST, 413: ErrorReason.TOO_LARGE}
+
+
 class _Refusals(web.RequestHandler):
     """A WorkerError raised while handling a request answers through `error_reply`, and is logged
     as a refusal (as tornado logs an HTTPError), not as a fault of the server."""
@@ -61,7 +65,15 @@ class _Refusals(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, WorkerError):
+        if isinstance(exc, web.HTTPError) and status_code in _STATUS_REASONS:
+            # a query that is not UTF-8, a method the route has not: a reason like the worker's own
+            # refusals, so that a client's mistake reads alike whoever caught it; the status stays
+            message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            exc = WorkerError(_STATUS_REASONS[status_code], message or self._reason)
+            self.set_status(status_code, reason=exc.reason.value)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": exc.message, "reason": exc.reason.value}))
+        elif isinstance(exc, WorkerError):
             status, body = error_reply(exc)
             self.set_status(status, reason=body["reason"])
             self.set_header("Content-Type", "application/json")
@@ -101,9 +113,12 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
         if value is None:
             return default
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: {shown(value)} is not a whole number") from None
+        if not 0 <= number <= protocol.MAX_INT:  # offsets, sizes, counts and cursors: none is negative
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: a whole number from 0 to {protocol.MAX_INT}")
+        return number
 
 
 def _visible(worker: JupyterWorker, job: JobRecord, job_id: str) -> JobRecord:

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jupyter_worker import protocol
@@ -21,6 +21,7 @@ from jupyter_worker.spec import MAX_STOP_GRACE_S, JobRequest, validate_holder
 from tests.security.fuzzing import FUZZ, JOB, NUMERIC, TEXTS, raw, requests
 
 JOB_IDS = ["0f0f0f0f-1111-2222-3333-444455556666"]
+FUZZ = settings(FUZZ, max_examples=100)  # pure and fast: a few seconds in all
 
 
 def decoded(body: bytes) -> dict[str, Any] | None:
