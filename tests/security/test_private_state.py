@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import Iterator
 
 import pytest
 
@@ -77,46 +78,50 @@ def executor(users):
         yield daemon
 
 
-def secret_job(daemon) -> str:
-    """A running job of alice's whose command and environment hold a secret, and whose /work holds a file."""
+@contextlib.contextmanager
+def secret_job(daemon) -> Iterator[str]:
+    """A running job of alice's whose command and environment hold a secret, and whose /work holds
+    a file; stopped afterwards (alice's running jobs are capped)."""
     job = {"command": ["sh", "-c", f"echo {SECRET} > /work/out; echo {SECRET}; sleep 300"], "env": {"TOKEN": SECRET}}
     record = as_user("jwtest-alice", lambda: Client(daemon.socket).run(job))
     with Client(daemon.socket) as client:
         wait_for(lambda: client.logs(record.id)[0], what="the job's output")
-    return record.id
+        try:
+            yield record.id
+        finally:
+            client.stop(record.id, grace_s=0)
+            wait_for(lambda: client.get(record.id).finished, what="the secret job's stop")
 
 
 def test_no_user_lists_or_reads_the_state_folder_database_logs_results_or_control_sockets(executor):
-    job_id = secret_job(executor)
-    paths = state_paths(executor.state_dir, job_id)
-    assert all(os.path.lexists(path) for path in paths.values()), paths
-    for user in USERS:  # the job's own owner included: only through the executor
-        found = as_user(user, lambda: what_a_user_gets(paths))
-        assert found == dict.fromkeys(paths, "denied"), (user, found)
-    assert_private(executor.state_dir, job_id)
+    with secret_job(executor) as job_id:
+        paths = state_paths(executor.state_dir, job_id)
+        assert all(os.path.lexists(path) for path in paths.values()), paths
+        for user in USERS:  # the job's own owner included: only through the executor
+            found = as_user(user, lambda: what_a_user_gets(paths))
+            assert found == dict.fromkeys(paths, "denied"), (user, found)
+        assert_private(executor.state_dir, job_id)
 
 
 def test_the_owner_reaches_the_jobs_files_through_the_executor_and_another_user_does_not(executor):
-    job_id = secret_job(executor)
+    with secret_job(executor) as job_id:
 
-    def read_out() -> str:
-        with Client(executor.socket) as client:
-            try:
-                return client.read_file(job_id, "out")[0].decode()
-            except WorkerError as exc:
-                return f"refused: {exc.reason.value}"
+        def read_out() -> str:
+            with Client(executor.socket) as client:
+                try:
+                    return client.read_file(job_id, "out")[0].decode()
+                except WorkerError as exc:
+                    return f"refused: {exc.reason.value}"
 
-    wait_for(lambda: as_user("jwtest-alice", read_out) == f"{SECRET}\n", what="alice's own file")
-    assert as_user("jwtest-bob", read_out) == "refused: not_found"
+        wait_for(lambda: as_user("jwtest-alice", read_out) == f"{SECRET}\n", what="alice's own file")
+        assert as_user("jwtest-bob", read_out) == "refused: not_found"
 
 
 def test_a_state_folder_left_readable_by_all_is_made_private_at_start_with_a_warning(users, tmp_path):
     state = str(tmp_path / "state")
     with started_daemon([], state_dir=state) as daemon:
-        job_id = secret_job(daemon)
-        with Client(daemon.socket) as client:
-            client.stop(job_id, grace_s=0)
-            wait_for(lambda: client.get(job_id).finished, what="the stop")
+        with secret_job(daemon) as job_id:
+            pass
         daemon.stop()
         loosened = state_paths(state, job_id)
         for what, path in loosened.items():
@@ -140,7 +145,7 @@ def test_files_made_under_umask_000_are_still_private(users):
         os.umask(umask)
     with contextlib.ExitStack() as stack:
         stack.push(started.__exit__)
-        job_id = secret_job(daemon)
+        job_id = stack.enter_context(secret_job(daemon))
         assert_private(daemon.state_dir, job_id)
         found = as_user("jwtest-bob", lambda: what_a_user_gets(state_paths(daemon.state_dir, job_id)))
         assert set(found.values()) == {"denied"}, found
