@@ -75,7 +75,7 @@ class ExecutorApp(Application):
         if unknown:
             self.log.critical("configuration: %s", "; ".join(unknown))
             self.exit(2)
-        lower_defaults_to_maxima(policy, self.log)
+        warn_defaults_above_maxima(policy, self.log)
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(self.serve(policy))
@@ -128,24 +128,23 @@ class ExecutorApp(Application):
             self.log.info("executor stopped; running jobs go on and are reattached at the next start")
 
 
-def lower_defaults_to_maxima(policy: Policy, log: logging.Logger) -> None:
-    """A default above its maximum is lowered to it, with a warning: the default is what a job
-    asking for nothing gets, and no job gets more than the maximum."""
+def warn_defaults_above_maxima(policy: Policy, log: logging.Logger) -> None:
+    """A default above its global maximum is named in a warning at start. It is not changed: the
+    merge (Policy.limits_for) lowers it, job by job, to the maximum of the user asking, so no job
+    gets more than its maximum, and a user whose own maximum is higher still gets the default."""
     for row in LIMITS:
         if not (row.default_setting and row.max_setting):
             continue
         default, maximum = getattr(policy, row.default_setting), getattr(policy, row.max_setting)
-        if maximum is None or (default is not None and default <= maximum):
+        if maximum is None or default is None or default <= maximum:
             continue
-        if default is not None:
-            log.warning(
-                "Policy.%s (%s) is above Policy.%s: lowered to %s",
-                row.default_setting,
-                row.show(default),
-                row.max_setting,
-                row.show(maximum),
-            )
-        setattr(policy, row.default_setting, maximum)
+        log.warning(
+            "Policy.%s (%s) is above Policy.%s (%s): a job asking for none gets its user's maximum",
+            row.default_setting,
+            row.show(default),
+            row.max_setting,
+            row.show(maximum),
+        )
 
 
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600

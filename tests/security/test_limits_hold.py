@@ -244,10 +244,14 @@ async def test_a_rest_request_for_host_networking_cannot_shed_the_network_limit(
     assert (code, error.get("reason")) == (400, "invalid"), error
 
 
-def test_a_default_above_its_maximum_is_lowered_at_start_with_a_warning(users):
-    with started_daemon(["--Policy.max_memory_limit=256", "--Policy.default_memory_limit=512"]) as daemon:
+def test_a_default_above_its_maximum_is_warned_of_at_start_and_no_job_gets_it(users):
+    flags = ["--Policy.max_memory_limit=256", "--Policy.default_memory_limit=512"]
+    flags.append("--Policy.user_limits={'jwtest-bob': {'max_memory_limit': 1024}}")
+    with started_daemon(flags) as daemon:
         record = as_user(ALICE, lambda: Client(daemon.socket).run({"command": ["true"]}))
         assert record.limits.memory_mb == 256
+        record = as_user("jwtest-bob", lambda: Client(daemon.socket).run({"command": ["true"]}))
+        assert record.limits.memory_mb == 512  # bob's own maximum is higher: the default holds
         process = daemon.process
         daemon.stop()
         assert b"Policy.default_memory_limit (512 MiB) is above Policy.max_memory_limit" in process.stderr.read()
