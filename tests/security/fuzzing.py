@@ -121,7 +121,7 @@ def _job(value: Any, number: Any, texts: list[str]) -> st.SearchStrategy[dict[st
 
 JOB = _job(ANY, NUMERIC, TEXTS)
 # Streams are rarer: one that is answered keeps its connection until the stream has news.
-OP_NAMES = [op for op in protocol.OPS if op not in ("follow", "watch", "hold")] * 4 + ["follow", "watch"]
+OP_NAMES = [op for op in protocol.OPS if op not in ("follow", "watch", "hold")] * 4 + ["follow", "watch", "hold"]
 
 
 def _request(job_ids: list[str], value: Any, number: Any, texts: list[str]) -> Any:
