@@ -306,6 +306,7 @@ def main() -> None:
             "--Policy.default_memory_limit=256",
             "--Policy.max_jobs_per_user=0",  # root's 1,000 sleepers all run at once
             "--Policy.max_queued_per_user=0",
+            "--Policy.default_disk_limit=None",  # the engine's own figures; bench/disk.py prices the disk limit
         )
         try:
             submit_latency(daemon, 10 if args.quick else 50)

@@ -139,6 +139,7 @@ def job_lines(record: JobRecord) -> list[str]:
         lines.append(
             f"Usage:     cpu {seconds(metrics.get('cpu_seconds', 0), 2)}, "
             f"memory peak {mib(metrics.get('memory_peak_bytes', 0))}, wall {seconds(metrics.get('wall_seconds', 0), 2)}"
+            + (f", disk {mib(metrics['disk_bytes'])}" if metrics.get("disk_bytes") else "")
         )
     return lines
 

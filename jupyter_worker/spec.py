@@ -213,6 +213,7 @@ class Usage:
     pids_peak: int = 0
     wall_seconds: float = 0.0
     oom_kills: int = 0
+    disk_bytes: int = 0  # used in the job's /work, where it has a disk limit
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

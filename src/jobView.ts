@@ -163,6 +163,7 @@ export class JobView extends Widget {
       ['Duration', formatDuration(durationOf(job, Date.now() / 1000))],
       ['CPU', `${(metrics.cpu_seconds ?? 0).toFixed(2)} s${this.usage.latestCpu !== null && !isFinished(job) ? `, now ${this.usage.latestCpu.toFixed(0)}%` : ''}`],
       ['Memory', `${formatBytes(metrics.memory_bytes)} now, ${formatBytes(metrics.memory_peak_bytes)} peak`],
+      ...(metrics.disk_bytes ? [['Disk', `${formatBytes(metrics.disk_bytes)} in /work`] as [string, string]] : []),
       ['Limits', limitWords(limits, this.limitRows).join(', ') || 'none'],
       ['Network', job.network]
     ];

@@ -31,6 +31,7 @@ export interface Metrics {
   memory_bytes?: number;
   memory_peak_bytes?: number;
   wall_seconds?: number;
+  disk_bytes?: number;
   pids?: number;
   [key: string]: number | undefined;
 }

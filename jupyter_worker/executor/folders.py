@@ -2,17 +2,27 @@
 
 jobs/<id>/          0700, root's: only the executor crosses it (the sandbox binds /work from an
                     fd root opened, so the job's uid never walks this path)
-    work/           0700, owned by the uid the job runs as: the job's /work
+    work/           0700, owned by the uid the job runs as: the job's /work; with a disk limit
+                    empty, where the kept image is mounted for a moment to be read
+    work.img        with a disk limit: the job's /work, an ext4 image of disk_mb (sandbox/disk.py),
+                    mounted only in the job's mount namespace, kept after the job as its /work
     log             the job's output, framed (sandbox/output.py), appended by its supervisor
     result          the supervisor's word on the job: its cgroup, then how it ended
     control         the supervisor's listening socket, for reattaching after a restart
+jobs/.trash-<id>    a deleted job's folder, renamed away at once and removed by a thread of its own
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
+
+from ..sandbox import disk
+
+TRASH_PREFIX = ".trash-"
+_sweeping = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -21,6 +31,7 @@ class JobFolder:
 
     dir: str
     work: str = field(init=False)
+    image: str = field(init=False)
     log: str = field(init=False)
     result: str = field(init=False)
     control: str = field(init=False)
@@ -28,6 +39,7 @@ class JobFolder:
     def __post_init__(self) -> None:
         for name in ("work", "log", "result", "control"):
             object.__setattr__(self, name, os.path.join(self.dir, name))
+        object.__setattr__(self, "image", disk.image_of(self.work))
 
     @classmethod
     def of(cls, jobs_dir: str, job_id: str) -> JobFolder:
@@ -40,15 +52,47 @@ class JobFolder:
         os.chown(self.work, uid, gid)
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Gone from its place at once (a rename); its files are removed by a thread, so a /work of
+        300k files never holds up the caller."""
+        if not os.path.isdir(self.dir):
+            return
+        jobs_dir, name = os.path.split(self.dir)
+        trash = os.path.join(jobs_dir, TRASH_PREFIX + name)
+        try:
+            os.rename(self.dir, trash)
+        except OSError:
+            return
+        threading.Thread(target=empty_trash, args=(jobs_dir,), name="jupyter-worker-trash", daemon=True).start()
 
     def size(self) -> int:
-        """Bytes of the regular files in it (what retention counts); links are not followed."""
+        """Bytes the folder takes on the host's disk: the blocks of its files, a sparse /work
+        image counted by what was written to it. Only a /work without a disk limit (a plain
+        folder) is walked, so call this off the event loop."""
         total = 0
-        for top, _, files in os.walk(self.dir):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(top, name)).st_size
-                except OSError:
-                    pass
+        for name in os.listdir(self.dir) if os.path.isdir(self.dir) else []:
+            path = os.path.join(self.dir, name)
+            if path == self.work:
+                continue
+            total += disk.allocated_bytes(path)
+        if os.path.isdir(self.work):
+            total += _tree_blocks(self.work)
         return total
+
+
+def _tree_blocks(top: str) -> int:
+    total = 0
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            total += disk.allocated_bytes(os.path.join(folder, name))
+    return total
+
+
+def empty_trash(jobs_dir: str) -> None:
+    """Remove every deleted job's folder (also those a stop of the executor left half removed)."""
+    with _sweeping:
+        try:
+            names = [n for n in os.listdir(jobs_dir) if n.startswith(TRASH_PREFIX)]
+        except OSError:
+            return
+        for name in names:
+            shutil.rmtree(os.path.join(jobs_dir, name), ignore_errors=True)

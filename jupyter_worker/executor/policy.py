@@ -161,6 +161,16 @@ class Policy(_LimitSettings):
     log_max_bytes = Int(256 << 20, help="per-job log cap; the excess is dropped with a notice").tag(config=True)
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
+    max_kept_disk_per_user = Int(
+        4 << 30,
+        help="bytes one user's finished jobs may keep on the state folder's disk (their /work images, logs); "
+        "past it that user's oldest finished jobs are deleted (0: no per-user quota)",
+    ).tag(config=True)
+    disk_reserve_bytes = Int(
+        1 << 30,
+        help="free bytes on the state folder's filesystem that jobs' disk limits never count on: a job whose "
+        "disk limit does not fit in what is free beyond it waits while running jobs hold room, else it fails",
+    ).tag(config=True)
 
     @default("max_jobs_per_user")
     def _half_the_slots(self) -> int:

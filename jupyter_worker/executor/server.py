@@ -32,6 +32,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
+from ..sandbox import disk as sandbox_disk
 from ..spec import MAX_STOP_GRACE_S, JobRequest, JobStatus, shown, validate_holder
 from .access import Caller, Role, Roles
 from .policy import Policy
@@ -429,6 +430,8 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
     networks = executor.networks_for(caller, policy.allowance(caller.name))
     settings["allowed_networks"] = [mode.value for mode in networks]
     settings["default_network"] = executor.network.default_mode(policy.default_network, networks).value
+    disk_problem = sandbox_disk.problem()
+    settings["disk_limit"] = {"enforced": disk_problem is None, "why_not": disk_problem}
     return {**settings, "limits": limits, "network_modes": executor.network.modes(networks)}
 
 

@@ -22,12 +22,14 @@ from typing import Any
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
+from ..limits import Limits
 from ..sandbox import LaunchSpec
+from ..sandbox import disk as sandbox_disk
 from ..sandbox.output import Chunk, read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
 from . import retention, workfiles
 from .access import Caller, Role, runs_as
-from .folders import JobFolder
+from .folders import JobFolder, empty_trash
 from .holds import Holds
 from .isolation import IsolatedNetwork
 from .policy import Allowance, Policy
@@ -67,6 +69,7 @@ class Executor:
         self._tasks = [
             asyncio.create_task(self.supervision.flush_forever()),
             asyncio.create_task(self._retain_forever()),
+            asyncio.create_task(asyncio.to_thread(empty_trash, self.jobs_dir)),
         ]
 
     async def close(self) -> None:
@@ -89,7 +92,7 @@ class Executor:
         caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
-        limits = self.policy.limits_for(request.limits, allowance)
+        limits = self._disk_checked(self.policy.limits_for(request.limits, allowance), request.limits, allowance)
         allowed = self.networks_for(caller, allowance)
         default = self.network.default_mode(self.policy.default_network, allowed)
         network = self.policy.network_for(request, default, allowed, owner)
@@ -131,6 +134,22 @@ class Executor:
         self._announce(record)
         self.schedule()
         return self.store.get(job_id) or record
+
+    def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
+        """A disk limit this host cannot enforce refuses the job when the request asked for it or a
+        maximum applies to the user; one that only came from the default is dropped (the doctor and
+        capabilities say disk limits are not enforced here). One that cannot fit on the state
+        folder's disk even alone is refused (executor/retention.py)."""
+        if limits.disk_mb is None:
+            return limits
+        if problem := sandbox_disk.problem():
+            if asked.disk_mb is not None or allowance.maxima.get("max_disk_limit") is not None:
+                raise WorkerError(ErrorReason.UNSUPPORTED, f"disk limit: cannot be enforced here: {problem}")
+            return Limits(**{**limits.to_dict(), "disk_mb": None})
+        free, reserve = retention.free_bytes(self.jobs_dir), self.policy.disk_reserve_bytes
+        if retention.room(limits.disk_mb << 20, free, reserve, []) is retention.Room.NEVER:
+            raise WorkerError(ErrorReason.UNSUPPORTED, retention.no_room_message(limits.disk_mb, free, reserve))
+        return limits
 
     def networks_for(self, caller: Caller, allowance: Allowance) -> tuple[NetworkMode, ...]:
         """Root and admins use every mode; others what the policy allows them (Policy.allowed_networks)."""
@@ -215,11 +234,11 @@ class Executor:
     def work_listing(self, caller: Caller, job_ref: str, path: str) -> dict[str, Any]:
         """A folder of the job's /work, for whoever may see the job."""
         record = self.find(caller, job_ref)
-        return workfiles.listing(self.folder(record.id).work, path, self._ran_as(record))
+        return workfiles.listing(self.folder(record.id), path, self._ran_as(record))
 
     def work_read(self, caller: Caller, job_ref: str, path: str, offset: int, max_bytes: int) -> tuple[bytes, int]:
         record = self.find(caller, job_ref)
-        return workfiles.read(self.folder(record.id).work, path, offset, max_bytes, self._ran_as(record))
+        return workfiles.read(self.folder(record.id), path, offset, max_bytes, self._ran_as(record))
 
     def _ran_as(self, record: JobRecord) -> tuple[int, int]:
         launch = self.store.launch_of(record.id)
@@ -288,6 +307,8 @@ class Executor:
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
         caps: dict[str, int] = {}
         slots = self.policy.max_concurrent_jobs - len(running)
+        held = [self._disk_held(record) for record in running if record.limits.disk_mb is not None]
+        no_room: list[JobRecord] = []
         for record in self.store.with_status(JobStatus.QUEUED):
             if slots <= 0:
                 break
@@ -295,9 +316,25 @@ class Executor:
                 caps[record.owner] = self.policy.allowance(record.owner).max_jobs
             if caps[record.owner] and per_user.get(record.owner, 0) >= caps[record.owner]:
                 continue
+            if record.limits.disk_mb is not None:  # its disk must fit: it waits, or can never start
+                free = retention.free_bytes(self.jobs_dir)
+                fits = retention.room(record.limits.disk_mb << 20, free, self.policy.disk_reserve_bytes, held)
+                if fits is retention.Room.NEVER:
+                    no_room.append(record)
+                if fits is not retention.Room.FITS:
+                    continue
+                held.append((record.limits.disk_mb << 20, 0))
             self._start(record)
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
             slots -= 1
+        for record in no_room:
+            free = retention.free_bytes(self.jobs_dir)
+            error = retention.no_room_message(record.limits.disk_mb, free, self.policy.disk_reserve_bytes)
+            self._finish(record, Outcome(Reason.START_ERROR, error=error))
+
+    def _disk_held(self, record: JobRecord) -> tuple[int, int]:
+        """A running job's disk limit and what its image takes already, in bytes."""
+        return record.limits.disk_mb << 20, sandbox_disk.allocated_bytes(self.folder(record.id).image)
 
     def _start(self, record: JobRecord) -> None:
         """QUEUED -> RUNNING; an isolated job leases its place on the bridge first."""
@@ -343,21 +380,28 @@ class Executor:
             self.supervision.attach(Launch(record.id, spec, self.folder(record.id)))
         self.network.sweep()
 
-    def retain(self) -> None:
-        """Delete the finished jobs retention picks (executor/retention.py)."""
+    def retain(self, sizes: dict[str, int]) -> None:
+        """Delete the finished jobs retention picks (executor/retention.py), given their folders'
+        sizes (measured off the event loop: see sizes)."""
         doomed = retention.expired(
-            self.store.finished_oldest_first(),
-            lambda job_id: self.folder(job_id).size(),
+            self.store.finished_with_owners(),
+            lambda job_id: sizes.get(job_id, 0),
             time.time(),
-            self.policy.retention_days,
-            self.policy.retention_max_bytes,
+            days=self.policy.retention_days,
+            max_bytes=self.policy.retention_max_bytes,
+            per_user_bytes=self.policy.max_kept_disk_per_user,
         )
         for job_id in doomed:
             self._remove(job_id)
 
+    def sizes(self, job_ids: list[str]) -> dict[str, int]:
+        """The bytes each job's folder takes; blocking file work, for a thread."""
+        return {job_id: self.folder(job_id).size() for job_id in job_ids}
+
     async def _retain_forever(self) -> None:
         while True:
-            self.retain()
+            job_ids = [entry[0] for entry in self.store.finished_oldest_first()]
+            self.retain(await asyncio.to_thread(self.sizes, job_ids))
             await asyncio.sleep(retention.RETAIN_EVERY_S)
 
 

@@ -174,6 +174,12 @@ class JobStore:
             "SELECT id, finished_at FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at"
         ).fetchall()
 
+    def finished_with_owners(self) -> list[tuple[str, float, int]]:
+        """(id, finished_at, owner_uid) of every finished job, oldest first: retention's input."""
+        return self.db.execute(
+            "SELECT id, finished_at, owner_uid FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at"
+        ).fetchall()
+
     def delete(self, job_id: str) -> None:
         self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         self.db.execute("DELETE FROM held_jobs WHERE job_id = ?", (job_id,))

@@ -4,21 +4,29 @@ The folder is the job's to fill, so everything in it is hostile: every open reso
 folder with the kernel refusing symlinks, magic links and mount crossings (openat2), with the
 file permissions of the uid the job ran as, and only directories and regular files are opened for
 what they hold (a FIFO or a device is listed, never read).
+
+A /work with a disk limit is an image (sandbox/disk.py): while its job runs it is reached through
+the job's own mount namespace, once the job has ended it is mounted read-only, in a private mount
+namespace, for one listing or read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import ErrorReason, WorkerError
-from ..sandbox import libc
+from ..sandbox import disk, libc
 from ..sandbox.mounts import acting_as
+from .folders import JobFolder
 
 MAX_ENTRIES = 1000
 READ_MAX = 1 << 20
 RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS | libc.RESOLVE_NO_XDEV
+T = TypeVar("T")
 
 
 def _relative(path: str) -> str:
@@ -30,18 +38,49 @@ def _relative(path: str) -> str:
     return cleaned or "."
 
 
-def _open(work: str, path: str, flags: int, runs_as: tuple[int, int]) -> int:
+def _in_work(folder: JobFolder, use: Callable[[int], T]) -> T:
+    """use(an O_PATH fd of the root of the job's /work): the folder; with a disk limit, the /work
+    of the running job, or the kept image mounted read-only for the call."""
+    if os.path.exists(folder.image):
+        result = _result(folder.result)
+        if "reason" not in result:  # not ended: the job's own /work, or nothing yet
+            root = disk.open_live(result.get("pid", 0), folder.image)
+            if root is None:
+                raise WorkerError(ErrorReason.NOT_FOUND, "this job's /work is not ready yet")
+            try:
+                return use(root)
+            finally:
+                os.close(root)
+        try:
+            return disk.view(folder.work, use)
+        except (disk.DiskError, OSError) as exc:
+            raise WorkerError(ErrorReason.NOT_FOUND, f"this job's /work cannot be read: {exc}") from None
     try:
-        root = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        root = os.open(folder.work, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise WorkerError(ErrorReason.NOT_FOUND, "this job's /work was not kept") from None
+    try:
+        return use(root)
+    finally:
+        os.close(root)
+
+
+def _result(path: str) -> dict:
+    """The supervisor's result file: its init's pid while the job runs, its outcome once ended."""
+    try:
+        with open(path) as f:
+            data = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _open(root: int, path: str, flags: int, runs_as: tuple[int, int]) -> int:
     try:
         with acting_as(runs_as[0], runs_as[1], [runs_as[1]]):
             return libc.openat2(root, path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, RESOLVE)
     except OSError as exc:
         raise WorkerError(ErrorReason.NOT_FOUND, f"/work/{path}: {os.strerror(exc.errno or 0)}") from None
-    finally:
-        os.close(root)
 
 
 def _entry(directory: int, name: str) -> dict[str, Any] | None:
@@ -55,28 +94,36 @@ def _entry(directory: int, name: str) -> dict[str, Any] | None:
     return {"name": name, "type": kind, "size": info.st_size if kind == "file" else None, "mtime": info.st_mtime}
 
 
-def listing(work: str, path: str, runs_as: tuple[int, int]) -> dict[str, Any]:
+def listing(folder: JobFolder, path: str, runs_as: tuple[int, int]) -> dict[str, Any]:
     """The entries of a folder in /work (folders first, then by name), at most MAX_ENTRIES."""
     where = _relative(path)
-    fd = _open(work, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
-    try:
-        names = sorted(os.listdir(fd))
-        entries = [e for e in (_entry(fd, name) for name in names[:MAX_ENTRIES]) if e is not None]
-    finally:
-        os.close(fd)
+
+    def entries_of(root: int) -> tuple[list[str], list[dict[str, Any]]]:
+        fd = _open(root, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
+        try:
+            names = sorted(os.listdir(fd))
+            return names, [e for e in (_entry(fd, name) for name in names[:MAX_ENTRIES]) if e is not None]
+        finally:
+            os.close(fd)
+
+    names, entries = _in_work(folder, entries_of)
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
     return {"path": "" if where == "." else where, "entries": entries, "truncated": len(names) > MAX_ENTRIES}
 
 
-def read(work: str, path: str, offset: int, max_bytes: int, runs_as: tuple[int, int]) -> tuple[bytes, int]:
+def read(folder: JobFolder, path: str, offset: int, max_bytes: int, runs_as: tuple[int, int]) -> tuple[bytes, int]:
     """Up to max_bytes (and READ_MAX) of a regular file in /work from offset; returns them and the
     file's size."""
     where = _relative(path)
-    fd = _open(work, where, os.O_RDONLY, runs_as)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise WorkerError(ErrorReason.BAD_REQUEST, f"/work/{where} is not a regular file")
-        return os.pread(fd, min(max_bytes, READ_MAX), offset), info.st_size
-    finally:
-        os.close(fd)
+
+    def part_of(root: int) -> tuple[bytes, int]:
+        fd = _open(root, where, os.O_RDONLY, runs_as)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise WorkerError(ErrorReason.BAD_REQUEST, f"/work/{where} is not a regular file")
+            return os.pread(fd, min(max_bytes, READ_MAX), offset), info.st_size
+        finally:
+            os.close(fd)
+
+    return _in_work(folder, part_of)

@@ -135,11 +135,12 @@ class Capture:
             while fd in self.streams:
                 self.pump(fd)
 
-    def begin(self, cgroup: str) -> None:
+    def begin(self, cgroup: str, pid: int | None = None) -> None:
         """Until the outcome replaces it, the result file names the job's cgroup, so whoever finds
-        the supervisor gone can remove what is left of the job."""
+        the supervisor gone can remove what is left of the job, and its init's pid (through which
+        the executor reads the running job's /work: sandbox/disk.py)."""
         self.cgroup = cgroup
-        self._write_result({"cgroup": cgroup})
+        self._write_result({"cgroup": cgroup, "pid": pid})
 
     def finish(self, outcome: Outcome) -> None:
         self.drain()

@@ -8,6 +8,7 @@ from typing import Any
 from ..limits import LIMITS
 from .cgroups import ENFORCED, CgroupHost, kernel_at_least, swap_in_use
 from .devices import whole_disk
+from .disk import problem as disk_problem
 from .network import ipv4_forwarding, isolated_problem
 
 
@@ -59,6 +60,7 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
         "network_modes": ["none", "host"] + ([] if isolated_problem() else ["isolated"]),
         "isolated": {"why_not": isolated_problem(), "ipv4_forwarding": ipv4_forwarding()},
         "io_devices": {path: whole_disk(path) for path in ("/usr", "/var/lib")},
+        "disk": {"enforced": disk_problem() is None, "why_not": disk_problem()},
     }
 
 
@@ -88,6 +90,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             "  isolated: IPv4 forwarding is off (sysctl net.ipv4.ip_forward): jobs reach nothing; 'auto' means none"
         )
+    disk = report["disk"]
+    how = "enforced via an ext4 image per job on a loop device" if disk["enforced"] else f"REFUSED: {disk['why_not']}"
+    lines.append(f"disk limit:       {how}")
     for path, device in report["io_devices"].items():
         lines.append(f"I/O device of {path}: {device or 'none (not throttled)'}")
     return "\n".join(lines)

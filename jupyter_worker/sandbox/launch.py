@@ -96,7 +96,7 @@ def _wait_for(fd: int) -> None:
     os.close(fd)
 
 
-def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
+def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str, work_device: str | None) -> None:
     binds = _open_binds(spec)
     plan = RootPlan(
         new_root,
@@ -109,6 +109,8 @@ def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str) -> None:
         binds,
         spec.network is NetworkMode.HOST,
         spec.link.resolv_conf() if spec.link else None,
+        work_device,
+        spec.limits.disk_mb,
     )
     finish_root(tree, plan)
     for bind in binds:
@@ -149,11 +151,12 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         message, stdio = _receive_job(lines.job)
         socket.send_fds(job_line, [message], stdio)
         job_line.close()
-        spec = LaunchSpec.from_dict(json.loads(message)["spec"])
+        request = json.loads(message)
+        spec = LaunchSpec.from_dict(request["spec"])
         if spec.network is NetworkMode.HOST:
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)
-        _finish_sandbox(spec, tree, context.new_root)
+        _finish_sandbox(spec, tree, context.new_root, request.get("work_device"))
         _wait_for(lines.limits_set_fd)
         os.write(ready_w, b"1")
         os.close(ready_w)

@@ -78,6 +78,8 @@ class RootPlan:
     binds: list[Bind]
     host_network: bool
     resolv_conf: str | None = None
+    work_device: str | None = None  # the loop device of a disk-limited /work (sandbox/disk.py)
+    work_mb: int | None = None  # the disk limit: the size of /work where it is a tmpfs
 
 
 @contextlib.contextmanager
@@ -227,8 +229,8 @@ class Tree:
         if host and is_dir:
             self.host_folders.append(destination)
 
-    def mount_fs(self, fstype: str, destination: str, flags: int, data: str) -> None:
-        self._mount(destination, True, lambda leaf: libc.mount(fstype, leaf, fstype, flags, data))
+    def mount_fs(self, fstype: str, destination: str, flags: int, data: str, source: str | None = None) -> None:
+        self._mount(destination, True, lambda leaf: libc.mount(source or fstype, leaf, fstype, flags, data))
 
 
 def prepare_root(new_root: str) -> Tree:
@@ -352,10 +354,16 @@ def _mount_tmpfs(tree: Tree, destination: str, size_mb: int) -> None:
 
 
 def _mount_work(tree: Tree, plan: RootPlan) -> None:
+    if plan.work_device is not None:  # the job's disk image, attached by its supervisor
+        tree.mount_fs("ext4", "/work", MS_NOSUID | MS_NODEV, "", source=plan.work_device)
+        top = tree_path(tree, "/work")  # a fresh filesystem (root made the job's by mkfs): 0700, empty
+        os.chmod(top, 0o700)
+        os.rmdir(os.path.join(top, "lost+found"))
+        tree.host_folders.append("/work")  # kept after the job, like a bound work folder: no mount points made in it
+        return
     if plan.work_dir is None:
-        tree.mount_fs(
-            "tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={plan.tmp_mb}m,mode=700,uid={plan.uid},gid={plan.gid}"
-        )
+        size = plan.tmp_mb if plan.work_mb is None else plan.work_mb
+        tree.mount_fs("tmpfs", "/work", MS_NOSUID | MS_NODEV, f"size={size}m,mode=700,uid={plan.uid},gid={plan.gid}")
         return
     fd = os.open(plan.work_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

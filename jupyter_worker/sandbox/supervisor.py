@@ -25,6 +25,7 @@ from . import libc, network
 from .cgroups import JobCgroup
 from .control import Capture, Channels
 from .devices import io_devices
+from .disk import DiskError, JobDisk
 from .launch import STATUS, HostContext, InitLines, init_main
 from .launch_spec import LaunchSpec
 from .mounts import acting_as
@@ -38,6 +39,7 @@ class _Running:
     init_pid: int
     status_fd: int
     started: float
+    disk: JobDisk | None = None
 
 
 @dataclass
@@ -125,9 +127,34 @@ def standby(context: HostContext, link: socket.socket) -> None:
         error = "; ".join(context.cgroups.refusals(job.spec.limits)) or problem
         _report(job, Outcome(Reason.START_ERROR, error=error))
         return
-    outcome = _run(job, context, prepared, link)
+    try:
+        disk = _make_disk(job)
+    except DiskError as exc:
+        link.close()
+        _close_all(job.stdio)
+        _discard(prepared)
+        _report(job, Outcome(Reason.START_ERROR, error=str(exc)))
+        return
+    try:
+        outcome = _run(job, context, prepared, link, disk)
+    finally:
+        if disk is not None:
+            disk.close()  # before the outcome is told: a job said ended holds no device
     _report(job, outcome)
     prepared.cgroup.remove()
+
+
+def _make_disk(job: _Job) -> JobDisk | None:
+    """A job with a disk limit gets its /work on an image of that size (sandbox/disk.py); its
+    init learns the device from the request, where it replaces nothing the executor sent."""
+    spec = job.spec
+    if spec.limits.disk_mb is None or spec.work_dir is None:
+        return None
+    disk = JobDisk(spec.work_dir, spec.limits.disk_mb, spec.uid, spec.gid)
+    request = json.loads(job.message)
+    request["work_device"] = disk.device
+    job.message = json.dumps(request).encode()
+    return disk
 
 
 def _refuse_request(fds: list[int], error: str) -> None:
@@ -200,7 +227,7 @@ def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> 
     return warnings
 
 
-def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.socket) -> Outcome:
+def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.socket, disk: JobDisk | None) -> Outcome:
     """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
 
     The init says 'joined' once inside the job's v1 cgroups (a standby may still be preparing when
@@ -210,7 +237,7 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
     processes are gone; the empty cgroups are removed after it.
     """
     cgroup = prepared.cgroup
-    running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic())
+    running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic(), disk)
     try:
         try:
             os.sched_setscheduler(prepared.init_pid, os.SCHED_OTHER, os.sched_param(0))
@@ -220,7 +247,7 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
             pass
         prepared.job.close()
         if job.capture is not None:
-            job.capture.begin(cgroup.name)
+            job.capture.begin(cgroup.name, prepared.init_pid)
         try:
             warnings = _apply_limits(job.spec, context, cgroup)
             if job.spec.network is NetworkMode.ISOLATED:
@@ -233,6 +260,8 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.sock
         error = _release(prepared)
         if error:
             return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
+        if disk is not None:
+            disk.watch(running.init_pid)
         job.running = running
         job.channels.broadcast({"event": "started", "pid": running.init_pid, "warnings": warnings})
         link.close()
@@ -314,6 +343,8 @@ def _stop(job: _Job, cgroup: JobCgroup, running: _Running, reason: Reason, grace
 def _usage(cgroup: JobCgroup, running: _Running) -> Usage:
     usage = cgroup.usage()
     usage.wall_seconds = round(time.monotonic() - running.started, 3)
+    if running.disk is not None:
+        usage.disk_bytes = running.disk.used_bytes()
     return usage
 
 

@@ -146,6 +146,7 @@ def test_to_dict_has_every_field_given_only_those_set_and_words_label_them():
         "io_bps": None,
         "net_bps": None,
         "tmp_mb": None,
+        "disk_mb": None,
         "timeout_s": 90.0,
         "cpuset": None,
     }
