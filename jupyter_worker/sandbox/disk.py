@@ -40,6 +40,8 @@ LOOP_SET_STATUS64 = 0x4C04
 LOOP_CONFIGURE = 0x4C0A
 LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
+LO_FLAGS_DIRECT_IO = 16
+BLOCK = 4096
 # struct loop_info64 (device, inode, rdevice, offset, sizelimit; number, encrypt type, key size,
 # flags; file name, crypt name, key; init[2]) and struct loop_config (fd, block size, info, reserved)
 _LOOP_INFO64 = "5Q4I64s64s32s2Q"
@@ -113,7 +115,7 @@ def make_image(path: str, size_mb: int, uid: int, gid: int) -> None:
     except OSError as exc:
         raise DiskError(f"disk limit: cannot make the job's disk image: {exc.strerror}") from None
     options = f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={uid}:{gid}"
-    command = [mkfs, "-q", "-F", "-t", FSTYPE, "-m", "0", "-O", "^has_journal", "-E", options, path]
+    command = [mkfs, "-q", "-F", "-t", FSTYPE, "-b", str(BLOCK), "-m", "0", "-O", "^has_journal", "-E", options, path]
     done = subprocess.run(
         command, env={"PATH": _TOOL_PATH}, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
@@ -142,7 +144,7 @@ def attach(image: str, read_only: bool) -> tuple[int, str]:
     except OSError as exc:
         os.close(backing)
         raise DiskError(f"disk limit: no loop devices here ({LOOP_CONTROL}: {exc.strerror})") from None
-    flags = LO_FLAGS_AUTOCLEAR | (LO_FLAGS_READ_ONLY if read_only else 0)
+    flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO | (LO_FLAGS_READ_ONLY if read_only else 0)
     try:
         for _ in range(_ATTACH_TRIES):
             number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
@@ -172,7 +174,7 @@ def _configure(device: int, backing: int, flags: int, image: str) -> None:
     name = os.fsencode(image)[-63:]
     info = [0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"", b"", 0, 0]
     try:
-        fcntl.ioctl(device, LOOP_CONFIGURE, _LOOP_CONFIG.pack(backing, 0, *info, *[0] * 8))
+        fcntl.ioctl(device, LOOP_CONFIGURE, _LOOP_CONFIG.pack(backing, BLOCK, *info, *[0] * 8))
         return
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTTY):
