@@ -193,7 +193,8 @@ export class JobView extends Widget {
       nodes.push(h('span', { class: 'jw-log-notice' }, `[${this.log.dropped} earlier lines not shown]\n`));
     }
     for (const line of lines) {
-      nodes.push(h('span', { class: line.stream === 'stdout' ? 'jw-stdout' : 'jw-stderr' }, line.text + '\n'));
+      // The log is the job's own output, shown as a text node (no terminal obeys it here), as written.
+      nodes.push(h('span', { class: line.stream === 'stdout' ? 'jw-stdout' : 'jw-stderr' }, document.createTextNode(line.text + '\n')));
     }
     this.logNode.replaceChildren(...nodes);
     this.logNode.scrollTop = this.logNode.scrollHeight;
