@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jupyter_worker.client import HOLDER_ENV
 from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
@@ -162,3 +163,16 @@ def sh(run):
         return run(["/bin/sh", "-c", script], **fields)
 
     return runner
+
+
+@pytest.fixture(autouse=True)
+def worker_environment_restored():
+    """An in-process Jupyter server's extension sets these for its kernels in this very process;
+    each test leaves them as it found them."""
+    saved = {name: os.environ.get(name) for name in ("JUPYTER_WORKER_SOCKET", HOLDER_ENV)}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

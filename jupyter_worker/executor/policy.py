@@ -7,10 +7,12 @@ the seed's worker.* keys.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import ipaddress
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,8 +286,8 @@ class Policy(_LimitSettings):
     def unknown_names(self) -> list[str]:
         """Users and groups the policy names that this host does not know: each a likely typo that would
         otherwise quietly leave someone with the global settings."""
-        users = [f"Policy.user_limits names {n!r}, no user here" for n in self.user_limits if not _is_user(n)]
-        groups = [f"Policy.group_limits names {n!r}, no group here" for n in self.group_limits if not _is_group(n)]
+        users = [f"Policy.user_limits names {n!r}, no user here" for n in self.user_limits if not user_exists(n)]
+        groups = [f"Policy.group_limits names {n!r}, no group here" for n in self.group_limits if not group_exists(n)]
         return users + groups
 
 
@@ -320,20 +322,21 @@ def _networks_value(where: str, value: Any) -> tuple[NetworkMode, ...]:
         raise TraitError(f"{where}: {exc}") from None
 
 
-def _is_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+def user_exists(name: str) -> bool:
+    """Whether this host knows a user by that name."""
+    return _known(pwd.getpwnam, name)
 
 
-def _is_group(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
+def group_exists(name: str) -> bool:
+    """Whether this host knows a group by that name."""
+    return _known(grp.getgrnam, name)
+
+
+def _known(lookup: Callable[[str], Any], name: str) -> bool:
+    with contextlib.suppress(KeyError):
+        lookup(name)
+        return True
+    return False
 
 
 def _most_generous(key: str, values: list[Any]) -> Any:

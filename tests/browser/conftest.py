@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import free_port
 
@@ -162,3 +162,34 @@ def jp_asyncio_loop():
 @pytest.fixture
 def jp_server_cleanup():
     """See jp_asyncio_loop: nothing of pytest-jupyter's to clean up here."""
+
+
+def rest(lab, method: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"token {lab.token}"}
+    request = urllib.request.Request(f"{lab.url}/api/worker/{path}", method=method, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def rgb(colour: str) -> str:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def open_panel(page: Page, lab) -> None:
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.locator('.lm-TabBar-tab[data-id="jupyter-worker-panel"]').click()
+    expect(page.locator("#jupyter-worker-panel")).to_be_visible(timeout=60_000)
+
+
+def row(page: Page, name: str):
+    return page.locator("#jupyter-worker-panel .jw-row").filter(has_text=name)
+
+
+def open_job(page: Page, name: str):
+    """Click the job's row once it is listed; returns the row and the job's view."""
+    job = row(page, name)
+    expect(job).to_have_count(1, timeout=30_000)
+    job.click()
+    return job, page.locator(".jw-job-view").filter(has_text=name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.test_jobs_panel import open_job, open_panel, rest
+from tests.browser.conftest import open_job, open_panel, rest
 
 pytestmark = pytest.mark.browser
 

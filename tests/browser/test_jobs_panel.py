@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from jupyter_worker.widgets import COLOURS
+from tests.browser.conftest import open_job, open_panel, rest, rgb, row
 
 pytestmark = pytest.mark.browser
-
-
-def rest(lab, method: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"token {lab.token}"}
-    request = urllib.request.Request(f"{lab.url}/api/worker/{path}", method=method, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def rgb(colour: str) -> str:
-    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgb({red}, {green}, {blue})"
-
-
-def open_panel(page: Page, lab) -> None:
-    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
-    page.locator('.lm-TabBar-tab[data-id="jupyter-worker-panel"]').click()
-    expect(page.locator("#jupyter-worker-panel")).to_be_visible(timeout=60_000)
-
-
-def row(page: Page, name: str):
-    return page.locator("#jupyter-worker-panel .jw-row").filter(has_text=name)
-
-
-def open_job(page: Page, name: str):
-    """Click the job's row once it is listed; returns the row and the job's view."""
-    job = row(page, name)
-    expect(job).to_have_count(1, timeout=30_000)
-    job.click()
-    return job, page.locator(".jw-job-view").filter(has_text=name)
 
 
 def test_a_job_started_from_the_form_streams_its_log_and_completes(lab, page):
@@ -95,7 +63,7 @@ def test_the_forms_limits_come_from_the_executors_table_and_take_units(lab, page
     panel.get_by_role("button", name="Start").click()
     job, view = open_job(page, "with-units")
     facts = view.locator("xpath=.//dt[text()='Limits']/following-sibling::dd[1]")
-    expect(facts).to_contain_text("Memory 256 MiB, CPU 100 %, Processes 512, /tmp 32 MiB, Timeout 600 s")
+    expect(facts).to_contain_text("Memory 256 MiB, CPU 100 %, Processes 512, /tmp 32 MiB, Disk 1024 MiB, Timeout 600 s")
     record = rest(lab, "GET", f"jobs/{job.get_attribute('data-job-id')}")
     assert (record["limits"]["memory_mb"], record["limits"]["timeout_s"], record["limits"]["tmp_mb"]) == (256, 600, 32)
 

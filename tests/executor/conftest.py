@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import pickle
 import pwd
@@ -24,6 +23,7 @@ import pytest
 from jupyter_worker import protocol
 from jupyter_worker.client import Client, ExecutorUnavailable
 from jupyter_worker.errors import WorkerError
+from jupyter_worker.executor.policy import group_exists
 from jupyter_worker.spec import JobRecord
 from tests.conftest import ADMINS, VIEWERS
 
@@ -101,7 +101,7 @@ class Daemon:
         # the test users' role groups where this run made them (users fixture): the executor refuses
         # to start with a role group that does not exist, as it would grant nothing
         for flag, group in (("--admin-group", ADMINS), ("--viewer-group", VIEWERS)):
-            if _is_group(group):
+            if group_exists(group):
                 command += [flag, group]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
@@ -131,14 +131,6 @@ class Daemon:
 
     def client(self) -> Client:
         return Client(self.socket)
-
-
-def _is_group(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 def stop_everything(daemon: Daemon) -> None:
@@ -224,3 +216,9 @@ def raw_exchange(path: str, frames: list[bytes]) -> list[dict]:
         pass
     sock.close()
     return responses
+
+
+def refused_start(tmp_path, *flags: str) -> subprocess.CompletedProcess:
+    """An executor started with flags that it must refuse: its exit status and one-line stderr."""
+    command = [*EXECUTOR, "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path / "state"), *flags]
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
 from tests.conftest import VIEWERS
-from tests.executor.conftest import EXECUTOR, SLEEP, as_user, ask_as, run_as
+from tests.executor.conftest import SLEEP, as_user, ask_as, refused_start, run_as
 
 # carol is in the viewers group; bob has an entry of his own; alice gets the global settings.
 ALLOWANCES = (
@@ -87,13 +85,7 @@ def test_capabilities_show_each_caller_their_own_allowance_and_nobody_elses(daem
     ],
 )
 def test_a_bad_policy_stops_the_executor_at_start_with_one_line(setting, message, tmp_path):
-    result = subprocess.run(
-        [*EXECUTOR, "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path / "state"), setting],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_start(tmp_path, setting)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "state").exists()

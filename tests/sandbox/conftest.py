@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -38,3 +40,30 @@ def cgroup_root(tmp_path) -> Iterator[Callable[..., str]]:
     yield make
     for target in reversed(mounted):
         subprocess.run(["umount", str(target)], check=True)
+
+
+def loops_backed_by(image: str) -> list[str]:
+    """Loop devices whose backing file is image (the kernel names it, with ' (deleted)' once unlinked)."""
+    found = []
+    for path in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(path) as f:
+                backing = f.read().strip()
+        except OSError:
+            continue
+        if backing.removesuffix(" (deleted)") == image:
+            found.append(path.split("/")[3])
+    return found
+
+
+def mounts_at(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if line.split()[4] == path]
+
+
+def eventually(check, seconds: float = 3.0):
+    """The loop device clears itself once the job's mount namespace is gone, a moment after the end."""
+    deadline = time.monotonic() + seconds
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return result

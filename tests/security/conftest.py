@@ -1,6 +1,6 @@
 """Helpers for trying attacks as a real local user: the executor's daemon and its helpers come from
 tests/executor/conftest.py (started_daemon, as_user, run_as, ask_as), a user's Jupyter server from
-tests/server/test_multi_user.py (UserServer); added here are what an attacker needs beyond a
+tests/server/conftest.py (UserServer); added here are what an attacker needs beyond a
 client call, and what the tests read afterwards:
 
 - `Connector`: raw connections to the executor's socket opened by a user (the kernel names that
@@ -24,8 +24,9 @@ import pytest
 
 from jupyter_worker import protocol
 from jupyter_worker.errors import ErrorReason
-from tests.executor.conftest import Daemon, started_daemon
-from tests.server.test_multi_user import UserServer
+from jupyter_worker.spec import JobStatus, Reason
+from tests.executor.conftest import Daemon, started_daemon, wait_for
+from tests.server.conftest import UserServer
 
 REASONS = {reason.value for reason in ErrorReason}
 
@@ -162,7 +163,7 @@ def logged_daemon(users) -> Iterator[tuple[Daemon, LogDrain]]:
 
 @contextlib.contextmanager
 def logged_user_server(user: str, executor_socket: str) -> Iterator[tuple[UserServer, LogDrain]]:
-    """`jupyter server` as the user (tests/server/test_multi_user.UserServer), its log kept."""
+    """`jupyter server` as the user (tests/server/conftest.UserServer), its log kept."""
     server = UserServer(user, executor_socket)
     assert server.process.stderr is not None
     drain = LogDrain(server.process.stderr)
@@ -170,3 +171,17 @@ def logged_user_server(user: str, executor_socket: str) -> Iterator[tuple[UserSe
         yield server, drain
     finally:
         server.close()
+
+
+def stop_and_see_them_end_normally(daemon: Daemon, long_jobs: list[str]) -> None:
+    """Stop the long jobs a fuzz test started: each ends STOPPED (not lost), and the first one's log
+    shows it ran its TERM trap (a normal end)."""
+    with daemon.client() as client:
+        for job_id in long_jobs:
+            client.stop(job_id, grace_s=30)
+        for job_id in long_jobs:
+            ended = wait_for(lambda job_id=job_id: client.get(job_id).finished and client.get(job_id), what="an end")
+            assert (ended.status, ended.reason) == (JobStatus.STOPPED, Reason.STOPPED), ended
+        chunks, _, _ = client.logs(long_jobs[0], 0, 1 << 20)
+        log = b"".join(c.data for c in chunks)
+        assert log.startswith(b"started\n") and b"bye\n" in log, log

@@ -15,7 +15,7 @@ from jupyter_worker.errors import WorkerError
 from jupyter_worker.sandbox import disk
 from tests.executor import conftest as executor_conftest
 from tests.executor.conftest import as_user, ask_as, run_as, started_daemon, wait_for
-from tests.sandbox.test_disk import eventually, loops_backed_by
+from tests.sandbox.conftest import eventually, loops_backed_by
 
 pytestmark = pytest.mark.skipif(disk.problem() is not None, reason=f"no disk limit here: {disk.problem()}")
 

@@ -22,7 +22,7 @@ from jupyter_worker.client import Client
 from jupyter_worker.sandbox import LaunchSpec
 from jupyter_worker.spec import JobStatus, Reason
 from tests.executor.conftest import as_user, run_as, wait_for
-from tests.security.conftest import Connector, exchange, is_answer
+from tests.security.conftest import Connector, exchange, is_answer, stop_and_see_them_end_normally
 from tests.security.fuzzing import FUZZ, frame, raw, requests
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
@@ -196,13 +196,5 @@ def test_the_jobs_that_ran_through_the_fuzzing_end_normally(fuzzed):
     """Last: the long jobs, stopped, run their TERM trap and end STOPPED (not lost)."""
     daemon, drain, _, long_jobs = fuzzed
     unharmed(daemon, drain, long_jobs)
-    with daemon.client() as client:
-        for job_id in long_jobs:
-            client.stop(job_id, grace_s=30)
-        for job_id in long_jobs:
-            ended = wait_for(lambda job_id=job_id: client.get(job_id).finished and client.get(job_id), what="an end")
-            assert (ended.status, ended.reason) == (JobStatus.STOPPED, Reason.STOPPED), ended
-        chunks, _, _ = client.logs(long_jobs[0], 0, 1 << 20)  # bob's ran its trap: a normal end
-        log = b"".join(c.data for c in chunks)
-        assert log.startswith(b"started\n") and b"bye\n" in log, log
+    stop_and_see_them_end_normally(daemon, long_jobs)
     assert "Traceback" not in drain.text()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from jupyter_worker.spec import JobStatus, Reason
 from tests.executor.conftest import run_as, wait_for
-from tests.security.conftest import REASONS, logged_user_server
+from tests.security.conftest import REASONS, logged_user_server, stop_and_see_them_end_normally
 from tests.security.fuzzing import ANY, FUZZ, JOB, NUMBERS, NUMERIC, TEXTS
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
@@ -197,14 +197,6 @@ def test_the_jobs_that_ran_through_the_rest_fuzzing_end_normally(fuzzed):
     """Last: bob's long job, stopped, runs its TERM trap and ends STOPPED; nothing was lost."""
     daemon, executor_log, server_log, _, long_jobs = fuzzed
     unharmed(daemon, executor_log, server_log, long_jobs)
-    with daemon.client() as client:
-        for job_id in long_jobs:
-            client.stop(job_id, grace_s=30)
-        for job_id in long_jobs:
-            ended = wait_for(lambda job_id=job_id: client.get(job_id).finished and client.get(job_id), what="an end")
-            assert (ended.status, ended.reason) == (JobStatus.STOPPED, Reason.STOPPED), ended
-        chunks, _, _ = client.logs(long_jobs[0], 0, 1 << 20)
-        log = b"".join(c.data for c in chunks)
-        assert log.startswith(b"started\n") and b"bye\n" in log, log
+    stop_and_see_them_end_normally(daemon, long_jobs)
     for log in (executor_log.text(), server_log.text()):
         assert "Traceback" not in log and not _SERVER_ERROR.search(log), log

@@ -14,7 +14,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from jupyter_worker import jobs
-from jupyter_worker.client import HOLDER_ENV, Client
+from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
 from jupyter_worker.limits import BY_FIELD, LIMITS
 from tests.executor.conftest import as_user, ask_as, started_daemon, wait_for
@@ -190,19 +190,6 @@ def _pids_max(daemon, job_id: str) -> str:
 def executor_daemon(guarded):
     """The executor the Jupyter server under test talks to: the one with the maxima above."""
     return guarded
-
-
-@pytest.fixture(autouse=True)
-def worker_environment_restored():
-    """The in-process extension sets these for its kernels in this very process (as in
-    tests/server/conftest.py)."""
-    saved = {name: os.environ.get(name) for name in ("JUPYTER_WORKER_SOCKET", HOLDER_ENV)}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import ErrorReason, WorkerError
-from tests.executor.conftest import EXECUTOR, as_user, started_daemon, wait_for
-from tests.server.test_multi_user import UserServer
+from tests.executor.conftest import as_user, refused_start, started_daemon, wait_for
+from tests.server.conftest import UserServer
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
 HOST_JOB = {"command": ["true"], "network": "host"}
@@ -106,13 +106,7 @@ def test_a_group_entry_granting_the_host_network_lets_its_members_use_it(guarded
     ],
 )
 def test_a_policy_naming_an_unknown_user_or_group_stops_the_executor_at_start_with_one_line(setting, message, tmp_path):
-    result = subprocess.run(
-        [*EXECUTOR, "--socket", str(tmp_path / "s"), "--state-dir", str(tmp_path / "state"), setting],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_start(tmp_path, setting)
     assert result.returncode == 2
     assert f"configuration: {message}" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-from jupyter_worker.client import HOLDER_ENV
 from jupyter_worker.server.handlers import OPENAPI
+from tests.conftest import free_port
 from tests.executor.conftest import started_daemon
 
 
@@ -18,19 +26,6 @@ from tests.executor.conftest import started_daemon
 def executor_daemon():
     with started_daemon(["--Policy.max_memory_limit=2048"]) as daemon:
         yield daemon
-
-
-@pytest.fixture(autouse=True)
-def worker_environment_restored():
-    """The in-process extension sets these for its kernels in this very process; each test leaves
-    them as it found them."""
-    saved = {name: os.environ.get(name) for name in ("JUPYTER_WORKER_SOCKET", HOLDER_ENV)}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture
@@ -64,3 +59,57 @@ def conforms(openapi):
         return data
 
     return check
+
+
+class UserServer:
+    """`jupyter server` as a local user, with the extension pointed at the system executor."""
+
+    def __init__(self, user: str, executor_socket: str, *options: str):
+        entry = pwd.getpwnam(user)
+        self.home = tempfile.mkdtemp(prefix=f"jupyter-worker-{user}-")
+        os.chown(self.home, entry.pw_uid, entry.pw_gid)
+        self.port, self.token = free_port(), f"token-of-{user}"
+        env = {"PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8"}
+        command = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}"]
+        command += [f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.home}"]
+        command += [f"--JupyterWorker.socket={executor_socket}", "--JupyterWorker.embedded_executor=False", *options]
+        self.process = subprocess.Popen(
+            command,
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=[],
+            env=env,
+            cwd=self.home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.call("GET", "capabilities")
+                return
+            except (OSError, urllib.error.HTTPError):
+                if self.process.poll() is not None:
+                    raise AssertionError(self.process.stderr.read().decode()) from None
+                time.sleep(0.2)
+        raise AssertionError("the server did not come up")
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/worker/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 and path == "capabilities":
+                raise
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.home, ignore_errors=True)

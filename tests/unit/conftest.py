@@ -8,8 +8,11 @@ these tests make nothing they would check or clean up.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+from jupyter_worker.spec import JobRecord
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +28,20 @@ def jp_server_cleanup() -> Iterator[None]:
     HOME, which an unprivileged user such as nobody may not have) to clean it up; no test here
     starts one."""
     yield
+
+
+def make_record(**fields: Any) -> JobRecord:
+    """A job record as the executor would send it: alice's, with the fields given on top."""
+    data = {
+        "id": "0123456789abcdef0123456789abcdef",
+        "name": "napper",
+        "owner": "alice",
+        "owner_uid": 1000,
+        "command": ["sleep", "300"],
+        "status": "RUNNING",
+        "limits": {},
+        "network": "none",
+        "created_at": 1.0,
+        **fields,
+    }
+    return JobRecord.from_dict(data)

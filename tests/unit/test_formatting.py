@@ -20,25 +20,14 @@ from jupyter_worker.formatting import (
     text_table,
 )
 from jupyter_worker.spec import JobRecord
+from tests.unit.conftest import make_record
 
 START = datetime.datetime(2024, 5, 1, 12, 0, 0).timestamp()
 
 
 def record(**fields) -> JobRecord:
-    data = {
-        "id": "0123456789abcdef0123456789abcdef",
-        "name": "napper",
-        "owner": "alice",
-        "owner_uid": 1000,
-        "command": ["sh", "-c", "echo started;\n  sleep 300"],
-        "status": "RUNNING",
-        "limits": {"memory_mb": 256, "timeout_s": 60.0},
-        "network": "none",
-        "created_at": START,
-        "started_at": START,
-        **fields,
-    }
-    return JobRecord.from_dict(data)
+    mine = {"command": ["sh", "-c", "echo started;\n  sleep 300"], "limits": {"memory_mb": 256, "timeout_s": 60.0}}
+    return make_record(**{**mine, "created_at": START, "started_at": START, **fields})
 
 
 def test_times_are_local_and_a_missing_one_is_a_dash():

@@ -32,6 +32,7 @@ from jupyter_worker.spec import (
     default_name,
 )
 from jupyter_worker.widgets import JobWidget
+from tests.unit.conftest import make_record
 
 # What a hostile name or command carries: set the window title, clear the screen, a one-byte CSI
 # (C1), DEL, a newline to forge a row, a bidi override, zero-width characters, a line separator,
@@ -53,21 +54,8 @@ def shows_nothing_hidden(text: str) -> bool:
 
 
 def record(**fields) -> JobRecord:
-    data = {
-        "id": "0123456789abcdef0123456789abcdef",
-        "name": "napper",
-        "owner": "alice",
-        "owner_uid": 1000,
-        "command": ["sh", "-c", HOSTILE],
-        "status": "FAILED",
-        "reason": "start_error",
-        "error": HOSTILE,
-        "limits": {},
-        "network": "none",
-        "created_at": 1.0,
-        **fields,
-    }
-    return JobRecord.from_dict(data)
+    hostile = {"command": ["sh", "-c", HOSTILE], "status": "FAILED", "reason": "start_error", "error": HOSTILE}
+    return make_record(**{**hostile, **fields})
 
 
 @pytest.mark.parametrize("char", HIDDEN, ids=lambda c: f"U+{ord(c):04X}")
