@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import SpecError
-from .limits import Limits
+from .limits import BY_FIELD, Limits
 
 
 class NetworkMode(str, enum.Enum):
@@ -439,10 +439,9 @@ class JobRecord:
         known = {key: value for key, value in data.items() if key in _RECORD_FIELDS}
         known["status"] = JobStatus(known["status"])
         known["reason"] = Reason(known["reason"]) if known.get("reason") else None
-        known["limits"] = Limits.parse({k: v for k, v in (known.get("limits") or {}).items() if k in _LIMIT_FIELDS})
+        known["limits"] = Limits.parse({k: v for k, v in (known.get("limits") or {}).items() if k in BY_FIELD})
         known["metrics"] = known.get("metrics") or {}
         return cls(**known)
 
 
 _RECORD_FIELDS = set(JobRecord.__dataclass_fields__)
-_LIMIT_FIELDS = set(Limits.__dataclass_fields__)

@@ -7,7 +7,6 @@ Configuration comes from a file (`--config FILE`, Python or JSON) and the comman
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
 import os
 import resource
@@ -20,7 +19,7 @@ from traitlets.config import Application
 from ..limits import LIMITS
 from ..sandbox import Sandbox
 from .local import LocalBackend
-from .policy import Policy
+from .policy import Policy, group_exists
 from .server import Server
 from .service import Executor
 from .store import JobStore
@@ -82,15 +81,12 @@ class ExecutorApp(Application):
 
     def _unknown_groups(self) -> list[str]:
         """A role group that does not exist would grant nothing, quietly: a typo refused at start."""
-        problems = []
-        for setting in ("admin_group", "viewer_group"):
-            name = getattr(self, setting)
-            if name:
-                try:
-                    grp.getgrnam(name)
-                except KeyError:
-                    problems.append(f"ExecutorApp.{setting} names {name!r}, no group here")
-        return problems
+        names = {setting: getattr(self, setting) for setting in ("admin_group", "viewer_group")}
+        return [
+            f"ExecutorApp.{setting} names {name!r}, no group here"
+            for setting, name in names.items()
+            if name and not group_exists(name)
+        ]
 
     async def serve(self, policy: Policy) -> None:
         # The state folder holds every job's command and environment: root's alone, whatever the

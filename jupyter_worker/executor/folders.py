@@ -14,6 +14,7 @@ jobs/.trash-<id>    a deleted job's folder, renamed away at once and removed by 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -44,6 +45,16 @@ class JobFolder:
     @classmethod
     def of(cls, jobs_dir: str, job_id: str) -> JobFolder:
         return cls(os.path.join(jobs_dir, job_id))
+
+    def read_result(self) -> dict:
+        """The supervisor's result file: its cgroup and init's pid while the job runs, its outcome once
+        it ended; {} when it is missing or unreadable."""
+        try:
+            with open(self.result) as f:
+                data = json.loads(f.read() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def make(self, uid: int, gid: int) -> None:
         """The folder, and /work in it for the uid and gid the job runs as."""

@@ -10,7 +10,6 @@ the result file gave) is killed and removed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 
@@ -63,7 +62,7 @@ class LocalBackend(Backend):
 
     def settle(self, launch: Launch, events: JobEvents) -> None:
         """A job with no supervisor to talk to: its result file says how it ended, or it is lost."""
-        result = _read_result(launch.folder.result)
+        result = launch.folder.read_result()
         if "reason" in result:
             events.exited(launch.id, Outcome.from_dict(result))
             return
@@ -115,13 +114,3 @@ class _LocalHandle(JobHandle):
         except (RuntimeError, ValueError):
             pass
         self.running.close()
-
-
-def _read_result(path: str) -> dict:
-    """The supervisor's result file: the outcome once the job ended, before that its cgroup name."""
-    try:
-        with open(path) as f:
-            data = json.loads(f.read() or "{}")
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}

@@ -61,6 +61,7 @@ class Executor:
         self.network = IsolatedNetwork(policy)
         self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
         self._tasks: list[asyncio.Task] = []
+        self._scheduling = self._again = False
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
     async def start(self) -> None:
@@ -172,11 +173,15 @@ class Executor:
         return self._current(matches[0])
 
     def _current(self, job_id: str) -> JobRecord:
-        """The stored record; a running job's carries its usage now, not the last one persisted."""
+        """The stored record, with a running job's usage now."""
         record = self.store.get(job_id)
         if record is None:
             raise WorkerError(ErrorReason.NOT_FOUND, f"no job {job_id}")
-        record.metrics = self.supervision.usage(job_id) or record.metrics
+        return self._with_usage(record)
+
+    def _with_usage(self, record: JobRecord) -> JobRecord:
+        """A running job's record carries its usage now, not the last one persisted."""
+        record.metrics = self.supervision.usage(record.id) or record.metrics
         return record
 
     def list(self, caller: Caller, query: ListQuery) -> tuple[list[JobRecord], int | None]:
@@ -187,9 +192,7 @@ class Executor:
         )
         if query.owner and caller.sees_all:
             records = [r for r in records if r.owner == query.owner]
-        for record in records:
-            record.metrics = self.supervision.usage(record.id) or record.metrics
-        return records, cursor
+        return [self._with_usage(record) for record in records], cursor
 
     def stop(self, caller: Caller, job_ref: str, grace_s: float | None = None) -> JobRecord:
         record = self.find(caller, job_ref)
@@ -300,7 +303,24 @@ class Executor:
     # ---- the state machine: start, end
 
     def schedule(self) -> None:
-        """Start queued jobs, oldest first, while the global cap and each owner's own cap allow."""
+        """Start queued jobs, oldest first, while the global cap and each owner's own cap allow.
+
+        A job that ends while this runs (a start error, no room for its disk) asks for another pass
+        instead of scheduling inside this one, whose list of queued jobs would then be stale (and a
+        job could be started or ended twice)."""
+        if self._scheduling:
+            self._again = True
+            return
+        self._scheduling = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._schedule_once()
+        finally:
+            self._scheduling = False
+
+    def _schedule_once(self) -> None:
         running = self.store.with_status(JobStatus.RUNNING)
         per_user: dict[str, int] = {}
         for record in running:
@@ -309,6 +329,7 @@ class Executor:
         slots = self.policy.max_concurrent_jobs - len(running)
         held = [self._disk_held(record) for record in running if record.limits.disk_mb is not None]
         no_room: list[JobRecord] = []
+        free: int | None = None  # the state folder's free bytes, read once a pass when needed
         for record in self.store.with_status(JobStatus.QUEUED):
             if slots <= 0:
                 break
@@ -317,7 +338,7 @@ class Executor:
             if caps[record.owner] and per_user.get(record.owner, 0) >= caps[record.owner]:
                 continue
             if record.limits.disk_mb is not None:  # its disk must fit: it waits, or can never start
-                free = retention.free_bytes(self.jobs_dir)
+                free = retention.free_bytes(self.jobs_dir) if free is None else free
                 fits = retention.room(record.limits.disk_mb << 20, free, self.policy.disk_reserve_bytes, held)
                 if fits is retention.Room.NEVER:
                     no_room.append(record)
@@ -328,8 +349,7 @@ class Executor:
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
             slots -= 1
         for record in no_room:
-            free = retention.free_bytes(self.jobs_dir)
-            error = retention.no_room_message(record.limits.disk_mb, free, self.policy.disk_reserve_bytes)
+            error = retention.no_room_message(record.limits.disk_mb, free or 0, self.policy.disk_reserve_bytes)
             self._finish(record, Outcome(Reason.START_ERROR, error=error))
 
     def _disk_held(self, record: JobRecord) -> tuple[int, int]:

@@ -12,7 +12,6 @@ namespace, for one listing or read.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Callable
@@ -42,7 +41,7 @@ def _in_work(folder: JobFolder, use: Callable[[int], T]) -> T:
     """use(an O_PATH fd of the root of the job's /work): the folder; with a disk limit, the /work
     of the running job, or the kept image mounted read-only for the call."""
     if os.path.exists(folder.image):
-        result = _result(folder.result)
+        result = folder.read_result()
         if "reason" not in result:  # not ended: the job's own /work, or nothing yet
             root = disk.open_live(result.get("pid", 0), folder.image)
             if root is None:
@@ -63,16 +62,6 @@ def _in_work(folder: JobFolder, use: Callable[[int], T]) -> T:
         return use(root)
     finally:
         os.close(root)
-
-
-def _result(path: str) -> dict:
-    """The supervisor's result file: its init's pid while the job runs, its outcome once ended."""
-    try:
-        with open(path) as f:
-            data = json.loads(f.read() or "{}")
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _open(root: int, path: str, flags: int, runs_as: tuple[int, int]) -> int:
