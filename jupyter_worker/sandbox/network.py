@@ -10,6 +10,7 @@ admins widen or narrow that with allow and deny lists. A job's veth dies with it
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import SpecError
 from . import libc
@@ -222,10 +224,7 @@ class Bridge:
         return [name for name in names if name.startswith(VETH_PREFIX) and name not in keep]
 
     def remove_links(self, names: list[str]) -> None:
-        with IPRoute() as ipr:
-            for name in names:
-                for index in ipr.link_lookup(ifname=name):
-                    ipr.link("del", index=index)
+        delete_links(names)
 
     def _index(self, ipr: IPRoute) -> int | None:
         found = ipr.link_lookup(ifname=self.name)
@@ -294,10 +293,22 @@ def _attach(link: JobLink, init_pid: int, rate_bps: int | None) -> None:
             ipr.link("set", index=host_end, master=masters[0])
             ipr.link("set", index=host_end, state="up")
     except Exception:
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=link.veth):
-                ipr.link("del", index=index)
+        delete_links([link.veth])
         raise
+
+
+def delete_links(names: list[str]) -> None:
+    """Delete these links where they still exist."""
+    # A veth pair goes when either end's namespace goes, in the kernel's own time: a link found
+    # here may be gone before the delete reaches it, which is what was wanted.
+    with IPRoute() as ipr:
+        for name in names:
+            for index in ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("del", index=index)
+                except NetlinkError as error:
+                    if error.code != errno.ENODEV:
+                        raise
 
 
 def _shape(ipr: IPRoute, index: int, rate_bps: int) -> None:

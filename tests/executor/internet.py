@@ -16,6 +16,8 @@ import urllib.request
 
 from pyroute2 import IPRoute
 
+from jupyter_worker.sandbox.network import delete_links
+
 HOST_SIDE, FAR_SIDE = "jwt-inet0", "jwt-inet1"
 HOST_ADDRESS, SERVER = "203.0.113.1", "203.0.113.2"
 SPECIAL, METADATA = "192.0.0.200", "169.254.169.254"
@@ -117,9 +119,7 @@ class Internet:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=HOST_SIDE):
-                ipr.link("del", index=index)
+        delete_links([HOST_SIDE])
 
 
 def reachable_from_here(address: str, timeout: float = 3.0) -> bool:
