@@ -1,6 +1,7 @@
 """The `jupyter-worker` command line: the executor's verbs, the daemon itself, and the host check.
 
     jupyter-worker run [limits] [--wait] [--json] -- CMD ARGS   submit a job (prints it, or streams it)
+        in this folder, shown read-only at its own path (--cwd DIR: another; --no-cwd: none, start in /work)
         limits: --max-memory 512M, --timeout 10m, ... (flags.py, from the table in limits.py)
     jupyter-worker list | status ID | log ID [--follow] [--raw] | stop ID | delete ID
     jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
@@ -80,7 +81,7 @@ def _show(record: JobRecord, as_json: bool) -> None:
 
 def _run(client: Client, args: argparse.Namespace) -> int:
     # The CLI's jobs start in /work; the magics' and the Python API's in the caller's folder.
-    record = client.run(request_from_flags(args, in_folder=False))
+    record = client.run(request_from_flags(args))
     if not args.wait:
         _show(record, args.json)
         return 0
@@ -134,7 +135,7 @@ def _client_verb(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    request = request_from_flags(args, in_folder=False)
+    request = request_from_flags(args)
     spec = LaunchSpec(
         argv=request.command,
         env=request.env,

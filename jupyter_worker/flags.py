@@ -49,6 +49,13 @@ def add_job_flags(
         metavar="SRC:DST[:rw]",
         help="show a host folder in the job (read-only unless :rw)",
     )
+    place = parser.add_mutually_exclusive_group()
+    place.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="run in DIR, shown read-only at its own path (default: this folder; .:.:rw mounts it writable)",
+    )
+    place.add_argument("--no-cwd", action="store_true", help="show no host folder: run in the job's own /work")
     if submitted:
         parser.add_argument("--name", help="a name to show beside the id")
         parser.add_argument("--wait", action="store_true", help="follow the job to its end, printing its output")
@@ -72,9 +79,9 @@ def job_request(
     SRC:DST[:rw] is taken relative to cwd (default: this process's folder).
 
     in_folder: the job runs in that folder, shown read-only at its own path unless a mount of it
-    is given ('.:.:rw' makes it writable), so relative paths work; /work stays the job's own. The
-    magics and the Python API run jobs so; the CLI's start in /work."""
-    here = cwd or os.getcwd()
+    is given ('.:.:rw' makes it writable), so relative paths work; /work stays the job's own.
+    Otherwise (--no-cwd) it starts in /work and shows no host folder but its mounts."""
+    here = os.path.realpath(cwd) if cwd else os.getcwd()
     parsed = [m if isinstance(m, Mount) else Mount.parse(m, cwd=here) for m in mounts]
     place: dict[str, Any] = {}
     if in_folder:
@@ -93,11 +100,10 @@ def job_request(
     )
 
 
-def request_from_flags(
-    args: argparse.Namespace, command: list[str] | None = None, *, in_folder: bool = True
-) -> JobRequest:
+def request_from_flags(args: argparse.Namespace, command: list[str] | None = None) -> JobRequest:
     """The request the flags of add_job_flags ask for; the command is the one given (a cell's) or
-    the one after --."""
+    the one after --. The job runs in --cwd (relative to this process's folder), in this folder,
+    or with --no-cwd in its own /work."""
     if command is None:
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if not command:
@@ -109,5 +115,6 @@ def request_from_flags(
         mounts=args.mount,
         network=args.network,
         name=getattr(args, "name", None),
-        in_folder=in_folder,
+        cwd=args.cwd,
+        in_folder=not args.no_cwd,
     )

@@ -4,6 +4,7 @@ one line on stderr with its reason's exit code, no traceback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -18,13 +19,18 @@ from tests.conftest import is_root
 from tests.executor.conftest import Daemon, started_daemon, wait_for
 
 CLI = [sys.executable, "-m", "jupyter_worker.cli"]
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli(*args: str, daemon: Daemon | None = None, user: str | None = None) -> subprocess.CompletedProcess:
-    """The real command, as root or as a test user, against daemon's socket if given."""
+def cli(
+    *args: str, daemon: Daemon | None = None, user: str | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess:
+    """The real command, as root or as a test user, against daemon's socket if given, from cwd."""
     as_user = ["runuser", "-u", user, "--"] if user else []
     at = ["--socket", daemon.socket] if daemon else []
-    return subprocess.run([*as_user, *CLI, *at, *args], check=False, capture_output=True, text=True, timeout=60)
+    command = [*as_user, *CLI, *at, *args]
+    env = {**os.environ, "PYTHONPATH": REPOSITORY}  # found from any folder, as an installed package is
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
 
 
 def submitted(daemon: Daemon, *args: str) -> dict:
@@ -103,6 +109,41 @@ def test_a_waited_job_passes_its_output_through_and_exits_with_its_code(executor
     assert (result.returncode, result.stdout) == (3, "out\n")
     said, ending = result.stderr.splitlines()
     assert said == "err" and re.fullmatch(r"jupyter-worker: job [0-9a-f]{8} failed \(exit code 3\)", ending)
+
+
+def test_a_script_run_by_relative_path_finds_its_files_in_the_callers_folder_shown_read_only(executor, users):
+    home = users["jwtest-alice"].pw_dir
+    project = os.path.join(home, "project")
+    subprocess.run(["runuser", "-u", "jwtest-alice", "--", "mkdir", "-p", project + "/sub"], check=True)
+    script = "print(open('data.txt').read().strip()); open('new.txt', 'w')"
+    for name, text in (("train.py", script), ("data.txt", "the data"), ("sub/here.sh", "pwd")):
+        subprocess.run(
+            ["runuser", "-u", "jwtest-alice", "--", "tee", f"{project}/{name}"],
+            input=text,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+    result = cli("run", "--wait", "--", "python3", "train.py", daemon=executor, user="jwtest-alice", cwd=project)
+    assert result.stdout == "the data\n", result.stderr
+    assert "Read-only file system" in result.stderr and result.returncode == 1
+    elsewhere = cli(
+        "run", "--wait", "--cwd", "sub", "--", "sh", "here.sh", daemon=executor, user="jwtest-alice", cwd=project
+    )
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, f"{project}/sub\n")
+    own = cli(
+        "run",
+        "--wait",
+        "--no-cwd",
+        "--",
+        "sh",
+        "-c",
+        f"pwd; ls {project}",
+        daemon=executor,
+        user="jwtest-alice",
+        cwd=project,
+    )
+    assert own.stdout == "/work\n" and "No such file or directory" in own.stderr
 
 
 def test_the_verbs_show_jobs_as_records(executor):

@@ -133,10 +133,10 @@ def test_every_flag_reaches_the_request(tmp_path):
             "--name",
             "flagged",
             "--wait",
+            "--no-cwd",
             "--",
             "true",
         ),
-        in_folder=False,
     )
     assert made.limits.memory_mb == 1024
     assert made.network is NetworkMode.ISOLATED
@@ -146,11 +146,26 @@ def test_every_flag_reaches_the_request(tmp_path):
     assert made.python_prefixes == python_prefixes()
 
 
-def test_a_cli_job_starts_in_work_and_its_relative_mounts_are_from_the_callers_folder(tmp_path, monkeypatch):
+def test_with_no_cwd_a_job_starts_in_work_and_its_relative_mounts_are_from_the_callers_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    made = request("--mount", "data:/data:rw", "--", "true", in_folder=False)
+    made = request("--no-cwd", "--mount", "data:/data:rw", "--", "true")
     assert made.cwd == "/work"
     assert made.mounts == [Mount(str(tmp_path / "data"), "/data", rw=True)]
+
+
+def test_cwd_names_another_folder_relative_to_the_callers_resolved_through_symlinks(tmp_path, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
+    made = request("--cwd", "link", "--mount", "data:/data", "--", "python3", "train.py")
+    project = str(tmp_path / "project")
+    assert made.cwd == project
+    assert made.mounts == [Mount(project, project), Mount(project + "/data", "/data")]
+
+
+def test_cwd_and_no_cwd_together_are_one_usage_error(tmp_path, monkeypatch):
+    with pytest.raises(Usage, match="not allowed with argument"):
+        request("--cwd", "x", "--no-cwd", "--", "true")
 
 
 def test_a_notebook_job_runs_in_its_folder_shown_read_only_unless_mounted_writable(tmp_path, monkeypatch):
