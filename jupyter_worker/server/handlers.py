@@ -31,6 +31,7 @@ from ..client import AsyncClient
 from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
 from ..spec import JobRecord, JobRequest, clip, python_prefixes, shown
+from .folders import place_in_folder, resolve_folder
 
 if TYPE_CHECKING:
     from .app import JupyterWorker
@@ -149,11 +150,14 @@ class JobsHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        """Submit a job: {"command": [...], "name", "limits", "env", "mounts", "network", "cwd"}."""
+        """Submit a job: {"command": [...], "name", "limits", "env", "mounts", "network", "cwd"}, or
+        "folder" (a contents path) in place of "cwd": the job runs there (server/folders.py)."""
         data = self.body()
         for field in ("owner", "holder"):
             if field in data:
                 raise WorkerError(ErrorReason.INVALID, f"{field}: set by the server, not by the request")
+        if "folder" in data:
+            data = place_in_folder(data, resolve_folder(self.contents_root(), data.pop("folder")))
         request = JobRequest.from_dict(data)
         # what the server sets is its own, already checked: given to the parsed request as is
         if "python_prefixes" not in data:
@@ -164,6 +168,13 @@ class JobsHandler(WorkerHandler):
         self.set_status(201)
         self.set_header("Location", url_path_join(self.base_url, "api/worker/jobs", record.id))
         self.finish(record.to_dict())
+
+    def contents_root(self) -> str:
+        """The folder the file browser's paths are relative to: the contents manager's root."""
+        root = getattr(self.contents_manager, "root_dir", None)
+        if not isinstance(root, str) or not os.path.isabs(root):
+            raise WorkerError(ErrorReason.UNSUPPORTED, "folder: this server's files are not folders on its disk")
+        return root
 
 
 class JobHandler(WorkerHandler):
