@@ -4,6 +4,7 @@
         in this folder, shown read-only at its own path (--cwd DIR: another; --no-cwd: none, start in /work)
         limits: --max-memory 512M, --timeout 10m, ... (flags.py, from the table in limits.py)
     jupyter-worker list | status ID | log ID [--follow] [--raw] | stop ID | delete ID
+    jupyter-worker cp ID:PATH DEST                                 a file or folder of a job's /work, here
     jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
     jupyter-worker doctor [--json]                               what this host can enforce
     jupyter-worker sandbox [limits] -- CMD ARGS                  one command, engine only (root)
@@ -28,6 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from . import transfer
 from .client import Client
 from .errors import ErrorReason, WorkerError
 from .executor.app import main as executor_main
@@ -64,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("job_id", metavar="ID")
     log.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     log.add_argument("--raw", action="store_true", help="another user's log as written, control characters and all")
+    copy = verbs.add_parser("cp", help="copy a file or folder (recursively) from a job's /work")
+    copy.add_argument("source", metavar="ID:PATH", help="a job and a path in its /work (ID: for all of it)")
+    copy.add_argument("dest", metavar="DEST", help="a file or folder here; an existing folder takes it inside")
     verbs.add_parser("executor", help="run the executor daemon (root); --help-all for its options")
     doctor = verbs.add_parser("doctor", help="show what this host can isolate and limit")
     doctor.add_argument("--json", action="store_true")
@@ -109,12 +114,23 @@ def _log(client: Client, args: argparse.Namespace) -> int:
             writer.write(chunk.stream, chunk.data)
 
 
+def _cp(client: Client, args: argparse.Namespace) -> int:
+    job_id, colon, path = args.source.partition(":")
+    if not colon or not job_id:
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"cp: {inert(args.source)} is not ID:PATH (ID: copies all of /work)")
+    report = transfer.download(client, job_id, path, args.dest)
+    print(report.summary())
+    return 0
+
+
 def _client_verb(args: argparse.Namespace) -> int:
     with Client(args.socket) as client:
         if args.verb == "run":
             return _run(client, args)
         if args.verb == "log":
             return _log(client, args)
+        if args.verb == "cp":
+            return _cp(client, args)
         if args.verb == "list":
             records, cursor = client.list(status=args.status, limit=args.limit)
             while cursor is not None and len(records) < args.limit:  # a page is short when its records are big

@@ -115,10 +115,15 @@ class _Requests:
         """Log chunks from offset on; returns (chunks, next offset, whether the job has finished)."""
         return self._call("logs", {"job_id": job_id, "offset": offset, "max_bytes": max_bytes}, _chunks)
 
-    def files(self, job_id: str, path: str = "") -> Any:
-        """A folder of the job's /work: {"path", "entries": [{name, type, size, mtime}], "truncated"}."""
+    def files(self, job_id: str, path: str = "", offset: int = 0) -> Any:
+        """A page of a folder of the job's /work: {"path", "entries": [{name, type, size, mtime}],
+        "truncated", "next_offset"} (None after the last page; jobs.Job.files reads them all)."""
         pick = ("path", "entries", "truncated")
-        return self._call("files", {"job_id": job_id, "path": path}, lambda r: {key: r[key] for key in pick})
+
+        def page(r: dict[str, Any]) -> dict[str, Any]:
+            return {**{key: r[key] for key in pick}, "next_offset": r.get("next_offset")}
+
+        return self._call("files", {"job_id": job_id, "path": path, "offset": offset}, page)
 
     def read_file(self, job_id: str, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> Any:
         """Bytes of a regular file in the job's /work from offset; returns (data, the file's size)."""

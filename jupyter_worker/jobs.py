@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from . import transfer
 from .client import Client
 from .errors import SpecError
 from .flags import job_request
@@ -83,6 +84,28 @@ class Job:
         if self._record.status is not JobStatus.COMPLETED:
             raise JobFailed(self._record)
         return self._record
+
+
+    # ---- the files the job left in its /work (transfer.py: paged, streamed, names checked)
+
+    def files(self, path: str = "") -> list[dict[str, Any]]:
+        """The entries of a folder of the job's /work (every page): name, type (directory, file,
+        symlink, other), size, mtime; folders first. Links are listed, never followed."""
+        with self._client() as client:
+            return transfer.listing(client, self.id, path)
+
+    def read(self, path: str) -> bytes:
+        """The whole of a regular file in the job's /work (as it was when the read began), read
+        from the executor a piece at a time."""
+        with self._client() as client:
+            return transfer.read(client, self.id, path)
+
+    def download(self, path: str, dest: str = ".") -> str:
+        """Copy a file or folder (recursively) of the job's /work to dest, written by this process
+        so it is yours; dest an existing folder puts it inside, like cp. Returns what was written.
+        Links, special files and names that could not be written safely are skipped."""
+        with self._client() as client:
+            return transfer.download(client, self.id, path, dest).path
 
 
 def python_code(code: str) -> list[str]:

@@ -246,7 +246,8 @@ class Server:
         return {"job": self.executor.find(caller, _job_ref(request)).to_dict()}
 
     def _files(self, caller: Caller, request: Request) -> dict[str, Any]:
-        return self.executor.work_listing(caller, _job_ref(request), _path(request, ""))
+        job_ref, path, offset = _job_ref(request), _path(request, ""), _whole(request, "offset", 0, 0)
+        return self.executor.work_listing(caller, job_ref, path, offset)
 
     def _read_file(self, caller: Caller, request: Request) -> dict[str, Any]:
         job_ref, path = _job_ref(request), _path(request)

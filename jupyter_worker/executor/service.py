@@ -234,10 +234,10 @@ class Executor:
         chunks, next_offset = read_chunks(self.folder(record.id).log, offset, min(max_bytes, READ_MAX))
         return record, chunks, next_offset
 
-    def work_listing(self, caller: Caller, job_ref: str, path: str) -> dict[str, Any]:
-        """A folder of the job's /work, for whoever may see the job."""
+    def work_listing(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
+        """A page of a folder of the job's /work, for whoever may see the job."""
         record = self.find(caller, job_ref)
-        return workfiles.listing(self.folder(record.id), path, self._ran_as(record))
+        return workfiles.listing(self.folder(record.id), path, self._ran_as(record), offset)
 
     def work_read(self, caller: Caller, job_ref: str, path: str, offset: int, max_bytes: int) -> tuple[bytes, int]:
         record = self.find(caller, job_ref)

@@ -80,24 +80,38 @@ def _entry(directory: int, name: str) -> dict[str, Any] | None:
     kind = "directory" if stat.S_ISDIR(info.st_mode) else "file" if stat.S_ISREG(info.st_mode) else "other"
     if stat.S_ISLNK(info.st_mode):
         kind = "symlink"
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        # a name that is not UTF-8 cannot travel as JSON text: shown with replacement characters,
+        # as an entry nobody can open by that name
+        name, kind = name.encode(errors="surrogateescape").decode(errors="replace"), "other"
     return {"name": name, "type": kind, "size": info.st_size if kind == "file" else None, "mtime": info.st_mtime}
 
 
-def listing(folder: JobFolder, path: str, runs_as: tuple[int, int]) -> dict[str, Any]:
-    """The entries of a folder in /work (folders first, then by name), at most MAX_ENTRIES."""
+def listing(folder: JobFolder, path: str, runs_as: tuple[int, int], offset: int = 0) -> dict[str, Any]:
+    """The entries of a folder in /work from the offset-th name on (names in byte order), at most
+    MAX_ENTRIES, folders first; next_offset is where the next page starts, None after the last."""
     where = _relative(path)
 
-    def entries_of(root: int) -> tuple[list[str], list[dict[str, Any]]]:
+    def entries_of(root: int) -> tuple[int, list[dict[str, Any]]]:
         fd = _open(root, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
         try:
-            names = sorted(os.listdir(fd))
-            return names, [e for e in (_entry(fd, name) for name in names[:MAX_ENTRIES]) if e is not None]
+            names = sorted(os.listdir(fd), key=os.fsencode)
+            page = names[offset : offset + MAX_ENTRIES]
+            return len(names), [e for e in (_entry(fd, name) for name in page) if e is not None]
         finally:
             os.close(fd)
 
-    names, entries = _in_work(folder, entries_of)
+    count, entries = _in_work(folder, entries_of)
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
-    return {"path": "" if where == "." else where, "entries": entries, "truncated": len(names) > MAX_ENTRIES}
+    more = count > offset + MAX_ENTRIES
+    return {
+        "path": "" if where == "." else where,
+        "entries": entries,
+        "truncated": more,
+        "next_offset": offset + MAX_ENTRIES if more else None,
+    }
 
 
 def read(folder: JobFolder, path: str, offset: int, max_bytes: int, runs_as: tuple[int, int]) -> tuple[bytes, int]:

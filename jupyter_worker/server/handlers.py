@@ -223,9 +223,11 @@ class FilesHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        """?path=sub/folder: a folder of the job's /work (never following the job's links)."""
+        """?path=sub/folder&offset=N: a page of a folder of the job's /work (never following the
+        job's links); next_offset says where the next page starts."""
         job = await self.visible_job(job_id)
-        self.finish(await self.client.files(job.id, self.get_argument("path", "")))
+        offset = self.int_argument("offset", 0) or 0
+        self.finish(await self.client.files(job.id, self.get_argument("path", ""), offset))
 
 
 class DownloadHandler(WorkerHandler):

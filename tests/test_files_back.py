@@ -1,0 +1,157 @@
+"""Files back from a job's /work: Job.files/read/download, `jupyter-worker cp` and the listing's pages,
+against a real executor and real users; hostile names and links never leave the destination."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import tempfile
+
+import pytest
+
+from jupyter_worker.client import Client
+from jupyter_worker.errors import ErrorReason, WorkerError
+from jupyter_worker.jobs import Job
+from tests.executor.conftest import as_user, job_status, run_as, started_daemon, wait_for
+from tests.test_cli import cli
+
+BIG = 3 * (1 << 20) + 12345  # more than three pieces of 1 MiB
+PLANTED = (
+    "cd /work && mkdir -p results/deep/deeper && printf 'accuracy 0.93\\n' > results/score.txt"
+    f" && head -c {BIG} /dev/urandom > results/big.bin && echo nested > results/deep/deeper/n.txt"
+    " && ln -s /etc/shadow results/shadow-link && ln -s / results/root-link && mkfifo results/pipe"
+    " && printf x > \"results/$(printf 'evil\\033[31mname')\" && mkdir many"
+    " && (cd many && seq -w 1 2500 | xargs touch)"
+)
+
+
+@pytest.fixture(scope="module")
+def executor(users):
+    with started_daemon([]) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def alices_job(executor):
+    """A finished job of alice's that left files, a big one, links, a FIFO and a hostile name."""
+    record = run_as(executor, "jwtest-alice", {"command": ["sh", "-c", PLANTED]})
+    with executor.client() as root:
+        wait_for(lambda: job_status(root, record.id) == "COMPLETED", timeout=60, what="the job to complete")
+    return record.id
+
+
+def as_alice(executor, job_id, action):
+    def call():
+        with Client(executor.socket) as client:
+            return action(Job(client.get(job_id), executor.socket))
+
+    return as_user("jwtest-alice", call)
+
+
+@pytest.fixture
+def alices_folder(users):
+    """An empty folder of alice's own, in her home."""
+    entry = users["jwtest-alice"]
+    folder = tempfile.mkdtemp(prefix="dest-", dir=entry.pw_dir)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_job_read_returns_a_big_file_whole(executor, alices_job):
+    data = as_alice(executor, alices_job, lambda job: job.read("results/big.bin"))
+    assert len(data) == BIG
+    assert as_alice(executor, alices_job, lambda job: job.read("/results/score.txt")) == b"accuracy 0.93\n"
+
+
+def test_job_files_reads_every_page_of_a_folder_past_the_executors_page(executor, alices_job):
+    entries = as_alice(executor, alices_job, lambda job: job.files("many"))
+    assert len(entries) == 2500
+    assert [e["name"] for e in entries] == [f"{n:04d}" for n in range(1, 2501)]
+    with executor.client() as root:
+        page = root.files(alices_job, "many")
+        assert (len(page["entries"]), page["truncated"], page["next_offset"]) == (1000, True, 1000)
+        last = root.files(alices_job, "many", 2000)
+        assert (len(last["entries"]), last["truncated"], last["next_offset"]) == (500, False, None)
+
+
+def test_job_download_of_a_big_file_is_streamed_to_disk_and_owned_by_the_caller(executor, alices_job, alices_folder):
+    written = as_alice(executor, alices_job, lambda job: job.download("results/big.bin", alices_folder))
+    assert written == os.path.join(alices_folder, "big.bin")
+    assert os.path.getsize(written) == BIG
+    assert os.stat(written).st_uid == pwd.getpwnam("jwtest-alice").pw_uid
+
+
+def test_a_folder_downloads_recursively_without_its_links_pipes_or_hostile_names(executor, alices_job, alices_folder):
+    written = as_alice(executor, alices_job, lambda job: job.download("results", alices_folder))
+    assert written == os.path.join(alices_folder, "results")
+    found = sorted(
+        os.path.relpath(os.path.join(top, name), written) for top, _, names in os.walk(written) for name in names
+    )
+    assert found == ["big.bin", "deep/deeper/n.txt", "score.txt"]
+    for top, folders, names in os.walk(written):
+        for name in folders + names:
+            assert not os.path.islink(os.path.join(top, name))
+
+
+def test_root_downloads_a_nobody_job_and_owns_the_files(executor, tmp_path):
+    with executor.client() as root:
+        record = root.run({"command": ["sh", "-c", "echo hi > /work/out.txt"]})
+        wait_for(lambda: job_status(root, record.id) == "COMPLETED", what="the job to complete")
+    job = Job(record, executor.socket)
+    written = job.download("out.txt", str(tmp_path / "copy.txt"))
+    assert open(written).read() == "hi\n"
+    assert os.stat(written).st_uid == 0
+
+
+def test_cp_copies_a_folder_into_an_existing_folder_like_cp(executor, alices_job, alices_folder):
+    result = cli("cp", f"{alices_job[:8]}:results", alices_folder, daemon=executor, user="jwtest-alice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"copied 3 files (3.0 MiB) to {alices_folder}/results; skipped 4:")
+    assert "\\x1b" in result.stdout and "\x1b" not in result.stdout
+    copied = os.path.join(alices_folder, "results")
+    assert open(os.path.join(copied, "deep/deeper/n.txt")).read() == "nested\n"
+    assert os.stat(os.path.join(copied, "score.txt")).st_uid == pwd.getpwnam("jwtest-alice").pw_uid
+
+
+def test_cp_to_a_new_name_makes_that_folder(executor, alices_job, alices_folder):
+    dest = os.path.join(alices_folder, "mine")
+    result = cli("cp", f"{alices_job}:results/deep", dest, daemon=executor, user="jwtest-alice")
+    assert result.returncode == 0, result.stderr
+    assert open(os.path.join(dest, "deeper/n.txt")).read() == "nested\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nocolon", "cp: nocolon is not ID:PATH"),
+        ("ffffffff:results", "no job"),
+        ("{job}:missing", "/work/missing: no such file or folder"),
+        ("{job}:results/shadow-link", "/work/results/shadow-link is a symlink"),
+        ("{job}:results/pipe", "/work/results/pipe is a other"),
+        ("{job}:../etc", "leaves the job's /work"),
+    ],
+)
+def test_cp_refuses_a_bad_id_or_path_in_one_line(executor, alices_job, alices_folder, source, message):
+    result = cli("cp", source.format(job=alices_job), alices_folder, daemon=executor, user="jwtest-alice")
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert os.listdir(alices_folder) == []
+
+
+def test_bob_cannot_copy_alices_files(executor, alices_job, tmp_path):
+    result = cli("cp", f"{alices_job}:results", "/tmp", daemon=executor, user="jwtest-bob")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_a_download_never_writes_through_a_link_in_the_destination(executor, alices_job, alices_folder):
+    victim = os.path.join(alices_folder, "victim")
+    with open(victim, "w") as f:
+        f.write("mine")
+    os.symlink(victim, os.path.join(alices_folder, "score.txt"))
+    with pytest.raises(WorkerError) as refused:
+        as_alice(executor, alices_job, lambda job: job.download("results/score.txt", alices_folder))
+    assert refused.value.reason is ErrorReason.BAD_REQUEST
+    assert open(victim).read() == "mine"
