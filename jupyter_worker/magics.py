@@ -26,6 +26,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
+from . import transfer
 from .client import Client
 from .errors import WorkerError
 from .flags import JobParser, add_job_flags, request_from_flags
@@ -91,10 +92,12 @@ class WorkerMagics(Magics):
 
     @line_magic("worker")
     def worker_line(self, line: str) -> Job | None:
-        """%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID"""
+        """%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID | get ID PATH [DEST]"""
         words = shlex.split(self.shell.var_expand(line))
-        if not words or words[0] not in ("run", "list", "status", "logs", "stop"):
-            raise UsageError("%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID")
+        if not words or words[0] not in ("run", "list", "status", "logs", "stop", "get"):
+            raise UsageError(
+                "%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID | get ID PATH [DEST]"
+            )
         verb, rest = words[0], words[1:]
         if verb == "run":
             return self._run(rest)
@@ -131,6 +134,11 @@ class WorkerMagics(Magics):
             elif verb == "stop":
                 client.stop(rest[0])
                 print(f"stopping {inert(rest[0])}")
+            elif verb == "get":
+                # a file or folder of the job's /work into this folder (or DEST), written by the kernel
+                if not 2 <= len(rest) <= 3:
+                    raise UsageError("%worker get ID PATH [DEST]")
+                print(transfer.download(client, rest[0], rest[1], rest[2] if len(rest) == 3 else ".").summary())
             elif "-f" in rest[1:]:
                 _stream_detachable(Job(client.get(rest[0])))
             else:
