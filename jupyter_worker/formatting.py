@@ -21,7 +21,7 @@ import html
 import sys
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .errors import ErrorReason, WorkerError
@@ -160,15 +160,29 @@ class LogWriter:
     two chunks kept whole.
 
     With inert=True (the CLI's `log` of someone else's job) the log is decoded and shown through
-    `inert`, only newlines and tabs kept: the job's owner chose those bytes, not the viewer."""
+    `inert`, only newlines and tabs kept: the job's owner chose those bytes, not the viewer.
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None, inert: bool = False):
+    The display stream (newline-delimited JSON mime bundles, a record possibly split between
+    chunks) is never printed as text: its bytes go to on_display as they come, or are dropped."""
+
+    def __init__(
+        self,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        inert: bool = False,
+        on_display: Callable[[bytes], None] | None = None,
+    ):
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.inert = inert
+        self.on_display = on_display
         self._decoders: dict[bool, codecs.IncrementalDecoder] = {}
 
     def write(self, stream: str, data: bytes) -> None:
+        if stream == "display":
+            if self.on_display is not None:
+                self.on_display(data)
+            return
         to_stdout = stream == "stdout"
         out = self.stdout if to_stdout else self.stderr
         buffer = getattr(out, "buffer", None)

@@ -68,14 +68,15 @@ class Job:
             self._record = client.stop(self.id, grace_s)
 
     def logs(self) -> str:
-        """Everything the job printed so far, stdout and stderr interleaved as they came."""
+        """Everything the job printed so far, stdout and stderr interleaved as they came (its display
+        output, rich output for a notebook, is not text: it is left out)."""
         text, offset = [], 0
         with self._client() as client:
             while True:
                 chunks, offset, _ = client.logs(self.id, offset)
                 if not chunks:
                     return "".join(text)
-                text += [c.data.decode(errors="replace") for c in chunks]
+                text += [c.data.decode(errors="replace") for c in chunks if c.stream != "display"]
 
     def wait(self, stream: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None) -> JobRecord:
         """Block until the job ends (printing its output if stream); raise JobFailed unless it completed."""

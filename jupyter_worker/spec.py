@@ -154,6 +154,7 @@ def python_prefixes() -> list[str]:
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DISPLAY_FD_ENV = "JUPYTER_WORKER_DISPLAY_FD"  # set by the sandbox for a job with display: true
 
 
 def validate_env(env: dict[str, str]) -> dict[str, str]:
@@ -168,6 +169,8 @@ def validate_env(env: dict[str, str]) -> dict[str, str]:
             raise SpecError(f"env: {shown(name)} is not a valid variable name")
         if not isinstance(value, str) or "\0" in value:
             raise SpecError(f"env: the value of {shown(name)} must be text without NUL bytes")
+        if name == DISPLAY_FD_ENV:
+            raise SpecError(f"env: {DISPLAY_FD_ENV} is set by the sandbox; ask for display: true instead")
         size += len(name.encode()) + len(value.encode(errors="surrogatepass")) + 2  # NAME=value\0
         if size > MAX_ENV_BYTES:
             raise SpecError(f"env: at most {MAX_ENV_BYTES} bytes in all (NAME=value each)")
@@ -292,7 +295,19 @@ def validate_holder(value: Any) -> str:
     return value
 
 
-_REQUEST_FIELDS = {"command", "name", "limits", "env", "mounts", "network", "cwd", "python_prefixes", "owner", "holder"}
+_REQUEST_FIELDS = {
+    "command",
+    "name",
+    "limits",
+    "env",
+    "mounts",
+    "network",
+    "cwd",
+    "python_prefixes",
+    "owner",
+    "holder",
+    "display",
+}
 
 
 @dataclass
@@ -309,10 +324,13 @@ class JobRequest:
     python_prefixes: list[str] = field(default_factory=list)
     owner: str | None = None
     holder: str | None = None
+    display: bool = False  # a display pipe in the job (DISPLAY_FD_ENV), read into the log's "display" stream
 
     def __post_init__(self) -> None:
         self.command = validate_argv(self.command)
         self.holder = None if self.holder is None else validate_holder(self.holder)
+        if not isinstance(self.display, bool):
+            raise SpecError("display: true or false")
         self.env = validate_env(self.env)
         if not isinstance(self.mounts, list) or len(self.mounts) > MAX_MOUNTS:
             raise SpecError(f"mounts: at most {MAX_MOUNTS}")

@@ -85,6 +85,9 @@ export class JobView extends Widget {
     );
     this.stream = api.followJob(job.id, {
       log: (stream, text) => {
+        if (stream === 'display') {
+          return; // a notebook's rich output (JSON mime bundles), not text for the log view
+        }
         this.log.append(stream, text);
         this.scheduleDraw();
       },

@@ -119,6 +119,7 @@ class Executor:
             work_dir=self.folder(job_id).work,
             python_prefixes=request.python_prefixes,
             name=job_id.replace("-", ""),
+            display=request.display,
         )
         record = JobRecord(
             id=job_id,

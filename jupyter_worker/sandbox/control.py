@@ -2,7 +2,8 @@
 
 Control connections carry JSON events out and requests in (SOCK_SEQPACKET, one message each);
 sends never block, so a stalled client costs the supervisor nothing. With capture, the supervisor
-reads the job's stdout and stderr pipes into the job's log file and writes the outcome to a result
+reads the job's stdout and stderr pipes (and its display pipe, for a job that asked for one) into
+the job's log file and writes the outcome to a result
 file, so both survive whoever asked for the job (a daemon that crashes and restarts, say).
 """
 
@@ -16,7 +17,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 from ..spec import Outcome
-from .output import STDERR, STDOUT, LogWriter
+from .output import DISPLAY, STDERR, STDOUT, LogWriter
 
 _PIPE_SIZE = 1 << 20
 _READ_SIZE = 1 << 20
@@ -103,15 +104,17 @@ class Channels:
 
 
 class Capture:
-    """The job's stdout and stderr, read from pipes into its log; its outcome, into a result file."""
+    """The job's stdout, stderr and (with display) display output, read from pipes into its log;
+    its outcome, into a result file. job_ends are the pipes' write ends, in that order: the job's
+    fds 1, 2 and, with display, launch_spec.DISPLAY_FD."""
 
-    def __init__(self, log_fd: int, result_fd: int, cap_bytes: int):
+    def __init__(self, log_fd: int, result_fd: int, cap_bytes: int, display: bool = False):
         self.log = LogWriter(log_fd, cap_bytes)
         self.result_fd = result_fd
         self.cgroup = ""
         self.streams: dict[int, int] = {}
         self.job_ends: list[int] = []
-        for stream in (STDOUT, STDERR):
+        for stream in (STDOUT, STDERR, DISPLAY) if display else (STDOUT, STDERR):
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             fcntl.fcntl(read_end, _F_SETPIPE_SZ, _PIPE_SIZE)
             self.streams[read_end] = stream

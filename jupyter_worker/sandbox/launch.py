@@ -4,7 +4,8 @@ The init joins the job's cgroups before anything else, enters fresh mount, uts, 
 namespaces and builds the shared part of the root, all before a job exists; given a job, it adds
 the job's own mounts, pivots, enters a fresh cgroup namespace and forks the job. The job drops every
 privilege, applies seccomp last and execs the command. Setup errors travel to the supervisor over a
-close-on-exec pipe, so an empty pipe at EOF proves the exec happened.
+close-on-exec pipe, so an empty pipe at EOF proves the exec happened. The job inherits fds 0-2 and,
+with display, the display pipe at DISPLAY_FD (3); nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import NoReturn
 from ..spec import NetworkMode
 from . import libc
 from .cgroups import CgroupHost, JobCgroup
-from .launch_spec import LaunchSpec, job_env
+from .launch_spec import DISPLAY_FD, LaunchSpec, job_env
 from .mounts import DEFAULT_TMP_MB, Bind, RootPlan, Tree, acting_as, finish_root, open_source, prepare_root
 from .netns import loopback_up
 from .seccomp import LoadableFilter
@@ -81,8 +82,9 @@ def _open_binds(spec: LaunchSpec) -> list[Bind]:
 
 
 def _receive_job(job: socket.socket) -> tuple[bytes, list[int]]:
-    """Wait for the job (spec and stdio); a closed line means there will be none."""
-    message, stdio, _, _ = socket.recv_fds(job, 1 << 20, 3)
+    """Wait for the job (spec and stdio: stdin, stdout, stderr and, with display, the display pipe);
+    a closed line means there will be none."""
+    message, stdio, _, _ = socket.recv_fds(job, 1 << 20, DISPLAY_FD + 1)
     if not message:
         os._exit(0)
     job.close()
@@ -207,13 +209,15 @@ def _reap(job_pid: int, status_fd: int) -> NoReturn:
 
 
 def _arrange_fds(stdio: list[int], error_fd: int) -> int:
-    """0-2 become the job's stdio, 3 the close-on-exec error pipe, everything else is closed."""
+    """0-2 become the job's stdio, DISPLAY_FD its display pipe if it has one (both inherited), the
+    next fd the close-on-exec error pipe; everything else is closed. Returns the error pipe's fd."""
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in [*stdio, error_fd]]
-    for target, fd in enumerate(high[:3]):
+    for target, fd in enumerate(high[:-1]):
         os.dup2(fd, target, inheritable=True)
-    os.dup2(high[3], 3, inheritable=False)
-    os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-    return 3
+    error = len(high) - 1
+    os.dup2(high[-1], error, inheritable=False)
+    os.closerange(error + 1, os.sysconf("SC_OPEN_MAX"))
+    return error
 
 
 def _reset_signals() -> None:
@@ -248,6 +252,8 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
     try:
         message, stdio = _receive_job(lines.job)
         spec = LaunchSpec.from_dict(json.loads(message)["spec"])
+        if len(stdio) != (DISPLAY_FD + 1 if spec.display else 3):
+            raise RuntimeError(f"the job came with {len(stdio)} fds for its output, display {spec.display}")
         env = job_env(spec)
         _wait_for(lines.ready_fd)
         if spec.network is NetworkMode.HOST:

@@ -10,9 +10,19 @@ from typing import Any
 
 from ..errors import SpecError
 from ..limits import Limits
-from ..spec import Mount, NetworkMode, check_destination, check_prefixes, python_prefixes, validate_argv, validate_env
+from ..spec import (
+    DISPLAY_FD_ENV,
+    Mount,
+    NetworkMode,
+    check_destination,
+    check_prefixes,
+    python_prefixes,
+    validate_argv,
+    validate_env,
+)
 
 NOBODY = 65534
+DISPLAY_FD = 3  # a job with display writes its display output here (the next fd after stdio)
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,14 @@ class LaunchSpec:
     python_prefixes: list[str] = field(default_factory=python_prefixes)
     stop_grace_s: float = 5.0
     name: str = field(default_factory=lambda: uuid.uuid4().hex)
+    display: bool = False
 
     def __post_init__(self) -> None:
         self.argv = validate_argv(self.argv)
         self.env = validate_env(self.env)
         self.network = NetworkMode(self.network)
+        if not isinstance(self.display, bool):
+            raise SpecError("display: true or false")
         if self.link is not None and self.network is not NetworkMode.ISOLATED:
             raise SpecError("network: a place on the bridge is for the 'isolated' mode only")
         if self.limits.net_bps is not None and self.network is NetworkMode.HOST:
@@ -113,7 +126,8 @@ class LaunchSpec:
 
 
 def job_env(spec: LaunchSpec) -> dict[str, str]:
-    """The whole environment of the job: PATH, HOME, LANG, then exactly what the spec passes."""
+    """The whole environment of the job: PATH, HOME, LANG, then exactly what the spec passes, and
+    the display pipe's fd for a job with display (validate_env keeps the spec from naming it)."""
     bins = [os.path.join(p, "bin") for p in spec.python_prefixes]
     env = {
         "PATH": ":".join([*bins, "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -121,4 +135,6 @@ def job_env(spec: LaunchSpec) -> dict[str, str]:
         "LANG": "C.UTF-8",
     }
     env.update(spec.env)
+    if spec.display:
+        env[DISPLAY_FD_ENV] = str(DISPLAY_FD)
     return env

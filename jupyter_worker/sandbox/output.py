@@ -1,8 +1,13 @@
-"""A job's log: its stdout and stderr, in the order read, as framed records in one append-only file.
+"""A job's log: its stdout, stderr and display output, in the order read, as framed records in one
+append-only file.
 
 Each record is a 5-byte header (stream, length) and the bytes. A record's offset is its position in
 the file, so a reader can read history from any record boundary and go on following with no gap
 and no duplicate. The supervisor is the only writer; readers never slow it down.
+
+The display stream (a job that asked for it writes newline-delimited JSON mime bundles to a pipe of
+its own: see launch_spec.DISPLAY_FD) is capped on its own too, below the log cap, so a job
+flooding it cannot crowd out its stdout and stderr.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import struct
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">BI")
-STDOUT, STDERR, NOTICE = 1, 2, 3
-STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr", NOTICE: "notice"}
+STDOUT, STDERR, NOTICE, DISPLAY = 1, 2, 3, 4
+STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr", NOTICE: "notice", DISPLAY: "display"}
 MAX_RECORD = 256 << 10
+DISPLAY_SHARE = 4  # the display stream may take a quarter of the log cap
 
 
 @dataclass
@@ -29,25 +35,60 @@ class Chunk:
 
 
 class LogWriter:
-    """Appends records; past the cap, one notice says how much is dropped and the rest is dropped."""
+    """Appends records; past the cap, one notice says how much is dropped and the rest is dropped.
 
-    def __init__(self, fd: int, cap_bytes: int):
+    The display stream has a cap of its own (display_cap, a quarter of the log's unless given):
+    past it, the display stream ends on a whole line (a line begun before is closed with a
+    newline, which a reader skips as one malformed record), one notice says so and the rest of the
+    display output is dropped; stdout and stderr go on.
+    """
+
+    def __init__(self, fd: int, cap_bytes: int, display_cap: int | None = None):
         self.fd = fd
         self.cap = cap_bytes
         self.size = os.fstat(fd).st_size
         self.dropped = 0
+        self.display_cap = cap_bytes // DISPLAY_SHARE if display_cap is None else display_cap
+        self.display_size = 0
+        self.display_dropped = 0
+        self._display_mid_line = False
 
     def write(self, stream: int, data: bytes) -> None:
+        capped = False
+        if stream == DISPLAY:
+            data, capped = self._within_display_cap(data)
         for start in range(0, len(data), MAX_RECORD):
             self._record(stream, data[start : start + MAX_RECORD])
+        if capped:
+            self._record(
+                NOTICE, f"[jupyter-worker: display cap of {self.display_cap} bytes reached; display output dropped]\n"
+            )
 
-    def _record(self, stream: int, data: bytes) -> None:
-        if self.dropped or self.size + HEADER.size + len(data) > self.cap:
+    def _within_display_cap(self, data: bytes) -> tuple[bytes, bool]:
+        """The part of display data to keep, and whether the display cap was reached just now."""
+        if self.display_dropped:
+            self.display_dropped += len(data)
+            return b"", False
+        room = self.display_cap - self.display_size
+        if len(data) <= room:
+            kept = data
+        else:
+            cut = data.rfind(b"\n", 0, room) + 1
+            kept = data[:cut] or (b"\n" if self._display_mid_line else b"")
+            self.display_dropped = len(data) - cut
+        if kept:
+            self.display_size += len(kept)
+            self._display_mid_line = not kept.endswith(b"\n")
+        return kept, bool(self.display_dropped)
+
+    def _record(self, stream: int, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        if self.dropped or self.size + HEADER.size + len(raw) > self.cap:
             if not self.dropped:
                 self._append(NOTICE, f"[jupyter-worker: log cap of {self.cap} bytes reached; output dropped]\n")
-            self.dropped += len(data)
+            self.dropped += len(raw)
             return
-        self._append(stream, data)
+        self._append(stream, raw)
 
     def _append(self, stream: int, data: bytes | str) -> None:
         raw = data.encode() if isinstance(data, str) else data
@@ -58,13 +99,12 @@ class LogWriter:
         self.size += len(record)
 
     def close(self) -> None:
+        # The final counts go in even past the log cap: they are small, and said once.
+        if self.display_dropped:
+            self._append(NOTICE, f"[jupyter-worker: {self.display_dropped} bytes of display output were dropped]\n")
         if self.dropped:
-            self._append_final_count()
+            self._append(NOTICE, f"[jupyter-worker: {self.dropped} bytes of output were dropped]\n")
         os.close(self.fd)
-
-    def _append_final_count(self) -> None:
-        record = f"[jupyter-worker: {self.dropped} bytes of output were dropped]\n".encode()
-        os.write(self.fd, HEADER.pack(NOTICE, len(record)) + record)
 
 
 def read_chunks(path: str, offset: int = 0, max_bytes: int = 1 << 20) -> tuple[list[Chunk], int]:

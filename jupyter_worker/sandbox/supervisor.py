@@ -77,14 +77,17 @@ def _take_job(message: bytes, fds: list[int]) -> _Job:
 
     Without capture the fds are stdin, stdout, stderr, control; with capture they are stdin, the
     log file, the result file, a listening socket for later connections, and the control socket.
+    Only a captured job has a display pipe: its output goes to the log like stdout's.
     """
     request = json.loads(message)
     spec = LaunchSpec.from_dict(request["spec"])
     capture_options = request.get("capture")
     if capture_options is None:
+        if spec.display:
+            raise SpecError("display: only a job whose output is captured has a display channel")
         job = _Job(spec, message, fds[:3], Channels(socket.socket(fileno=fds[3]), None, dict), None)
     else:
-        capture = Capture(fds[1], fds[2], int(capture_options.get("log_cap", DEFAULT_LOG_CAP)))
+        capture = Capture(fds[1], fds[2], int(capture_options.get("log_cap", DEFAULT_LOG_CAP)), spec.display)
         listener = socket.socket(fileno=fds[3])
         channels = Channels(socket.socket(fileno=fds[4]), listener, dict)
         job = _Job(spec, message, [fds[0], *capture.job_ends], channels, capture)
