@@ -1,5 +1,7 @@
 /**
- * "New job": a command, a name, a field per limit of the executor's table (from `capabilities`:
+ * "New job": a command, the folder it runs in (the file browser's current folder until the user
+ * types another: read-only at its own path in the job and its working directory, so
+ * `python3 train.py` runs the user's script), mounts, a name, a field per limit of the executor's table (from `capabilities`:
  * label, unit, this user's default as placeholder, maximum as hint; values take units as on the
  * command line) and the network mode. A refusal (here or by the server) is shown in the form.
  */
@@ -7,12 +9,16 @@ import { Widget } from '@lumino/widgets';
 
 import { Capabilities, WorkerAPI, WorkerError } from './api';
 import { h } from './dom';
-import { Job, LimitField, inert, jobRequest, limitFields } from './model';
+import { FollowedFolder, Job, LimitField, inert, jobRequest, limitFields } from './model';
 
 export class NewJobForm extends Widget {
   private fields: LimitField[] = [];
   private readonly command: HTMLInputElement;
   private readonly name: HTMLInputElement;
+  private readonly folder: HTMLInputElement;
+  private readonly mounts: HTMLTextAreaElement;
+  private readonly followed = new FollowedFolder();
+  private browsedPath = '';
   private readonly network: HTMLSelectElement;
   private readonly limits: HTMLDivElement;
   private readonly error: HTMLDivElement;
@@ -25,12 +31,29 @@ export class NewJobForm extends Widget {
     super({ node: h('form', { class: 'jw-form', 'aria-label': 'New job', novalidate: true }) });
     this.command = h('input', { class: 'jw-command', name: 'command', placeholder: "python3 train.py --epochs 3", required: true });
     this.name = h('input', { class: 'jw-job-name', name: 'name', placeholder: 'optional' });
+    this.folder = h('input', {
+      class: 'jw-folder',
+      name: 'folder',
+      placeholder: "the server's root folder",
+      title: "Where the job runs, relative to the server's root folder (read-only in the job). Follows the file browser until you type here.",
+      autocomplete: 'off'
+    });
+    this.folder.addEventListener('input', () => this.followed.typedIn(this.folder.value));
+    this.mounts = h('textarea', {
+      class: 'jw-mounts',
+      name: 'mounts',
+      rows: 2,
+      placeholder: 'data:/data\nresults:results:rw',
+      title: 'SRC:DST, read-only, or SRC:DST:rw; one a line or comma-separated. A relative path is taken from the folder.'
+    });
     this.network = h('select', { name: 'network' });
     this.drawNetworks(['none', 'host']);
     this.limits = h('div', { class: 'jw-limits' });
     this.error = h('div', { class: 'jw-form-error', role: 'alert' });
     this.node.append(
       labelled('Command', this.command),
+      labelled('Folder', this.folder, 'runs here; read-only in the job'),
+      labelled('Mounts', this.mounts, 'SRC:DST[:rw], relative to the folder'),
       labelled('Name', this.name),
       this.limits,
       labelled('Network', this.network),
@@ -67,6 +90,14 @@ export class NewJobForm extends Widget {
       h('option', { value: '' }, "the executor's default"),
       ...modes.map(mode => h('option', { value: mode }, words[mode] ?? mode))
     );
+  }
+
+  /** The file browser is now at path (a contents path): the folder field follows it unless the
+   * user typed their own. */
+  browsed(path: string): void {
+    this.browsedPath = path;
+    this.followed.browsed(path);
+    this.folder.value = this.followed.value;
   }
 
   toggle(): void {
@@ -106,7 +137,17 @@ export class NewJobForm extends Widget {
     try {
       const limits: Record<string, string> = {};
       this.inputs.forEach((input, key) => (limits[key] = input.value));
-      body = jobRequest({ command: this.command.value, name: this.name.value, network: this.network.value, limits }, this.fields);
+      body = jobRequest(
+        {
+          command: this.command.value,
+          name: this.name.value,
+          network: this.network.value,
+          limits,
+          folder: this.folder.value,
+          mounts: this.mounts.value
+        },
+        this.fields
+      );
     } catch (error) {
       this.error.textContent = inert((error as Error).message);
       return;
@@ -116,6 +157,9 @@ export class NewJobForm extends Widget {
       this.started(job);
       this.command.value = '';
       this.name.value = '';
+      this.mounts.value = '';
+      this.followed.follow(this.browsedPath);
+      this.folder.value = this.followed.value;
       this.hide();
     } catch (error) {
       this.error.textContent = inert(`The server refused the job: ${error instanceof WorkerError ? error.message : error}`);

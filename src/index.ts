@@ -4,6 +4,7 @@
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
@@ -58,12 +59,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-worker:panel',
   description: 'Sandboxed background jobs: list, logs, metrics, stop and new jobs',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette, IStatusBar],
+  optional: [ILayoutRestorer, ICommandPalette, IStatusBar, IDefaultFileBrowser],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null,
-    statusBar: IStatusBar | null
+    statusBar: IStatusBar | null,
+    fileBrowser: IDefaultFileBrowser | null
   ) => {
     const api = new WorkerAPI();
     const panel = new JobsPanel(api);
@@ -107,6 +109,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     for (const command of [COMMANDS.open, COMMANDS.create, COMMANDS.refresh]) {
       palette?.addItem({ command, category: 'Worker' });
+    }
+
+    if (fileBrowser) {
+      // The form's folder is where the user is browsing; a folder on another drive ('Drive:dir',
+      // not a folder of the server's disk) is not followed.
+      const contents = app.serviceManager.contents;
+      const follow = () => {
+        const path = fileBrowser.model.path;
+        if (contents.driveName(path) === '') {
+          panel.browsed(contents.localPath(path));
+        }
+      };
+      fileBrowser.model.pathChanged.connect(follow);
+      follow();
     }
 
     app.shell.add(panel, 'left', { rank: 600 });

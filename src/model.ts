@@ -402,6 +402,60 @@ export interface JobForm {
   name: string;
   network: string;
   limits: Record<string, string>;
+  /** The folder the job runs in: a path relative to the server's root, as the file browser
+   * shows it ('' is the root itself). */
+  folder: string;
+  /** SRC:DST[:rw] mounts, one a line or comma-separated. */
+  mounts: string;
+}
+
+/** The form's mounts as the REST body's SRC:DST[:ro|:rw] strings, or an Error naming a malformed
+ * one. The server takes relative paths from the job's folder and checks the rest. */
+export function parseMounts(text: string): string[] {
+  const mounts = text
+    .split(/[\n,]/)
+    .map(mount => mount.trim())
+    .filter(mount => mount !== '');
+  for (const mount of mounts) {
+    const parts = mount.split(':');
+    const mode = parts.length === 3 ? parts.pop() : 'ro';
+    if (parts.length !== 2 || !parts.every(part => part !== '') || (mode !== 'ro' && mode !== 'rw')) {
+      throw new Error(`mount: '${mount}' is not SRC:DST, SRC:DST:ro or SRC:DST:rw`);
+    }
+  }
+  return mounts;
+}
+
+/** A contents path as the form shows and sends it: no trailing slash ('' is the root). A leading
+ * one stays, so that the server refuses an absolute path rather than taking it from the root. */
+export function contentsFolder(path: string): string {
+  return path.length > 1 ? path.replace(/\/+$/, '') : path;
+}
+
+/** The form's folder: the file browser's current folder, followed as the user browses until
+ * they type their own (then kept until the form starts a job). */
+export class FollowedFolder {
+  value = '';
+  private typed = false;
+
+  /** The file browser moved to path. */
+  browsed(path: string): void {
+    if (!this.typed) {
+      this.value = contentsFolder(path);
+    }
+  }
+
+  /** The user typed text into the field. */
+  typedIn(text: string): void {
+    this.value = text;
+    this.typed = true;
+  }
+
+  /** Follow the file browser again (at path, where it is now). */
+  follow(path: string): void {
+    this.typed = false;
+    this.browsed(path);
+  }
 }
 
 /** The REST body for the form, or an Error saying what is wrong. Limits go as typed ('2G',
@@ -419,7 +473,11 @@ export function jobRequest(form: JobForm, fields: LimitField[]): Record<string, 
       limits[field.key] = text;
     }
   }
-  const body: Record<string, unknown> = { command, limits };
+  const mounts = parseMounts(form.mounts);
+  const body: Record<string, unknown> = { command, limits, folder: contentsFolder(form.folder.trim()) };
+  if (mounts.length > 0) {
+    body.mounts = mounts;
+  }
   if (form.name.trim()) {
     body.name = form.name.trim();
   }

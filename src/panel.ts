@@ -94,6 +94,11 @@ export class JobsPanel extends Widget {
     this.form.show();
   }
 
+  /** The file browser is now at path (a contents path): the new-job form's folder follows it. */
+  browsed(path: string): void {
+    this.form.browsed(path);
+  }
+
   /** Activating the panel (its tab, the palette) puts the keyboard in the form when it is open. */
   protected onActivateRequest(msg: Message): void {
     super.onActivateRequest(msg);

@@ -7,6 +7,8 @@ import {
   LogBuffer,
   UsageSeries,
   chartPoints,
+  contentsFolder,
+  FollowedFolder,
   formatBytes,
   formatCommand,
   formatDuration,
@@ -15,6 +17,7 @@ import {
   jobRequest,
   limitFields,
   limitWords,
+  parseMounts,
   splitCommand,
   statusText
 } from '../model';
@@ -184,16 +187,67 @@ describe('the new-job form', () => {
   });
   it('sends the limits as typed, units and all, leaving out empty ones', () => {
     const limits = { memory_mb: ' 2G ', timeout_s: '10m', pids: '', cpuset: '0-1', io_bps: '512' };
-    const body = jobRequest({ command: "python3 -c 'print(1)'", name: ' run ', network: 'none', limits }, fields);
+    const body = jobRequest({ command: "python3 -c 'print(1)'", name: ' run ', network: 'none', limits, folder: '', mounts: '' }, fields);
     assert.deepEqual(body, {
       command: ['python3', '-c', 'print(1)'],
+      folder: '',
       name: 'run',
       network: 'none',
       limits: { memory_mb: '2G', io_bps: '512', timeout_s: '10m', cpuset: '0-1' }
     });
   });
   it('refuses a form with no command', () => {
-    assert.throws(() => jobRequest({ command: '  ', name: '', network: '', limits: {} }, fields), /give a command/);
+    assert.throws(() => jobRequest({ command: '  ', name: '', network: '', limits: {}, folder: '', mounts: '' }, fields), /give a command/);
+  });
+  it('sends the folder as a contents path and the mounts one a string', () => {
+    const form = { command: 'python3 train.py', name: '', network: '', limits: {}, folder: ' proj/data/ ', mounts: 'in:/in\n, out:out:rw ,\n' };
+    assert.deepEqual(jobRequest(form, fields), {
+      command: ['python3', 'train.py'],
+      limits: {},
+      folder: 'proj/data',
+      mounts: ['in:/in', 'out:out:rw']
+    });
+  });
+  it('refuses a malformed mount and names it', () => {
+    const form = { command: 'true', name: '', network: '', limits: {}, folder: '', mounts: 'a:b\nno-destination' };
+    assert.throws(() => jobRequest(form, fields), /mount: 'no-destination' is not SRC:DST/);
+  });
+});
+
+describe("the form's mounts", () => {
+  it('takes one a line or comma-separated, blanks ignored', () => {
+    assert.deepEqual(parseMounts(' a:/a \n\n b:/b:rw,c:c:ro , '), ['a:/a', 'b:/b:rw', 'c:c:ro']);
+    assert.deepEqual(parseMounts('   '), []);
+  });
+  it('refuses a mount without both paths or with a mode other than ro or rw', () => {
+    for (const bad of ['a', ':b', 'a:', 'a:b:rx', 'a:b:rw:x', 'a::rw']) {
+      assert.throws(() => parseMounts(bad), /is not SRC:DST, SRC:DST:ro or SRC:DST:rw/, bad);
+    }
+  });
+});
+
+describe("the form's folder", () => {
+  it("follows the file browser's folder until the user types one", () => {
+    const folder = new FollowedFolder();
+    assert.equal(folder.value, '');
+    folder.browsed('proj');
+    assert.equal(folder.value, 'proj');
+    folder.browsed('proj/data/');
+    assert.equal(folder.value, 'proj/data');
+    folder.typedIn('elsewhere');
+    folder.browsed('proj');
+    assert.equal(folder.value, 'elsewhere');
+  });
+  it('follows again once told to, from where the browser is', () => {
+    const folder = new FollowedFolder();
+    folder.typedIn('mine');
+    folder.follow('proj');
+    assert.equal(folder.value, 'proj');
+    folder.browsed('other');
+    assert.equal(folder.value, 'other');
+  });
+  it('keeps a leading slash, so the server refuses an absolute path instead of reading it from the root', () => {
+    assert.deepEqual(['/etc/', '/', '', 'a//'].map(contentsFolder), ['/etc', '/', '', 'a']);
   });
 });
 
