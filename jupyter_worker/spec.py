@@ -43,6 +43,8 @@ class Reason(str, enum.Enum):
 
 # The sandbox's own parts of the job's tree: nothing a client names is shown over them or in them.
 _RESERVED_DESTINATIONS = tuple("/proc /dev /sys /usr /etc /bin /sbin /lib /lib32 /lib64 /libx32".split())
+# ...except beneath the job's /dev/shm, a tmpfs of its own like /tmp: a user's folder there is shown.
+_OPEN_BENEATH = "/dev/shm/"
 # Kernel interfaces are never a mount source (their magic links lead to the privileged init's own
 # files); the sandbox checks the path a source resolved to as well (sandbox/mounts.open_source).
 KERNEL_SOURCES = ("/proc", "/sys")
@@ -92,7 +94,7 @@ def check_destination(destination: Any, what: str) -> str:
     """Where a job is shown something or starts (the working folder): absolute, no '..', cleaned,
     neither '/' nor inside the sandbox's reserved folders. The destination half of check_mount."""
     dst = _clean_absolute(destination, what)
-    if dst == "/" or _under(dst, _RESERVED_DESTINATIONS):
+    if dst == "/" or (_under(dst, _RESERVED_DESTINATIONS) and not dst.startswith(_OPEN_BENEATH)):
         raise SpecError(f"{what}: {dst} is reserved by the sandbox")
     return dst
 
@@ -295,8 +297,64 @@ def validate_holder(value: Any) -> str:
     return value
 
 
+MAX_ARTIFACT_PATTERNS = 32
+
+
+def _check_pattern(pattern: Any) -> str:
+    if not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern:
+        raise SpecError("artifacts: a glob is non-empty text")
+    if len(pattern.encode(errors="surrogatepass")) > MAX_PATH_BYTES:
+        raise SpecError(f"artifacts: a glob of at most {MAX_PATH_BYTES} bytes")
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        raise SpecError(f"artifacts: {shown(pattern)} must be a glob relative to /work, without '..'")
+    return pattern.strip()
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Where the files a job leaves in /work are copied when it ends (a folder of the requester's,
+    written as them: executor/artifacts.py), and which (globs on the path relative to /work,
+    '**' across folders; none: all of them)."""
+
+    destination: str
+    patterns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "destination", _clean_absolute(self.destination, "artifacts"))
+        if not isinstance(self.patterns, (list, tuple)) or len(self.patterns) > MAX_ARTIFACT_PATTERNS:
+            raise SpecError(f"artifacts: at most {MAX_ARTIFACT_PATTERNS} globs")
+        object.__setattr__(self, "patterns", tuple(_check_pattern(p) for p in self.patterns))
+
+    @classmethod
+    def parse(cls, text: str, cwd: str | None = None) -> Artifacts:
+        """DIR[:GLOB[,GLOB...]], DIR taken from cwd when relative (the notebook's, the caller's folder)."""
+        if not isinstance(text, str) or not text:
+            raise SpecError("artifacts: DIR[:GLOB[,GLOB...]]")
+        folder, _, globs = text.partition(":")
+        folder = posixpath.join(cwd, folder) if cwd and not folder.startswith("/") else folder or "."
+        return cls(folder, tuple(g for g in globs.split(",") if g.strip()) if globs else ())
+
+    @classmethod
+    def from_value(cls, value: Any, cwd: str | None = None) -> Artifacts | None:
+        """None, an Artifacts, 'DIR[:GLOB,...]' or {"destination", "patterns"}."""
+        if value is None or isinstance(value, Artifacts):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value, cwd)
+        if not isinstance(value, dict) or set(value) - {"destination", "patterns"} or "destination" not in value:
+            raise SpecError("artifacts: an object with destination (an absolute folder) and patterns (globs)")
+        patterns = value.get("patterns") or ()
+        if not isinstance(patterns, (list, tuple)):
+            raise SpecError("artifacts: patterns is a list of globs")
+        return cls(value["destination"], tuple(patterns))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"destination": self.destination, "patterns": list(self.patterns)}
+
+
 _REQUEST_FIELDS = {
     "command",
+    "artifacts",
     "name",
     "limits",
     "env",
@@ -325,6 +383,7 @@ class JobRequest:
     owner: str | None = None
     holder: str | None = None
     display: bool = False  # a display pipe in the job (DISPLAY_FD_ENV), read into the log's "display" stream
+    artifacts: Artifacts | None = None  # /work's files copied to a folder of the requester's at the end
 
     def __post_init__(self) -> None:
         self.command = validate_argv(self.command)
@@ -343,6 +402,7 @@ class JobRequest:
         self.network = None if self.network is None else _network(self.network)
         self.cwd = check_destination(self.cwd, "cwd")
         self.python_prefixes = check_prefixes(self.python_prefixes)
+        self.artifacts = Artifacts.from_value(self.artifacts)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRequest:
@@ -368,6 +428,7 @@ class JobRequest:
         data["limits"] = self.limits.given()
         data["mounts"] = [m.to_dict() for m in self.mounts]
         data["network"] = self.network.value if self.network else None
+        data["artifacts"] = self.artifacts.to_dict() if self.artifacts else None
         return data
 
 
@@ -426,6 +487,9 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # --artifacts: {destination, patterns} asked; once copied also copied, bytes, skipped (a count),
+    # skipped_examples [[path, why]], note (a cap reached), error (the copy failed)
+    artifacts: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:

@@ -113,6 +113,8 @@ def _finish_sandbox(spec: LaunchSpec, tree: Tree, new_root: str, work_device: st
         spec.link.resolv_conf() if spec.link else None,
         work_device,
         spec.limits.disk_mb,
+        requester_uid=spec.requester_uid,
+        requester_gid=spec.requester_gid,
     )
     finish_root(tree, plan)
     for bind in binds:

@@ -43,11 +43,18 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = 155
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
+_AT_EMPTY_PATH = 0x1000
 _AT_RECURSIVE = 0x8000
+_OPEN_TREE_CLONE = 1
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
 
 
 _SYS_OPENAT2 = 437
@@ -142,6 +149,29 @@ def make_tree_readonly(path: str) -> bool:
         return False
     _check(result, f"mount_setattr {path}")
     return True
+
+
+def clone_tree(fd: int) -> int:
+    """A detached copy of the mount tree at fd (an O_PATH handle) and everything mounted beneath it,
+    as a new close-on-exec handle (open_tree(OPEN_TREE_CLONE | AT_RECURSIVE), Linux 5.2): not yet
+    visible anywhere, so its attributes, an id-mapping among them, can still be changed."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH | _AT_RECURSIVE
+    return _check(_libc.syscall(_SYS_OPEN_TREE, fd, b"", ctypes.c_uint(flags)), "open_tree")
+
+
+def set_tree_attributes(fd: int, attr_set: int, attr_clr: int = 0, userns_fd: int = 0, recursive: bool = True) -> None:
+    """mount_setattr(2) on the mount at fd (and beneath it when recursive): MOUNT_ATTR_* flags set
+    and cleared; with MOUNT_ATTR_IDMAP, ids are mapped through the user namespace userns_fd."""
+    attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
+    flags = _AT_EMPTY_PATH | (_AT_RECURSIVE if recursive else 0)
+    result = _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", ctypes.c_uint(flags), ctypes.byref(attr), ctypes.sizeof(attr))
+    _check(result, "mount_setattr")
+
+
+def attach_tree(fd: int, target_fd: int) -> None:
+    """move_mount(2): show the detached tree fd on the mount point target_fd (an O_PATH handle)."""
+    flags = _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", target_fd, b"", ctypes.c_uint(flags)), "move_mount")
 
 
 def last_capability() -> int:

@@ -3,12 +3,18 @@
 Runs in the job's init, inside its new mount namespace, before pivot_root. Sources a client named
 (extra mounts, the Python prefix) are opened once, with the requester's own file permissions, and
 bound from that open file; mount points are walked component by component without following
-symlinks, and are only ever created on the sandbox's own tmpfs, never inside a host folder.
+symlinks, and are only ever created on the sandbox's own filesystems (its root, /tmp, /var/tmp,
+/dev/shm, /work), never inside a host folder.
+
+When the job runs as another user than the one who asked (root's jobs run as nobody), the sources
+the requester named are bound through an id-mapped mount: on them, and only on them, the job's
+uid and gid read and write as the requester's (see mapping_namespace).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -17,7 +23,20 @@ from dataclasses import dataclass
 from ..limits import BY_FIELD
 from ..spec import KERNEL_SOURCES
 from . import libc
-from .libc import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
+from .libc import (
+    MOUNT_ATTR_IDMAP,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
 
 # The size, in MiB, of each of /tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb
 # (direct users of the engine such as `jupyter-worker sandbox`; the executor always sets tmp_mb, from
@@ -49,6 +68,11 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "latency_stats", "sched_debug", "kallsyms", "kmsg")
 _AT_FDCWD = -100  # openat2 from the current folder (an absolute path ignores it)
+# What open_tree/mount_setattr answer where an id-mapped bind cannot be made: the filesystem does not
+# support it (EINVAL: tmpfs before Linux 6.3, nfs, ...), it is not the initial namespace's to map
+# (EPERM), the kernel predates the calls (ENOSYS, before 5.12) or user namespaces are off (EPERM,
+# ENOSPC from unshare). The bind is then made as it always was, unmapped.
+_IDMAP_REFUSALS = frozenset({errno.EINVAL, errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOSPC})
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
 
 
@@ -80,6 +104,14 @@ class RootPlan:
     resolv_conf: str | None = None
     work_device: str | None = None  # the loop device of a disk-limited /work (sandbox/disk.py)
     work_mb: int | None = None  # the disk limit: the size of /work where it is a tmpfs
+    requester_uid: int | None = None  # who asked: the binds are id-mapped to them if the job runs as
+    requester_gid: int | None = None  # someone else (None: as the job's own uid and gid)
+
+    @property
+    def maps_ids(self) -> bool:
+        """Whether the client-named binds need an id-mapping: the job runs as another user."""
+        requester = (self.requester_uid, self.requester_gid)
+        return None not in requester and requester != (self.uid, self.gid)
 
 
 @contextlib.contextmanager
@@ -162,14 +194,15 @@ class Tree:
         return fd, parts[-1]
 
     def _mount(
-        self, destination: str, is_dir: bool, mount: Callable[[str], None], adjust: Callable[[str], None] | None = None
+        self, destination: str, is_dir: bool, mount: Callable[[int], None], adjust: Callable[[str], None] | None = None
     ) -> None:
-        """Mount on the leaf without following symlinks, then adjust the new mount's flags."""
+        """Mount on the leaf (an O_PATH handle, opened without following symlinks), then adjust the
+        new mount's flags."""
         parent, name = self._walk(destination, is_dir)
         flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
         leaf = os.open(name, flags, dir_fd=parent)
         try:
-            mount(_fd_path(leaf))
+            mount(leaf)
             if adjust is not None:
                 top = os.open(name, flags, dir_fd=parent)
                 try:
@@ -225,12 +258,46 @@ class Tree:
             elif not libc.make_tree_readonly(top):
                 libc.mount(None, top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
-        self._mount(destination, is_dir, lambda leaf: libc.mount(source, leaf, None, MS_BIND | MS_REC), adjust)
+        def bind(leaf: int) -> None:
+            libc.mount(source, _fd_path(leaf), None, MS_BIND | MS_REC)
+
+        self._mount(destination, is_dir, bind, adjust)
         if host and is_dir:
             self.host_folders.append(destination)
 
+    def mount_mapped(self, source_fd: int, destination: str, *, rw: bool, is_dir: bool, userns_fd: int) -> bool:
+        """Bind the host object source_fd at destination with ids mapped through userns_fd, as
+        mount_bind would (recursive; nosuid, nodev, read-only unless rw). False, with nothing
+        mounted, where the filesystem or the kernel refuses an id-mapped mount: the caller binds
+        it unmapped."""
+        try:
+            tree = libc.clone_tree(source_fd)  # detached: its attributes may still change
+        except OSError as exc:
+            if exc.errno in _IDMAP_REFUSALS:
+                return False
+            raise SetupError(f"mount {destination}: {exc.strerror}") from None
+        try:
+            try:
+                attributes = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (0 if rw else MOUNT_ATTR_RDONLY)
+                libc.set_tree_attributes(tree, attributes, userns_fd=userns_fd)
+            except OSError as exc:
+                if exc.errno in _IDMAP_REFUSALS:
+                    return False
+                raise SetupError(f"mount {destination}: {exc.strerror}") from None
+            if rw:  # writable at its top even where the host mounted it read-only, as mount_bind does
+                libc.set_tree_attributes(tree, 0, MOUNT_ATTR_RDONLY, recursive=False)
+            self._mount(destination, is_dir, lambda leaf: libc.attach_tree(tree, leaf))
+        finally:
+            os.close(tree)
+        if is_dir:
+            self.host_folders.append(destination)
+        return True
+
     def mount_fs(self, fstype: str, destination: str, flags: int, data: str, source: str | None = None) -> None:
-        self._mount(destination, True, lambda leaf: libc.mount(source or fstype, leaf, fstype, flags, data))
+        def mount(leaf: int) -> None:
+            libc.mount(source or fstype, _fd_path(leaf), fstype, flags, data)
+
+        self._mount(destination, True, mount)
 
 
 def prepare_root(new_root: str) -> Tree:
@@ -256,22 +323,143 @@ def finish_root(tree: Tree, plan: RootPlan) -> None:
     _write_identity(plan)
     ops: list[tuple[str, Callable[[Tree], None]]] = [
         ("/tmp", lambda t: _mount_tmpfs(t, "/tmp", plan.tmp_mb)),
+        ("/var/tmp", lambda t: _mount_tmpfs(t, "/var/tmp", plan.tmp_mb)),
         ("/dev/shm", lambda t: _mount_tmpfs(t, "/dev/shm", plan.tmp_mb)),
         ("/work", lambda t: _mount_work(t, plan)),
     ]
     if plan.host_network and os.path.exists("/etc/resolv.conf"):
         resolv = "/etc/resolv.conf"
         ops.append((resolv, lambda t: t.mount_bind(resolv, resolv, is_dir=os.path.isdir(resolv))))
-    for bind in plan.binds:
-        ops.append(
-            (bind.destination, lambda t, b=bind: t.mount_bind(_fd_path(b.fd), b.destination, rw=b.rw, is_dir=b.is_dir))
-        )
-    _apply(tree, ops)
+    userns = _job_mapping(tree, plan) if plan.binds else None
+    try:
+        for bind in plan.binds:
+            ops.append((bind.destination, lambda t, b=bind: _mount_client_bind(t, b, userns)))
+        _apply(tree, ops)
+    finally:
+        if userns is not None:
+            os.close(userns)
     os.chdir(plan.new_root)
     libc.pivot_root(".", ".")
     libc.umount(".", libc.MNT_DETACH)
     os.chdir("/")
     libc.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _mount_client_bind(tree: Tree, bind: Bind, userns: int | None) -> None:
+    """A source the client named: id-mapped to the requester where the job runs as someone else
+    and the filesystem allows it, a plain bind otherwise."""
+    if userns is not None and tree.mount_mapped(
+        bind.fd, bind.destination, rw=bind.rw, is_dir=bind.is_dir, userns_fd=userns
+    ):
+        return
+    tree.mount_bind(_fd_path(bind.fd), bind.destination, rw=bind.rw, is_dir=bind.is_dir)
+
+
+def _job_mapping(tree: Tree, plan: RootPlan) -> int | None:
+    """The user namespace of this job's id-mapped binds, or None where none is needed or the host
+    refuses user namespaces (the binds are then plain, as on a host without id-mapped mounts)."""
+    if not plan.maps_ids:
+        return None
+    assert plan.requester_uid is not None and plan.requester_gid is not None
+    try:
+        return mapping_namespace(
+            tree_path(tree, "/proc"), (plan.requester_uid, plan.requester_gid), (plan.uid, plan.gid)
+        )
+    except OSError as exc:
+        if exc.errno in _IDMAP_REFUSALS:
+            return None
+        raise SetupError(f"id-mapped mounts: {exc.strerror}") from None
+
+
+def mapping_namespace(proc: str, requester: tuple[int, int], job: tuple[int, int]) -> int:
+    """A handle on a new user namespace for an id-mapped mount that makes the job the requester:
+    the requester's uid is the job's uid outside (uid_map "<requester> <job> 1", gids alike), so a
+    file the requester owns is the job's and a file the job makes is the requester's. Every other
+    id maps to itself, except the job's own, which is left unmapped: a file of anyone else shows
+    its true owner and is theirs, never the job's (the job holds one uid and gid, so it owns
+    nothing else), and the kernel refuses writes to a file whose owner is unmapped (a file of the
+    job's user on the host, e.g. nobody's, is read-only to the job there).
+
+    A child unshares CLONE_NEWUSER and waits while this process, privileged in the parent namespace,
+    writes the maps (a process inside cannot map ids it does not hold) and opens the namespace
+    through proc, a procfs of this process's pid namespace; the namespace outlives the child as long
+    as the handle is open. Raises OSError where the host refuses (user namespaces off: EPERM/ENOSPC).
+    """
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: in the new namespace, then wait to be told to end (a closed pipe)
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            libc.unshare(libc.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(errno.EPERM, "unshare(CLONE_NEWUSER) failed")
+        folder = os.open(f"{proc}/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name, inside, outside in (("uid_map", requester[0], job[0]), ("gid_map", requester[1], job[1])):
+                fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=folder)
+                try:
+                    os.write(fd, id_map(inside, outside).encode())  # one write: a map is set once
+                finally:
+                    os.close(fd)
+            return os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=folder)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+_ID_END = 2**32 - 1  # (uid_t)-1 is no id
+
+
+def id_map(inside: int, outside: int) -> str:
+    """The lines of a uid_map or gid_map: inside shown as outside, every other id as itself except
+    outside (taken) and inside (already mapped); at most four lines."""
+    if inside == outside:
+        return f"0 0 {_ID_END}\n"
+    lines = [f"{inside} {outside} 1\n"]
+    start = 0
+    for gap in sorted((inside, outside)):
+        if gap > start:
+            lines.append(f"{start} {start} {gap - start}\n")
+        start = gap + 1
+    if start < _ID_END:
+        lines.append(f"{start} {start} {_ID_END - start}\n")
+    return "".join(lines)
+
+
+def idmap_problem(path: str) -> str | None:
+    """Why a bind of path could not be id-mapped on this host (None: it can), tried on a detached
+    copy that is dropped at once: nothing is mounted anywhere. For the doctor; needs root."""
+    try:
+        userns = mapping_namespace("/proc", (0, 0), (65534, 65534))
+    except OSError as exc:
+        return f"no user namespace: {exc.strerror}"
+    try:
+        source = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        tree = None
+        try:
+            tree = libc.clone_tree(source)
+            libc.set_tree_attributes(tree, MOUNT_ATTR_IDMAP, userns_fd=userns, recursive=False)
+        except OSError as exc:
+            return f"the kernel or the filesystem refuses ({exc.strerror})"
+        finally:
+            os.close(source)
+            if tree is not None:
+                os.close(tree)
+    finally:
+        os.close(userns)
+    return None
 
 
 def _apply(tree: Tree, ops: list[tuple[str, Callable[[Tree], None]]]) -> None:
@@ -292,8 +480,7 @@ def _copy_system_files(root: str) -> None:
         elif os.path.isfile(path):
             with open(path, "rb") as src, open(os.path.join(root, "etc", name), "wb") as dst:
                 dst.write(src.read())
-    os.mkdir(os.path.join(root, "var"), 0o755)
-    os.symlink("/tmp", os.path.join(root, "var", "tmp"))
+    os.mkdir(os.path.join(root, "var"), 0o755)  # /var/tmp: a tmpfs of the job's (finish_root)
 
 
 def _write_identity(plan: RootPlan) -> None:
@@ -359,7 +546,6 @@ def _mount_work(tree: Tree, plan: RootPlan) -> None:
         top = tree_path(tree, "/work")  # a fresh filesystem (root made the job's by mkfs): 0700, empty
         os.chmod(top, 0o700)
         os.rmdir(os.path.join(top, "lost+found"))
-        tree.host_folders.append("/work")  # kept after the job, like a bound work folder: no mount points made in it
         return
     if plan.work_dir is None:
         size = plan.tmp_mb if plan.work_mb is None else plan.work_mb
@@ -367,6 +553,6 @@ def _mount_work(tree: Tree, plan: RootPlan) -> None:
         return
     fd = os.open(plan.work_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        tree.mount_bind(_fd_path(fd), "/work", rw=True)
+        tree.mount_bind(_fd_path(fd), "/work", rw=True, host=False)
     finally:
         os.close(fd)

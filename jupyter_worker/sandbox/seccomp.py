@@ -4,13 +4,17 @@ Namespaces do the isolation; this list removes the kernel surfaces that namespac
 (keyrings, BPF, perf, ptrace), the calls that would let a job build a new sandbox of its own or leave
 this one (mount, unshare, setns, pivot_root, namespace clone flags), terminal input injection
 (TIOCSTI/TIOCLINUX, matched on the low 32 bits so high-bit variants fail too), io_uring and
-userfaultfd, and every non-native ABI (x32 and i386 calls are killed).
+userfaultfd, and every non-native ABI (x32 and i386 calls are killed). Setting a setuid or setgid
+bit fails (chmod family, and the mode of open/creat/mknod): inside the job it grants nothing (no
+new privileges), outside it would, on a file left in a mount the job writes (an id-mapped mount of
+root's folder makes the job's files root's); openat2, whose mode seccomp cannot read, reports ENOSYS.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import stat
 import tempfile
 import termios
 
@@ -65,6 +69,18 @@ DENIED_SYSCALLS = (
     "lookup_dcookie",
 )
 TIOCLINUX = 0x541C
+# The argument that carries a file mode, for each call that sets or creates one.
+_MODE_ARGUMENT = {
+    "chmod": 1,
+    "fchmod": 1,
+    "fchmodat": 2,
+    "fchmodat2": 2,
+    "open": 2,
+    "openat": 3,
+    "creat": 1,
+    "mknod": 1,
+    "mknodat": 2,
+}
 _AF_VSOCK = 40
 _LOW_32 = 0xFFFFFFFF
 
@@ -83,6 +99,10 @@ def build_filter() -> seccomp.SyscallFilter:
         flt.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     # clone3 passes its flags in memory seccomp cannot read: make libc fall back to clone.
     flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for name, argument in _MODE_ARGUMENT.items():
+        for bit in (stat.S_ISUID, stat.S_ISGID):
+            flt.add_rule(deny, name, seccomp.Arg(argument, seccomp.MASKED_EQ, bit, bit))
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "openat2")  # its mode is in memory: callers fall back to openat
     flt.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.EQ, _AF_VSOCK))
     return flt
 
