@@ -4,11 +4,15 @@
     %%worker --max-memory 512M --timeout 10m --wait
     import numpy; print(numpy.ones(3))
 
-The cell body is Python run by the kernel's own interpreter (--bash: a shell script). The
-notebook's folder is shown read-only at its own path and is the job's working directory;
---mount .:.:rw makes it writable. Without --wait the cell returns at once with the job's live
-widget; where no front end draws widgets (nbconvert, papermill, a terminal) it streams the job's
-output instead, and an interrupt detaches from the job.
+The cell body is Python run by the kernel's own interpreter (--bash: a shell script), through the
+in-job runner (cell.py): display() output, a last expression's value and matplotlib figures come
+back as the cell's output, sanitized (richoutput.py); --in A,B gives the job kernel variables (by
+pickle), --out C,D sets the job's variables here when it completes (safe formats only, values.py;
+--out-pickle: anything, by pickle). The notebook's folder is shown read-only at its own path and
+is the job's working directory; --mount .:.:rw makes it writable. Without --wait the cell returns
+at once with the job's live widget; where no front end draws widgets (nbconvert, papermill, a
+terminal) it streams the job's output instead, an interrupt detaches from the job, and a job that
+does not complete fails the cell, so a headless run stops there (--no-fail: it goes on).
 
 What is shown of a job (name, command, status words, errors) is made inert by formatting: control
 characters spelled out in text/plain, HTML-escaped with `$` as `&#36;` in a block MathJax skips.
@@ -17,21 +21,25 @@ characters spelled out in text/plain, HTML-escaped with `$` as `&#36;` in a bloc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shlex
 import sys
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
 
 import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from . import transfer
+from . import transfer, values
 from .client import Client
-from .errors import WorkerError
+from .errors import SpecError, WorkerError
 from .flags import JobParser, add_job_flags, request_from_flags
 from .formatting import html_job, html_table, inert, text_table
-from .jobs import Job, JobFailed, python_code
+from .jobs import Job, JobFailed
+from .richoutput import DisplaySink
+from .spec import JobRecord, JobStatus
 from .widgets import JobWidget
 
 
@@ -68,27 +76,82 @@ class WorkerMagics(Magics):
         except WorkerError as exc:
             raise UsageError(inert(str(exc))) from None
 
-    def _show(self, job: Job) -> None:
-        self.last_widget = JobWidget(job.record)
+    def _show(self, job: Job, on_end: Callable[[JobWidget], Awaitable[None]] | None = None) -> None:
+        self.last_widget = JobWidget(job.record, on_end=on_end)
         display(self.last_widget.box)
 
     @cell_magic
     def worker(self, line: str, cell: str) -> None:
-        """%%worker [limits] [--wait] [--bash] [--name N]: run this cell as a sandboxed job.
+        """%%worker [limits] [--wait] [--bash] [--name N] [--in A,B] [--out C,D] [--out-pickle] [--no-fail]:
+        run this cell as a sandboxed job.
 
-        The cell's output is the job's widget; where widgets are not drawn (nbconvert, papermill,
-        a terminal) it is the job's streamed output. The handle is `_worker_job` in the namespace."""
+        The cell's output is the job's widget, its display output (display(), tables, figures)
+        under it; where widgets are not drawn (nbconvert, papermill, a terminal) it is the job's
+        streamed output and display output, and a job that does not complete fails the cell
+        (--no-fail: it only says so). --in: kernel variables given to the job (pickled); --out:
+        the job's variables set here when it completes, in safe formats only unless --out-pickle.
+        The handle is `_worker_job` in the namespace."""
         parser = _parser("%%worker", command=False)
         parser.add_argument("--bash", action="store_true")
+        parser.add_argument("--in", dest="inputs", metavar="A,B", help="kernel variables the job gets (pickled)")
+        parser.add_argument("--out", dest="outputs", metavar="C,D", help="job variables set here when it completes")
+        parser.add_argument("--out-pickle", action="store_true", help="--out values of any type, by pickle (unsafe)")
+        parser.add_argument("--no-fail", action="store_true", help="headless: a job that fails does not fail the cell")
         args = parser.parse_args(shlex.split(self.shell.var_expand(line)))
-        command = ["bash", "-c", cell] if args.bash else python_code(cell)
-        job = self.shell.user_ns["_worker_job"] = self._submit(args, command)
-        if args.wait:
-            _wait_or_stop(job)
-        elif widget_frontend(self.shell):
-            self._show(job)
+        try:
+            names_in = values.parse_names(args.inputs, "--in")
+            names_out = values.parse_names(args.outputs, "--out")
+        except SpecError as exc:
+            raise UsageError(f"%%worker: {inert(exc.message)}") from None
+        if args.bash and (names_in or names_out or args.out_pickle):
+            raise UsageError("%%worker: --in, --out and --out-pickle are for Python cells, not --bash")
+        if args.bash:
+            job = self.shell.user_ns["_worker_job"] = self._submit(args, ["bash", "-c", cell])
+            inputs = None
         else:
-            _stream_detachable(job)
+            job, inputs = self._submit_cell(args, cell, names_in, names_out)
+            self.shell.user_ns["_worker_job"] = job
+        outcome = _CellValues(self.shell, job, inputs, names_out, args.out_pickle)
+        if args.wait:
+            sink = DisplaySink(_publish)
+            try:
+                _wait_or_stop(job, on_display=sink.feed)
+            finally:
+                outcome.release()
+            outcome.take()
+        elif widget_frontend(self.shell):
+            self._show(job, on_end=outcome.take_later)
+        else:
+            final = _stream_detachable(job, fail=not args.no_fail, on_display=DisplaySink(_publish).feed)
+            if final is not None:
+                outcome.release()
+                outcome.take()
+
+    def _submit_cell(
+        self, args: argparse.Namespace, code: str, names_in: list[str], names_out: list[str]
+    ) -> tuple[Job, values.Inputs | None]:
+        """A Python cell through the in-job runner (cell.py), with its display channel and values."""
+        inputs = None
+        try:
+            if names_in:
+                inputs = values.Inputs(values.gather(self.shell.user_ns, names_in))
+                args.mount = [*args.mount, inputs.mount]
+            with Client() as client:
+                limit = values.max_value_bytes(client) if names_out else None
+                command = values.runner_command(
+                    code, inputs=inputs, outputs=names_out, out_pickle=args.out_pickle, max_value_bytes=limit
+                )
+                request = request_from_flags(args, command)
+                request.display = True
+                return Job(client.run(request)), inputs
+        except WorkerError as exc:
+            if inputs is not None:
+                inputs.remove()
+            raise UsageError(inert(str(exc))) from None
+        except BaseException:
+            if inputs is not None:
+                inputs.remove()
+            raise
 
     @line_magic("worker")
     def worker_line(self, line: str) -> Job | None:
@@ -145,24 +208,78 @@ class WorkerMagics(Magics):
                 print(Job(client.get(rest[0])).logs(), end="")
 
 
-def _wait_or_stop(job: Job) -> None:
+def _publish(bundle: dict[str, str]) -> None:
+    """A job's display output (sanitized by richoutput) as this cell's own output."""
+    display(bundle, raw=True)
+
+
+class _CellValues:
+    """A cell job's --in folder and --out values: the folder goes when the job has ended; the values
+    are set in the kernel's namespace when it completed (at once with --wait or headless; under a
+    widget when its follow task sees the end, i.e. when the kernel is next idle if a cell is running)."""
+
+    def __init__(self, shell: Any, job: Job, inputs: values.Inputs | None, names: list[str], out_pickle: bool):
+        self.shell, self.job, self.inputs, self.names, self.out_pickle = shell, job, inputs, names, out_pickle
+
+    def release(self) -> None:
+        if self.inputs is not None:
+            self.inputs.remove()
+
+    def read(self) -> tuple[dict[str, Any], list[str]]:
+        with Client() as client:
+            return values.read_values(client, self.job.id, self.names, allow_pickle=self.out_pickle)
+
+    def take(self) -> None:
+        """The values into the namespace; one ValuesNotReturned naming each that did not come back."""
+        if not self.names:
+            return
+        got, problems = self.read()
+        self.shell.user_ns.update(got)
+        if problems:
+            raise values.ValuesNotReturned(problems)
+
+    async def take_later(self, widget: JobWidget) -> None:
+        """The widget saw the job end: release the inputs; if it completed, set the values, saying
+        under the widget which did not come back."""
+        self.release()
+        if not self.names or widget.job.status is not JobStatus.COMPLETED:
+            return
+        try:
+            got, problems = await asyncio.get_running_loop().run_in_executor(None, self.read)
+        except WorkerError as exc:
+            got, problems = {}, [exc.message]
+        self.shell.user_ns.update(got)
+        widget.notice(
+            ("values set: " + ", ".join(got) if got else "")
+            + ("; " if got and problems else "")
+            + ("values not returned: " + "; ".join(problems) if problems else "")
+        )
+
+
+def _wait_or_stop(job: Job, on_display: Callable[[bytes], None] | None = None) -> None:
     """--wait: the cell is the job, so interrupting the cell stops the job; failure raises JobFailed."""
     try:
-        job.wait(stream=True)
+        job.wait(stream=True, on_display=on_display)
     except KeyboardInterrupt:
         job.stop()
         print(f"\njob {job.id[:8]} stopped: the cell was interrupted", file=sys.stderr)
         raise
 
 
-def _stream_detachable(job: Job) -> None:
-    """Follow a background job's output to its end; an interrupt leaves it running."""
+def _stream_detachable(
+    job: Job, fail: bool = False, on_display: Callable[[bytes], None] | None = None
+) -> JobRecord | None:
+    """Follow a background job's output to its end; an interrupt leaves it running (None). A job
+    that did not complete raises JobFailed if fail (a headless cell), else is said (None)."""
     try:
-        final = job.wait(stream=True)
+        final = job.wait(stream=True, on_display=on_display)
     except JobFailed as failed:
+        if fail:
+            raise
         print(f"\n{inert(str(failed))}", file=sys.stderr)
-        return
+        return None
     except KeyboardInterrupt:
         print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
-        return
+        return None
     print(f"\njob {job.id[:8]} completed: {inert(final.ending)}")
+    return final

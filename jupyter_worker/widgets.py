@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import html
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -23,6 +24,7 @@ import ipywidgets as widgets
 from .client import AsyncClient
 from .errors import WorkerError
 from .formatting import MIB, elapsed, html_block, html_text
+from .richoutput import DisplaySink
 from .spec import JobRecord
 
 UPDATES_PER_S = 10
@@ -39,11 +41,18 @@ COLOURS = {
 
 class JobWidget:
     """Shows one job (its JobRecord, kept current in `job`) as it runs; `box` is the ipywidget to
-    display."""
+    display. Its display stream's output (sanitized) goes to an Output widget at the bottom;
+    on_end is awaited once the job has ended (a cell's --out values)."""
 
-    def __init__(self, job: JobRecord, socket: str | None = None):
+    def __init__(
+        self,
+        job: JobRecord,
+        socket: str | None = None,
+        on_end: Callable[[JobWidget], Awaitable[None]] | None = None,
+    ):
         self.job = job
         self.socket = socket
+        self.on_end = on_end
         self.lines: list[str] = []
         self.partial = ""
         self.samples: list[tuple[float, float]] = []
@@ -56,7 +65,10 @@ class JobWidget:
         self.stop_button.on_click(lambda _: asyncio.ensure_future(self.stop()))
         self.show_all.on_click(lambda _: asyncio.ensure_future(self.load_all()))
         controls = widgets.HBox([self.stop_button, self.show_all])
-        self.box = widgets.VBox([self.header, self.resources, self.chart, self.log, controls])
+        # The job's display output (sanitized, bounded: richoutput.py), under the widget as it comes.
+        self.output = widgets.Output()
+        self.sink = DisplaySink(self._publish)
+        self.box = widgets.VBox([self.header, self.resources, self.chart, self.log, controls, self.output])
         self.finished = False
         self._last_cpu: tuple[float, float] | None = None
         self.render()
@@ -74,10 +86,23 @@ class JobWidget:
             self.partial += f"\n[jupyter-worker: {exc}]"
         self.finished = True
         self.render()
+        if self.on_end is not None:
+            await self.on_end(self)
+            self.render()
+
+    def _publish(self, bundle: dict[str, str]) -> None:
+        self.output.outputs = (*self.output.outputs, {"output_type": "display_data", "data": bundle, "metadata": {}})
+
+    def notice(self, text: str) -> None:
+        """A line of jupyter-worker's own under the job's log (e.g. which values came back)."""
+        if text:
+            self.partial += f"\n[jupyter-worker: {text}]"
 
     def take(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "log":
+        if kind == "log" and event["stream"] == "display":
+            self.sink.feed(event["data"])
+        elif kind == "log":
             text = self.partial + event["data"].decode(errors="replace")
             *complete, self.partial = text.split("\n")
             css = "color: var(--jp-error-color1, #c62828)" if event["stream"] != "stdout" else ""
@@ -166,6 +191,6 @@ class JobWidget:
                 chunks, offset, _ = await client.logs(self.job.id, offset)
                 if not chunks:
                     break
-                text += [c.data.decode(errors="replace") for c in chunks]
+                text += [c.data.decode(errors="replace") for c in chunks if c.stream != "display"]
         self.log.value = html_block("<pre style='margin:0'>" + html.escape("".join(text)) + "</pre>")
         self.show_all.layout.display = "none"

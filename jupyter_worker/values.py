@@ -1,0 +1,266 @@
+"""Values between the kernel and a job: in by pickle (the kernel's own values), out in safe formats.
+
+Going in, the named values are pickled into a file in a fresh private folder, shown read-only in
+the job at its own path (a mount). The folder is 0700 when the job runs as the kernel's own user;
+a kernel running as root has its jobs run as another user (`root_runs_as`, nobody), so then the
+folder is 0711 (others may pass, not list) and the file 0644 under an unguessable name: only who is
+told the name (the job, through its command) can open it. The folder goes when the job has ended,
+or when the kernel exits.
+
+Coming out, the job's runner (cell.py) writes each value to /work/.jupyter-worker/values/NAME.EXT.
+Everything in /work is the sandboxed code's to write, so the reader here trusts nothing: it opens
+only the names it asked for, only in the formats it allows (pickle only when asked for at both
+ends), never reads past the policy's cap (`Policy.max_value_bytes`), and decodes with loaders that
+run no code: json, np.load(allow_pickle=False), pyarrow's Parquet reader, pandas' JSON reader.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import io
+import json
+import os
+import pickle
+import secrets
+import shutil
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import cell
+from .errors import ErrorReason, SpecError, WorkerError
+
+VALUES_PATH = cell.VALUES_DIR.removeprefix("/work/")  # as the executor's file operations name it
+DEFAULT_MAX_VALUE_BYTES = 256 << 20  # when the executor does not say (older executors)
+ERROR_BYTES = 4096  # a refusal's message, read no further
+RESULT = cell.RESULT_NAME
+
+
+class ValuesNotReturned(WorkerError):
+    """One or more --out values did not come back; the message names each and why."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(ErrorReason.INVALID, "values not returned: " + "; ".join(problems))
+        self.problems = problems
+
+
+def parse_names(text: str | Iterable[str] | None, what: str) -> list[str]:
+    """'a,b' (or a list) as names a cell can assign: identifiers, no keyword, each once."""
+    if text is None:
+        return []
+    words = [w.strip() for w in (text.split(",") if isinstance(text, str) else text)]
+    names: list[str] = []
+    for word in words:
+        if not word.isidentifier() or word in ("True", "False", "None"):
+            raise SpecError(f"{what}: {word!r} is not a variable name")
+        if word in names:
+            raise SpecError(f"{what}: {word} is named twice")
+        names.append(word)
+    return names
+
+
+def runtime_root() -> str:
+    """Where input folders are made: the user's Jupyter runtime folder (not /tmp, which a job's own
+    /tmp would hide on older sandboxes), else the system's temporary folder."""
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir  # noqa: PLC0415
+
+        root = jupyter_runtime_dir()
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        return root
+    except (ImportError, OSError):
+        return tempfile.gettempdir()
+
+
+_LIVE: set[str] = set()
+
+
+class Inputs:
+    """The named kernel values, pickled into a private folder for one job (see the module's notes)."""
+
+    def __init__(self, values: Mapping[str, Any], other_user: bool | None = None):
+        other_user = os.geteuid() == 0 if other_user is None else other_user
+        self.folder = tempfile.mkdtemp(prefix="jupyter-worker-in-", dir=runtime_root())
+        _LIVE.add(self.folder)
+        try:
+            self.path = os.path.join(self.folder, f"{secrets.token_urlsafe(24)}.pickle")
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    pickle.dump(dict(values), out, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # a lock, a generator, an open file: named, not a traceback
+                    raise SpecError(f"--in: a value cannot be pickled ({type(exc).__name__}: {exc})") from None
+            if other_user:
+                os.chmod(self.path, 0o644)
+                os.chmod(self.folder, 0o711)
+        except BaseException:
+            self.remove()
+            raise
+
+    @property
+    def mount(self) -> str:
+        """The folder, read-only at its own path in the job."""
+        return f"{self.folder}:{self.folder}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        _LIVE.discard(self.folder)
+
+
+@atexit.register
+def _remove_all() -> None:
+    """The kernel exits: no input folder outlives it."""
+    for folder in list(_LIVE):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def gather(namespace: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    missing = [name for name in names if name not in namespace]
+    if missing:
+        raise SpecError(f"--in: {', '.join(missing)} not defined in the kernel")
+    return {name: namespace[name] for name in names}
+
+
+def runner_command(
+    code: str, *, inputs: Inputs | None, outputs: list[str], out_pickle: bool, max_value_bytes: int | None
+) -> list[str]:
+    """The job's command: this interpreter running cell.py's source on the cell's code."""
+    with open(cell.__file__, encoding="utf-8") as source:
+        runner = source.read()
+    options: list[str] = []
+    if inputs is not None:
+        options += ["--in", inputs.path]
+    if outputs:
+        options += ["--out", ",".join(outputs)]
+    if out_pickle:
+        options.append("--out-pickle")
+    if max_value_bytes is not None:
+        options += ["--max-value-bytes", str(max_value_bytes)]
+    return [sys.executable, "-u", "-c", runner, *options, "--", code]
+
+
+def max_value_bytes(client: Any) -> int:
+    """The policy's cap on one value, as the executor says."""
+    try:
+        value = client.capabilities().get("policy", {}).get("max_value_bytes")
+    except WorkerError:
+        value = None
+    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_VALUE_BYTES
+
+
+def _read_bounded(client: Any, job_id: str, path: str, limit: int) -> bytes:
+    """A file of the job's /work, never more than limit bytes read (WorkerError past it)."""
+    data = bytearray()
+    while True:
+        piece, size = client.read_file(job_id, path, len(data), min(1 << 20, limit + 1 - len(data)))
+        if size > limit or len(data) + len(piece) > limit:
+            raise WorkerError(ErrorReason.TOO_LARGE, f"{size} bytes, above the cap of {limit} bytes per value")
+        if not piece:
+            return bytes(data)
+        data += piece
+        if len(data) >= size:
+            return bytes(data)
+
+
+def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
+    """A value from its file's bytes, by safe loaders only (pickle only when allowed)."""
+    if extension == "json":
+        return json.loads(data.decode("utf-8", "surrogatepass"))
+    if extension == "txt":
+        return data.decode("utf-8", "surrogatepass")
+    if extension == "bin":
+        return data
+    if extension == "npy":
+        import numpy  # noqa: PLC0415
+
+        array = numpy.load(io.BytesIO(data), allow_pickle=False)
+        return array[()] if array.ndim == 0 else array
+    if extension in ("parquet", "series.parquet"):
+        import pyarrow.parquet  # noqa: PLC0415
+
+        table = pyarrow.parquet.read_table(io.BytesIO(data))
+        frame = table.to_pandas()
+        if extension == "parquet":
+            return frame
+        meta = json.loads((table.schema.metadata or {}).get(b"jupyter_worker", b"{}"))
+        series = frame.iloc[:, 0]
+        series.name = meta.get("series_name")
+        return series
+    if extension in ("frame.json", "series.json"):
+        import pandas  # noqa: PLC0415
+
+        kind = "series" if extension == "series.json" else "frame"
+        return pandas.read_json(io.StringIO(data.decode()), orient="table", typ=kind)
+    if extension == cell.PICKLE and allow_pickle:
+        return pickle.loads(data)  # asked for with --out-pickle; its risk is documented
+    raise WorkerError(ErrorReason.INVALID, f"not a format this kernel reads: .{extension}")
+
+
+def read_values(
+    client: Any, job_id: str, names: list[str], *, allow_pickle: bool = False, limit: int | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The named values a completed job wrote: (those that came back, a problem line for each
+    that did not)."""
+    limit = max_value_bytes(client) if limit is None else limit
+    try:
+        listing = client.files(job_id, VALUES_PATH)
+        entries = {e["name"]: e for e in listing["entries"] if e.get("type") == "file"}
+    except WorkerError:
+        entries = {}
+    allowed = [*cell.FORMATS, *([cell.PICKLE] if allow_pickle else [])]
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in names:
+        found = next((ext for ext in allowed if f"{name}.{ext}" in entries), None)
+        if found is None:
+            problems.append(_why_not(client, job_id, name, entries, allow_pickle))
+            continue
+        try:
+            data = _read_bounded(client, job_id, f"{VALUES_PATH}/{name}.{found}", limit)
+            values[name] = decode(found, data, allow_pickle)
+        except WorkerError as exc:
+            problems.append(f"{name}: {exc.message}")
+        except Exception as exc:  # a malformed file: the sandbox wrote it, so it is named, not raised
+            problems.append(f"{name}: its .{found} file cannot be read ({type(exc).__name__}: {exc})")
+    return values, problems
+
+
+def _why_not(client: Any, job_id: str, name: str, entries: dict[str, Any], allow_pickle: bool) -> str:
+    from .formatting import inert  # noqa: PLC0415
+
+    if f"{name}.{cell.ERROR}" in entries:
+        try:
+            data, _ = client.read_file(job_id, f"{VALUES_PATH}/{name}.{cell.ERROR}", 0, ERROR_BYTES)
+            return inert(data.decode(errors="replace"))
+        except WorkerError as exc:
+            return f"{name}: {exc.message}"
+    if f"{name}.{cell.PICKLE}" in entries and not allow_pickle:
+        return f"{name}: the job sent it pickled, which this kernel reads only with --out-pickle"
+    return f"{name}: not sent back by the job"
+
+
+def function_call(fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """run(fn, *args): the code a job runs and the values it is given. A function of an importable
+    module is sent by pickle (by reference: the job imports its module, which it must see); one
+    defined in __main__ (a notebook, a script) by its source, which must be self-contained: a
+    top-level def (no lambda, no closure), importing inside what it uses. Arguments go by pickle."""
+    inputs: dict[str, Any] = {"__jw_args__": tuple(args), "__jw_kwargs__": dict(kwargs)}
+    call = f"globals()[{RESULT!r}] = {{fn}}(*__jw_args__, **__jw_kwargs__)"
+    if getattr(fn, "__module__", None) not in ("__main__", None):
+        inputs["__jw_fn__"] = fn
+        return call.format(fn="__jw_fn__"), inputs
+    name = getattr(fn, "__name__", "")
+    code = getattr(fn, "__code__", None)
+    if name == "<lambda>" or "<locals>" in getattr(fn, "__qualname__", "<locals>") or code is None or code.co_freevars:
+        raise SpecError(
+            f"run: {name or type(fn).__name__} is not a top-level function (a lambda, a closure or a nested "
+            "function cannot be sent by its source; define it with def at the top level)"
+        )
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as exc:
+        raise SpecError(f"run: the source of {name} cannot be found ({exc})") from None
+    return f"{source}\n{call.format(fn=name)}\n", inputs
