@@ -161,6 +161,12 @@ class Policy(_LimitSettings):
         "'stop') has to connect again before its jobs are stopped (seconds)",
     ).tag(config=True)
     log_max_bytes = Int(256 << 20, help="per-job log cap; the excess is dropped with a notice").tag(config=True)
+    max_value_bytes = Int(
+        256 << 20,
+        min=1,
+        help="the largest value a %%worker --out or Job.value() brings back to a kernel (bytes as stored, e.g. "
+        "a .npy or Parquet file): the job's runner refuses to write a larger one, the kernel to read it",
+    ).tag(config=True)
     retention_days = Float(14.0, help="finished jobs older than this are deleted (0: keep)").tag(config=True)
     retention_max_bytes = Int(10 << 30, help="oldest finished jobs are deleted past this total size").tag(config=True)
     max_kept_disk_per_user = Int(
