@@ -73,11 +73,12 @@ def _set_oom_score_adj(value: int) -> bool:
 def _open_binds(spec: LaunchSpec) -> list[Bind]:
     """Open every client-named source with the requester's permissions, before any mount."""
     binds = []
-    wanted = [(p, p, False) for p in spec.python_prefixes] + [(m.source, m.destination, m.rw) for m in spec.mounts]
+    wanted = [(p, p, False, True) for p in spec.python_prefixes]
+    wanted += [(m.source, m.destination, m.rw, False) for m in spec.mounts]
     with acting_as(spec.requester_uid, spec.requester_gid, spec.requester_groups):
-        for source, destination, rw in wanted:
+        for source, destination, rw, prefix in wanted:
             fd, is_dir = open_source(source)
-            binds.append(Bind(fd, destination, rw, is_dir))
+            binds.append(Bind(fd, destination, rw, is_dir, or_where_resolved=prefix))
     return binds
 
 

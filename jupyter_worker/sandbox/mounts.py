@@ -20,8 +20,9 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..errors import SpecError
 from ..limits import BY_FIELD
-from ..spec import KERNEL_SOURCES
+from ..spec import KERNEL_SOURCES, check_destination
 from . import libc
 from .libc import (
     MOUNT_ATTR_IDMAP,
@@ -80,6 +81,10 @@ class SetupError(Exception):
     """A step of the sandbox setup failed; the message goes to the job's start error."""
 
 
+class SymlinkOnTheWay(SetupError):
+    """A mount point's path crosses a symlink (which is never followed to make a mount point)."""
+
+
 @dataclass
 class Bind:
     """A host object, already opened, to show at destination."""
@@ -88,6 +93,9 @@ class Bind:
     destination: str
     rw: bool
     is_dir: bool
+    # A Python prefix whose path crosses a symlink in a folder shown to the job (a project's .venv
+    # linking to an environment elsewhere) is shown where that symlink leads: at the path it resolved to.
+    or_where_resolved: bool = False
 
 
 @dataclass
@@ -223,6 +231,9 @@ class Tree:
             self._create(fd, part, so_far, dir_wanted=not last or is_dir)
             child = os.open(part, flags, dir_fd=fd)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise SymlinkOnTheWay(f"mount point {so_far}: a symlink (symlinks are not followed)") from None
             raise SetupError(f"mount point {so_far}: {exc.strerror} (symlinks are not followed)") from None
         os.close(fd)
         return child
@@ -348,11 +359,23 @@ def finish_root(tree: Tree, plan: RootPlan) -> None:
 def _mount_client_bind(tree: Tree, bind: Bind, userns: int | None) -> None:
     """A source the client named: id-mapped to the requester where the job runs as someone else
     and the filesystem allows it, a plain bind otherwise."""
-    if userns is not None and tree.mount_mapped(
-        bind.fd, bind.destination, rw=bind.rw, is_dir=bind.is_dir, userns_fd=userns
-    ):
+    try:
+        _bind_at(tree, bind, bind.destination, userns)
+    except SymlinkOnTheWay:
+        resolved = os.readlink(_fd_path(bind.fd))
+        if not bind.or_where_resolved or resolved == bind.destination:
+            raise
+        try:
+            destination = check_destination(resolved, "python prefix")
+        except SpecError as exc:
+            raise SetupError(str(exc)) from None
+        _bind_at(tree, bind, destination, userns)
+
+
+def _bind_at(tree: Tree, bind: Bind, destination: str, userns: int | None) -> None:
+    if userns is not None and tree.mount_mapped(bind.fd, destination, rw=bind.rw, is_dir=bind.is_dir, userns_fd=userns):
         return
-    tree.mount_bind(_fd_path(bind.fd), bind.destination, rw=bind.rw, is_dir=bind.is_dir)
+    tree.mount_bind(_fd_path(bind.fd), destination, rw=bind.rw, is_dir=bind.is_dir)
 
 
 def _job_mapping(tree: Tree, plan: RootPlan) -> int | None:

@@ -188,3 +188,24 @@ def test_through_the_mapping_other_users_files_keep_their_owner_and_their_rights
             "shared-written",
             "nobodys-refused",
         ]
+
+
+def test_a_python_prefix_through_a_symlink_in_the_shown_folder_is_found_where_the_symlink_leads(run):
+    with host_folder("/var/tmp") as project, host_folder("/var/tmp") as envs:
+        venv = os.path.join(envs, "env")
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+        link = os.path.join(project, ".venv")  # the project's environment lives elsewhere
+        os.symlink(venv, link)
+        code = "import sys; print(sys.prefix)"
+        result = run([f"{link}/bin/python", "-c", code], mounts=[Mount(project, project)], python_prefixes=[link])
+        assert result.outcome.reason is Reason.EXIT, (result.outcome.error, result.stderr)
+        assert result.stdout.decode().strip() == link
+
+
+def test_a_mount_destination_through_a_symlink_in_a_shown_folder_is_refused(sh):
+    with host_folder("/var/tmp") as project, host_folder("/var/tmp") as data:
+        os.symlink(data, os.path.join(project, "link"))
+        result = sh("true", mounts=[Mount(project, project), Mount(data, f"{project}/link/inner")])
+        assert result.outcome.reason is Reason.START_ERROR
+        assert "symlinks are not followed" in result.outcome.error
+        assert os.listdir(data) == []
