@@ -34,7 +34,7 @@ from .client import Client
 from .errors import ErrorReason, WorkerError
 from .executor.app import main as executor_main
 from .flags import JobParser, add_job_flags, request_from_flags
-from .formatting import LogWriter, follow_log, inert, job_lines, text_table
+from .formatting import LogWriter, artifacts_line, follow_log, inert, job_lines, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
 from .sandbox.doctor import diagnose, render
 from .spec import JobRecord, JobStatus, NetworkMode
@@ -93,8 +93,11 @@ def _run(client: Client, args: argparse.Namespace) -> int:
     final = follow_log(client.follow(record.id), LogWriter())
     if args.json:
         print(json.dumps(final.to_dict()), file=sys.stderr)
-    elif final.status is not JobStatus.COMPLETED:
-        print(f"{PROG}: job {final.id[:8]} {final.status.value.lower()} ({inert(final.ending)})", file=sys.stderr)
+    else:
+        if final.artifacts:
+            print(f"{PROG}: artifacts: {artifacts_line(final)}", file=sys.stderr)
+        if final.status is not JobStatus.COMPLETED:
+            print(f"{PROG}: job {final.id[:8]} {final.status.value.lower()} ({inert(final.ending)})", file=sys.stderr)
     return final.shell_code
 
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from . import limits as limit_table
 from .errors import SpecError
 from .limits import Limits
-from .spec import JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes
+from .spec import Artifacts, JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes
 
 Fail = Callable[[str, str], NoReturn]  # (the parser's prog, what is wrong)
 
@@ -59,6 +59,12 @@ def add_job_flags(
     if submitted:
         parser.add_argument("--name", help="a name to show beside the id")
         parser.add_argument("--wait", action="store_true", help="follow the job to its end, printing its output")
+        parser.add_argument(
+            "--artifacts",
+            metavar="DIR[:GLOB[,GLOB]]",
+            help="when the job ends, copy /work's files (or those matching) into DIR, as you; a name "
+            "taken keeps yours, the copy gets -ID8 before its extension",
+        )
     if command:
         parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     return parser
@@ -74,6 +80,7 @@ def job_request(
     name: str | None = None,
     cwd: str | None = None,
     in_folder: bool = True,
+    artifacts: str | Artifacts | Mapping[str, Any] | None = None,
 ) -> JobRequest:
     """A typed request. Limits are parsed once (units, bounds; unknown names refused); a mount
     SRC:DST[:rw] is taken relative to cwd (default: this process's folder).
@@ -96,6 +103,7 @@ def job_request(
         mounts=parsed,
         network=network,
         python_prefixes=python_prefixes(),
+        artifacts=Artifacts.from_value(dict(artifacts) if isinstance(artifacts, Mapping) else artifacts, cwd=here),
         **place,
     )
 
@@ -117,4 +125,5 @@ def request_from_flags(args: argparse.Namespace, command: list[str] | None = Non
         name=getattr(args, "name", None),
         cwd=args.cwd,
         in_folder=not args.no_cwd,
+        artifacts=getattr(args, "artifacts", None),
     )

@@ -141,7 +141,27 @@ def job_lines(record: JobRecord) -> list[str]:
             f"memory peak {mib(metrics.get('memory_peak_bytes', 0))}, wall {seconds(metrics.get('wall_seconds', 0), 2)}"
             + (f", disk {mib(metrics['disk_bytes'])}" if metrics.get("disk_bytes") else "")
         )
+    if record.artifacts:
+        lines.append(f"Artifacts: {artifacts_line(record)}")
     return lines
+
+
+def artifacts_line(record: JobRecord) -> str:
+    """What --artifacts copied, in one line: asked for, copied (how much, where), skipped, a cap, an error."""
+    asked = record.artifacts or {}
+    where = inert(asked.get("destination", ""))
+    if "copied" not in asked and "error" not in asked:
+        return f"to {where} when the job ends"
+    if asked.get("error"):
+        return f"not copied to {where}: {inert(asked['error'])}"
+    count = asked.get("copied", 0)
+    line = f"{count} file{'' if count == 1 else 's'} ({mib(asked.get('bytes', 0))}) copied to {where}"
+    if asked.get("skipped"):
+        examples = ", ".join(f"{inert(path)} ({inert(why)})" for path, why in asked.get("skipped_examples", [])[:3])
+        line += f"; {asked['skipped']} skipped: {examples}" + (", ..." if asked["skipped"] > 3 else "")
+    if asked.get("note"):
+        line += f"; {inert(asked['note'])}"
+    return line
 
 
 def html_job(record: JobRecord) -> str:

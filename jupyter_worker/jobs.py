@@ -123,6 +123,7 @@ def run(
     env: dict[str, str] | None = None,
     mounts: list[str] | None = None,
     cwd: str | None = None,
+    artifacts: str | dict[str, Any] | None = None,
     socket: str | None = None,
     timeout: str | float | None = None,
     **limits: Any,
@@ -131,8 +132,10 @@ def run(
 
     The job runs in cwd (default: this process's folder), shown read-only at its own path;
     mounts are SRC:DST[:rw] ('.:.:rw' makes that folder writable). network is none, host or
-    isolated. timeout is another name for timeout_s. Limits not given come from the executor;
-    sizes and durations take units (memory_mb="1G", timeout_s="10m"). The limits:
+    isolated. artifacts is DIR[:GLOB,...] (relative to cwd) or a dict of destination, patterns: when
+    the job ends the executor copies /work's files there, as you (a name taken keeps yours: the
+    copy gets -ID8 before its extension). timeout is another name for timeout_s. Limits not given
+    come from the executor; sizes and durations take units (memory_mb="1G", timeout_s="10m"). The limits:
 
     {limits}"""
     if timeout is not None:
@@ -140,7 +143,16 @@ def run(
             raise SpecError("timeout: give timeout or timeout_s, not both")
         limits["timeout_s"] = timeout
     command = python_code(code_or_command) if isinstance(code_or_command, str) else list(code_or_command)
-    request = job_request(command, limits=limits, env=env, mounts=mounts or (), network=network, name=name, cwd=cwd)
+    request = job_request(
+        command,
+        limits=limits,
+        env=env,
+        mounts=mounts or (),
+        network=network,
+        name=name,
+        cwd=cwd,
+        artifacts=artifacts,
+    )
     with Client(socket) as client:
         return Job(client.run(request), socket)
 

@@ -179,6 +179,21 @@ class Policy(_LimitSettings):
         help="free bytes on the state folder's filesystem that jobs' disk limits never count on: a job whose "
         "disk limit does not fit in what is free beyond it waits while running jobs hold room, else it fails",
     ).tag(config=True)
+    max_artifacts_mb = Int(
+        1024,
+        min=0,
+        help="MiB of a job's /work that --artifacts copies to the requester's folder when it ends; files past it "
+        "are not copied and the job's record says so (0: none copied)",
+    ).tag(config=True)
+    max_artifacts_files = Int(
+        10000, min=0, help="files --artifacts copies at most from one job; the rest are left, with a note"
+    ).tag(config=True)
+    artifacts_timeout_s = Float(
+        120.0,
+        min=1.0,
+        help="seconds the copy of a job's artifacts may take (the job is reported ended after it); past it the "
+        "copy stops, with a note",
+    ).tag(config=True)
 
     @default("max_jobs_per_user")
     def _half_the_slots(self) -> int:

@@ -27,7 +27,7 @@ from ..sandbox import LaunchSpec
 from ..sandbox import disk as sandbox_disk
 from ..sandbox.output import Chunk, read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
-from . import retention, workfiles
+from . import artifacts, retention, workfiles
 from .access import Caller, Role, runs_as
 from .folders import JobFolder, empty_trash
 from .holds import Holds
@@ -61,6 +61,7 @@ class Executor:
         self.network = IsolatedNetwork(policy)
         self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
         self._tasks: list[asyncio.Task] = []
+        self._copies: dict[str, asyncio.Task] = {}  # jobs whose artifacts are being copied
         self._scheduling = self._again = False
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
@@ -74,7 +75,7 @@ class Executor:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._copies.values()]:
             task.cancel()
         self.holds.close()
         self.supervision.close()
@@ -91,6 +92,8 @@ class Executor:
         caller.check_owner(request.owner)
         self.policy.check_command(request.command)
         caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
+        if request.artifacts is not None:
+            artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, list(caller.groups))
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
         limits = self._disk_checked(self.policy.limits_for(request.limits, allowance), request.limits, allowance)
@@ -131,6 +134,7 @@ class Executor:
             limits=limits,
             network=network.value,
             created_at=time.time(),
+            artifacts=request.artifacts.to_dict() if request.artifacts else None,
         )
         self.store.add(record, launch.to_dict(), request.holder)
         self._announce(record)
@@ -373,9 +377,39 @@ class Executor:
         self._announce(record)
 
     def _ended(self, job_id: str, outcome: Outcome) -> None:
-        """The backend's word that a running job ended (or was lost)."""
+        """The backend's word that a running job ended (or was lost). A job with --artifacts stays
+        RUNNING while its files are copied (off the event loop, bounded), so whoever sees its end
+        sees them."""
         record = self.store.get(job_id)
+        if record is None or job_id in self._copies:
+            return
+        if record.artifacts is not None and outcome.reason is not Reason.START_ERROR:
+            task = asyncio.get_running_loop().create_task(self._copy_then_finish(job_id, outcome))
+            self._copies[job_id] = task
+            task.add_done_callback(lambda _: self._copies.pop(job_id, None))
+            return
+        self._finish(record, outcome)
+
+    async def _copy_then_finish(self, job_id: str, outcome: Outcome) -> None:
+        record = self.store.get(job_id)
+        if record is None or record.artifacts is None:
+            return
+        launch = self.store.launch_of(job_id)
+        request = artifacts.Request(
+            jobs_dir=self.jobs_dir,
+            job_id=job_id,
+            destination=record.artifacts["destination"],
+            patterns=list(record.artifacts.get("patterns") or []),
+            runs_as=(launch["uid"], launch["gid"]),
+            requester=(launch["requester_uid"], launch["requester_gid"], list(launch["requester_groups"])),
+            max_bytes=self.policy.max_artifacts_mb << 20,
+            max_files=self.policy.max_artifacts_files,
+            timeout_s=self.policy.artifacts_timeout_s,
+        )
+        copied = await artifacts.copy(request)
+        record = self.store.get(job_id)  # as it is now (a stop asked meanwhile was saved)
         if record is not None:
+            record.artifacts = {**(record.artifacts or {}), **copied}
             self._finish(record, outcome)
 
     def _finish(self, record: JobRecord, outcome: Outcome) -> None:

@@ -64,6 +64,9 @@ def _in_work(folder: JobFolder, use: Callable[[int], T]) -> T:
         os.close(root)
 
 
+in_work = _in_work  # executor/artifacts.py reaches /work the same way
+
+
 def _open(root: int, path: str, flags: int, runs_as: tuple[int, int]) -> int:
     try:
         with acting_as(runs_as[0], runs_as[1], [runs_as[1]]):
