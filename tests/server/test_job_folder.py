@@ -128,7 +128,7 @@ def test_a_bad_folder_is_refused_with_a_clear_400(servers, folder, words):
     assert words in refused(servers[ALICE], {"command": ["true"], "folder": folder})
 
 
-def test_a_symlink_in_the_root_that_leads_out_of_it_is_refused(servers):
+def test_a_folder_through_a_symlink_out_of_the_root_fails_to_reach_etc(servers):
     alice = servers[ALICE]
     link = os.path.join(alice.home, "etc-link")
     os.symlink("/etc", link)
@@ -144,7 +144,7 @@ def test_a_folder_with_a_cwd_is_refused(servers):
     assert "folder and cwd: give one" in refused(servers[ALICE], body)
 
 
-def test_a_second_user_cannot_reach_the_first_users_folder_through_a_link_in_their_own_root(servers):
+def test_bob_linking_alices_folder_into_his_root_fails_to_run_a_job_there(servers):
     alice, bob = servers[ALICE], servers[BOB]
     link = os.path.join(bob.home, "alices")
     os.symlink(os.path.join(alice.home, "proj"), link)
@@ -155,7 +155,7 @@ def test_a_second_user_cannot_reach_the_first_users_folder_through_a_link_in_the
         os.unlink(link)
 
 
-def test_a_folder_in_the_second_users_root_that_they_cannot_read_is_refused_by_the_executor(servers):
+def test_bob_naming_a_folder_in_his_root_that_only_alice_may_read_fails(servers):
     bob = servers[BOB]
     private = os.path.join(bob.home, "not-bobs")
     os.mkdir(private, 0o700)
@@ -163,7 +163,7 @@ def test_a_folder_in_the_second_users_root_that_they_cannot_read_is_refused_by_t
     os.chown(private, alice_entry.pw_uid, alice_entry.pw_gid)
     try:
         code, error = bob.call("POST", "jobs", {"command": ["ls"], "folder": "not-bobs"})
-        assert 400 <= code < 500 and error["reason"] in ("invalid", "forbidden"), (code, error)
+        assert (code, error["reason"]) == (400, "invalid") and "Permission denied" in error["message"], error
     finally:
         os.rmdir(private)
 
