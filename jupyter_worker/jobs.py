@@ -18,7 +18,7 @@ from . import transfer
 from .client import Client
 from .errors import SpecError
 from .flags import job_request
-from .formatting import LogWriter, follow_log
+from .formatting import LogWriter, artifacts_line, follow_log
 from .limits import LIMITS
 from .spec import JobRecord, JobStatus
 
@@ -88,6 +88,12 @@ class Job:
 
 
     # ---- the files the job left in its /work (transfer.py: paged, streamed, names checked)
+
+    def artifacts_note(self) -> str | None:
+        """One line on what --artifacts copied, as last seen (after wait: the end); None when the
+        job asked for none or has not ended."""
+        asked = self._record.artifacts
+        return artifacts_line(self._record) if asked and ("copied" in asked or "error" in asked) else None
 
     def files(self, path: str = "") -> list[dict[str, Any]]:
         """The entries of a folder of the job's /work (every page): name, type (directory, file,

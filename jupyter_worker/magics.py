@@ -264,6 +264,15 @@ def _wait_or_stop(job: Job, on_display: Callable[[bytes], None] | None = None) -
         job.stop()
         print(f"\njob {job.id[:8]} stopped: the cell was interrupted", file=sys.stderr)
         raise
+    finally:
+        _say_artifacts(job)
+
+
+def _say_artifacts(job: Job) -> None:
+    """--artifacts: what came back, in one line, once the job has ended."""
+    note = job.artifacts_note()
+    if note:
+        print(f"artifacts: {note}", file=sys.stderr)
 
 
 def _stream_detachable(
@@ -274,6 +283,7 @@ def _stream_detachable(
     try:
         final = job.wait(stream=True, on_display=on_display)
     except JobFailed as failed:
+        _say_artifacts(job)
         if fail:
             raise
         print(f"\n{inert(str(failed))}", file=sys.stderr)
@@ -282,4 +292,5 @@ def _stream_detachable(
         print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
         return None
     print(f"\njob {job.id[:8]} completed: {inert(final.ending)}")
+    _say_artifacts(job)
     return final
