@@ -34,7 +34,11 @@ def resolve_folder(root_dir: str, folder: Any) -> str:
         raise _refused("a path relative to the server's root folder, as the file browser shows it")
     if "\0" in folder:
         raise _refused("a path must not contain NUL")
-    if len(folder.encode(errors="surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        size = len(os.fsencode(folder))
+    except UnicodeEncodeError:  # a lone surrogate no file name holds (REST bodies refuse them already)
+        raise _refused(f"{shown(folder)} is not a file name") from None
+    if size > MAX_PATH_BYTES:
         raise _refused(f"at most {MAX_PATH_BYTES} bytes")
     if folder.startswith("/"):
         raise _refused(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.server.folders import place_in_folder, resolve_folder
@@ -66,6 +68,7 @@ def test_a_root_reached_through_a_symlink_is_resolved_too(root, tmp_path):
         ("missing", "does not exist"),
         ("proj/train.py", "is not a folder"),
         ("loop", "symlink loop"),
+        ("proj\ud800", "is not a file name"),
     ],
 )
 def test_each_bad_folder_is_refused_with_its_own_words(root, folder, words):
@@ -108,3 +111,29 @@ def test_a_bad_mount_in_a_folder_is_refused_as_invalid():
     with pytest.raises(WorkerError, match="is not SRC:DST") as caught:
         place_in_folder({"command": ["true"], "mounts": ["nodestination"]}, "/srv/proj")
     assert caught.value.reason is ErrorReason.INVALID
+
+
+@settings(
+    derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    folder=st.one_of(
+        st.text(max_size=40),
+        st.text(st.characters(codec=None, categories=["Cs", "Cc", "Lu", "Po"]), max_size=6),
+        st.lists(
+            st.sampled_from(["proj", "data", "..", ".", "", "out", "inner", "up", "loop", "train.py", "\0", "é"]),
+            max_size=5,
+        ).map("/".join),
+        st.none(),
+        st.integers(),
+        st.lists(st.text(max_size=3), max_size=2),
+    )
+)
+def test_any_folder_resolves_inside_the_root_or_is_refused_as_invalid(root, folder):
+    try:
+        path = resolve_folder(root, folder)
+    except WorkerError as exc:
+        assert exc.reason is ErrorReason.INVALID and exc.message.startswith("folder: ")
+    else:
+        assert path == root or path.startswith(root + "/")
+        assert os.path.isdir(path) and os.path.realpath(path) == path
