@@ -176,3 +176,32 @@ def worker_environment_restored():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def notebook_run():
+    """Runs notebooks headless, as nbconvert, papermill and `jupyter execute` do (nbclient, a real
+    kernel), in a notebook folder under /tmp against an executor of the module's own. Yields
+    (run, folder); run(*cells, allow_errors=False) returns the executed notebook (its first cell
+    loads the extension); a failing cell raises nbclient's CellExecutionError unless allowed."""
+    import nbformat  # noqa: PLC0415 - only the notebook tests need them
+    from nbclient import NotebookClient  # noqa: PLC0415
+
+    from tests.executor.conftest import started_daemon  # noqa: PLC0415
+
+    folder = tempfile.mkdtemp(prefix="jupyter-worker-notebook-")
+    os.chmod(folder, 0o755)
+
+    def run(*sources: str, allow_errors: bool = False) -> nbformat.NotebookNode:
+        cells = [nbformat.v4.new_code_cell(s) for s in ("%load_ext jupyter_worker", *sources)]
+        notebook = nbformat.v4.new_notebook(cells=cells)
+        where = {"metadata": {"path": folder}}
+        NotebookClient(notebook, timeout=180, allow_errors=allow_errors, resources=where).execute()
+        return notebook
+
+    try:
+        with started_daemon([]) as daemon, pytest.MonkeyPatch.context() as patch:
+            patch.setenv("JUPYTER_WORKER_SOCKET", daemon.socket)
+            yield run, folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
