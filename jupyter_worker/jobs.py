@@ -12,9 +12,11 @@ a list is a command. Everything goes through the executor (jupyter_worker.client
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import transfer
+from . import transfer, values
+from .cell import RESULT_NAME
 from .client import Client
 from .errors import SpecError
 from .flags import job_request
@@ -38,6 +40,8 @@ class Job:
         self.id = record.id
         self._record = record
         self._socket = socket
+        self.out_pickle = False  # value() reads pickled values (run(..., out_pickle=True))
+        self.inputs: values.Inputs | None = None  # run(fn)'s arguments, removed when the job has ended
 
     def _client(self) -> Client:
         return Client(self._socket)
@@ -78,13 +82,34 @@ class Job:
                     return "".join(text)
                 text += [c.data.decode(errors="replace") for c in chunks if c.stream != "display"]
 
-    def wait(self, stream: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None) -> JobRecord:
-        """Block until the job ends (printing its output if stream); raise JobFailed unless it completed."""
+    def wait(
+        self,
+        stream: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        on_display: Callable[[bytes], None] | None = None,
+    ) -> JobRecord:
+        """Block until the job ends (printing its output if stream, its display stream's bytes to
+        on_display); raise JobFailed unless it completed."""
         with self._client() as client:
-            self._record = follow_log(client.follow(self.id), LogWriter(stdout, stderr) if stream else None)
+            writer = LogWriter(stdout, stderr, on_display=on_display) if stream else None
+            self._record = follow_log(client.follow(self.id), writer)
+        if self.inputs is not None:  # the job has ended: its --in values are no longer needed
+            self.inputs.remove()
         if self._record.status is not JobStatus.COMPLETED:
             raise JobFailed(self._record)
         return self._record
+
+    def value(self, name: str = RESULT_NAME) -> Any:
+        """A value the job sent back, once it has completed (waiting for it; JobFailed if it did not):
+        by default run(fn)'s return value, else an `outputs` name. Safe formats only (values.py)
+        unless the job was run with out_pickle=True; ValuesNotReturned says why a value is missing."""
+        self.wait()
+        with self._client() as client:
+            got, problems = values.read_values(client, self.id, [name], allow_pickle=self.out_pickle)
+        if problems:
+            raise values.ValuesNotReturned(problems)
+        return got[name]
 
 
     # ---- the files the job left in its /work (transfer.py: paged, streamed, names checked)
@@ -122,8 +147,10 @@ def python_code(code: str) -> list[str]:
 
 
 def run(
-    code_or_command: str | list[str],
-    *,
+    code_or_command: str | list[str] | Callable[..., Any],
+    *args: Any,
+    kwargs: dict[str, Any] | None = None,
+    out_pickle: bool = False,
     name: str | None = None,
     network: str | None = None,
     env: dict[str, str] | None = None,
@@ -135,6 +162,13 @@ def run(
     **limits: Any,
 ) -> Job:
     """Submit a job; returns at once with its handle.
+
+    A function is called in the job with args (and kwargs=, a dict: keyword arguments of run itself
+    are the job's); job.value() is what it returned, sent back in a safe format (values.py: JSON-able
+    values, str, bytes, numpy arrays, pandas DataFrames and Series; out_pickle=True: anything, by
+    pickle, which runs code of the job's choosing here). A function of an importable module is sent
+    by reference (pickle), one defined in a notebook or script by its source: a top-level def that
+    imports what it uses. Arguments are pickled (they must be picklable).
 
     The job runs in cwd (default: this process's folder), shown read-only at its own path;
     mounts are SRC:DST[:rw] ('.:.:rw' makes that folder writable). network is none, host or
@@ -148,19 +182,50 @@ def run(
         if limits.get("timeout_s") is not None:
             raise SpecError("timeout: give timeout or timeout_s, not both")
         limits["timeout_s"] = timeout
-    command = python_code(code_or_command) if isinstance(code_or_command, str) else list(code_or_command)
-    request = job_request(
-        command,
-        limits=limits,
-        env=env,
-        mounts=mounts or (),
-        network=network,
-        name=name,
-        cwd=cwd,
-        artifacts=artifacts,
-    )
-    with Client(socket) as client:
-        return Job(client.run(request), socket)
+    if not callable(code_or_command):
+        if args or kwargs:
+            raise SpecError("run: arguments are for a function: run(fn, *args, kwargs={...})")
+        command = python_code(code_or_command) if isinstance(code_or_command, str) else list(code_or_command)
+        request = job_request(
+            command,
+            limits=limits,
+            env=env,
+            mounts=mounts or (),
+            network=network,
+            name=name,
+            cwd=cwd,
+            artifacts=artifacts,
+        )
+        with Client(socket) as client:
+            return Job(client.run(request), socket)
+    code, given = values.function_call(code_or_command, args, kwargs or {})
+    inputs = values.Inputs(given)
+    try:
+        with Client(socket) as client:
+            command = values.runner_command(
+                code,
+                inputs=inputs,
+                outputs=[RESULT_NAME],
+                out_pickle=out_pickle,
+                max_value_bytes=values.max_value_bytes(client),
+            )
+            request = job_request(
+                command,
+                limits=limits,
+                env=env,
+                mounts=[*(mounts or ()), inputs.mount],
+                network=network,
+                name=name or getattr(code_or_command, "__name__", None),
+                cwd=cwd,
+                artifacts=artifacts,
+            )
+            job = Job(client.run(request), socket)
+    except BaseException:
+        inputs.remove()
+        raise
+    job.out_pickle = out_pickle
+    job.inputs = inputs
+    return job
 
 
 # The limit keywords are documented from the table, so a new limit documents itself.
