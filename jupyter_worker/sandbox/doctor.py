@@ -9,6 +9,7 @@ from ..limits import LIMITS
 from .cgroups import ENFORCED, CgroupHost, kernel_at_least, swap_in_use
 from .devices import whole_disk
 from .disk import problem as disk_problem
+from .mounts import idmap_problem
 from .network import ipv4_forwarding, isolated_problem
 
 
@@ -61,7 +62,30 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
         "isolated": {"why_not": isolated_problem(), "ipv4_forwarding": ipv4_forwarding()},
         "io_devices": {path: whole_disk(path) for path in ("/usr", "/var/lib")},
         "disk": {"enforced": disk_problem() is None, "why_not": disk_problem()},
+        "idmapped_binds": _idmapped_binds(),
     }
+
+
+# Where a root requester's folders usually are: each is tried once per filesystem.
+_IDMAP_PLACES = ("/root", "/home", "/srv", "/tmp", "/var/tmp")
+
+
+def _idmapped_binds() -> dict[str, str | None]:
+    """For each usual place of a root requester's folders: why a job running as another user
+    (root_runs_as) could not read and write it as root there (None: it can, through an id-mapped
+    bind). Only root can try."""
+    if os.geteuid() != 0:
+        return {}
+    seen, found = set(), {}
+    for path in _IDMAP_PLACES:
+        try:
+            device = os.stat(path).st_dev
+        except OSError:
+            continue
+        if device not in seen:
+            seen.add(device)
+            found[path] = idmap_problem(path)
+    return found
 
 
 def render(report: dict[str, Any]) -> str:
@@ -95,4 +119,10 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"disk limit:       {how}")
     for path, device in report["io_devices"].items():
         lines.append(f"I/O device of {path}: {device or 'none (not throttled)'}")
+    for path, problem in report.get("idmapped_binds", {}).items():
+        if problem is None:
+            how = "id-mapped: in root's jobs, root's files are the job's and its new files root's"
+        else:
+            how = f"not id-mapped ({problem}): root's jobs are only the user they run as there"
+        lines.append(f"mounts from {path}: {how}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jupyter_worker.sandbox.doctor import diagnose, render
 from jupyter_worker.sandbox.mounts import idmap_problem
 from jupyter_worker.spec import Mount, Reason
 
@@ -209,3 +210,16 @@ def test_a_mount_destination_through_a_symlink_in_a_shown_folder_is_refused(sh):
         assert result.outcome.reason is Reason.START_ERROR
         assert "symlinks are not followed" in result.outcome.error
         assert os.listdir(data) == []
+
+
+def test_the_doctor_tells_where_roots_jobs_get_id_mapped_binds_and_mounts_nothing():
+    with open("/proc/self/mountinfo") as f:
+        before = f.read()
+    report = diagnose()
+    with open("/proc/self/mountinfo") as f:
+        assert f.read() == before
+    places = report["idmapped_binds"]
+    assert places and all(problem is None or isinstance(problem, str) for problem in places.values())
+    lines = [line for line in render(report).splitlines() if line.startswith("mounts from ")]
+    assert len(lines) == len(places)
+    assert all(("id-mapped" in line) == (places[line.split()[2].rstrip(":")] is None) for line in lines)
