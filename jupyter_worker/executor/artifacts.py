@@ -149,7 +149,8 @@ class Outcome:
     def skip(self, path: str, why: str) -> None:
         self.skipped += 1
         if len(self.skipped_examples) < EXAMPLES:
-            self.skipped_examples.append([path, why])
+            # a name that is not UTF-8 cannot travel as JSON text: shown with replacement characters
+            self.skipped_examples.append([path.encode(errors="surrogateescape").decode(errors="replace"), why])
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -365,6 +366,10 @@ def collect(request: Request) -> Outcome:
             dest = libc.openat2(AT_FDCWD, request.destination, os.O_PATH | os.O_DIRECTORY, libc.RESOLVE_NO_MAGICLINKS)
         except OSError as exc:
             outcome.error = f"{request.destination}: {os.strerror(exc.errno or 0)}"
+            return outcome
+        if not os.access(f"/proc/self/fd/{dest}", os.W_OK | os.X_OK, effective_ids=True):
+            os.close(dest)
+            outcome.error = f"{request.destination} is no longer a folder the requester can write"
             return outcome
     try:
 

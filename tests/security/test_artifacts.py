@@ -1,0 +1,210 @@
+"""Artifacts and files back: the job's /work is hostile and the destination is the requester's. Each
+attack is tried as a real unprivileged user (or by a job of theirs) against a real executor, and
+fails: nothing lands outside the destination, nothing is followed, nothing of the user's replaced,
+nobody writes where they could not write themselves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from jupyter_worker.client import Client
+from jupyter_worker.errors import ErrorReason, WorkerError
+from jupyter_worker.jobs import Job, JobFailed
+from tests.executor.conftest import as_user, run_as, started_daemon, wait_for
+
+ALICE, BOB = "jwtest-alice", "jwtest-bob"
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def daemon(users):
+    with started_daemon([]) as running:
+        yield running
+
+
+def folder_of(users, name: str, mode: int = 0o755) -> str:
+    entry = users[name]
+    folder = tempfile.mkdtemp(prefix="artifacts-", dir=entry.pw_dir)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    os.chmod(folder, mode)
+    return folder
+
+
+@pytest.fixture
+def alices(users):
+    folder = folder_of(users, ALICE)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def bobs(users):
+    folder = folder_of(users, BOB)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def ended(daemon, user: str, job: dict) -> dict:
+    def submit_and_wait():
+        with Client(daemon.socket) as client:
+            handle = Job(client.run(job), daemon.socket)
+        try:
+            handle.wait()
+        except JobFailed:
+            pass
+        return handle.record.to_dict()
+
+    return as_user(user, submit_and_wait)
+
+
+def everything_in(folder: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(top, n), folder) for top, ds, fs in os.walk(folder) for n in ds + fs)
+
+
+def test_artifacts_to_a_folder_alice_cannot_write_are_refused_at_submission(daemon, users):
+    roots = tempfile.mkdtemp(prefix="jw-roots-")
+    os.chmod(roots, 0o755)
+    try:
+        for destination in (roots, "/etc", os.path.join(roots, "missing"), "/etc/passwd"):
+            with pytest.raises(WorkerError) as refused:
+                run_as(daemon, ALICE, {"command": ["true"], "artifacts": destination})
+            assert refused.value.reason is ErrorReason.INVALID
+            assert "artifacts:" in refused.value.message
+        assert os.listdir(roots) == []
+    finally:
+        shutil.rmtree(roots)
+
+
+def test_bob_cannot_send_his_jobs_artifacts_into_alices_folder(daemon, alices):
+    with pytest.raises(WorkerError) as refused:
+        run_as(daemon, BOB, {"command": ["sh", "-c", "echo evil > /work/notebook.ipynb"], "artifacts": alices})
+    assert refused.value.reason is ErrorReason.INVALID
+    assert os.listdir(alices) == []
+
+
+def test_bob_swapping_his_folder_for_a_link_to_alices_after_submitting_writes_nothing_there(daemon, alices, bobs):
+    job = {"command": ["sh", "-c", "echo evil > /work/evil; sleep 2"], "artifacts": bobs}
+    record = run_as(daemon, BOB, job)
+
+    def swap():
+        os.rename(bobs, bobs + "-moved")
+        os.symlink(alices, bobs)
+
+    as_user(BOB, swap)
+    with daemon.client() as root:
+        ended_record = wait_for(lambda: (r := root.get(record.id)).finished and r, what="the job to end")
+    assert os.listdir(alices) == []
+    assert "no longer a folder the requester can write" in ended_record.artifacts["error"]
+    shutil.rmtree(bobs + "-moved")
+    os.unlink(bobs)
+
+
+def test_a_job_planting_links_to_secrets_and_outside_folders_gets_nothing_copied_through_them(daemon, users, alices):
+    home = users[ALICE].pw_dir
+    script = (
+        f"cd /work && ln -s /etc/shadow shadow && ln -s /etc etc && ln -s {home} home && ln -s .. up"
+        " && mkdir real && ln -s /etc/passwd real/passwd && ln -s ../../../.. real/deep && echo ok > real/ok"
+    )
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
+    assert everything_in(alices) == ["real", "real/ok"]
+    assert record["artifacts"]["skipped"] == 6
+    assert all(why == "a symlink, never copied" for _, why in record["artifacts"]["skipped_examples"])
+
+
+def test_a_job_leaving_fifos_and_sockets_in_work_cannot_stall_or_feed_the_copy(daemon, alices):
+    sock = "python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('/work/sock')\""
+    script = f"cd /work && mkfifo fifo && {sock} && echo ok > ok"
+    started = time.monotonic()
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
+    assert time.monotonic() - started < 30
+    assert everything_in(alices) == ["ok"]
+    assert sorted(why for _, why in record["artifacts"]["skipped_examples"]) == [
+        "a FIFO, never copied",
+        "a socket, never copied",
+    ]
+
+
+def test_a_job_cannot_replace_the_users_notebook_nor_write_through_their_links(daemon, users, alices):
+    alice = users[ALICE]
+    notebook = os.path.join(alices, "analysis.ipynb")
+    with open(notebook, "w") as f:
+        f.write("the user's notebook")
+    os.chown(notebook, alice.pw_uid, alice.pw_gid)
+    os.symlink("/etc/cron.d", os.path.join(alices, "cron"))
+    script = "cd /work && echo evil > analysis.ipynb && mkdir cron && echo '* * * * * root evil' > cron/evil"
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
+    assert open(notebook).read() == "the user's notebook"
+    assert not os.path.exists("/etc/cron.d/evil")
+    id8 = record["id"].replace("-", "")[:8]
+    assert sorted(os.listdir(alices)) == sorted(["analysis.ipynb", f"analysis-{id8}.ipynb", "cron", f"cron-{id8}"])
+
+
+def test_hostile_names_from_a_job_are_skipped_and_shown_inert(daemon, alices):
+    script = (
+        "cd /work && printf x > \"$(printf 'a\\033]0;pwned\\007')\" && printf x > \"$(printf 'new\\nline')\""
+        " && printf x > \"$(printf 'bad\\377utf8')\" && printf x > \"$(printf 'rtl\\342\\200\\256gpj.exe')\""
+        " && printf x > fine.txt"
+    )
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
+    assert os.listdir(alices) == ["fine.txt"]
+    assert record["artifacts"]["skipped"] == 4
+    shown = subprocess.run(
+        [sys.executable, "-m", "jupyter_worker.cli", "--socket", daemon.socket, "status", record["id"]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+    ).stdout
+    assert "Artifacts: 1 file" in shown and "4 skipped" in shown
+    assert "\x1b" not in shown and "\u202e" not in shown
+
+
+@pytest.mark.parametrize("name", ["a\x1b]0;pwned\x07", "new\nline", "rtl\u202egpj.exe"])
+def test_cp_of_a_folder_never_writes_a_hostile_name(daemon, alices, name):
+    script = 'cd /work && mkdir out && printf x > out/fine && printf x > "out/$NAME"'
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "env": {"NAME": name}})
+
+    def download():
+        with Client(daemon.socket) as client:
+            return Job(client.get(record["id"]), daemon.socket).download("out", alices)
+
+    as_user(ALICE, download)
+    assert everything_in(alices) == ["out", "out/fine"]
+
+
+def test_files_a_job_ran_as_nobody_left_come_back_to_root_owned_by_root_never_by_nobody(daemon, tmp_path):
+    os.chmod(tmp_path, 0o700)
+    with daemon.client() as client:
+        job = {"command": ["sh", "-c", "mkdir /work/d && echo x > /work/d/f && chmod 777 /work/d"]}
+        os.mkdir(tmp_path / "a")
+        handle = Job(client.run({**job, "artifacts": str(tmp_path / "a")}), daemon.socket)
+    handle.wait()
+    handle.download("d", str(tmp_path / "b"))
+    for path in (tmp_path / "a" / "d", tmp_path / "a" / "d" / "f", tmp_path / "b", tmp_path / "b" / "f"):
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (0, 0)
+        assert not info.st_mode & stat.S_IWOTH
+
+
+@pytest.mark.parametrize("flags", [["--Policy.artifacts_timeout_s=1", "--Policy.max_artifacts_files=100000"]])
+def test_a_job_leaving_more_files_than_can_be_copied_in_time_is_cut_off_with_a_note(users, flags):
+    folder = folder_of(users, ALICE)
+    try:
+        with started_daemon(flags) as slow:
+            script = "cd /work && mkdir m && cd m && seq 1 30000 | xargs touch"
+            record = ended(
+                slow, ALICE, {"command": ["sh", "-c", script], "limits": {"timeout_s": 120}, "artifacts": folder}
+            )
+        assert record["status"] == "COMPLETED"
+        assert "artifacts_timeout_s" in record["artifacts"]["note"]
+        assert 0 < record["artifacts"]["copied"] < 30000
+    finally:
+        shutil.rmtree(folder)
