@@ -157,6 +157,23 @@ def test_a_cell_without_wait_shows_a_live_widget_that_ends_with_the_summary(kern
     assert ">0\n1\n2\n" in run_cell(client, f"print({WIDGET}.log.value)")["text"]
 
 
+def test_a_cell_without_wait_shows_display_output_under_its_widget_and_sets_its_values_at_the_end(kernel):
+    client, _ = kernel
+    run_cell(client, "x = 20")
+    cell = (
+        "%%worker --in x --out y,bad\nfrom IPython.display import display, HTML\n"
+        "display(HTML('<b>bold</b><script>alert(1)</script>'))\ny = x + 22\nbad = {1}"
+    )
+    assert run_cell(client, cell)["status"] == "ok"
+    wait_in_kernel(client, "'y' in globals()")
+    outputs = run_cell(client, f"print({WIDGET}.output.outputs)")["text"]
+    assert "<b>bold</b>" in outputs and "script" not in outputs and "alert" not in outputs
+    assert run_cell(client, "print(y)")["text"].strip() == "42"
+    wait_in_kernel(client, f"'values not returned' in {WIDGET}.log.value")
+    log = run_cell(client, f"print({WIDGET}.log.value)")["text"]
+    assert "values set: y; values not returned: bad: a set has no safe format" in log
+
+
 def test_the_widgets_stop_button_stops_the_job(kernel):
     client, _ = kernel
     run_cell(client, "%%worker --bash\nsleep 300")
