@@ -269,7 +269,7 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
         error_fd = _arrange_fds(stdio, error_fd)
         _drop_privileges(spec)
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _enter_cwd(spec.cwd)
+        _enter_cwd(spec.cwd, spec.user)
         os.umask(0o022)
         syscall_filter.install()
         os.execvpe(spec.argv[0], spec.argv, env)
@@ -282,8 +282,8 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
     os._exit(127)
 
 
-def _enter_cwd(cwd: str) -> None:
+def _enter_cwd(cwd: str, user: str) -> None:
     try:
         os.chdir(cwd)
-    except OSError as exc:
-        raise RuntimeError(f"working directory {cwd}: {exc.strerror}") from None
+    except OSError as exc:  # who was refused: root's jobs run as another user (docs/sandbox.md)
+        raise RuntimeError(f"working directory {cwd}: {exc.strerror} (to {user}, whom the job runs as)") from None

@@ -39,7 +39,7 @@ from .libc import (
     MS_REMOUNT,
 )
 
-# The size, in MiB, of each of /tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb
+# The size, in MiB, of each of /tmp, /var/tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb
 # (direct users of the engine such as `jupyter-worker sandbox`; the executor always sets tmp_mb, from
 # its policy): the table's own default.
 DEFAULT_TMP_MB: int = BY_FIELD["tmp_mb"].default

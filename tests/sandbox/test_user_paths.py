@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox, libc
 from jupyter_worker.sandbox.doctor import diagnose, render
 from jupyter_worker.sandbox.mounts import idmap_problem
 from jupyter_worker.spec import Mount, Reason
@@ -223,3 +224,38 @@ def test_the_doctor_tells_where_roots_jobs_get_id_mapped_binds_and_mounts_nothin
     lines = [line for line in render(report).splitlines() if line.startswith("mounts from ")]
     assert len(lines) == len(places)
     assert all(("id-mapped" in line) == (places[line.split()[2].rstrip(":")] is None) for line in lines)
+
+
+@contextlib.contextmanager
+def ramfs_folder(mode: int) -> Iterator[str]:
+    """A folder on ramfs, a filesystem without id-mapped mounts (as tmpfs before Linux 6.3), for the
+    block; mounted in this process's mount namespace (the suite's runs in a private one)."""
+    with host_folder("/var/tmp") as place:
+        libc.mount("ramfs", place, "ramfs", libc.MS_NOSUID | libc.MS_NODEV, f"mode={mode:o}")
+        try:
+            yield place
+        finally:
+            libc.umount(place)
+
+
+def run_seeing(argv: list[str], runtime_dir: str, **fields) -> RunResult:
+    """Run with an engine of its own, started now: its sandboxes (prepared ahead of the job, in a
+    copy of the mount namespace) see what was mounted just before."""
+    with tempfile.TemporaryDirectory(dir=runtime_dir) as runtime, Sandbox(runtime_dir=runtime, standbys=1) as engine:
+        return engine.run(LaunchSpec(argv=argv, **fields))
+
+
+def test_where_the_filesystem_refuses_an_id_mapped_bind_the_job_gets_a_plain_one_and_clear_errors(runtime_dir):
+    root = {"requester_uid": 0, "requester_gid": 0}
+    with ramfs_folder(0o755) as folder:
+        assert idmap_problem(folder) is not None
+        script = f"ls {folder} && touch {folder}/x"
+        result = run_seeing(["sh", "-c", script], runtime_dir, mounts=[Mount(folder, folder, rw=True)], **root)
+        assert result.outcome.reason is Reason.EXIT and result.outcome.exit_code == 1, result.outcome.error
+        assert b"Permission denied" in result.stderr
+    with ramfs_folder(0o700) as folder:
+        result = run_seeing(["true"], runtime_dir, mounts=[Mount(folder, folder)], cwd=folder, **root)
+        assert result.outcome.reason is Reason.START_ERROR
+        assert (
+            f"working directory {folder}: Permission denied (to nobody, whom the job runs as)" in result.outcome.error
+        )
