@@ -181,6 +181,12 @@ def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
     if extension in ("parquet", "series.parquet"):
         import pyarrow.parquet  # noqa: PLC0415
 
+        if tuple(int(p) for p in pyarrow.__version__.split(".")[:3] if p.isdigit()) < (14, 0, 1):
+            # earlier pyarrow unpickles extension types a file declares (CVE-2023-47248)
+            raise WorkerError(
+                ErrorReason.INVALID, f"Parquet is read only with pyarrow 14.0.1 or later (not {pyarrow.__version__})"
+            )
+
         table = pyarrow.parquet.read_table(io.BytesIO(data))
         frame = table.to_pandas()
         if extension == "parquet":
