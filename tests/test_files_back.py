@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 
 import pytest
@@ -15,6 +16,7 @@ from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.jobs import Job
 from tests.executor.conftest import as_user, job_status, run_as, started_daemon, wait_for
 from tests.test_cli import cli
+from tests.test_magics import kernel, run_cell  # noqa: F401  (kernel: a fixture)
 
 BIG = 3 * (1 << 20) + 12345  # more than three pieces of 1 MiB
 PLANTED = (
@@ -155,3 +157,76 @@ def test_a_download_never_writes_through_a_link_in_the_destination(executor, ali
         as_alice(executor, alices_job, lambda job: job.download("results/score.txt", alices_folder))
     assert refused.value.reason is ErrorReason.BAD_REQUEST
     assert open(victim).read() == "mine"
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_other_and_never_written(executor, alices_folder):
+    script = "cd /work && mkdir out && printf x > out/fine && printf x > \"out/$(printf 'bad\\377name')\""
+    record = run_as(executor, "jwtest-alice", {"command": ["sh", "-c", script]})
+    with executor.client() as root:
+        wait_for(lambda: job_status(root, record.id) == "COMPLETED", what="the job to complete")
+    entries = as_alice(executor, record.id, lambda job: job.files("out"))
+    assert sorted((e["name"], e["type"]) for e in entries) == [("bad\ufffdname", "other"), ("fine", "file")]
+    result = cli("cp", f"{record.id}:out", alices_folder, daemon=executor, user="jwtest-alice")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(os.path.join(alices_folder, "out")) == ["fine"]
+
+
+def test_run_wait_with_artifacts_says_what_came_back_in_one_line(executor, users, alices_folder):
+    alice = users["jwtest-alice"]
+    dest = os.path.join(alices_folder, "dest")
+    os.mkdir(dest)
+    with open(os.path.join(dest, "out.txt"), "w") as f:
+        f.write("mine")
+    for path in (dest, os.path.join(dest, "out.txt")):
+        os.chown(path, alice.pw_uid, alice.pw_gid)
+    script = "echo new > /work/out.txt; echo x > /work/o.bin"
+    args = ("run", "--wait", "--no-cwd", "--artifacts", "dest:*.txt", "--", "sh", "-c", script)
+    result = cli(*args, daemon=executor, user="jwtest-alice", cwd=alices_folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"jupyter-worker: artifacts: 1 file (0.0 MiB) copied to {dest}\n"
+    assert open(os.path.join(dest, "out.txt")).read() == "mine"
+    [copy] = [name for name in os.listdir(dest) if name != "out.txt"]
+    assert copy.startswith("out-") and copy.endswith(".txt") and open(os.path.join(dest, copy)).read() == "new\n"
+
+
+def test_run_with_artifacts_to_a_folder_alice_cannot_write_is_one_line_of_refusal(executor):
+    result = cli("run", "--artifacts", "/etc", "--", "true", daemon=executor, user="jwtest-alice", cwd="/tmp")
+    assert result.returncode == 2
+    assert result.stderr == "jupyter-worker: artifacts: /etc is not a folder you can write\n"
+
+
+def test_a_notebook_gets_artifacts_and_worker_get_owned_by_its_root_kernel_while_the_job_ran_as_nobody(kernel):  # noqa: F811
+    client, notebook_dir = kernel
+    with open(os.path.join(notebook_dir, "result.txt"), "w") as f:
+        f.write("the notebook's own")
+    cell = (
+        "%%worker --wait --artifacts out\n"
+        "import os, socket\n"
+        "os.chdir('/work'); os.makedirs('plots')\n"
+        "open('result.txt', 'w').write('from the job'); open('plots/a.png', 'wb').write(b'png')\n"
+        "os.symlink('/etc/shadow', 'shadow'); os.mkfifo('fifo')\n"
+        "socket.socket(socket.AF_UNIX).bind('sock')\n"
+        "print('uid', os.getuid())"
+    )
+    os.mkdir(os.path.join(notebook_dir, "out"))
+    with open(os.path.join(notebook_dir, "out", "result.txt"), "w") as f:
+        f.write("the notebook's own")
+    reply = run_cell(client, cell)
+    assert reply["status"] == "ok", reply
+    assert f"uid {pwd.getpwnam('nobody').pw_uid}" in reply["text"]
+    assert "artifacts: 2 files" in reply["text"] and "3 skipped" in reply["text"]
+    out = os.path.join(notebook_dir, "out")
+    assert open(os.path.join(out, "result.txt")).read() == "the notebook's own"
+    names = set(os.listdir(out))
+    [copy] = names - {"plots", "result.txt"}
+    assert names == {"plots", "result.txt", copy} and copy.startswith("result-") and copy.endswith(".txt")
+    for top, folders, files in os.walk(out):
+        for name in folders + files:
+            info = os.lstat(os.path.join(top, name))
+            assert info.st_uid == 0 and (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
+    reply = run_cell(client, "%worker get {_worker_job.id} plots got")
+    assert reply["status"] == "ok", reply
+    assert open(os.path.join(notebook_dir, "got", "a.png"), "rb").read() == b"png"
+    assert os.stat(os.path.join(notebook_dir, "got", "a.png")).st_uid == 0
+    reply = run_cell(client, "%worker get {_worker_job.id} missing")
+    assert reply["status"] == "error" and "no such file or folder" in reply["evalue"]
