@@ -32,6 +32,7 @@ from typing import Any
 
 from . import cell
 from .errors import ErrorReason, SpecError, WorkerError
+from .spec import python_prefixes
 
 VALUES_PATH = cell.VALUES_DIR.removeprefix("/work/")  # as the executor's file operations name it
 DEFAULT_MAX_VALUE_BYTES = 256 << 20  # when the executor does not say (older executors)
@@ -127,9 +128,9 @@ def gather(namespace: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
 def runner_command(
     code: str, *, inputs: Inputs | None, outputs: list[str], out_pickle: bool, max_value_bytes: int | None
 ) -> list[str]:
-    """The job's command: this interpreter running cell.py's source on the cell's code."""
-    with open(cell.__file__, encoding="utf-8") as source:
-        runner = source.read()
+    """The job's command: this interpreter running the runner (cell.py) on the cell's code, as
+    `-m jupyter_worker.cell` where the job sees this package (installed in a Python prefix it is
+    shown), else as `-c` with the runner's source (an editable checkout, wherever it lives)."""
     options: list[str] = []
     if inputs is not None:
         options += ["--in", inputs.path]
@@ -139,7 +140,17 @@ def runner_command(
         options.append("--out-pickle")
     if max_value_bytes is not None:
         options += ["--max-value-bytes", str(max_value_bytes)]
-    return [sys.executable, "-u", "-c", runner, *options, "--", code]
+    if runner_importable():
+        return [sys.executable, "-u", "-m", cell.__name__, *options, "--", code]
+    with open(cell.__file__, encoding="utf-8") as source:
+        return [sys.executable, "-u", "-c", source.read(), *options, "--", code]
+
+
+def runner_importable() -> bool:
+    """Whether a job imports this very package: it lies inside a Python prefix the job is shown."""
+    here = os.path.realpath(cell.__file__)
+    shown = [*python_prefixes(), "/usr"]  # /usr: the system's own, in every job
+    return any(here.startswith(os.path.realpath(prefix) + os.sep) for prefix in shown)
 
 
 def max_value_bytes(client: Any) -> int:

@@ -238,3 +238,17 @@ def test_without_pyarrow_frames_go_as_table_json():
     frame = pandas.DataFrame({"x": [1, 2]})
     text = frame.to_json(orient="table").encode()
     pandas.testing.assert_frame_equal(values.decode("frame.json", text), frame)
+
+
+def test_the_runner_works_the_same_as_a_module_where_the_job_sees_the_package(tmp_path):
+    """An installed package runs as `-m jupyter_worker.cell`; an editable checkout sends the source."""
+    package_parent = os.path.dirname(os.path.dirname(cell.__file__))
+    command = values.runner_command("x = 6 * 7", inputs=None, outputs=["x"], out_pickle=False, max_value_bytes=None)
+    assert command[3] == ("jupyter_worker.cell" if values.runner_importable() else open(cell.__file__).read())
+    module = [sys.executable, "-u", "-m", "jupyter_worker.cell", "--values-dir", str(tmp_path / "work"), "--out", "x"]
+    env = {**os.environ, "PYTHONPATH": package_parent}
+    done = subprocess.run([*module, "--", "x = 6 * 7\nx"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "42\n"
+    with open(tmp_path / "work" / "x.json") as f:
+        assert json.load(f) == 42
