@@ -78,6 +78,8 @@ def make_venv(user: str, where: str) -> str:
 @pytest.mark.parametrize("user", ["root", ALICE])
 def test_a_python_environment_under_var_tmp_runs_a_job_from_the_cli(executor, user):
     with folder_of(user, "/var/tmp", 0o700) as place:
+        if user == "root" and idmap_problem(place) is not None:  # root's private folder, nobody's job
+            pytest.skip(f"no id-mapped mounts on /var/tmp here: {idmap_problem(place)}")
         venv = make_venv(user, place)
         probe = "import sys, jwprobe; print(sys.prefix, jwprobe.WHERE)"
         result = run_cli(executor, user, place, "--", "python", "-c", probe, python=f"{venv}/bin/python")

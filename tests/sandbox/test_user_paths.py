@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jupyter_worker.limits import Limits
 from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox, libc
 from jupyter_worker.sandbox.doctor import diagnose, render
 from jupyter_worker.sandbox.mounts import idmap_problem
@@ -57,18 +58,18 @@ def test_var_tmp_is_a_writable_folder_of_its_own_not_the_jobs_tmp(sh):
     assert result.stdout.decode().split() == ["1777"]
 
 
-@pytest.mark.parametrize("work", ["tmpfs", "bound folder"])
+@pytest.mark.parametrize("work", ["tmpfs", "bound folder", "disk image"])
 def test_a_folder_under_work_is_shown_at_its_own_path_in_the_jobs_work(sh, work):
     with host_folder("/var/tmp") as data, host_folder("/var/tmp", 0o700) as state:
         with open(os.path.join(data, "in.txt"), "w") as f:
             f.write("input")
-        work_dir = None
-        if work == "bound folder":
+        work_dir, limits = None, Limits(disk_mb=16) if work == "disk image" else Limits()
+        if work != "tmpfs":
             work_dir = os.path.join(state, "work")
             os.mkdir(work_dir, 0o700)
             os.chown(work_dir, NOBODY, NOBODY)
         script = "cat /work/proj/in.txt && echo mine > /work/out.txt && cat /work/out.txt"
-        result = sh(script, mounts=[Mount(data, "/work/proj")], work_dir=work_dir)
+        result = sh(script, mounts=[Mount(data, "/work/proj")], work_dir=work_dir, limits=limits)
         assert result.outcome.reason is Reason.EXIT, result.outcome.error
         assert result.stdout.decode().splitlines() == ["inputmine"]
         assert os.listdir(data) == ["in.txt"]
