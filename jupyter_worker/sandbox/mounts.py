@@ -69,12 +69,12 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "latency_stats", "sched_debug", "kallsyms", "kmsg")
 _AT_FDCWD = -100  # openat2 from the current folder (an absolute path ignores it)
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
 # What open_tree/mount_setattr answer where an id-mapped bind cannot be made: the filesystem does not
 # support it (EINVAL: tmpfs before Linux 6.3, nfs, ...), it is not the initial namespace's to map
 # (EPERM), the kernel predates the calls (ENOSYS, before 5.12) or user namespaces are off (EPERM,
 # ENOSPC from unshare). The bind is then made as it always was, unmapped.
 _IDMAP_REFUSALS = frozenset({errno.EINVAL, errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOSPC})
-PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "firmware", "driver")
 
 
 class SetupError(Exception):
@@ -367,8 +367,8 @@ def _mount_client_bind(tree: Tree, bind: Bind, userns: int | None) -> None:
             raise
         try:
             destination = check_destination(resolved, "python prefix")
-        except SpecError as exc:
-            raise SetupError(str(exc)) from None
+        except SpecError:
+            return  # in a folder of the sandbox's own (/usr/local/...): the symlink finds it there
         _bind_at(tree, bind, destination, userns)
 
 
