@@ -58,6 +58,11 @@ def test_var_tmp_is_a_writable_folder_of_its_own_not_the_jobs_tmp(sh):
     assert result.stdout.decode().split() == ["1777"]
 
 
+def test_var_tmp_is_bounded_by_the_tmp_limit_like_tmp(sh):
+    result = sh("dd if=/dev/zero of=/var/tmp/fill bs=1M count=16 2>&1 | grep -c 'No space'", limits=Limits(tmp_mb=4))
+    assert result.stdout.decode().strip() == "1"
+
+
 @pytest.mark.parametrize("work", ["tmpfs", "bound folder", "disk image"])
 def test_a_folder_under_work_is_shown_at_its_own_path_in_the_jobs_work(sh, work):
     with host_folder("/var/tmp") as data, host_folder("/var/tmp", 0o700) as state:
