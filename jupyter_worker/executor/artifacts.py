@@ -61,9 +61,15 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 _CHILD = "import sys; sys.path.insert(0, {parent!r}); from jupyter_worker.executor.artifacts import main; main()"
 
 
-def check_destination(path: str, uid: int, gid: int, groups: list[int]) -> None:
+def check_destination(path: str, uid: int, gid: int, groups: list[int]) -> dict[str, Any]:
     """At submission: the folder exists and the requester may write in it (checked as them, so
-    their ACLs, read-only mounts and groups count). The copy checks again, as them, at the end."""
+    their ACLs, read-only mounts and groups count). Returns what the copy holds it to: the folder
+    as it resolved (their own links followed now, as them) and its identity (device, inode).
+
+    The job may be able to write where DIR lives (a notebook folder mounted rw): by the end it could
+    have swapped DIR, or a folder above it, for a link to anywhere, and the copy of a root
+    requester's job writes as root. So the copy opens the resolved path with no link followed at
+    all and checks it is the same folder (collect)."""
     with acting_as(uid, gid, groups):
         try:
             fd = libc.openat2(AT_FDCWD, path, os.O_PATH | os.O_DIRECTORY, libc.RESOLVE_NO_MAGICLINKS)
@@ -73,10 +79,12 @@ def check_destination(path: str, uid: int, gid: int, groups: list[int]) -> None:
         try:
             # AT_EACCESS: checked with the filesystem identity in force, the requester's
             writable = os.access(f"/proc/self/fd/{fd}", os.W_OK | os.X_OK, effective_ids=True)
+            resolved, info = os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd)
         finally:
             os.close(fd)
     if not writable:
         raise WorkerError(ErrorReason.INVALID, f"artifacts: {path} is not a folder you can write")
+    return {"resolved": resolved, "identity": [info.st_dev, info.st_ino]}
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -125,6 +133,8 @@ class Request:
     jobs_dir: str
     job_id: str
     destination: str
+    resolved: str  # the destination as it resolved at submission, and its (device, inode)
+    identity: list[int]
     patterns: list[str]
     runs_as: tuple[int, int]
     requester: tuple[int, int, list[int]]
@@ -328,6 +338,7 @@ class _Copy:
 
 
 _READ = workfiles.RESOLVE
+_DEST = libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
 
 
 def _exclusive(folder: int, name: str, suffix: str, mode: int, flags: int) -> tuple[int, str] | str:
@@ -362,10 +373,17 @@ def collect(request: Request) -> Outcome:
     outcome = Outcome()
     os.umask(0o022)
     with acting_as(*request.requester):
+        # the folder resolved at submission, no link followed now: nothing the job made meanwhile
+        # (a link in place of DIR or above it) can lead the copy elsewhere
         try:
-            dest = libc.openat2(AT_FDCWD, request.destination, os.O_PATH | os.O_DIRECTORY, libc.RESOLVE_NO_MAGICLINKS)
+            dest = libc.openat2(AT_FDCWD, request.resolved, os.O_PATH | os.O_DIRECTORY, _DEST)
         except OSError as exc:
-            outcome.error = f"{request.destination}: {os.strerror(exc.errno or 0)}"
+            outcome.error = f"{request.destination}: {os.strerror(exc.errno or 0)} (nothing copied)"
+            return outcome
+        info = os.fstat(dest)
+        if [info.st_dev, info.st_ino] != list(request.identity):
+            os.close(dest)
+            outcome.error = f"{request.destination} was replaced since the job was submitted (nothing copied)"
             return outcome
         if not os.access(f"/proc/self/fd/{dest}", os.W_OK | os.X_OK, effective_ids=True):
             os.close(dest)

@@ -92,8 +92,10 @@ class Executor:
         caller.check_owner(request.owner)
         self.policy.check_command(request.command)
         caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
+        place: dict[str, Any] = {}  # where --artifacts go, as resolved now (executor/artifacts.py)
         if request.artifacts is not None:
-            artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, list(caller.groups))
+            groups = list(caller.groups)
+            place = artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, groups)
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
         limits = self._disk_checked(self.policy.limits_for(request.limits, allowance), request.limits, allowance)
@@ -134,7 +136,7 @@ class Executor:
             limits=limits,
             network=network.value,
             created_at=time.time(),
-            artifacts=request.artifacts.to_dict() if request.artifacts else None,
+            artifacts={**request.artifacts.to_dict(), **place} if request.artifacts else None,
         )
         self.store.add(record, launch.to_dict(), request.holder)
         self._announce(record)
@@ -399,6 +401,8 @@ class Executor:
             jobs_dir=self.jobs_dir,
             job_id=job_id,
             destination=record.artifacts["destination"],
+            resolved=record.artifacts["resolved"],
+            identity=list(record.artifacts["identity"]),
             patterns=list(record.artifacts.get("patterns") or []),
             runs_as=(launch["uid"], launch["gid"]),
             requester=(launch["requester_uid"], launch["requester_gid"], list(launch["requester_groups"])),

@@ -102,7 +102,7 @@ def test_bob_swapping_his_folder_for_a_link_to_alices_after_submitting_writes_no
     with daemon.client() as root:
         ended_record = wait_for(lambda: (r := root.get(record.id)).finished and r, what="the job to end")
     assert os.listdir(alices) == []
-    assert "no longer a folder the requester can write" in ended_record.artifacts["error"]
+    assert ended_record.artifacts["error"].endswith("(nothing copied)")
     shutil.rmtree(bobs + "-moved")
     os.unlink(bobs)
 
@@ -208,3 +208,54 @@ def test_a_job_leaving_more_files_than_can_be_copied_in_time_is_cut_off_with_a_n
         assert 0 < record["artifacts"]["copied"] < 30000
     finally:
         shutil.rmtree(folder)
+
+
+SWAP = 'cd "$F" && mv out out.orig && ln -s "$VICTIM" out && echo evil > /work/evil'
+
+
+def test_a_job_swapping_its_writable_artifacts_folder_for_a_link_elsewhere_gets_nothing_written_there(daemon, users):
+    alice = users[ALICE]
+    folder, victim = folder_of(users, ALICE), folder_of(users, ALICE)
+    os.mkdir(os.path.join(folder, "out"))
+    os.chown(os.path.join(folder, "out"), alice.pw_uid, alice.pw_gid)
+    try:
+        job = {
+            "command": ["sh", "-c", SWAP],
+            "env": {"F": folder, "VICTIM": victim},
+            "mounts": [{"source": folder, "destination": folder, "rw": True}],
+            "artifacts": os.path.join(folder, "out"),
+        }
+        record = ended(daemon, ALICE, job)
+        assert record["status"] == "COMPLETED", record
+        assert os.path.islink(os.path.join(folder, "out"))  # the job did swap it
+        assert os.listdir(victim) == []
+        assert record["artifacts"]["error"].endswith("(nothing copied)")
+    finally:
+        shutil.rmtree(folder)
+        shutil.rmtree(victim)
+
+
+def test_a_root_requesters_job_swapping_its_artifacts_folder_for_a_link_to_a_root_folder_writes_nothing_there(daemon):
+    folder, victim = tempfile.mkdtemp(prefix="jw-notebook-"), tempfile.mkdtemp(prefix="jw-victim-")
+    os.chmod(folder, 0o755)
+    os.mkdir(os.path.join(folder, "out"))
+    try:
+        with daemon.client() as client:
+            job = {
+                "command": ["sh", "-c", SWAP],
+                "env": {"F": folder, "VICTIM": victim},
+                "mounts": [{"source": folder, "destination": folder, "rw": True}],
+                "artifacts": os.path.join(folder, "out"),
+            }
+            handle = Job(client.run(job), client.path)
+        try:
+            handle.wait()
+        except JobFailed:
+            pass
+        record = handle.record
+        assert os.listdir(victim) == []
+        assert os.path.islink(os.path.join(folder, "out"))  # the job, as nobody, swapped it (an id-mapped bind)
+        assert record.artifacts["error"].endswith("(nothing copied)")
+    finally:
+        shutil.rmtree(folder)
+        shutil.rmtree(victim)
