@@ -320,9 +320,10 @@ def run_cell(code: str, namespace: dict[str, Any]) -> None:
     last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     if last is not None:
         tree.body.pop()
-    exec(compile(tree, filename, "exec"), namespace)
+    # dont_inherit: the cell gets none of this file's __future__ imports (annotations stay objects)
+    exec(compile(tree, filename, "exec", dont_inherit=True), namespace)
     if last is not None:
-        value = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+        value = eval(compile(ast.Expression(last.value), filename, "eval", dont_inherit=True), namespace)
         if value is not None:
             display(value)
 

@@ -122,10 +122,15 @@ class WorkerMagics(Magics):
         elif widget_frontend(self.shell):
             self._show(job, on_end=outcome.take_later)
         else:
-            final = _stream_detachable(job, fail=not args.no_fail, on_display=DisplaySink(_publish).feed)
-            if final is not None:
+            try:
+                final = _stream_detachable(job, fail=not args.no_fail, on_display=DisplaySink(_publish).feed)
+            except JobFailed:
                 outcome.release()
-                outcome.take()
+                raise
+            if final is not None:  # it ended (an interrupt detaches: the job may still need its inputs)
+                outcome.release()
+                if final.status is JobStatus.COMPLETED:
+                    outcome.take()
 
     def _submit_cell(
         self, args: argparse.Namespace, code: str, names_in: list[str], names_out: list[str]
@@ -278,8 +283,9 @@ def _say_artifacts(job: Job) -> None:
 def _stream_detachable(
     job: Job, fail: bool = False, on_display: Callable[[bytes], None] | None = None
 ) -> JobRecord | None:
-    """Follow a background job's output to its end; an interrupt leaves it running (None). A job
-    that did not complete raises JobFailed if fail (a headless cell), else is said (None)."""
+    """Follow a background job's output to its end and return its final record; an interrupt
+    leaves it running (None). A job that did not complete raises JobFailed if fail (a headless
+    cell), else is said."""
     try:
         final = job.wait(stream=True, on_display=on_display)
     except JobFailed as failed:
@@ -287,7 +293,7 @@ def _stream_detachable(
         if fail:
             raise
         print(f"\n{inert(str(failed))}", file=sys.stderr)
-        return None
+        return failed.job
     except KeyboardInterrupt:
         print(f"\ndetached: job {job.id[:8]} keeps running (%worker logs {job.id[:8]} -f, %worker stop {job.id[:8]})")
         return None
