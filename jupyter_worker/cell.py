@@ -167,7 +167,10 @@ class DisplayChannel:
 
     def __init__(self) -> None:
         fd = os.environ.get(DISPLAY_FD_ENV)
-        self.out = os.fdopen(int(fd), "wb", buffering=0) if fd and fd.isdigit() else None
+        try:
+            self.out = os.fdopen(int(fd), "wb", buffering=0) if fd and fd.isdigit() else None
+        except OSError:  # named but not open (a job started by hand): text instead
+            self.out = None
         self.count = 0
         self.bytes = 0
         self.warned = False
@@ -178,7 +181,11 @@ class DisplayChannel:
             if data.get("text/plain"):
                 print(data["text/plain"])
             return
-        line = json.dumps({"data": data, "metadata": metadata or {}}).encode() + b"\n"
+        try:
+            line = json.dumps({"data": data, "metadata": metadata or {}}).encode() + b"\n"
+        except (TypeError, ValueError):  # a type's own bundle that JSON cannot carry: its text only
+            line = json.dumps({"data": {"text/plain": str(data.get("text/plain", ""))}, "metadata": {}}).encode()
+            line += b"\n"
         if self.count >= MAX_DISPLAYS or self.bytes + len(line) > MAX_DISPLAY_BYTES:
             if not self.warned:
                 past = f"{MAX_DISPLAYS} items or {MAX_DISPLAY_BYTES} bytes"
