@@ -54,6 +54,25 @@ def _parser(prog: str, *, command: bool) -> JobParser:
     return parser
 
 
+def _cell_args(line: str) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """%%worker's flags: the job's (flags.py) and the cell's own; the --in and --out names."""
+    parser = _parser("%%worker", command=False)
+    parser.add_argument("--bash", action="store_true")
+    parser.add_argument("--in", dest="inputs", metavar="A,B", help="kernel variables the job gets (pickled)")
+    parser.add_argument("--out", dest="outputs", metavar="C,D", help="job variables set here when it completes")
+    parser.add_argument("--out-pickle", action="store_true", help="--out values of any type, by pickle (unsafe)")
+    parser.add_argument("--no-fail", action="store_true", help="a job that does not complete does not fail the cell")
+    args = parser.parse_args(shlex.split(line))
+    try:
+        names_in = values.parse_names(args.inputs, "--in")
+        names_out = values.parse_names(args.outputs, "--out")
+    except SpecError as exc:
+        raise UsageError(f"%%worker: {inert(exc.message)}") from None
+    if args.bash and (names_in or names_out or args.out_pickle):
+        raise UsageError("%%worker: --in, --out and --out-pickle are for Python cells, not --bash")
+    return args, names_in, names_out
+
+
 def widget_frontend(shell: object) -> bool:
     """Whether this cell's output will be drawn by a front end that renders widgets.
 
@@ -87,24 +106,11 @@ class WorkerMagics(Magics):
 
         The cell's output is the job's widget, its display output (display(), tables, figures)
         under it; where widgets are not drawn (nbconvert, papermill, a terminal) it is the job's
-        streamed output and display output, and a job that does not complete fails the cell
-        (--no-fail: it only says so). --in: kernel variables given to the job (pickled); --out:
-        the job's variables set here when it completes, in safe formats only unless --out-pickle.
-        The handle is `_worker_job` in the namespace."""
-        parser = _parser("%%worker", command=False)
-        parser.add_argument("--bash", action="store_true")
-        parser.add_argument("--in", dest="inputs", metavar="A,B", help="kernel variables the job gets (pickled)")
-        parser.add_argument("--out", dest="outputs", metavar="C,D", help="job variables set here when it completes")
-        parser.add_argument("--out-pickle", action="store_true", help="--out values of any type, by pickle (unsafe)")
-        parser.add_argument("--no-fail", action="store_true", help="headless: a job that fails does not fail the cell")
-        args = parser.parse_args(shlex.split(self.shell.var_expand(line)))
-        try:
-            names_in = values.parse_names(args.inputs, "--in")
-            names_out = values.parse_names(args.outputs, "--out")
-        except SpecError as exc:
-            raise UsageError(f"%%worker: {inert(exc.message)}") from None
-        if args.bash and (names_in or names_out or args.out_pickle):
-            raise UsageError("%%worker: --in, --out and --out-pickle are for Python cells, not --bash")
+        streamed output and display output. With --wait and headless, a job that does not complete
+        fails the cell (--no-fail: it only says so). --in: kernel variables given to the job
+        (pickled); --out: the job's variables set here when it completes, in safe formats only
+        unless --out-pickle. The handle is `_worker_job` in the namespace."""
+        args, names_in, names_out = _cell_args(self.shell.var_expand(line))
         if args.bash:
             job = self.shell.user_ns["_worker_job"] = self._submit(args, ["bash", "-c", cell])
             inputs = None
@@ -113,9 +119,13 @@ class WorkerMagics(Magics):
             self.shell.user_ns["_worker_job"] = job
         outcome = _CellValues(self.shell, job, inputs, names_out, args.out_pickle)
         if args.wait:
-            sink = DisplaySink(_publish)
             try:
-                _wait_or_stop(job, on_display=sink.feed)
+                _wait_or_stop(job, on_display=DisplaySink(_publish).feed)
+            except JobFailed as failed:
+                if not args.no_fail:
+                    raise
+                print(f"\n{inert(str(failed))}", file=sys.stderr)
+                return
             finally:
                 outcome.release()
             outcome.take()

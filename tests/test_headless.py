@@ -37,6 +37,9 @@ def test_no_fail_lets_the_run_go_on_saying_how_the_job_ended(notebook_run):
     assert not any(o["output_type"] == "error" for o in failed.outputs)
     assert "failed: exit code 5" in "".join(o.get("text", "") for o in failed.outputs)
     assert after.outputs[0]["text"] == "reached\n"
+    notebook = run("%%worker --wait --no-fail --bash\nexit 6", "print('reached')")
+    assert "failed: exit code 6" in "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    assert notebook.cells[2].outputs[0]["text"] == "reached\n"
 
 
 def test_jupyter_execute_exits_non_zero_at_a_failing_job(notebook_run):
