@@ -151,7 +151,7 @@ def artifacts_line(record: JobRecord) -> str:
     asked = record.artifacts or {}
     where = inert(asked.get("destination", ""))
     if "copied" not in asked and "error" not in asked:
-        return f"to {where} when the job ends"
+        return f"nothing copied to {where}: the job never ran" if record.finished else f"to {where} when the job ends"
     if asked.get("error"):
         return f"not copied to {where}: {inert(asked['error'])}"
     count = asked.get("copied", 0)

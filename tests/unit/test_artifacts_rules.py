@@ -125,7 +125,10 @@ def record(artifacts):
 
 
 def test_the_artifacts_line_says_what_came_back_in_words_and_inert():
-    assert artifacts_line(record({"destination": "/d", "patterns": []})) == "to /d when the job ends"
+    waiting = record({"destination": "/d", "patterns": []})
+    assert artifacts_line(waiting) == "nothing copied to /d: the job never ran"
+    waiting.status = JobStatus.RUNNING
+    assert artifacts_line(waiting) == "to /d when the job ends"
     done = {
         "destination": "/d",
         "copied": 2,
