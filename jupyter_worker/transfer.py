@@ -178,6 +178,8 @@ class _Copier:
             report.files += 1
         except WorkerError as exc:  # gone or changed in a running job
             report.skipped.append((relative, inert(exc.message)))
+        except OSError as exc:  # this side: a full disk, a quota
+            report.skipped.append((relative, f"cannot write: {os.strerror(exc.errno or 0)}"))
         finally:
             os.close(fd)
 
@@ -212,7 +214,12 @@ class _Copier:
         pending = [(where, leaf)]
         while pending:
             source, target = pending.pop()
-            for entry in listing(self.client, self.job_id, source):
+            try:
+                entries = listing(self.client, self.job_id, source)
+            except WorkerError as exc:  # gone in a running job
+                self.report.skipped.append((target, inert(exc.message)))
+                continue
+            for entry in entries:
                 name, inner = entry["name"], f"{target}/{entry['name']}"
                 inside = f"{source}/{name}".lstrip("/")
                 why = unsafe_name(name)
@@ -239,7 +246,10 @@ def download(client: Any, job_id: str, path: str, dest: str) -> Download:
     if why:
         raise WorkerError(ErrorReason.BAD_REQUEST, f"{inert(leaf)}: {why}")
     report = Download(os.path.join(folder, leaf))
-    top = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = os.open(folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise WorkerError(ErrorReason.FORBIDDEN, f"{inert(folder)}: {os.strerror(exc.errno or 0)}") from None
     try:
         copier = _Copier(client, job_id, top, report)
         made = copier.file(where, leaf) if kind == "file" else copier.folder(leaf)
