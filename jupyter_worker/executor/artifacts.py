@@ -306,6 +306,9 @@ class _Copy:
                 fd, written_as = target
                 try:
                     complete = self.pour(source, fd)
+                except OSError as exc:  # a full disk or quota on the requester's side, a read error
+                    self.outcome.skip(path, f"cannot copy: {os.strerror(exc.errno or 0)}")
+                    complete = False
                 finally:
                     os.close(fd)
                 if not complete:  # the deadline or the byte cap: no half file is left behind

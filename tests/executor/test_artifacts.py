@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 
 import pytest
@@ -185,3 +186,18 @@ def test_past_the_size_cap_big_files_stay_behind_and_small_ones_come(daemon, ali
     record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
     assert os.listdir(alices) == ["small"]
     assert "1 file(s) not copied" in record["artifacts"]["note"]
+
+
+def test_a_full_destination_leaves_no_half_file_and_says_why(daemon, users, alices):
+    alice = users["jwtest-alice"]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", alices], check=True)
+    try:
+        os.chown(alices, alice.pw_uid, alice.pw_gid)
+        script = "cd /work && for n in 1 2 3; do head -c 600000 /dev/zero > f$n; done"
+        record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
+        outcome = record["artifacts"]
+        assert outcome["copied"] == 1 and outcome["skipped"] == 2
+        assert {why for _, why in outcome["skipped_examples"]} == {"cannot copy: No space left on device"}
+        assert [os.path.getsize(os.path.join(alices, name)) for name in os.listdir(alices)] == [600000]
+    finally:
+        subprocess.run(["umount", alices], check=True)
