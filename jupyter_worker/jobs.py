@@ -111,7 +111,6 @@ class Job:
             raise values.ValuesNotReturned(problems)
         return got[name]
 
-
     # ---- the files the job left in its /work (transfer.py: paged, streamed, names checked)
 
     def artifacts_note(self) -> str | None:

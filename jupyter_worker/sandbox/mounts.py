@@ -62,6 +62,7 @@ ETC_ENTRIES = (
     "gai.conf",
     "host.conf",
     "inputrc",
+    "fonts",  # fontconfig (matplotlib in a job) reads its configuration here
     "profile",
     "bash.bashrc",
 )
