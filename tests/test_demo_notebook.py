@@ -3,6 +3,7 @@ feature it shows produces what its prose promises."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -49,7 +50,7 @@ def test_the_notebook_folder_is_read_only_and_work_is_writable(executed):
         "scratch",
         "",
     ]
-    assert os.listdir(folder) == ["demo.ipynb"]
+    assert sorted(os.listdir(folder)) == ["demo.ipynb", "results"]  # results: the --artifacts cell's
 
 
 def test_limits_end_jobs_with_the_reason_in_words(executed):
@@ -72,3 +73,22 @@ def test_the_listing_and_the_python_api(executed):
     api = output_of(notebook, "import jupyter_worker").split("\n")
     assert api[0] == "499999500000 exit 0" and api[1].startswith("CPU ")
     assert "as expected: job" in output_of(notebook, "try:") and "exit code 3" in output_of(notebook, "try:")
+
+
+def test_values_go_in_and_come_back_and_the_cells_table_and_figure_are_display_outputs(executed):
+    notebook, _ = executed
+    assert output_of(notebook, "print(sum(squares)").strip() == "506 (12, 2)"
+    values_cell = next(c for c in notebook.cells if c.source.startswith("%%worker --wait --in n --out"))
+    assert any("<table" in o.get("data", {}).get("text/html", "") for o in values_cell.outputs)
+    figure_cell = next(c for c in notebook.cells if c.source.startswith("%%worker --wait --in squares"))
+    pngs = [o["data"]["image/png"] for o in figure_cell.outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+
+
+def test_artifacts_arrive_in_the_notebooks_folder_and_match_what_the_job_left(executed):
+    notebook, folder = executed
+    report = os.path.join(folder, "results", "report.csv")
+    with open(report) as f:
+        assert f.read() == "i,square\n0,0\n1,1\n2,4\n"
+    assert os.stat(report).st_uid == os.getuid()  # the requester's, though the job ran as nobody
+    assert output_of(notebook, 'print(open("results/report.csv")').endswith("True\n")
