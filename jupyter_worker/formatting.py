@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .errors import ErrorReason, WorkerError
+from .limits import duration_words
 from .spec import JobRecord
 
 TABLE_COLUMNS = ("ID", "STATUS", "NAME", "COMMAND", "STARTED", "DURATION", "CPU", "MEMORY")
@@ -77,8 +78,10 @@ def elapsed(record: JobRecord, now: float | None = None) -> float | None:
 
 
 def seconds(value: float | None, digits: int = 1) -> str:
-    """A duration as '12.3s', or '-' for none."""
-    return "-" if value is None else f"{value:.{digits}f}s"
+    """A duration as '12.3s' under a minute, in words from there ('2h 30m', '100d'), '-' for none."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}s" if value < 60 else duration_words(value)
 
 
 def mib(size: float) -> str:

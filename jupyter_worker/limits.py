@@ -72,6 +72,23 @@ def parse_duration(text: Any, what: str = "duration") -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
+def duration_words(seconds: float) -> str:
+    """A duration as people write it and parse_duration reads it back: '2s', '0.5s', '250ms',
+    '1m 30s', '2h 30m', '100d'. Whole seconds from a minute on; never '8.64e+06 s'."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return str(seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.3g}ms" if seconds >= 0.001 else f"{seconds:.3g}s"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    rest, parts = round(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)
+
+
 def _whole(text: Any, what: str) -> int:
     if isinstance(text, float) and math.isfinite(text) and text == int(text):
         return int(text)  # JSON's 2.0, as sizes take it
@@ -141,9 +158,11 @@ class LimitRow:
         return parsed
 
     def show(self, value: Any) -> str:
-        """A value in words, with its unit: '512 MiB', '90 s', '200 %'."""
+        """A value in words, with its unit: '512 MiB', '1m 30s', '200 %'."""
         if value is None:
             return "none"
+        if self.kind is Kind.DURATION:
+            return duration_words(value)
         number = f"{value:g}" if isinstance(value, float) else str(value)
         return f"{number} {self.unit}".rstrip()
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import SpecError
-from .limits import BY_FIELD, Limits
+from .limits import BY_FIELD, Limits, duration_words
 
 
 class NetworkMode(str, enum.Enum):
@@ -454,7 +454,7 @@ def describe_ending(job: JobRecord) -> str:
         Reason.EXIT: f"exit code {job.exit_code}",
         Reason.SIGNAL: f"killed by signal {job.signal}",
         Reason.OOM: f"killed: out of memory (limit {job.limits.memory_mb} MiB)",
-        Reason.TIMEOUT: f"timed out after {job.limits.timeout_s or 0:g} s",
+        Reason.TIMEOUT: f"timed out after {duration_words(job.limits.timeout_s or 0)}",
         Reason.STOPPED: f"stopped by {job.stopped_by or 'request'}",
         Reason.START_ERROR: f"could not start: {job.error}",
         Reason.LOST: "lost: its supervisor vanished",

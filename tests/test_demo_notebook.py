@@ -57,7 +57,7 @@ def test_limits_end_jobs_with_the_reason_in_words(executed):
     notebook, _ = executed
     assert "failed: killed: out of memory (limit 64 MiB)" in output_of(notebook, "%%worker --name hungry")
     sleepy = output_of(notebook, "%%worker --name sleepy")
-    assert sleepy.startswith("going to sleep") and "failed: timed out after 2 s" in sleepy
+    assert sleepy.startswith("going to sleep") and "failed: timed out after 2s" in sleepy
 
 
 def test_a_long_job_is_stopped_and_its_log_kept(executed):

@@ -27,7 +27,7 @@ def test_a_bash_cell_that_times_out_fails_too(notebook_run):
     run, _ = notebook_run
     with pytest.raises(CellExecutionError) as failed:
         run("%%worker --bash --timeout 1s\nsleep 30", "print('never reached')")
-    assert "timed out after 1 s" in str(failed.value)
+    assert "timed out after 1s" in str(failed.value)
 
 
 def test_no_fail_lets_the_run_go_on_saying_how_the_job_ended(notebook_run):

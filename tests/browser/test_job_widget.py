@@ -49,7 +49,7 @@ def test_the_demo_notebook_runs_top_to_bottom_and_its_widgets_tell_each_ending(l
     expect(counting.get_by_text("step 4")).to_be_visible()
     hungry = notebook.get_by_text("killed: out of memory (limit 64 MiB)")
     expect(hungry).to_be_visible(timeout=60_000)
-    expect(notebook.get_by_text("timed out after 2 s")).to_be_visible(timeout=60_000)
+    expect(notebook.get_by_text("timed out after 2s")).to_be_visible(timeout=60_000)
     expect(notebook.get_by_text("stopped by root").first).to_be_visible(timeout=60_000)
     expect(notebook.get_by_text("as expected: job")).to_be_visible()
     assert "Traceback" not in notebook.inner_text()

@@ -55,7 +55,7 @@ def test_the_forms_limits_come_from_the_executors_table_and_take_units(lab, page
     panel.locator("input[name=timeout_s]").fill("2d")
     panel.get_by_role("button", name="Start").click()
     expect(panel.locator(".jw-form-error")).to_have_text(
-        "The server refused the job: timeout: 172800 s is above the maximum of 86400 s"
+        "The server refused the job: timeout: 2d is above the maximum of 1d"
     )
     panel.locator("input[name=timeout_s]").fill("10m")
     panel.locator("input[name=memory_mb]").fill("256M")

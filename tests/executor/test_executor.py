@@ -91,7 +91,7 @@ def test_the_per_user_cap_queues_one_user_without_holding_back_another(daemon, u
 def test_limits_above_the_maxima_are_refused_with_a_clear_error(daemon):
     with daemon.client() as client, pytest.raises(WorkerError, match="memory limit: 1024 MiB is above the maximum"):
         client.run({"command": ["true"], "limits": {"memory_mb": 1024}})
-    with daemon.client() as client, pytest.raises(WorkerError, match="timeout: 120 s is above the maximum"):
+    with daemon.client() as client, pytest.raises(WorkerError, match="timeout: 2m is above the maximum"):
         client.run({"command": ["true"], "limits": {"timeout_s": 120}})
     with daemon.client() as client:
         assert client.list()[0] == []

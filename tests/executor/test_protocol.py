@@ -101,7 +101,7 @@ def test_the_cli_says_when_no_executor_runs(tmp_path):
     [
         (["--", "sh", "-c", "echo hi; exit 0"], 0, ""),
         (["--", "sh", "-c", "exit 3"], 3, "failed (exit code 3)"),
-        (["--timeout", "1s", "--", "sleep", "30"], 143, "timed out after 1 s"),
+        (["--timeout", "1s", "--", "sleep", "30"], 143, "timed out after 1s"),
         (
             ["--max-memory", "32", "--", "python3", "-c", "b = bytearray(256 << 20)"],
             137,

@@ -152,7 +152,7 @@ def test_to_dict_has_every_field_given_only_those_set_and_words_label_them():
     }
     assert limits.given() == {"memory_mb": 512, "cpu_percent": 200, "timeout_s": 90.0}
     assert Limits.parse(limits.to_dict()) == limits
-    assert limits.words() == ["Memory 512 MiB", "CPU 200 %", "Timeout 90 s"]
+    assert limits.words() == ["Memory 512 MiB", "CPU 200 %", "Timeout 1m 30s"]
     assert Limits().given() == {}
     assert Limits().words() == []
 

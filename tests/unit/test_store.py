@@ -204,4 +204,4 @@ def test_a_record_says_how_it_ended_and_what_a_shell_would_report():
     job = record("f" * 32)
     assert (job.finished, job.ending, job.shell_code) == (False, "queued", 0)
     job.status, job.reason, job.signal = JobStatus.FAILED, Reason.TIMEOUT, 9
-    assert (job.finished, job.ending, job.shell_code) == (True, "timed out after 600 s", 137)
+    assert (job.finished, job.ending, job.shell_code) == (True, "timed out after 10m", 137)
