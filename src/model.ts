@@ -61,6 +61,13 @@ export interface Job {
   started_at?: number | null;
   finished_at?: number | null;
   metrics: Metrics;
+  /** While QUEUED: where it stands (1 = next to start) and why it waits, in words. */
+  queue?: QueueInfo | null;
+}
+
+export interface QueueInfo {
+  position: number;
+  reason: string;
 }
 
 /** The %%worker widget's palette (jupyter_worker/widgets.py COLOURS): one job, one look. */
@@ -85,6 +92,37 @@ export function supersedes(incoming: Job, current: Job | undefined): boolean {
 /** "running", or how it ended: "exit code 0", "killed: out of memory (limit 64 MiB)". */
 export function statusText(job: Job): string {
   return job.status_text || job.status.toLowerCase();
+}
+
+/** The list's badge: one short word per status, so it fits a narrow panel whole. The job's view
+ * and the badge's tooltip carry the full words (statusText). */
+export const SHORT_STATUS: Record<JobStatus, string> = {
+  QUEUED: 'queued',
+  RUNNING: 'running',
+  COMPLETED: 'done',
+  FAILED: 'failed',
+  STOPPED: 'stopped'
+};
+
+export function shortStatus(job: Pick<Job, 'status'>): string {
+  return SHORT_STATUS[job.status];
+}
+
+function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : ({ 1: 'st', 2: 'nd', 3: 'rd' } as Record<number, string>)[n % 10] ?? 'th';
+  return `${n}${suffix}`;
+}
+
+/** A queued job's place and reason: "next to start: 4 of 4 running slots in use",
+ * "3rd in line: you have 2 jobs running, your maximum"; null unless it is queued with a place. */
+export function queueWords(job: Pick<Job, 'status' | 'queue'>): string | null {
+  if (job.status !== 'QUEUED' || !job.queue) {
+    return null;
+  }
+  const { position, reason } = job.queue;
+  const place = position <= 1 ? 'next to start' : `${ordinal(position)} in line`;
+  return reason ? `${place}: ${reason}` : place;
 }
 
 /** Seconds the job has run (to now while it runs); null before it starts. */
@@ -137,6 +175,81 @@ export function formatTime(seconds: number | null | undefined): string {
 /** An argv as a shell would read it back: words with spaces or quotes are single-quoted. */
 export function formatCommand(argv: string[]): string {
   return argv.map(word => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'"'"'`)}'`)).join(' ');
+}
+
+const PYTHON = /^python[\d.]*$/;
+
+function basename(path: string): string {
+  const trimmed = path.replace(/\/+$/, '');
+  return trimmed.slice(trimmed.lastIndexOf('/') + 1) || path;
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n').find(l => l.trim() !== '') ?? '';
+  return line.trim();
+}
+
+function ellipsize(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, Math.max(1, max - 1)).trimEnd()}…`;
+}
+
+/** A command short enough for a title: the program's basename and its first arguments, a
+ * multi-line argument by its first line, ellipsized at max characters. A notebook cell's runner
+ * (python -m jupyter_worker.cell … -- CODE, python -c RUNNER … -- CODE, python -u -) reads
+ * "cell: " and the code's first line instead of the interpreter's path and the runner's argv. */
+export function shortCommand(argv: string[], max = 48): string {
+  if (argv.length === 0) {
+    return '';
+  }
+  const program = basename(argv[0]);
+  if (PYTHON.test(program)) {
+    const runner = argv.some((word, i) => (word === '-m' && argv[i + 1] === 'jupyter_worker.cell') || (word === '-c' && /jupyter_worker|\n/.test(argv[i + 1] ?? '')));
+    const end = argv.indexOf('--');
+    if (runner && end >= 0) {
+      return ellipsize(`cell: ${firstLine(argv.slice(end + 1).join(' '))}`, max);
+    }
+    if (argv.includes('-') && argv.slice(1).every(word => word === '-u' || word === '-')) {
+      return 'cell: code on stdin';
+    }
+  }
+  const words = [program, ...argv.slice(1).map(word => (word.includes('\n') ? `${firstLine(word)}…` : word))];
+  return ellipsize(formatCommand(words).replace(/\n/g, ' '), max);
+}
+
+/** The job's title wherever it is listed: its name (a %%worker cell's is "notebook.ipynb · its
+ * first line"), else its short command. Never the full argv. */
+export function jobTitle(job: Pick<Job, 'name' | 'command'>): string {
+  return job.name || shortCommand(job.command);
+}
+
+/** The list's columns; the first two always show, the others from the panel width given. */
+export const COLUMNS: { key: string; label: string; minWidth: number }[] = [
+  { key: 'status', label: 'Status', minWidth: 0 },
+  { key: 'job', label: 'Job', minWidth: 0 },
+  { key: 'duration', label: 'Duration', minWidth: 300 },
+  { key: 'memory', label: 'Memory', minWidth: 380 },
+  { key: 'cpu', label: 'CPU', minWidth: 450 }
+];
+
+/** The columns that fit a panel width px wide (secondary ones go first as it narrows). */
+export function visibleColumns(width: number): string[] {
+  return COLUMNS.filter(column => width >= column.minWidth).map(column => column.key);
+}
+
+/** When a job that ends raises a notification (the Settings editor's "Worker jobs" entry). */
+export type NotifyMode = 'all' | 'failures' | 'none';
+
+export const NOTIFY_MODES: NotifyMode[] = ['all', 'failures', 'none'];
+
+/** Whether a job that just ended raises a notification: never while the user watches it (its
+ * widget or view is on screen); with 'failures' only a failed job; with 'all' every ending. An
+ * unknown mode is read as the default, 'failures'. */
+export function shouldNotify(job: Pick<Job, 'status'>, mode: string, watched: boolean): boolean {
+  if (watched || !isFinished(job as Job)) {
+    return false;
+  }
+  const chosen: NotifyMode = (NOTIFY_MODES as string[]).includes(mode) ? (mode as NotifyMode) : 'failures';
+  return chosen === 'all' || (chosen === 'failures' && job.status === 'FAILED');
 }
 
 /** A command line split into argv the way a POSIX shell splits words (quotes and backslashes). */
@@ -285,6 +398,157 @@ export class UsageSeries {
   get latestCpu(): number | null {
     return this.cpu.length > 1 ? this.cpu[this.cpu.length - 1] : null;
   }
+}
+
+/** One sample of the executor's metric history (GET jobs/{id}/metrics). */
+export interface Sample {
+  t: number;
+  cpu_percent: number;
+  memory_bytes: number;
+  pids?: number;
+}
+
+export interface MetricHistory {
+  samples: Sample[];
+  memory_limit_bytes: number | null;
+  cpu_limit_percent: number | null;
+}
+
+/** A job's samples for the chart: the executor's history, then what the job's stream adds while
+ * the view is open (CPU % from successive cumulative CPU seconds). */
+export class SampleSeries {
+  samples: Sample[] = [];
+  memoryLimit: number | null = null;
+  cpuLimit: number | null = null;
+  private last: { wall: number; cpu: number } | null = null;
+
+  /** The history as served: replaces the samples before its last one, keeps later live ones. */
+  load(history: MetricHistory): void {
+    const loaded = [...history.samples].sort((a, b) => a.t - b.t);
+    const end = loaded.length ? loaded[loaded.length - 1].t : -Infinity;
+    this.samples = [...loaded, ...this.samples.filter(s => s.t > end)];
+    this.memoryLimit = history.memory_limit_bytes ?? this.memoryLimit;
+    this.cpuLimit = history.cpu_limit_percent ?? this.cpuLimit;
+  }
+
+  /** A metrics event of the job's stream; startedAt (unix s) places it in time. */
+  addLive(metrics: Metrics, startedAt: number | null | undefined): void {
+    const wall = metrics.wall_seconds;
+    if (wall === undefined || !startedAt) {
+      return;
+    }
+    const cpu = metrics.cpu_seconds ?? 0;
+    const previous = this.last;
+    this.last = { wall, cpu };
+    if (previous === null || wall <= previous.wall) {
+      return; // CPU % needs two readings
+    }
+    const t = startedAt + wall;
+    if (this.samples.length && t <= this.samples[this.samples.length - 1].t) {
+      return;
+    }
+    const percent = Math.max(0, (100 * (cpu - previous.cpu)) / (wall - previous.wall));
+    this.samples.push({ t, cpu_percent: percent, memory_bytes: metrics.memory_bytes ?? 0 });
+  }
+
+  peakCpu(): number | null {
+    return this.samples.length ? Math.max(...this.samples.map(s => s.cpu_percent)) : null;
+  }
+
+  latestCpu(): number | null {
+    return this.samples.length ? this.samples[this.samples.length - 1].cpu_percent : null;
+  }
+}
+
+/** The smallest "round" number (1, 2, 2.5, 5 times a power of ten) at or above value. */
+export function niceCeiling(value: number): number {
+  if (!(value > 0)) {
+    return 1;
+  }
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 2.5, 5, 10]) {
+    if (step * power >= value * (1 - 1e-9)) {
+      return step * power;
+    }
+  }
+  return 10 * power;
+}
+
+export interface Tick {
+  value: number;
+  label: string;
+}
+
+/** A duration on the time axis: "0 s", "45 s", "2 min", "1 h 30 min". */
+export function clockLabel(seconds: number): string {
+  if (seconds < 60) {
+    return `${Math.round(seconds)} s`;
+  }
+  if (seconds < 3600) {
+    const m = Math.floor(seconds / 60);
+    const s = Math.round(seconds % 60);
+    return s ? `${m} min ${s} s` : `${m} min`;
+  }
+  const h = Math.floor(seconds / 3600);
+  const m = Math.round((seconds % 3600) / 60);
+  return m ? `${h} h ${m} min` : `${h} h`;
+}
+
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+/** Time-axis ticks from 0 to span seconds, at most about `most` of them, at round steps. */
+export function timeTicks(span: number, most = 5): Tick[] {
+  const step = TIME_STEPS.find(s => span / s <= most) ?? Math.ceil(span / most / 86400) * 86400;
+  const ticks: Tick[] = [];
+  for (let v = 0; v <= span + 1e-9; v += step) {
+    ticks.push({ value: v, label: clockLabel(v) });
+  }
+  return ticks;
+}
+
+/** A size for an axis: "0", "256 MiB", "1.5 GiB" (no decimals where none are needed). */
+export function sizeLabel(bytes: number): string {
+  if (bytes === 0) {
+    return '0';
+  }
+  const mib = bytes / 2 ** 20;
+  if (mib >= 1024) {
+    return `${+(mib / 1024).toFixed(1)} GiB`;
+  }
+  return mib >= 1 ? `${+mib.toFixed(1)} MiB` : `${+(bytes / 1024).toFixed(1)} KiB`;
+}
+
+export interface ChartScales {
+  /** Seconds from the job's start the x axis spans. */
+  span: number;
+  cpuTop: number;
+  memoryTop: number;
+  /** The memory limit in bytes when the job has one (drawn as a line at the top). */
+  memoryLimit: number | null;
+  timeTicks: Tick[];
+  cpuTicks: Tick[];
+  memoryTicks: Tick[];
+}
+
+/** The chart's axes for samples from start (unix s) to end: time since the start; CPU % from 0
+ * to at least 100 (one core) or the CPU limit; memory from 0 to the job's limit when it has one
+ * (so the line shows how close it came), else to a round figure above the peak. */
+export function chartScales(samples: Sample[], start: number, end: number, memoryLimit: number | null, cpuLimit: number | null): ChartScales {
+  const span = Math.max(10, end - start, ...samples.map(s => s.t - start));
+  const cpuPeak = Math.max(0, ...samples.map(s => s.cpu_percent));
+  const cpuTop = niceCeiling(Math.max(100, cpuLimit ?? 0, cpuPeak));
+  const memoryPeak = Math.max(0, ...samples.map(s => s.memory_bytes));
+  const memoryTop = memoryLimit && memoryLimit >= memoryPeak ? memoryLimit : niceCeiling(Math.max(memoryPeak, 2 ** 20) / 2 ** 20) * 2 ** 20;
+  const quarters = (top: number, label: (v: number) => string) => [0, 0.5, 1].map(f => ({ value: top * f, label: label(top * f) }));
+  return {
+    span,
+    cpuTop,
+    memoryTop,
+    memoryLimit: memoryLimit ?? null,
+    timeTicks: timeTicks(span),
+    cpuTicks: quarters(cpuTop, v => `${+v.toFixed(0)} %`),
+    memoryTicks: quarters(memoryTop, sizeLabel)
+  };
 }
 
 /** SVG polyline points for values scaled to top, spread over width, the newest at the right. */
