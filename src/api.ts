@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { Job, JobStatus, LimitRow, Policy } from './model';
+import { Job, JobStatus, LimitRow, MetricHistory, Policy } from './model';
 
 export class WorkerError extends Error {}
 
@@ -68,6 +68,11 @@ export class WorkerAPI {
 
   getJob(id: string): Promise<Job> {
     return this.request(`jobs/${id}`);
+  }
+
+  /** The job's metric history (one sample a second, downsampled for long runs), also once it ended. */
+  metrics(id: string): Promise<MetricHistory> {
+    return this.request(`jobs/${id}/metrics`);
   }
 
   submit(body: Record<string, unknown>): Promise<Job> {

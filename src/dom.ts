@@ -3,7 +3,7 @@
  * `h` puts in the page is a text node or an attribute value (never markup) and goes through
  * model.inert, so a job's command, name or error can neither add elements nor forge text.
  */
-import { Job, STATUS_COLOURS, inert, statusText } from './model';
+import { Job, STATUS_COLOURS, inert, queueWords, shortStatus, statusText } from './model';
 
 type Attributes = Record<string, string | number | boolean | ((event: Event) => void)>;
 
@@ -32,9 +32,12 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-/** The status badge, coloured and worded as in the %%worker widget. */
-export function badge(job: Job): HTMLSpanElement {
-  const node = h('span', { class: 'jw-badge', 'data-status': job.status, title: statusText(job) }, statusText(job));
+/** The status badge, coloured as in the %%worker widget: in the list one short word ('done',
+ * 'failed'), the full words ('exit code 0', 'killed: out of memory (limit 64 MiB)') in its
+ * tooltip; in the job's view the full words. */
+export function badge(job: Job, words: 'short' | 'full' = 'short'): HTMLSpanElement {
+  const full = [statusText(job), queueWords(job)].filter(Boolean).join(', ');
+  const node = h('span', { class: 'jw-badge', 'data-status': job.status, title: full }, words === 'short' ? shortStatus(job) : statusText(job));
   node.style.background = STATUS_COLOURS[job.status];
   return node;
 }

@@ -59,8 +59,8 @@ export class NewJobForm extends Widget {
       labelled('Network', this.network),
       this.error,
       h('div', { class: 'jw-form-buttons' },
-        h('button', { type: 'submit', class: 'jp-Button jp-mod-accept jw-start' }, 'Start'),
-        h('button', { type: 'button', class: 'jp-Button jw-cancel', onclick: () => this.hide() }, 'Cancel'))
+        h('button', { type: 'submit', class: 'jp-Button jw-button jw-primary jw-start' }, 'Start'),
+        h('button', { type: 'button', class: 'jp-Button jw-button jw-cancel', onclick: () => this.hide() }, 'Cancel'))
     );
     this.node.addEventListener('submit', event => {
       event.preventDefault();

@@ -1,17 +1,19 @@
 /**
  * jupyter-worker in JupyterLab: the "Worker jobs" side panel, a main-area view per job,
- * palette commands, a status bar count of running jobs, and a notification when a job ends.
+ * palette commands, a status bar count of running jobs, and a notification when a job ends
+ * (Settings: all, failures only (the default) or none; never for a job the user is watching).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { WorkerAPI } from './api';
 import { JobView } from './jobView';
-import { Job, formatCommand, inert } from './model';
+import { Job, inert, jobTitle, shouldNotify } from './model';
 import { JobsPanel } from './panel';
 
 const ICON_SVG =
@@ -43,8 +45,34 @@ function runningCount(panel: JobsPanel): Widget {
   return item;
 }
 
+/**
+ * Whether the user is watching the job now: its %%worker widget (the widget's box carries the
+ * class jw-job-<id>; older widgets show the id's first 8 characters in a <code>) or its view in
+ * the main area is drawn and at least partly inside the window. A hidden tab, a collapsed or
+ * scrolled-away output does not count: then the notification is how the user learns the end.
+ */
+export function isWatched(id: string): boolean {
+  const candidates: Element[] = [
+    ...Array.from(document.querySelectorAll(`.jw-job-${CSS.escape(id)}`)),
+    ...Array.from(document.querySelectorAll('.jupyter-widgets code')).filter(code => code.textContent === id.slice(0, 8)),
+    ...[document.getElementById(`jupyter-worker-job-${id}`)].filter((node): node is HTMLElement => node !== null)
+  ];
+  return candidates.some(onScreen);
+}
+
+function onScreen(node: Element): boolean {
+  if (document.visibilityState === 'hidden') {
+    return false;
+  }
+  const box = node.getBoundingClientRect();
+  if (box.width === 0 || box.height === 0 || (node as HTMLElement).closest('.lm-mod-hidden, [hidden]')) {
+    return false;
+  }
+  return box.bottom > 0 && box.right > 0 && box.top < window.innerHeight && box.left < window.innerWidth;
+}
+
 function notifyEnding(job: Job): void {
-  const label = job.name || formatCommand(job.command);
+  const label = jobTitle(job);
   const words = inert(`${label}: ${job.status_text ?? job.status.toLowerCase()}`);
   if (job.status === 'COMPLETED') {
     Notification.success(`Job finished. ${words}`, { autoClose: 5000 });
@@ -59,13 +87,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-worker:panel',
   description: 'Sandboxed background jobs: list, logs, metrics, stop and new jobs',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette, IStatusBar, IDefaultFileBrowser],
+  optional: [ILayoutRestorer, ICommandPalette, IStatusBar, IDefaultFileBrowser, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     palette: ICommandPalette | null,
     statusBar: IStatusBar | null,
-    fileBrowser: IDefaultFileBrowser | null
+    fileBrowser: IDefaultFileBrowser | null,
+    registry: ISettingRegistry | null
   ) => {
     const api = new WorkerAPI();
     const panel = new JobsPanel(api);
@@ -84,7 +113,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.shell.activateById(view.id);
     };
     panel.opened.connect((_, id) => void openJob(id));
-    panel.finished.connect((_, job) => notifyEnding(job));
+    // Settings > Worker jobs > notifications; read again whenever the user changes it.
+    let notifications = 'failures';
+    if (registry) {
+      void registry
+        .load(plugin.id)
+        .then(settings => {
+          const read = () => {
+            notifications = String(settings.get('notifications').composite ?? 'failures');
+          };
+          read();
+          settings.changed.connect(read);
+        })
+        .catch(reason => console.warn('jupyter-worker: settings not loaded, notifications for failures only', reason));
+    }
+    panel.finished.connect((_, job) => {
+      if (shouldNotify(job, notifications, isWatched(job.id))) {
+        notifyEnding(job);
+      }
+    });
 
     app.commands.addCommand(COMMANDS.open, {
       label: 'Show Worker Jobs',

@@ -1,5 +1,7 @@
 /**
- * One job in the main area: status and how it ended, limits, a CPU/memory chart, the live log
+ * One job in the main area: status and how it ended (or its place in the queue), limits, a chart
+ * of CPU % and memory over the whole run (the executor's metric history, then the live stream;
+ * labelled axes, memory against its limit), the live log
  * (follows, can be paused, bounded in the DOM), Stop and Delete, and its id to copy.
  */
 import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
@@ -12,8 +14,8 @@ import {
   Job,
   LimitRow,
   LogBuffer,
-  UsageSeries,
-  chartPoints,
+  SampleSeries,
+  chartScales,
   durationOf,
   formatBytes,
   formatCommand,
@@ -21,18 +23,34 @@ import {
   formatTime,
   inert,
   isFinished,
+  jobTitle,
   limitWords,
+  queueWords,
   supersedes
 } from './model';
 
-const CHART_WIDTH = 320;
-const CHART_HEIGHT = 60;
+const CHART_HEIGHT = 180;
+/** Room for the axes' tick labels and titles: left CPU %, right memory, bottom time. */
+const MARGIN = { left: 52, right: 72, top: 12, bottom: 34 };
 const SVG = 'http://www.w3.org/2000/svg';
+
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attributes: Record<string, string | number>, text?: string): SVGElementTagNameMap[K] {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    node.setAttribute(name, String(value));
+  }
+  if (text !== undefined) {
+    node.textContent = inert(text);
+  }
+  return node;
+}
 
 export class JobView extends Widget {
   private job: Job;
   private readonly log = new LogBuffer(2000);
-  private readonly usage = new UsageSeries(60);
+  private readonly usage = new SampleSeries();
+  private chartWidth = 480;
+  private readonly resize: ResizeObserver;
   private following = true;
   private limitRows: LimitRow[] = [];
   private readonly scheduleDraw = frameThrottled(() => this.draw());
@@ -62,24 +80,23 @@ export class JobView extends Widget {
     this.facts = h('dl', { class: 'jw-facts' });
     this.chart = document.createElementNS(SVG, 'svg') as SVGSVGElement;
     this.chart.setAttribute('class', 'jw-chart');
-    this.chart.setAttribute('width', String(CHART_WIDTH));
     this.chart.setAttribute('height', String(CHART_HEIGHT));
     this.chart.setAttribute('role', 'img');
-    this.chart.setAttribute('aria-label', 'CPU % (blue) and memory (orange) over the last minute');
+    this.chart.setAttribute('aria-label', 'CPU % (blue, left axis) and memory (orange, right axis) over the whole run');
     this.logNode = h('pre', { class: 'jw-log', tabindex: 0, 'aria-label': 'Job log', 'aria-live': 'off' });
     this.logNode.addEventListener('scroll', () => this.noticeScroll());
-    this.followButton = h('button', { class: 'jp-Button jw-follow', onclick: () => this.setFollowing(!this.following) }, 'Pause');
-    this.stopButton = h('button', { class: 'jp-Button jp-mod-warn jw-stop', onclick: () => void this.stop() }, 'Stop');
-    this.deleteButton = h('button', { class: 'jp-Button jw-delete', onclick: () => void this.remove() }, 'Delete');
+    this.followButton = h('button', { class: 'jp-Button jw-button jw-follow', onclick: () => this.setFollowing(!this.following) }, 'Pause');
+    this.stopButton = h('button', { class: 'jp-Button jw-button jw-warn jw-stop', onclick: () => void this.stop() }, 'Stop');
+    this.deleteButton = h('button', { class: 'jp-Button jw-button jw-danger jw-delete', onclick: () => void this.remove() }, 'Delete');
     this.message = h('div', { class: 'jw-notice', role: 'alert' });
     this.files = new WorkFiles(api, job.id);
-    const copy = h('button', { class: 'jp-Button jw-copy', title: 'Copy the job id', onclick: () => Clipboard.copyToSystem(this.job.id) }, 'Copy id');
+    const copy = h('button', { class: 'jp-Button jw-button jw-copy', title: 'Copy the job id', onclick: () => Clipboard.copyToSystem(this.job.id) }, 'Copy id');
     this.node.append(
       this.header,
       h('div', { class: 'jw-actions' }, this.stopButton, this.deleteButton, copy, this.followButton),
       this.message,
       this.facts,
-      h('div', { class: 'jw-chart-box' }, this.chart, h('span', { class: 'jw-legend' }, h('span', { class: 'jw-cpu' }, 'CPU %'), ' ', h('span', { class: 'jw-memory' }, 'memory'))),
+      h('div', { class: 'jw-chart-box' }, this.chart),
       this.logNode,
       this.files.node
     );
@@ -93,14 +110,24 @@ export class JobView extends Widget {
       },
       job: updated => this.setJob(updated),
       metrics: metrics => {
-        this.usage.add(metrics);
+        this.usage.addLive(metrics, this.job.started_at);
         this.setJob({ ...this.job, metrics });
       },
       end: ended => {
         this.setJob(ended);
         void this.files.load();
+        void this.loadHistory();
       }
     });
+    void this.loadHistory();
+    this.resize = new ResizeObserver(() => {
+      const width = Math.floor(this.chart.parentElement?.clientWidth ?? 0);
+      if (width > 0 && Math.abs(width - this.chartWidth) > 2) {
+        this.chartWidth = width;
+        this.scheduleDraw();
+      }
+    });
+    this.resize.observe(this.node);
     void api.limitTable().then(rows => {
       this.limitRows = rows;
       this.scheduleDraw();
@@ -114,8 +141,20 @@ export class JobView extends Widget {
       return;
     }
     this.stream.dispose();
+    this.resize.disconnect();
     window.clearInterval(this.ticker);
     super.dispose();
+  }
+
+  /** The executor's samples of the whole run (none yet, or an executor without history: the
+   * chart draws what the stream brings). */
+  private async loadHistory(): Promise<void> {
+    try {
+      this.usage.load(await this.api.metrics(this.job.id));
+      this.scheduleDraw();
+    } catch {
+      // no history served: the live samples still draw
+    }
   }
 
   setJob(job: Job): void {
@@ -143,8 +182,9 @@ export class JobView extends Widget {
 
   private draw(): void {
     const job = this.job;
-    this.title.label = inert(job.name || job.id.slice(0, 8));
-    this.header.replaceChildren(h('h2', {}, job.name || formatCommand(job.command)), badge(job), h('code', { class: 'jw-id' }, job.id));
+    this.title.label = inert(jobTitle(job) || job.id.slice(0, 8));
+    this.title.caption = inert(`${jobTitle(job)} (${job.id})`);
+    this.header.replaceChildren(h('h2', {}, jobTitle(job)), badge(job, 'full'), h('code', { class: 'jw-id' }, job.id));
     const finished = isFinished(job);
     this.stopButton.disabled = finished;
     this.deleteButton.disabled = !finished;
@@ -159,34 +199,84 @@ export class JobView extends Widget {
     const job = this.job;
     const limits = job.limits ?? {};
     const metrics = job.metrics ?? {};
+    const ended = isFinished(job);
+    const cpuNow = this.usage.latestCpu();
+    const cpuPeak = this.usage.peakCpu();
+    const memoryLimit = this.usage.memoryLimit ?? (typeof limits.memory_mb === 'number' ? limits.memory_mb * 2 ** 20 : null);
+    const ofLimit = memoryLimit ? ` of ${formatBytes(memoryLimit)} limit` : '';
+    const peakMemory = metrics.memory_peak_bytes ?? Math.max(0, ...this.usage.samples.map(s => s.memory_bytes));
+    const queued = queueWords(job);
     const rows: [string, string][] = [
+      ...(queued ? [['Queue', queued] as [string, string]] : []),
       ['Command', formatCommand(job.command)],
       ['User', job.owner],
       ['Started', formatTime(job.started_at)],
       ['Duration', formatDuration(durationOf(job, Date.now() / 1000))],
-      ['CPU', `${(metrics.cpu_seconds ?? 0).toFixed(2)} s${this.usage.latestCpu !== null && !isFinished(job) ? `, now ${this.usage.latestCpu.toFixed(0)}%` : ''}`],
-      ['Memory', `${formatBytes(metrics.memory_bytes)} now, ${formatBytes(metrics.memory_peak_bytes)} peak`],
+      // Once it ended, "now" means nothing: the CPU time and the peaks are what it used.
+      ['CPU', `${(metrics.cpu_seconds ?? 0).toFixed(2)} s CPU time${ended ? (cpuPeak !== null ? `, peak ${cpuPeak.toFixed(0)} %` : '') : cpuNow !== null ? `, now ${cpuNow.toFixed(0)} %` : ''}`],
+      ['Memory', ended ? `peak ${formatBytes(peakMemory)}${ofLimit}` : `${formatBytes(metrics.memory_bytes)} now, peak ${formatBytes(peakMemory)}${ofLimit}`],
       ...(metrics.disk_bytes ? [['Disk', `${formatBytes(metrics.disk_bytes)} in /work`] as [string, string]] : []),
       ['Limits', limitWords(limits, this.limitRows).join(', ') || 'none'],
       ['Network', job.network]
     ];
-    if (isFinished(job)) {
+    if (ended) {
       rows.push(['Ended', job.status_text ?? job.status.toLowerCase()]);
     }
     this.facts.replaceChildren(...rows.flatMap(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
   }
 
+  /** The whole run: time since the start below, CPU % of one core on the left, memory on the
+   * right (up to the job's limit, drawn dashed, when it has one). */
   private drawChart(): void {
-    const top = Math.max(100, ...this.usage.cpu);
-    const memoryLimit = this.job.limits?.memory_mb;
-    const memoryTop = typeof memoryLimit === 'number' ? memoryLimit : Math.max(1, ...this.usage.memoryMiB);
-    const line = (values: number[], scale: number, cls: string) => {
-      const node = document.createElementNS(SVG, 'polyline');
-      node.setAttribute('class', cls);
-      node.setAttribute('points', chartPoints(values, scale, CHART_WIDTH, CHART_HEIGHT, this.usage.points));
-      return node;
+    const job = this.job;
+    const width = Math.max(240, this.chartWidth);
+    const plotW = width - MARGIN.left - MARGIN.right;
+    const plotH = CHART_HEIGHT - MARGIN.top - MARGIN.bottom;
+    const samples = this.usage.samples;
+    const start = job.started_at ?? samples[0]?.t ?? Date.now() / 1000;
+    const end = job.finished_at ?? (job.started_at ? Date.now() / 1000 : start);
+    const scales = chartScales(samples, start, end, this.usage.memoryLimit ?? (typeof job.limits?.memory_mb === 'number' ? job.limits.memory_mb * 2 ** 20 : null), this.usage.cpuLimit);
+    const x = (t: number) => MARGIN.left + (plotW * (t - start)) / scales.span;
+    const yOf = (value: number, top: number) => MARGIN.top + plotH - (plotH * Math.min(value, top)) / top;
+    const nodes: SVGElement[] = [];
+    nodes.push(svg('rect', { class: 'jw-plot', x: MARGIN.left, y: MARGIN.top, width: plotW, height: plotH }));
+    for (const tick of scales.cpuTicks) {
+      const y = yOf(tick.value, scales.cpuTop);
+      nodes.push(svg('line', { class: 'jw-grid', x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y, y2: y }));
+      nodes.push(svg('text', { class: 'jw-tick jw-cpu-tick', x: MARGIN.left - 4, y: y + 4, 'text-anchor': 'end' }, tick.label));
+    }
+    for (const tick of scales.memoryTicks) {
+      const y = yOf(tick.value, scales.memoryTop);
+      nodes.push(svg('text', { class: 'jw-tick jw-memory-tick', x: MARGIN.left + plotW + 4, y: y + 4, 'text-anchor': 'start' }, tick.label));
+    }
+    for (const tick of scales.timeTicks) {
+      const at = x(start + tick.value);
+      nodes.push(svg('text', { class: 'jw-tick jw-time-tick', x: at, y: MARGIN.top + plotH + 14, 'text-anchor': 'middle' }, tick.label));
+    }
+    nodes.push(svg('text', { class: 'jw-axis-title jw-cpu', x: 12, y: MARGIN.top + plotH / 2, transform: `rotate(-90 12 ${MARGIN.top + plotH / 2})`, 'text-anchor': 'middle' }, 'CPU %'));
+    const memoryTitle = scales.memoryLimit ? `memory (limit ${formatBytes(scales.memoryLimit)})` : 'memory';
+    nodes.push(svg('text', { class: 'jw-axis-title jw-memory', x: width - 6, y: MARGIN.top + plotH / 2, transform: `rotate(90 ${width - 6} ${MARGIN.top + plotH / 2})`, 'text-anchor': 'middle' }, memoryTitle));
+    nodes.push(svg('text', { class: 'jw-axis-title jw-time', x: MARGIN.left + plotW / 2, y: CHART_HEIGHT - 4, 'text-anchor': 'middle' }, 'time since start'));
+    if (scales.memoryLimit) {
+      const y = yOf(scales.memoryLimit, scales.memoryTop);
+      nodes.push(svg('line', { class: 'jw-limit-line', x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y, y2: y }));
+    }
+    if (samples.length === 0) {
+      const words = job.status === 'QUEUED' ? 'not started yet' : 'no samples yet';
+      nodes.push(svg('text', { class: 'jw-chart-empty', x: MARGIN.left + plotW / 2, y: MARGIN.top + plotH / 2, 'text-anchor': 'middle' }, words));
+    }
+    const line = (value: (index: number) => number, top: number, cls: string) => {
+      const points = samples.map((s, i) => `${x(s.t).toFixed(1)},${yOf(value(i), top).toFixed(1)}`);
+      if (samples.length === 1) {
+        points.push(`${(x(samples[0].t) + 2).toFixed(1)},${yOf(value(0), top).toFixed(1)}`); // one sample: a dot
+      }
+      return svg('polyline', { class: cls, points: points.join(' ') });
     };
-    this.chart.replaceChildren(line(this.usage.cpu, top, 'jw-cpu-line'), line(this.usage.memoryMiB, memoryTop, 'jw-memory-line'));
+    nodes.push(line(i => samples[i].cpu_percent, scales.cpuTop, 'jw-cpu-line'));
+    nodes.push(line(i => samples[i].memory_bytes, scales.memoryTop, 'jw-memory-line'));
+    this.chart.setAttribute('width', String(width));
+    this.chart.setAttribute('viewBox', `0 0 ${width} ${CHART_HEIGHT}`);
+    this.chart.replaceChildren(...nodes);
   }
 
   private drawLog(): void {

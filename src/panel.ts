@@ -1,6 +1,7 @@
 /**
  * The "Worker jobs" side panel: the user's jobs, live from the server's job-list stream, with
- * a status filter, sorting, paging from the server, and the new-job form.
+ * a status filter, sorting, paging from the server, and the new-job form. Its columns follow its
+ * width (a ResizeObserver: status and job always, duration, memory and CPU as room allows).
  */
 import { Message } from '@lumino/messaging';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -10,6 +11,7 @@ import { Capabilities, WorkerAPI, WorkerError } from './api';
 import { badge, frameThrottled, h } from './dom';
 import { NewJobForm } from './form';
 import {
+  COLUMNS,
   Job,
   JobList,
   JobStatus,
@@ -22,7 +24,10 @@ import {
   formatDuration,
   formatTime,
   inert,
-  isFinished
+  isFinished,
+  jobTitle,
+  queueWords,
+  visibleColumns
 } from './model';
 
 const PAGE = 100;
@@ -34,6 +39,8 @@ export class JobsPanel extends Widget {
   private cursor: number | null = null;
   private readonly scheduleDraw = frameThrottled(() => this.draw());
   private readonly body: HTMLTableSectionElement;
+  private readonly table: HTMLTableElement;
+  private readonly resize: ResizeObserver;
   private readonly more: HTMLButtonElement;
   private readonly notice: HTMLDivElement;
   private readonly form: NewJobForm;
@@ -52,13 +59,16 @@ export class JobsPanel extends Widget {
     this.form = new NewJobForm(api, job => this.take(job));
     this.body = h('tbody');
     this.more = h('button', { class: 'jp-Button jw-more', onclick: () => void this.loadPage() }, 'Load more');
+    this.table = h('table', { class: 'jw-jobs', 'aria-label': 'Worker jobs' }, this.head(), this.body);
     this.node.append(
       h('header', { class: 'jw-panel-header' }, h('h2', {}, 'Worker jobs'), this.toolbar()),
       this.notice,
       this.form.node,
-      h('table', { class: 'jw-jobs', 'aria-label': 'Worker jobs' }, this.head(), this.body),
+      this.table,
       this.more
     );
+    this.resize = new ResizeObserver(() => this.fitColumns());
+    this.resize.observe(this.node);
     this.watcher = api.watchJobs(
       job => this.take(job),
       connected => {
@@ -112,8 +122,23 @@ export class JobsPanel extends Widget {
       return;
     }
     this.watcher.dispose();
+    this.resize.disconnect();
     window.clearInterval(this.ticker);
     super.dispose();
+  }
+
+  /** Secondary columns give way as the panel narrows (JupyterLab's default side-panel width
+   * shows status, job and duration). */
+  private fitColumns(): void {
+    const width = this.node.clientWidth;
+    if (width === 0) {
+      return; // hidden: keep what it had
+    }
+    const shown = visibleColumns(width);
+    for (const column of COLUMNS) {
+      this.table.classList.toggle(`jw-hide-${column.key}`, !shown.includes(column.key));
+    }
+    this.table.dataset.columns = shown.join(' ');
   }
 
   take(job: Job): void {
@@ -177,13 +202,12 @@ export class JobsPanel extends Widget {
       this.sort = sort.value as SortKey;
       this.scheduleDraw();
     });
-    const create = h('button', { class: 'jp-Button jw-new', onclick: () => this.form.toggle() }, 'New job');
+    const create = h('button', { class: 'jp-Button jw-button jw-primary jw-new', onclick: () => this.form.toggle() }, 'New job');
     return h('div', { class: 'jw-toolbar' }, create, filter, sort);
   }
 
   private head(): HTMLTableSectionElement {
-    const columns = ['Status', 'Job', 'Duration', 'CPU', 'Memory'];
-    return h('thead', {}, h('tr', {}, ...columns.map(c => h('th', { scope: 'col' }, c))));
+    return h('thead', {}, h('tr', {}, ...COLUMNS.map(c => h('th', { scope: 'col', class: `jw-col-${c.key}` }, c.label))));
   }
 
   private draw(): void {
@@ -191,15 +215,19 @@ export class JobsPanel extends Widget {
     const rows = this.jobs.view(this.filter, this.sort, now).map(job => this.row(job, now));
     this.body.replaceChildren(...rows);
     if (rows.length === 0) {
-      this.body.append(h('tr', {}, h('td', { colspan: 5, class: 'jw-empty' }, 'No jobs yet: start one with New job or %%worker.')));
+      this.body.append(h('tr', {}, h('td', { colspan: COLUMNS.length, class: 'jw-empty' }, 'No jobs yet: start one with New job or %%worker.')));
     }
     this._changed.emit();
   }
 
   private row(job: Job, now: number): HTMLTableRowElement {
     const open = () => this._opened.emit(job.id);
-    const label = job.name || formatCommand(job.command);
+    const label = jobTitle(job);
     const cpu = job.metrics?.cpu_seconds;
+    const queued = queueWords(job);
+    const command = formatCommand(job.command);
+    // The tooltip: the name, then the command's first 300 characters (a cell's whole code is not).
+    const tip = `${job.name ? `${job.name}\n` : ''}${command.length > 300 ? `${command.slice(0, 299)}…` : command}`;
     const row = h(
       'tr',
       {
@@ -215,13 +243,13 @@ export class JobsPanel extends Widget {
           }
         }
       },
-      h('td', {}, badge(job)),
-      h('td', { class: 'jw-name', title: formatCommand(job.command) },
+      h('td', { class: 'jw-col-status' }, badge(job)),
+      h('td', { class: 'jw-col-job jw-name', title: tip },
         h('div', { class: 'jw-label' }, label),
-        h('div', { class: 'jw-sub' }, `${job.owner} · ${formatTime(job.started_at)}`)),
-      h('td', {}, formatDuration(durationOf(job, now))),
-      h('td', {}, cpu === undefined ? '-' : `${cpu.toFixed(2)} s`),
-      h('td', {}, formatBytes(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes))
+        h('div', { class: 'jw-sub' }, queued ?? `${job.owner} · ${formatTime(job.started_at)}`)),
+      h('td', { class: 'jw-col-duration' }, formatDuration(durationOf(job, now))),
+      h('td', { class: 'jw-col-memory', title: 'peak memory' }, formatBytes(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes)),
+      h('td', { class: 'jw-col-cpu', title: 'CPU time' }, cpu === undefined ? '-' : `${cpu.toFixed(2)} s`)
     );
     return row;
   }

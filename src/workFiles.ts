@@ -18,7 +18,7 @@ export class WorkFiles {
   ) {
     this.list = h('ul', { class: 'jw-files-list' });
     this.where = h('code', {}, '/work');
-    const refresh = h('button', { class: 'jp-Button jw-files-refresh', onclick: () => void this.load() }, 'Refresh');
+    const refresh = h('button', { class: 'jp-Button jw-button jw-files-refresh', onclick: () => void this.load() }, 'Refresh');
     this.node = h('section', { class: 'jw-files', 'aria-label': 'Files in /work' },
       h('h3', {}, 'Files in ', this.where, ' ', refresh), this.list);  // prettier-ignore
   }
