@@ -1,11 +1,14 @@
 """The runner of a %%worker Python cell, INSIDE the job: values in, display hooks, the cell, values out.
 
-The kernel sends this file's source to the job as `python -u -c SOURCE [options] -- CODE` (so the
-job needs nothing of jupyter_worker installed where it can see it: an editable checkout may live
-anywhere, even under /work), and imports it itself for the names the two sides share. So it imports
-only the standard library at the top; numpy, pandas, pyarrow, matplotlib and IPython when there.
+The kernel runs it in the job as `python -u -m jupyter_worker.cell [options] -- CODE` where the job
+sees this package installed, else as `python -u -c SOURCE [options] -- CODE` (so the job needs
+nothing of jupyter_worker where it can see it: an editable checkout may live anywhere, even under
+/work), and imports it itself for the names the two sides share. So it imports only the standard
+library at the top; numpy, pandas, pyarrow, matplotlib and IPython when there.
 
-    --in FILE          a pickle of {name: value} the kernel wrote (its own values: it trusts them)
+    env JUPYTER_WORKER_IN  a pickle of {name: pickle of the value} the kernel wrote (its own values:
+                       it trusts them); named in the environment, not the command line, which every
+                       local user can read (--in FILE names it too: tests, a job started by hand)
     --out a,b          the names whose values are written back when the cell completes
     --out-pickle       a value with no safe format is pickled instead of refused
     --max-value-bytes  the policy's cap on one value (the kernel's reader enforces it too)
@@ -39,6 +42,9 @@ from typing import Any
 
 VALUES_DIR = "/work/.jupyter-worker/values"
 DISPLAY_FD_ENV = "JUPYTER_WORKER_DISPLAY_FD"
+IN_ENV = "JUPYTER_WORKER_IN"
+# run(fn, ...)'s own names for what it sends, as errors call them
+RUN_NAMES = {"__jw_fn__": "the function", "__jw_args__": "the arguments", "__jw_kwargs__": "the keyword arguments"}
 RESULT_NAME = "return"  # run(fn): the function's return value (a keyword: never a variable's name)
 # The safe formats, by file extension, and what the kernel gets back from each.
 FORMATS = {
@@ -54,9 +60,10 @@ FORMATS = {
 PICKLE = "pickle"  # only with --out-pickle on both sides
 ERROR = "error"
 JSON_DEPTH = 100
-# The job's own politeness; the kernel bounds what it shows on its side (richoutput.py).
-MAX_DISPLAYS = 500
-MAX_DISPLAY_BYTES = 20 << 20
+# A cell's display output: at most this many items and bytes, the job's own politeness here and
+# enforced again by the kernel (richoutput.py uses these same numbers; docs/magics.md quotes them).
+MAX_DISPLAYS = 200
+MAX_DISPLAY_BYTES = 32 << 20
 MPL_BACKEND = "_jupyter_worker_cell"  # matplotlib's backend in the job (module://...)
 
 
@@ -300,7 +307,13 @@ def install_display() -> None:
 
 
 def _options(argv: list[str]) -> tuple[dict[str, Any], str]:
-    options: dict[str, Any] = {"in": None, "out": [], "pickle": False, "max": None, "dir": VALUES_DIR}
+    options: dict[str, Any] = {
+        "in": os.environ.pop(IN_ENV, None),
+        "out": [],
+        "pickle": False,
+        "max": None,
+        "dir": VALUES_DIR,
+    }
     words = list(argv)
     while words and words[0] != "--":
         word = words.pop(0)
@@ -338,7 +351,8 @@ def run_cell(code: str, namespace: dict[str, Any]) -> None:
 def write_values(
     folder: str, namespace: dict[str, Any], names: list[str], allow_pickle: bool, max_bytes: int | None
 ) -> None:
-    os.makedirs(folder, exist_ok=True)
+    if names:  # /work/.jupyter-worker only when there are values to leave there
+        os.makedirs(folder, exist_ok=True)
     for name in names:
         if name not in namespace:
             why = f"{name}: not defined in the job when the cell ended"
@@ -350,6 +364,27 @@ def write_values(
             print(f"[jupyter-worker: value not sent back: {why}]", file=sys.stderr)
 
 
+def load_inputs(path: str) -> dict[str, Any]:
+    """The kernel's values, each unpickled on its own, so that one that cannot be (its class or
+    function defined in the notebook: the job has no such module) is one line naming it."""
+    with open(path, "rb") as source:
+        pickles = pickle.load(source)
+    loaded: dict[str, Any] = {}
+    for name, data in pickles.items():
+        try:
+            loaded[name] = pickle.loads(data)
+        except Exception as exc:  # any failure is the same message
+            label = RUN_NAMES.get(name, name)
+            print(
+                f"jupyter-worker: {label} cannot be unpickled in the job ({type(exc).__name__}: {exc}). "
+                "A class or function defined in the notebook does not exist in the job: define it in a "
+                "module the job can import, or send plain data (dicts, lists, arrays, DataFrames).",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> None:
     options, code = _options(sys.argv[1:] if argv is None else argv)
     install_display()
@@ -358,8 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.modules["__main__"] = user
     sys.argv = ["<cell>"]
     if options["in"]:
-        with open(options["in"], "rb") as source:
-            user.__dict__.update(pickle.load(source))
+        user.__dict__.update(load_inputs(options["in"]))
     try:
         run_cell(code, user.__dict__)
         show_figures()

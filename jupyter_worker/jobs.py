@@ -198,12 +198,11 @@ def run(
         with Client(socket) as client:
             return Job(client.run(request), socket)
     code, given = values.function_call(code_or_command, args, kwargs or {})
-    inputs = values.Inputs(given)
+    inputs = values.Inputs(given, what="run() arguments")
     try:
         with Client(socket) as client:
             command = values.runner_command(
                 code,
-                inputs=inputs,
                 outputs=[RESULT_NAME],
                 out_pickle=out_pickle,
                 max_value_bytes=values.max_value_bytes(client),
@@ -211,7 +210,7 @@ def run(
             request = job_request(
                 command,
                 limits=limits,
-                env=env,
+                env={**(env or {}), **inputs.env},
                 mounts=[*(mounts or ()), inputs.mount],
                 network=network,
                 name=name or getattr(code_or_command, "__name__", None),

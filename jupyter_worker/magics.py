@@ -154,10 +154,12 @@ class WorkerMagics(Magics):
             with Client() as client:
                 limit = values.max_value_bytes(client) if names_out else None
                 command = values.runner_command(
-                    code, inputs=inputs, outputs=names_out, out_pickle=args.out_pickle, max_value_bytes=limit
+                    code, outputs=names_out, out_pickle=args.out_pickle, max_value_bytes=limit
                 )
                 request = request_from_flags(args, command)
                 request.display = True
+                if inputs is not None:  # the file's name by the environment: a command line is public
+                    request.env = {**request.env, **inputs.env}
                 return Job(client.run(request)), inputs
         except WorkerError as exc:
             if inputs is not None:

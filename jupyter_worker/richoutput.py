@@ -4,9 +4,11 @@ The display stream (contracts: newline-delimited JSON mime bundles) is written b
 and the notebook it is shown in runs HTML and JavaScript with the user's Jupyter token. So only
 these reach it, each checked here, in the kernel, whatever the job wrote:
 
-- text/plain, cut at MAX_TEXT characters;
+- text/plain, cut at MAX_TEXT characters, its control characters made inert (formatting.inert:
+  spelled out, newlines and tabs kept) like every other text of a job's;
 - text/html, sanitized by nh3 (ammonia): no script, style, iframe, object, form, input, img or
-  other embedding element, no event handler, style or class attribute, links absolute http(s) only
+  other embedding element, no event handler, style or class attribute, no URL-bearing attribute but
+  an `a`'s href (no cite on q, blockquote, del, ins), links absolute http(s) only
   (a relative one would reach the Jupyter server), opened with rel=noopener; wrapped in the block MathJax skips;
 - image/png and image/jpeg, base64 that decodes to at most MAX_IMAGE_BYTES starting with the
   format's magic bytes;
@@ -14,7 +16,9 @@ these reach it, each checked here, in the kernel, whatever the job wrote:
   no text/plain; every other type (JavaScript, SVG, widget views, PDF...) is dropped.
 
 Metadata is dropped. A job's display output is bounded in count and bytes (MAX_ITEMS,
-MAX_TOTAL_BYTES; a record is read no further than MAX_RECORD_BYTES), past which one notice says so.
+MAX_TOTAL_BYTES: cell.py's MAX_DISPLAYS and MAX_DISPLAY_BYTES, the one definition; a record is
+read no further than MAX_RECORD_BYTES, the rest of it dropped as it comes, never kept), past which
+one notice says so. The stream is read in linear time, however the job splits it.
 """
 
 from __future__ import annotations
@@ -27,17 +31,24 @@ from typing import Any
 
 import nh3
 
-from .formatting import html_block
+from .cell import MAX_DISPLAY_BYTES, MAX_DISPLAYS
+from .formatting import html_block, inert
 
-MAX_ITEMS = 200
-MAX_TOTAL_BYTES = 64 << 20
+MAX_ITEMS = MAX_DISPLAYS
+MAX_TOTAL_BYTES = MAX_DISPLAY_BYTES
 MAX_RECORD_BYTES = 16 << 20
 MAX_IMAGE_BYTES = 10 << 20
 MAX_TEXT = 1 << 20
 MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 # nh3's default tags without the ones that embed or fetch (img: images come as image/png only).
 HTML_TAGS = set(nh3.ALLOWED_TAGS) - {"img", "map", "area"}
-HTML_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in HTML_TAGS}
+# ... and without attributes that carry a URL (cite on q, blockquote, del, ins): only a's href, checked.
+URL_ATTRIBUTES = {"cite", "src", "href", "action", "formaction", "background", "poster", "longdesc", "usemap"}
+HTML_ATTRIBUTES = {
+    tag: ({a for a in attrs if a not in URL_ATTRIBUTES} | ({"href"} & attrs if tag == "a" else set()))
+    for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()
+    if tag in HTML_TAGS
+}
 DROPPED_WITH_CONTENT = {"script", "style", "template", "iframe", "object", "embed", "noscript", "svg", "math"}
 
 Bundle = dict[str, str]
@@ -79,7 +90,8 @@ def sanitize_bundle(data: Any) -> Bundle | None:
     if not isinstance(text, str):
         text = next((data[m] for m in ("text/markdown", "text/latex") if isinstance(data.get(m), str)), None)
     if isinstance(text, str):
-        safe["text/plain"] = text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n[... cut]"
+        text = text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "\n[... cut]"
+        safe["text/plain"] = inert(text, keep="\n\t")
     if isinstance(data.get("text/html"), str) and len(data["text/html"]) <= MAX_RECORD_BYTES:
         safe["text/html"] = sanitize_html(data["text/html"])
     for mime in MAGIC:
@@ -96,23 +108,41 @@ class DisplaySink:
     def __init__(self, publish: Callable[[Bundle], None], notice: Callable[[str], None] | None = None):
         self.publish = publish
         self.notice = notice or (lambda text: publish({"text/plain": text}))
-        self.buffer = b""
-        self.skipping = False  # inside a record past MAX_RECORD_BYTES: dropped to its newline
+        self.buffer = bytearray()  # the record being read, up to MAX_RECORD_BYTES
+        self.skipping = False  # inside a record past MAX_RECORD_BYTES: dropped up to its newline
         self.items = 0
         self.bytes = 0
         self.full = False
 
     def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\n")
-            if end < 0:
-                if len(self.buffer) > MAX_RECORD_BYTES:
-                    self.buffer, self.skipping = b"", True
-                return
-            line, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
-            if self.skipping:
+        """Take the next piece of the stream: only the new bytes are searched for a newline."""
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            if self.skipping:  # the rest of an over-long record: counted, never kept
+                self.bytes += (len(data) if end < 0 else end) - start
+                if end < 0:
+                    return
                 self.skipping = False
+                start = end + 1
+                continue
+            if end < 0:
+                self.buffer += data[start:]
+                if len(self.buffer) > MAX_RECORD_BYTES:
+                    self.bytes += len(self.buffer)
+                    self.buffer.clear()
+                    self.skipping = True
+                    self._stop(f"a display record past {MAX_RECORD_BYTES} bytes was dropped", final=False)
+                return
+            if self.buffer:
+                self.buffer += data[start:end]
+                line = bytes(self.buffer)
+                self.buffer.clear()
+            else:
+                line = data[start:end]
+            start = end + 1
+            if len(line) > MAX_RECORD_BYTES:
+                self.bytes += len(line)
                 self._stop(f"a display record past {MAX_RECORD_BYTES} bytes was dropped", final=False)
                 continue
             self._record(line)

@@ -28,14 +28,25 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import cell
 from .errors import ErrorReason, SpecError, WorkerError
 from .spec import python_prefixes
 
+if TYPE_CHECKING:
+    from .client import Client
+
 VALUES_PATH = cell.VALUES_DIR.removeprefix("/work/")  # as the executor's file operations name it
 DEFAULT_MAX_VALUE_BYTES = 256 << 20  # when the executor does not say (older executors)
+# A value's file is decoded only when what it would take in the kernel's memory (estimated from
+# its metadata or its structure, before decoding) is at most DECODE_FACTOR times the cap: a small
+# file must not decode into a huge one (a bomb).
+DECODE_FACTOR = 4
+JSON_TOKEN_BYTES = 72  # a Python object per bracket, comma or colon (an empty dict is 64 bytes)
+PARQUET_FIXED_BYTES = 8  # a number's cell in a pandas column
+PARQUET_OBJECT_BYTES = 64  # a string's or a nested value's cell: a Python object each
+PARQUET_COLUMN_BYTES = 1024  # a column's own bookkeeping
 ERROR_BYTES = 4096  # a refusal's message, read no further
 RESULT = cell.RESULT_NAME
 
@@ -63,38 +74,59 @@ def parse_names(text: str | Iterable[str] | None, what: str) -> list[str]:
     return names
 
 
-def runtime_root() -> str:
+def runtime_root(other_user: bool) -> str:
     """Where input folders are made: the user's Jupyter runtime folder (not /tmp, which a job's own
-    /tmp would hide on older sandboxes), else the system's temporary folder."""
+    /tmp would hide on older sandboxes, and where other users could see the folder's name); the
+    system's temporary folder only for a kernel whose jobs run as itself (never for root's)."""
     try:
         from jupyter_core.paths import jupyter_runtime_dir  # noqa: PLC0415
 
         root = jupyter_runtime_dir()
         os.makedirs(root, mode=0o700, exist_ok=True)
         return root
-    except (ImportError, OSError):
+    except (ImportError, OSError) as exc:
+        if other_user:
+            raise SpecError(f"--in: no private Jupyter runtime folder for the values ({exc})") from None
         return tempfile.gettempdir()
 
 
 _LIVE: set[str] = set()
 
 
-class Inputs:
-    """The named kernel values, pickled into a private folder for one job (see the module's notes)."""
+def _pickled(name: str, value: Any, what: str) -> bytes:
+    """One value pickled; one error naming it (or, for run(), the argument) when it cannot be."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # a lock, a generator, an open file: named, not a traceback
+        label = cell.RUN_NAMES.get(name, name)
+        if name in ("__jw_args__", "__jw_kwargs__"):  # which one, by position or keyword
+            items = enumerate(value, 1) if isinstance(value, tuple) else dict(value).items()
+            for key, item in items:
+                try:
+                    pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception:  # the first that fails is the one named
+                    label = f"argument {key}"
+                    break
+        raise SpecError(f"{what}: {label} cannot be pickled ({type(exc).__name__}: {exc})") from None
 
-    def __init__(self, values: Mapping[str, Any], other_user: bool | None = None):
+
+class Inputs:
+    """The named kernel values, pickled into a private folder for one job (see the module's notes).
+    The file holds {name: that value's own pickle}, so that each is named when it cannot be pickled
+    here or unpickled in the job; the job finds it through its environment (`env`), never its
+    command line (every local user sees a process's arguments)."""
+
+    def __init__(self, values: Mapping[str, Any], other_user: bool | None = None, what: str = "--in"):
         other_user = os.geteuid() == 0 if other_user is None else other_user
-        self.folder = tempfile.mkdtemp(prefix="jupyter-worker-in-", dir=runtime_root())
+        pickles = {name: _pickled(name, value, what) for name, value in values.items()}
+        self.folder = tempfile.mkdtemp(prefix="jupyter-worker-in-", dir=runtime_root(other_user))
         _LIVE.add(self.folder)
         try:
             self.path = os.path.join(self.folder, f"{secrets.token_urlsafe(24)}.pickle")
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
-                try:
-                    pickle.dump(dict(values), out, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as exc:  # a lock, a generator, an open file: named, not a traceback
-                    raise SpecError(f"--in: a value cannot be pickled ({type(exc).__name__}: {exc})") from None
-            if other_user:
+                pickle.dump(pickles, out, protocol=pickle.HIGHEST_PROTOCOL)
+            if other_user:  # the job runs as another user (nobody): it may pass, not list
                 os.chmod(self.path, 0o644)
                 os.chmod(self.folder, 0o711)
         except BaseException:
@@ -105,6 +137,11 @@ class Inputs:
     def mount(self) -> str:
         """The folder, read-only at its own path in the job."""
         return f"{self.folder}:{self.folder}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The job's environment variable naming the file."""
+        return {cell.IN_ENV: self.path}
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -119,21 +156,19 @@ def _remove_all() -> None:
 
 
 def gather(namespace: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """The named kernel variables (--in), each of which must be defined."""
     missing = [name for name in names if name not in namespace]
     if missing:
         raise SpecError(f"--in: {', '.join(missing)} not defined in the kernel")
     return {name: namespace[name] for name in names}
 
 
-def runner_command(
-    code: str, *, inputs: Inputs | None, outputs: list[str], out_pickle: bool, max_value_bytes: int | None
-) -> list[str]:
+def runner_command(code: str, *, outputs: list[str], out_pickle: bool, max_value_bytes: int | None) -> list[str]:
     """The job's command: this interpreter running the runner (cell.py) on the cell's code, as
     `-m jupyter_worker.cell` where the job sees this package (installed in a Python prefix it is
-    shown), else as `-c` with the runner's source (an editable checkout, wherever it lives)."""
+    shown), else as `-c` with the runner's source (an editable checkout, wherever it lives). The
+    --in values are named by the job's environment (Inputs.env), not here."""
     options: list[str] = []
-    if inputs is not None:
-        options += ["--in", inputs.path]
     if outputs:
         options += ["--out", ",".join(outputs)]
     if out_pickle:
@@ -153,7 +188,7 @@ def runner_importable() -> bool:
     return any(here.startswith(os.path.realpath(prefix) + os.sep) for prefix in shown)
 
 
-def max_value_bytes(client: Any) -> int:
+def max_value_bytes(client: Client) -> int:
     """The policy's cap on one value, as the executor says."""
     try:
         value = client.capabilities().get("policy", {}).get("max_value_bytes")
@@ -162,7 +197,7 @@ def max_value_bytes(client: Any) -> int:
     return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_VALUE_BYTES
 
 
-def _read_bounded(client: Any, job_id: str, path: str, limit: int) -> bytes:
+def _read_bounded(client: Client, job_id: str, path: str, limit: int) -> bytes:
     """A file of the job's /work, never more than limit bytes read (WorkerError past it)."""
     data = bytearray()
     while True:
@@ -176,8 +211,62 @@ def _read_bounded(client: Any, job_id: str, path: str, limit: int) -> bytes:
             return bytes(data)
 
 
-def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
-    """A value from its file's bytes, by safe loaders only (pickle only when allowed)."""
+def _too_big(extension: str, estimate: int, limit: int | None) -> None:
+    """Refuse a file that would decode past DECODE_FACTOR times the cap (a bomb), before decoding."""
+    if limit is not None and estimate > DECODE_FACTOR * limit:
+        raise WorkerError(
+            ErrorReason.TOO_LARGE,
+            f"its .{extension} file would take about {estimate} bytes decoded, above {DECODE_FACTOR} times "
+            f"the cap of {limit} bytes per value",
+        )
+
+
+def json_estimate(data: bytes) -> int:
+    """An upper bound on the memory json.loads takes for data: its text (up to 4 bytes a
+    character) and a Python object for each bracket, comma or colon (each value follows one)."""
+    tokens = data.count(b"{") + data.count(b"[") + data.count(b",") + data.count(b":")
+    return 5 * len(data) + JSON_TOKEN_BYTES * tokens
+
+
+def parquet_estimate(parquet: Any) -> int:
+    """What a Parquet file becomes as a DataFrame, from its footer alone: every column chunk's
+    uncompressed size and a cell per value (its count includes nested values)."""
+    meta = parquet.metadata
+    total = meta.serialized_size * JSON_TOKEN_BYTES + meta.num_columns * PARQUET_COLUMN_BYTES
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            fixed = chunk.physical_type not in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+            cell_bytes = PARQUET_FIXED_BYTES if fixed else PARQUET_OBJECT_BYTES
+            total += chunk.total_uncompressed_size + chunk.num_values * cell_bytes
+    return total
+
+
+def _npy_check(data: bytes, limit: int | None) -> None:
+    """An .npy file whose header promises no more than its data holds (np.load allocates what the
+    header says before reading), within the cap."""
+    import numpy  # noqa: PLC0415
+
+    source = io.BytesIO(data)
+    version = numpy.lib.format.read_magic(source)
+    read_header = (
+        numpy.lib.format.read_array_header_1_0 if version == (1, 0) else numpy.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read_header(source)
+    size = dtype.itemsize
+    for length in shape:
+        size *= length
+    if size > len(data) - source.tell():
+        raise WorkerError(ErrorReason.INVALID, f"its .npy header promises {size} bytes its file does not hold")
+    _too_big("npy", size, limit)
+
+
+def decode(extension: str, data: bytes, allow_pickle: bool = False, limit: int | None = None) -> Any:
+    """A value from its file's bytes, by safe loaders only (pickle only when allowed); with limit
+    (the cap per value), refused before decoding when it would decode past DECODE_FACTOR x limit."""
+    if extension in ("json", "frame.json", "series.json"):
+        _too_big(extension, json_estimate(data), limit)
     if extension == "json":
         return json.loads(data.decode("utf-8", "surrogatepass"))
     if extension == "txt":
@@ -187,6 +276,7 @@ def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
     if extension == "npy":
         import numpy  # noqa: PLC0415
 
+        _npy_check(data, limit)
         array = numpy.load(io.BytesIO(data), allow_pickle=False)
         return array[()] if array.ndim == 0 else array
     if extension in ("parquet", "series.parquet"):
@@ -198,7 +288,9 @@ def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
                 ErrorReason.INVALID, f"Parquet is read only with pyarrow 14.0.1 or later (not {pyarrow.__version__})"
             )
 
-        table = pyarrow.parquet.read_table(io.BytesIO(data))
+        parquet = pyarrow.parquet.ParquetFile(io.BytesIO(data))
+        _too_big(extension, parquet_estimate(parquet), limit)
+        table = parquet.read()
         frame = table.to_pandas()
         if extension == "parquet":
             return frame
@@ -217,7 +309,7 @@ def decode(extension: str, data: bytes, allow_pickle: bool = False) -> Any:
 
 
 def read_values(
-    client: Any, job_id: str, names: list[str], *, allow_pickle: bool = False, limit: int | None = None
+    client: Client, job_id: str, names: list[str], *, allow_pickle: bool = False, limit: int | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The named values a completed job wrote: (those that came back, a problem line for each
     that did not)."""
@@ -237,7 +329,7 @@ def read_values(
             continue
         try:
             data = _read_bounded(client, job_id, f"{VALUES_PATH}/{name}.{found}", limit)
-            values[name] = decode(found, data, allow_pickle)
+            values[name] = decode(found, data, allow_pickle, limit)
         except WorkerError as exc:
             problems.append(f"{name}: {exc.message}")
         except Exception as exc:  # a malformed file: the sandbox wrote it, so it is named, not raised
@@ -245,7 +337,7 @@ def read_values(
     return values, problems
 
 
-def _why_not(client: Any, job_id: str, name: str, entries: dict[str, Any], allow_pickle: bool) -> str:
+def _why_not(client: Client, job_id: str, name: str, entries: dict[str, Any], allow_pickle: bool) -> str:
     from .formatting import inert  # noqa: PLC0415
 
     if f"{name}.{cell.ERROR}" in entries:

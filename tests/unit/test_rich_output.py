@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -35,6 +36,8 @@ HOSTILE_HTML = [
     "<base href='https://evil.example/'>",
     "<link rel=stylesheet href='https://evil.example/x.css'>",
     '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></noscript>',
+    "<q cite='https://evil.example/q'>x</q><blockquote cite='/api/x'>y</blockquote>",
+    "<del cite='https://evil.example/d'>x</del><ins cite='javascript:alert(1)'>y</ins>",
 ]
 
 
@@ -122,7 +125,7 @@ def test_the_sink_is_bounded_in_count_bytes_and_record_size(monkeypatch):
         "0",
         "1",
         "2",
-        "[jupyter-worker: display output past 3 items or 64 MiB is not shown]",
+        f"[jupyter-worker: display output past 3 items or {richoutput.MAX_TOTAL_BYTES >> 20} MiB is not shown]",
     ]
     monkeypatch.setattr(richoutput, "MAX_RECORD_BYTES", 1000)
     shown.clear()
@@ -131,6 +134,45 @@ def test_the_sink_is_bounded_in_count_bytes_and_record_size(monkeypatch):
     sink.feed(b'"}}\n' + record({"text/plain": "after"}))
     assert shown[0]["text/plain"].startswith("[jupyter-worker: a display record past 1000 bytes")
     assert shown[1:] == [{"text/plain": "after"}]
+
+
+def test_no_attribute_but_an_anchors_href_may_carry_a_url():
+    for tag, attributes in richoutput.HTML_ATTRIBUTES.items():
+        assert not (attributes - ({"href"} if tag == "a" else set())) & richoutput.URL_ATTRIBUTES, tag
+    assert 'href="https://example.org/"' in sanitize_html("<a href='https://example.org/'>ok</a>")
+    assert "cite" not in sanitize_html("<q cite='https://example.org/'>ok</q>")
+
+
+def test_a_jobs_plain_text_shows_its_control_characters_inert_keeping_newlines_and_tabs():
+    bundle = sanitize_bundle({"text/plain": "a\tb\nc\x1b[2J\u202eevil\rd"})
+    assert bundle == {"text/plain": "a\tb\nc\\x1b[2J\\u202eevil\\x0dd"}
+    assert sanitize_bundle({"text/markdown": "# t\x07"}) == {"text/plain": "# t\\x07"}
+
+
+def test_the_sink_reads_a_record_split_into_many_small_pieces_in_linear_time():
+    shown: list = []
+    sink = DisplaySink(shown.append)
+    stream = record({"text/plain": "x" * (8 << 20)})
+    started = time.monotonic()
+    for i in range(0, len(stream), 4096):  # 2048 pieces: a quadratic reader copies gigabytes
+        sink.feed(stream[i : i + 4096])
+    assert time.monotonic() - started < 5
+    assert len(shown) == 1 and shown[0]["text/plain"].startswith("x" * richoutput.MAX_TEXT)
+
+
+def test_an_over_long_record_is_dropped_as_it_comes_and_counts_toward_the_total(monkeypatch):
+    monkeypatch.setattr(richoutput, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(richoutput, "MAX_TOTAL_BYTES", 50_000)
+    shown: list = []
+    sink = DisplaySink(shown.append)
+    sink.feed(b'{"data": {"text/plain": "')
+    for _ in range(100):  # 100 kB of one record: never buffered past the record cap
+        sink.feed(b"x" * 1000)
+        assert len(sink.buffer) <= 1000
+    sink.feed(b'"}}\n' + record({"text/plain": "after"}))
+    assert shown[0]["text/plain"].startswith("[jupyter-worker: a display record past 1000 bytes")
+    assert shown[1]["text/plain"].startswith("[jupyter-worker: display output past")  # its bytes counted
+    assert len(shown) == 2
 
 
 def run_with_display(code: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, list[dict]]:

@@ -4,6 +4,7 @@ trusts none of the job's files. Pure logic: no root, no sandbox."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -48,16 +49,17 @@ class FolderClient:
 
 
 def run_runner(tmp_path, code: str, *options: str, inputs: dict | None = None) -> subprocess.CompletedProcess:
-    """cell.py's source run as the job runs it (python -c SOURCE ... -- CODE), values under tmp_path."""
+    """cell.py's source run as the job runs it (python -c SOURCE ... -- CODE), values under tmp_path,
+    the inputs (as values.Inputs writes them) named by the environment."""
     values_dir = tmp_path / cell.VALUES_DIR.removeprefix("/")
     words = ["--values-dir", str(values_dir), *options]
+    env = {k: v for k, v in os.environ.items() if k != cell.DISPLAY_FD_ENV}
     if inputs is not None:
         given = tmp_path / "in.pickle"
-        given.write_bytes(pickle.dumps(inputs))
-        words += ["--in", str(given)]
+        given.write_bytes(pickle.dumps({name: pickle.dumps(value) for name, value in inputs.items()}))
+        env[cell.IN_ENV] = str(given)
     with open(cell.__file__) as source:
         runner = source.read()
-    env = {k: v for k, v in os.environ.items() if k != cell.DISPLAY_FD_ENV}
     return subprocess.run(
         [sys.executable, "-u", "-c", runner, *words, "--", code],
         capture_output=True,
@@ -195,7 +197,8 @@ def test_input_folders_are_private_and_removed(tmp_path, monkeypatch):
     assert len(os.path.basename(other.path)) > 30  # unguessable: the folder cannot be listed by others
     assert mine.mount == f"{mine.folder}:{mine.folder}"
     with open(other.path, "rb") as f:
-        assert pickle.load(f) == {"a": 1}
+        assert {k: pickle.loads(v) for k, v in pickle.load(f).items()} == {"a": 1}
+    assert other.env == {cell.IN_ENV: other.path}
     mine.remove()
     assert not os.path.exists(mine.folder)
     values._remove_all()
@@ -243,7 +246,7 @@ def test_without_pyarrow_frames_go_as_table_json():
 def test_the_runner_works_the_same_as_a_module_where_the_job_sees_the_package(tmp_path):
     """An installed package runs as `-m jupyter_worker.cell`; an editable checkout sends the source."""
     package_parent = os.path.dirname(os.path.dirname(cell.__file__))
-    command = values.runner_command("x = 6 * 7", inputs=None, outputs=["x"], out_pickle=False, max_value_bytes=None)
+    command = values.runner_command("x = 6 * 7", outputs=["x"], out_pickle=False, max_value_bytes=None)
     assert command[3] == ("jupyter_worker.cell" if values.runner_importable() else open(cell.__file__).read())
     module = [sys.executable, "-u", "-m", "jupyter_worker.cell", "--values-dir", str(tmp_path / "work"), "--out", "x"]
     env = {**os.environ, "PYTHONPATH": package_parent}
@@ -252,3 +255,84 @@ def test_the_runner_works_the_same_as_a_module_where_the_job_sees_the_package(tm
     assert done.stdout == "42\n"
     with open(tmp_path / "work" / "x.json") as f:
         assert json.load(f) == 42
+
+
+def test_a_json_bomb_is_refused_before_it_is_decoded(tmp_path):
+    bomb = b"[" + b"{}," * 300_000 + b"{}]"  # under 1 MB stored; json.loads would make 300,000 dicts
+    with pytest.raises(WorkerError, match=r"would take about .* above 4 times the cap"):
+        values.decode("json", bomb, limit=1 << 20)
+    with pytest.raises(WorkerError, match="would take about"):
+        values.decode("frame.json", bomb, limit=1 << 20)
+    assert values.decode("json", b'{"a": [1, 2, 3]}', limit=1 << 20) == {"a": [1, 2, 3]}
+    folder = tmp_path / "work" / values.VALUES_PATH
+    folder.mkdir(parents=True)
+    (folder / "x.json").write_bytes(bomb)
+    got, problems = read_back(tmp_path, ["x"], max_value_bytes=1 << 20)
+    assert got == {} and problems[0].startswith("x: its .json file would take about")
+
+
+def test_an_npy_header_promising_more_than_its_file_holds_is_refused_before_loading(tmp_path):
+    buffer = io.BytesIO()
+    numpy.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (1 << 30,)})
+    with pytest.raises(WorkerError, match="promises 8589934592 bytes"):
+        values.decode("npy", buffer.getvalue() + b"\0" * 64, limit=1 << 20)
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.arange(1000.0))
+    with pytest.raises(WorkerError, match="above 4 times the cap of 1000 bytes"):
+        values.decode("npy", buffer.getvalue(), limit=1000)
+    assert values.decode("npy", buffer.getvalue(), limit=1 << 20).tolist() == list(numpy.arange(1000.0))
+
+
+def test_a_parquet_file_that_would_decode_far_past_the_cap_is_refused_from_its_metadata():
+    frame = pandas.DataFrame({"s": [""] * 400_000, "n": [0] * 400_000})  # compresses to almost nothing
+    extension, data = cell.encode(frame)
+    assert extension == "parquet" and len(data) < 1 << 18
+    with pytest.raises(WorkerError, match=r"its \.parquet file would take about"):
+        values.decode("parquet", data, limit=1 << 18)
+    small = pandas.DataFrame({"x": [1.5, 2.5], "y": ["a", "b"]})
+    pandas.testing.assert_frame_equal(values.decode("parquet", cell.encode(small)[1], limit=1 << 18), small)
+
+
+def test_an_unpicklable_input_is_named_and_run_says_which_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(SpecError, match=r"^--in: lock cannot be pickled \(TypeError"):
+        values.Inputs({"ok": 1, "lock": __import__("threading").Lock()})
+    with pytest.raises(SpecError, match=r"^run\(\) arguments: argument 2 cannot be pickled"):
+        values.Inputs({"__jw_args__": (1, (x for x in ()))}, what="run() arguments")
+    with pytest.raises(SpecError, match=r"^run\(\) arguments: argument power cannot be pickled"):
+        values.Inputs({"__jw_kwargs__": {"power": (x for x in ())}}, what="run() arguments")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_input_file_is_named_by_the_jobs_environment_never_its_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    inputs = values.Inputs({"a": 1}, other_user=False)
+    try:
+        command = values.runner_command("print(a)", outputs=["b"], out_pickle=False, max_value_bytes=10)
+        assert not any(inputs.path in word or inputs.folder in word for word in command)
+        assert inputs.env == {cell.IN_ENV: inputs.path}
+    finally:
+        inputs.remove()
+
+
+def test_a_root_kernel_never_puts_its_inputs_in_the_system_temporary_folder(monkeypatch):
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/proc/no-such-place/runtime")  # cannot be made
+    with pytest.raises(SpecError, match="no private Jupyter runtime folder"):
+        values.Inputs({"a": 1}, other_user=True)
+
+
+def test_a_class_defined_in_the_notebook_is_one_clear_message_in_the_job(tmp_path, monkeypatch):
+    local = type("Local", (), {"__module__": "__main__"})  # as a class defined in a notebook is
+    monkeypatch.setattr(sys.modules["__main__"], "Local", local, raising=False)
+    given = tmp_path / "in.pickle"
+    given.write_bytes(pickle.dumps({"obj": pickle.dumps(local())}))
+    env = {k: v for k, v in os.environ.items() if k != cell.DISPLAY_FD_ENV}
+    env[cell.IN_ENV] = str(given)
+    with open(cell.__file__) as source:
+        runner = source.read()
+    done = subprocess.run(
+        [sys.executable, "-c", runner, "--", "print(obj)"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("jupyter-worker: obj cannot be unpickled in the job (AttributeError")
+    assert "defined in the notebook" in done.stderr
