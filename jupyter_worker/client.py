@@ -33,6 +33,7 @@ from .spec import JobRecord, JobRequest
 DEFAULT_SOCKET = "/run/jupyter-worker/executor.sock"
 HOLDER_ENV = "JUPYTER_WORKER_HOLDER"
 RELEASE_WAIT_S = 5.0
+_METRICS_KEYS = ("samples", "memory_limit_bytes", "cpu_limit_percent")
 
 
 class ExecutorUnavailable(WorkerError):
@@ -114,6 +115,12 @@ class _Requests:
     def logs(self, job_id: str, offset: int = 0, max_bytes: int = 1 << 20) -> Any:
         """Log chunks from offset on; returns (chunks, next offset, whether the job has finished)."""
         return self._call("logs", {"job_id": job_id, "offset": offset, "max_bytes": max_bytes}, _chunks)
+
+    def metrics(self, job_id: str) -> Any:
+        """The job's metric history: {"samples": [{"t", "cpu_percent", "memory_bytes", "pids"}],
+        "memory_limit_bytes", "cpu_limit_percent"} (a point a second, fewer and wider for a long job;
+        docs/protocol.md)."""
+        return self._call("metrics", {"job_id": job_id}, lambda r: {key: r[key] for key in _METRICS_KEYS})
 
     def files(self, job_id: str, path: str = "", offset: int = 0) -> Any:
         """A page of a folder of the job's /work: {"path", "entries": [{name, type, size, mtime}],

@@ -32,6 +32,7 @@ OPS = (
     "list",
     "get",
     "logs",
+    "metrics",
     "follow",
     "watch",
     "hold",

@@ -490,6 +490,9 @@ class JobRecord:
     # --artifacts: {destination, patterns} asked; once copied also copied, bytes, skipped (a count),
     # skipped_examples [[path, why]], note (a cap reached), error (the copy failed)
     artifacts: dict[str, Any] | None = None
+    # QUEUED only: {"position": 1 = next to start, "reason": why it waits, in words}; set by the
+    # executor when it shows the record (service.Executor), null in every other state
+    queue: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:

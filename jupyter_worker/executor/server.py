@@ -123,6 +123,7 @@ class Server:
             "files": self._files,
             "read_file": self._read_file,
             "logs": self._logs,
+            "metrics": self._metrics,
             "stop": self._stop,
             "delete": self._delete,
             "capabilities": self._capabilities,
@@ -261,6 +262,9 @@ class Server:
         record, chunks, next_offset = self.executor.logs(caller, job_ref, offset, max_bytes)
         encoded = [_chunk(c.offset, c.stream_name, c.data) for c in chunks]
         return {"chunks": encoded, "offset": next_offset, "finished": record.finished}
+
+    def _metrics(self, caller: Caller, request: Request) -> dict[str, Any]:
+        return self.executor.metrics(caller, _job_ref(request))
 
     def _stop(self, caller: Caller, request: Request) -> dict[str, Any]:
         return {"job": self.executor.stop(caller, _job_ref(request), _grace(request)).to_dict()}
@@ -419,21 +423,33 @@ def _policy(executor: Executor, caller: Caller) -> dict[str, Any]:
     settings["max_queued_per_user"] = allowance.pop("max_queued")
     settings |= allowance
     # The default shown is what this caller's job asking for nothing gets (the policy's merge itself).
-    defaults = policy.limits_for(Limits(), policy.allowance(caller.name))
+    # Both lowered to what the host has (executor/capacity.py): a form offers no more than that.
+    host = executor.capacity
+    defaults = host.lowered(policy.limits_for(Limits(), policy.allowance(caller.name)))
+    most = host.lowered(Limits(**{row.field: settings.get(row.max_setting) for row in LIMITS if row.max_setting}))
+    on_host = {"memory_mb": host.memory_mb, "cpu_percent": host.cpu_percent}
     limits = [
         row.describe()
         | {
             "default": getattr(defaults, row.field),
-            "maximum": settings.get(row.max_setting) if row.max_setting else None,
+            "maximum": _most(getattr(most, row.field), on_host.get(row.field)),
+            "host": on_host.get(row.field),
         }
         for row in LIMITS
     ]
+    settings["host"] = host.to_dict()
     networks = executor.networks_for(caller, policy.allowance(caller.name))
     settings["allowed_networks"] = [mode.value for mode in networks]
     settings["default_network"] = executor.network.default_mode(policy.default_network, networks).value
     disk_problem = sandbox_disk.problem()
     settings["disk_limit"] = {"enforced": disk_problem is None, "why_not": disk_problem}
     return {**settings, "limits": limits, "network_modes": executor.network.modes(networks)}
+
+
+def _most(maximum: Any, on_host: Any) -> Any:
+    """A limit's maximum as a client offers it: the policy's, lowered to the host's figure (where
+    the policy sets none, the host's figure)."""
+    return on_host if maximum is None else maximum
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:

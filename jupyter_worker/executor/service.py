@@ -27,7 +27,7 @@ from ..sandbox import LaunchSpec
 from ..sandbox import disk as sandbox_disk
 from ..sandbox.output import Chunk, read_chunks
 from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
-from . import artifacts, retention, workfiles
+from . import artifacts, capacity, history, retention, waits, workfiles
 from .access import Caller, Role, runs_as
 from .folders import JobFolder, empty_trash
 from .holds import Holds
@@ -63,6 +63,8 @@ class Executor:
         self._tasks: list[asyncio.Task] = []
         self._copies: dict[str, asyncio.Task] = {}  # jobs whose artifacts are being copied
         self._scheduling = self._again = False
+        self.capacity = capacity.host()  # what this host can give a job (executor/capacity.py)
+        self._queue: dict[str, dict[str, Any]] = {}  # each QUEUED job's place and reason (_schedule_once)
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
     async def start(self) -> None:
@@ -98,7 +100,9 @@ class Executor:
             place = artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, groups)
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
-        limits = self._disk_checked(self.policy.limits_for(request.limits, allowance), request.limits, allowance)
+        self.capacity.check(request.limits)  # more than the host has: refused whatever the policy says
+        limits = self.capacity.lowered(self.policy.limits_for(request.limits, allowance))
+        limits = self._disk_checked(limits, request.limits, allowance)
         allowed = self.networks_for(caller, allowance)
         default = self.network.default_mode(self.policy.default_network, allowed)
         network = self.policy.network_for(request, default, allowed, owner)
@@ -141,7 +145,7 @@ class Executor:
         self.store.add(record, launch.to_dict(), request.holder)
         self._announce(record)
         self.schedule()
-        return self.store.get(job_id) or record
+        return self._with_usage(self.store.get(job_id) or record)
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
         """A disk limit this host cannot enforce refuses the job when the request asked for it or a
@@ -187,8 +191,10 @@ class Executor:
         return self._with_usage(record)
 
     def _with_usage(self, record: JobRecord) -> JobRecord:
-        """A running job's record carries its usage now, not the last one persisted."""
+        """A running job's record carries its usage now, not the last one persisted; a queued
+        job's its place in the queue and why it waits."""
         record.metrics = self.supervision.usage(record.id) or record.metrics
+        record.queue = self._queue.get(record.id) if record.status is JobStatus.QUEUED else None
         return record
 
     def list(self, caller: Caller, query: ListQuery) -> tuple[list[JobRecord], int | None]:
@@ -241,6 +247,16 @@ class Executor:
         chunks, next_offset = read_chunks(self.folder(record.id).log, offset, min(max_bytes, READ_MAX))
         return record, chunks, next_offset
 
+    def metrics(self, caller: Caller, job_ref: str) -> dict[str, Any]:
+        """The job's metric history (executor/history.py) and the limits to draw it against: a
+        running job's from memory, an ended one's from its folder, a queued one's empty."""
+        record = self.find(caller, job_ref)
+        samples = self.supervision.samples(record.id)
+        if samples is None:
+            path = os.path.join(self.folder(record.id).dir, history.FILE_NAME)
+            samples = [point.to_dict() for point in history.load(path)]
+        return history.reply(samples, record.limits.memory_mb, record.limits.cpu_percent)
+
     def work_listing(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
         """A page of a folder of the job's /work, for whoever may see the job."""
         record = self.find(caller, job_ref)
@@ -270,8 +286,8 @@ class Executor:
                 chunks, offset = read_chunks(log, offset, READ_MAX)
                 for event in _coalesce(chunks, offset):
                     yield event
-                if record.status != status:
-                    status = record.status
+                if (record.status, record.queue) != status:  # a queued job's new place is news too
+                    status = (record.status, record.queue)
                     yield {"event": "status", "job": record.to_dict()}
                 if record.metrics and record.metrics != metrics:
                     metrics = record.metrics
@@ -299,7 +315,7 @@ class Executor:
         self.list_watchers.discard(queue)
 
     def _announce(self, record: JobRecord) -> None:
-        snapshot = dataclasses.replace(record)  # later changes to record are announced on their own
+        snapshot = self._with_usage(dataclasses.replace(record))  # later changes are announced on their own
         self.supervision.newsroom.wake(record.id)  # its followers: the status may have changed
         for queue in list(self.list_watchers):
             try:
@@ -328,36 +344,52 @@ class Executor:
             self._scheduling = False
 
     def _schedule_once(self) -> None:
+        """One pass over the queue, oldest first; each job left waiting gets its place and the
+        reason in words (executor/waits.py), announced when they change."""
         running = self.store.with_status(JobStatus.RUNNING)
         per_user: dict[str, int] = {}
         for record in running:
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
         caps: dict[str, int] = {}
-        slots = self.policy.max_concurrent_jobs - len(running)
+        total = len(running)
         held = [self._disk_held(record) for record in running if record.limits.disk_mb is not None]
         no_room: list[JobRecord] = []
+        waiting: list[tuple[JobRecord, str]] = []
         free: int | None = None  # the state folder's free bytes, read once a pass when needed
         for record in self.store.with_status(JobStatus.QUEUED):
-            if slots <= 0:
-                break
+            if total >= self.policy.max_concurrent_jobs:
+                waiting.append((record, waits.slots_full(total, self.policy.max_concurrent_jobs)))
+                continue
             if record.owner not in caps:
                 caps[record.owner] = self.policy.allowance(record.owner).max_jobs
             if caps[record.owner] and per_user.get(record.owner, 0) >= caps[record.owner]:
+                waiting.append((record, waits.own_cap(per_user[record.owner])))
                 continue
             if record.limits.disk_mb is not None:  # its disk must fit: it waits, or can never start
                 free = retention.free_bytes(self.jobs_dir) if free is None else free
                 fits = retention.room(record.limits.disk_mb << 20, free, self.policy.disk_reserve_bytes, held)
                 if fits is retention.Room.NEVER:
                     no_room.append(record)
+                if fits is retention.Room.WAIT:
+                    usable = max(0, free - self.policy.disk_reserve_bytes)
+                    waiting.append((record, waits.disk_held(record.limits.disk_mb, usable)))
                 if fits is not retention.Room.FITS:
                     continue
                 held.append((record.limits.disk_mb << 20, 0))
             self._start(record)
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
-            slots -= 1
+            total += 1
         for record in no_room:
             error = retention.no_room_message(record.limits.disk_mb, free or 0, self.policy.disk_reserve_bytes)
             self._finish(record, Outcome(Reason.START_ERROR, error=error))
+        self._queued(waiting)
+
+    def _queued(self, waiting: list[tuple[JobRecord, str]]) -> None:
+        """Keep each waiting job's place and reason; tell its followers and watchers when they changed."""
+        before, self._queue = self._queue, waits.numbered([(record.id, reason) for record, reason in waiting])
+        for record, _ in waiting:
+            if before.get(record.id) != self._queue[record.id]:
+                self._announce(record)
 
     def _disk_held(self, record: JobRecord) -> tuple[int, int]:
         """A running job's disk limit and what its image takes already, in bytes."""

@@ -8,7 +8,8 @@ the local backend (executor/local.py) runs it in the sandbox engine on this host
 scheduler would be another backend.
 
 `Supervision` keeps the jobs that run: their handles, their latest usage (persisted about every
-METRICS_FLUSH_S). `Newsroom` keeps who waits for news of which job, and wakes them when there is
+METRICS_FLUSH_S) and their metric history (executor/history.py: a point a second, kept in the job's
+folder). `Newsroom` keeps who waits for news of which job, and wakes them when there is
 some: the job's log grew (inotify, one watch per followed job shared by all its followers), its
 status changed (the executor says so), its usage changed. A quiet job's followers cost nothing.
 """
@@ -22,12 +23,14 @@ import dataclasses
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..sandbox import LaunchSpec, libc
 from ..spec import Outcome, Reason, Usage
+from . import history
 from .folders import JobFolder
 from .store import JobStore
 
@@ -172,6 +175,7 @@ class Newsroom:
 @dataclass
 class _Live:
     handle: JobHandle
+    series: history.Series
     usage: Usage | None = None
     dirty: bool = False
 
@@ -187,12 +191,13 @@ class Supervision:
         self.newsroom = Newsroom()
 
     def start(self, launch: Launch) -> None:
-        self.live[launch.id] = _Live(self.backend.start(launch, self))
+        series = history.Series(os.path.join(launch.folder.dir, history.FILE_NAME))
+        self.live[launch.id] = _Live(self.backend.start(launch, self), series)
 
     def attach(self, launch: Launch) -> None:
         handle = self.backend.attach(launch, self)
         if handle is not None:
-            self.live[launch.id] = _Live(handle)
+            self.live[launch.id] = _Live(handle, history.Series.resume(launch.folder.dir))
 
     def stop(self, job_id: str, grace_s: float | None) -> None:
         live = self.live.get(job_id)
@@ -203,6 +208,11 @@ class Supervision:
         """The job's latest usage while it runs ({} before its first report and once it ended)."""
         live = self.live.get(job_id)
         return live.usage.to_dict() if live is not None and live.usage is not None else {}
+
+    def samples(self, job_id: str) -> list[dict[str, Any]] | None:
+        """A running job's metric history (None when it is not running here: read its file)."""
+        live = self.live.get(job_id)
+        return live.series.samples() if live is not None else None
 
     def news(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Event]:
         """An event set whenever the job's usage changes, its log grows (once watched), its status
@@ -216,6 +226,7 @@ class Supervision:
         if live is not None:
             news = live.usage is None or dataclasses.replace(live.usage, wall_seconds=usage.wall_seconds) != usage
             live.usage, live.dirty = usage, True
+            live.series.add(time.time(), usage)
             if news:  # a sleeping job whose only change is the clock wakes nobody
                 self.newsroom.wake(job_id)
 
@@ -231,14 +242,19 @@ class Supervision:
         live = self.live.pop(job_id, None)
         if live is not None:
             live.handle.detach()
+            live.series.persist(final=True)
             self.newsroom.wake(job_id)
 
     # ---- metrics
 
     def flush(self) -> None:
-        """Persist the latest usage of the running jobs that reported since the last flush."""
+        """Persist the latest usage of the running jobs that reported since the last flush, and
+        their metric history every history.PERSIST_EVERY_S."""
         records = []
+        now = time.monotonic()
         for job_id, live in self.live.items():
+            if live.series.due(now):
+                live.series.persist()
             if live.dirty and live.usage is not None:
                 record = self.store.get(job_id)
                 if record is not None and not record.finished:
