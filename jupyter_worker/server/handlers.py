@@ -219,6 +219,16 @@ class LogsHandler(WorkerHandler):
         )
 
 
+class MetricsHandler(WorkerHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        """The job's metric history: {"samples": [{t, cpu_percent, memory_bytes, pids}],
+        "memory_limit_bytes", "cpu_limit_percent"}, the whole run (executor/history.py)."""
+        job = await self.visible_job(job_id)
+        self.finish(await self.client.metrics(job.id))
+
+
 class FilesHandler(WorkerHandler):
     @web.authenticated
     @authorized
@@ -378,6 +388,7 @@ def handlers() -> list[tuple[str, type]]:
         (rf"/api/worker/jobs/{job}", JobHandler),
         (rf"/api/worker/jobs/{job}/stop", StopHandler),
         (rf"/api/worker/jobs/{job}/logs", LogsHandler),
+        (rf"/api/worker/jobs/{job}/metrics", MetricsHandler),
         (rf"/api/worker/jobs/{job}/stream", JobStreamHandler),
         (rf"/api/worker/jobs/{job}/files", FilesHandler),
         (rf"/api/worker/jobs/{job}/files/download", DownloadHandler),

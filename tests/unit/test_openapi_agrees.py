@@ -106,13 +106,14 @@ def test_a_record_of_real_limits_and_a_request_with_units_fit_the_schemas(docume
 
 def test_capabilities_rows_are_described_as_the_table_serves_them(document):
     described = schema(document, "LimitRow")
-    assert described["required"] == [*LIMITS[0].describe(), "default", "maximum"]
+    assert described["required"] == [*LIMITS[0].describe(), "default", "maximum", "host"]
     assert set(described["properties"]) == set(described["required"])
     assert described["properties"]["kind"]["enum"] == [kind.value for kind in Kind]
     policy = schema(document, "Capabilities")["properties"]["policy"]
     assert policy["properties"]["limits"]["items"] == {"$ref": "#/components/schemas/LimitRow"}
     for item in LIMITS:
-        check(document, "LimitRow", item.describe() | {"default": item.default, "maximum": item.max_default})
+        served = {"default": item.default, "maximum": item.max_default, "host": None}
+        check(document, "LimitRow", item.describe() | served)
 
 
 def test_the_error_reasons_are_exactly_error_reasons(document):

@@ -195,7 +195,7 @@ def test_a_record_survives_the_trip_through_json():
 
 def test_a_client_reads_records_of_newer_executors():
     """Fields and limits this version does not know are left out, not refused."""
-    sent = record("f" * 32).to_dict() | {"gpu": "none", "queue": "default"}
+    sent = record("f" * 32).to_dict() | {"gpu": "none", "priority": "default"}
     sent["limits"] = sent["limits"] | {"gpus": 1}
     assert JobRecord.from_dict(sent) == record("f" * 32)
 
