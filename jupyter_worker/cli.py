@@ -4,7 +4,7 @@
         in this folder, shown read-only at its own path (--cwd DIR: another; --no-cwd: none, start in /work)
         limits: --max-memory 512M, --timeout 10m, ... (flags.py, from the table in limits.py)
     jupyter-worker list | status ID | log ID [--follow] [--raw] | stop ID | delete ID
-    jupyter-worker cp ID:PATH DEST                                 a file or folder of a job's /work, here
+    jupyter-worker cp ID:PATH [DEST]                                a file or folder of a job's /work, here
     jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
     jupyter-worker doctor [--json]                               what this host can enforce
     jupyter-worker sandbox [limits] -- CMD ARGS                  one command, engine only (root)
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--raw", action="store_true", help="another user's log as written, control characters and all")
     copy = verbs.add_parser("cp", help="copy a file or folder (recursively) from a job's /work")
     copy.add_argument("source", metavar="ID:PATH", help="a job and a path in its /work (ID: for all of it)")
-    copy.add_argument("dest", metavar="DEST", help="a file or folder here; an existing folder takes it inside")
+    copy.add_argument("dest", metavar="DEST", nargs="?", default=".", help="a file or folder here (default: .)")
     verbs.add_parser("executor", help="run the executor daemon (root); --help-all for its options")
     doctor = verbs.add_parser("doctor", help="show what this host can isolate and limit")
     doctor.add_argument("--json", action="store_true")
@@ -212,6 +212,7 @@ def _dispatch(argv: list[str]) -> int:
     return _client_verb(args)
 
 
+        **({"cwd": request.cwd} if request.cwd else {}),
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["executor"]:

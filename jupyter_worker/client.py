@@ -123,12 +123,13 @@ class _Requests:
         return self._call("metrics", {"job_id": job_id}, lambda r: {key: r[key] for key in _METRICS_KEYS})
 
     def files(self, job_id: str, path: str = "", offset: int = 0) -> Any:
-        """A page of a folder of the job's /work: {"path", "entries": [{name, type, size, mtime}],
-        "truncated", "next_offset"} (None after the last page; jobs.Job.files reads them all)."""
+        """A page of a folder of the job's /work: {"path", "kind", "entries": [{name, type, kind, size,
+        mtime}], "truncated", "next_offset"} (None after the last page; jobs.Job.files reads them
+        all); a path that is not a folder: no entries, and its kind (transfer.KIND_WORDS)."""
         pick = ("path", "entries", "truncated")
 
         def page(r: dict[str, Any]) -> dict[str, Any]:
-            return {**{key: r[key] for key in pick}, "next_offset": r.get("next_offset")}
+            return {**{key: r[key] for key in pick}, "next_offset": r.get("next_offset"), "kind": r.get("kind")}
 
         return self._call("files", {"job_id": job_id, "path": path, "offset": offset}, page)
 

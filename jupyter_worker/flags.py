@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from . import limits as limit_table
 from .errors import SpecError
 from .limits import Limits
-from .spec import Artifacts, JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes
+from .spec import Artifacts, JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes, shown
 
 Fail = Callable[[str, str], NoReturn]  # (the parser's prog, what is wrong)
 
@@ -95,6 +95,12 @@ def job_request(
         if all(m.destination != here for m in parsed):
             parsed.insert(0, Mount(here, here))
         place["cwd"] = here
+    wanted = Artifacts.from_value(dict(artifacts) if isinstance(artifacts, Mapping) else artifacts, cwd=here)
+    if wanted is not None:  # made now, as this user, so '--artifacts out' works in a fresh folder
+        try:
+            os.makedirs(wanted.destination, exist_ok=True)
+        except OSError as exc:
+            raise SpecError(f"artifacts: {shown(wanted.destination)}: {exc.strerror or exc}") from None
     return JobRequest(
         command=list(command),
         name=name,
@@ -103,7 +109,7 @@ def job_request(
         mounts=parsed,
         network=network,
         python_prefixes=python_prefixes(),
-        artifacts=Artifacts.from_value(dict(artifacts) if isinstance(artifacts, Mapping) else artifacts, cwd=here),
+        artifacts=wanted,
         **place,
     )
 

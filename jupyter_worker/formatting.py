@@ -89,6 +89,17 @@ def mib(size: float) -> str:
     return f"{size / MIB:.1f} MiB"
 
 
+def bytes_words(size: float) -> str:
+    """A size in the unit that suits it: '12 B', '3.4 KiB', '12.3 MiB', '1.5 GiB'."""
+    if size < 1024:
+        return f"{int(size)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
 def table_row(record: JobRecord, now: float | None = None) -> tuple[str, ...]:
     """One job as the listings show it: CPU is CPU time, MEMORY the peak."""
     metrics = record.metrics
@@ -155,10 +166,12 @@ def artifacts_line(record: JobRecord) -> str:
     where = inert(asked.get("destination", ""))
     if "copied" not in asked and "error" not in asked:
         return f"nothing copied to {where}: the job never ran" if record.finished else f"to {where} when the job ends"
+    if asked.get("folder"):  # each job's own new folder in DIR (executor/artifacts.py)
+        where = inert(asked["folder"])
     if asked.get("error"):
         return f"not copied to {where}: {inert(asked['error'])}"
     count = asked.get("copied", 0)
-    line = f"{count} file{'' if count == 1 else 's'} ({mib(asked.get('bytes', 0))}) copied to {where}"
+    line = f"{count} file{'' if count == 1 else 's'} ({bytes_words(asked.get('bytes', 0))}) copied to {where}"
     if asked.get("skipped"):
         examples = ", ".join(f"{inert(path)} ({inert(why)})" for path, why in asked.get("skipped_examples", [])[:3])
         line += f"; {asked['skipped']} skipped: {examples}" + (", ..." if asked["skipped"] > 3 else "")

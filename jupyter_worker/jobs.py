@@ -12,6 +12,7 @@ a list is a command. Everything goes through the executor (jupyter_worker.client
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -131,12 +132,17 @@ class Job:
         with self._client() as client:
             return transfer.read(client, self.id, path)
 
-    def download(self, path: str, dest: str = ".") -> str:
+    def download(self, path: str, dest: str = ".") -> transfer.Downloaded:
         """Copy a file or folder (recursively) of the job's /work to dest, written by this process
-        so it is yours; dest an existing folder puts it inside, like cp. Returns what was written.
-        Links, special files and names that could not be written safely are skipped."""
+        so it is yours; dest an existing folder puts it inside, like cp; a file of the same name
+        is replaced (written beside it, then renamed over it). Returns the path written (a str)
+        whose .report says what came back and .report.skipped what did not: links, special files,
+        names that could not be written safely (a warning names them too)."""
         with self._client() as client:
-            return transfer.download(client, self.id, path, dest).path
+            report = transfer.download(client, self.id, path, dest)
+        if report.skipped:
+            warnings.warn(report.summary(), stacklevel=2)
+        return transfer.Downloaded.of(report)
 
 
 def python_code(code: str) -> list[str]:
@@ -172,8 +178,8 @@ def run(
     The job runs in cwd (default: this process's folder), shown read-only at its own path;
     mounts are SRC:DST[:rw] ('.:.:rw' makes that folder writable). network is none, host or
     isolated. artifacts is DIR[:GLOB,...] (relative to cwd) or a dict of destination, patterns: when
-    the job ends the executor copies /work's files there, as you (a name taken keeps yours: the
-    copy gets -ID8 before its extension). timeout is another name for timeout_s. Limits not given
+    the job ends the executor copies /work's files into a new folder there, DIR/ID8 (the job id's
+    first 8 characters), as you; DIR is made if missing. timeout is another name for timeout_s. Limits not given
     come from the executor; sizes and durations take units (memory_mb="1G", timeout_s="10m"). The limits:
 
     {limits}"""

@@ -142,7 +142,8 @@ class Mount:
             mode = parts.pop()
         if len(parts) != 2 or mode not in ("ro", "rw") or not all(parts):
             raise SpecError(f"mount: {shown(text)} is not SRC:DST, SRC:DST:ro or SRC:DST:rw")
-        src, dst = (posixpath.join(cwd, p) if cwd and not p.startswith("/") else p for p in parts)
+        # '../data' is the folder beside cwd, as a shell takes it (then checked like any path)
+        src, dst = (posixpath.normpath(posixpath.join(cwd, p)) if cwd and not p.startswith("/") else p for p in parts)
         return cls(source=src, destination=dst, rw=mode == "rw")
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,14 +301,131 @@ def validate_holder(value: Any) -> str:
 MAX_ARTIFACT_PATTERNS = 32
 
 
+def _closure(states: set[int], optional: list[bool]) -> set[int]:
+    """The states reachable from states past items that may match nothing (a glob's '*', '**')."""
+    for start in sorted(states):
+        k = start
+        while k < len(optional) and optional[k]:
+            k += 1
+            states.add(k)
+    return states
+
+
+class Glob:
+    """A glob on a path relative to /work: '*' and '?' within one name, '[...]' (or '[!...]') a
+    class, '**' as a whole name any number of folders; a glob that matches a folder takes
+    everything in it. Matched as a set of states, one name at a time (no backtracking, so no
+    glob can make a match slow). Bad globs (an unclosed '[', a reversed range) raise SpecError."""
+
+    def __init__(self, pattern: str):
+        parts: list[str] = []
+        for part in pattern.split("/"):
+            if part in ("", ".") or (part == "**" and parts[-1:] == ["**"]):
+                continue  # './a', 'a//b', 'a/', '**/**/' mean what they would without
+            parts.append(part)
+        self.text = "/".join(parts)
+        self.parts: list[list[tuple[str, Any]] | None] = [None if p == "**" else self._tokens(p) for p in parts]
+
+    @staticmethod
+    def _tokens(part: str) -> list[tuple[str, Any]]:
+        tokens: list[tuple[str, Any]] = []
+        i = 0
+        while i < len(part):
+            c = part[i]
+            if c == "*":
+                if not tokens or tokens[-1][0] != "*":  # '**' inside a name is '*'
+                    tokens.append(("*", None))
+            elif c == "?":
+                tokens.append(("?", None))
+            elif c == "[":
+                end = part.find("]", i + 2)
+                if end == -1:
+                    raise SpecError(f"artifacts: {shown(part)}: a '[' without its ']'")
+                inner, negate = part[i + 1 : end], False
+                if inner[:1] in ("!", "^"):
+                    inner, negate = inner[1:], True
+                ranges, j = [], 0
+                while j < len(inner):
+                    if j + 2 < len(inner) and inner[j + 1] == "-":
+                        if inner[j] > inner[j + 2]:
+                            raise SpecError(f"artifacts: {shown(part)}: the range {inner[j : j + 3]} is reversed")
+                        ranges.append((inner[j], inner[j + 2]))
+                        j += 3
+                    else:
+                        ranges.append((inner[j], inner[j]))
+                        j += 1
+                tokens.append(("[", (negate, ranges)))
+                i = end
+            else:
+                tokens.append(("=", c))
+            i += 1
+        return tokens
+
+    @staticmethod
+    def _name(tokens: list[tuple[str, Any]], name: str) -> bool:
+        """One name against one part's tokens: the set of positions reachable, a character at a time."""
+
+        def close(states: set[int]) -> set[int]:  # '*' may match nothing
+            return _closure(states, [kind == "*" for kind, _ in tokens])
+
+        states = close({0})
+        for c in name:
+            following: set[int] = set()
+            for k in states:
+                if k == len(tokens):
+                    continue
+                kind, value = tokens[k]
+                if kind == "*":
+                    following.add(k)
+                elif kind == "?" or (kind == "=" and value == c):
+                    following.add(k + 1)
+                elif kind == "[" and value[0] != any(low <= c <= high for low, high in value[1]):
+                    following.add(k + 1)
+            states = close(following)
+            if not states:
+                return False
+        return len(tokens) in states
+
+    def matches(self, path: str) -> bool:
+        """Whether path (relative to /work, '/' between names) is taken: matched, or beneath a match."""
+        parts = self.parts
+
+        def close(states: set[int]) -> set[int]:  # '**' may stand for no folder at all
+            return _closure(states, [part is None for part in parts])
+
+        states = close({0})
+        for name in path.split("/"):
+            if len(parts) in states:
+                return True  # a folder that matched: everything in it
+            following: set[int] = set()
+            for k in states:
+                if k == len(parts):
+                    continue
+                tokens = parts[k]
+                if tokens is None:
+                    following.add(k)
+                elif self._name(tokens, name):
+                    following.add(k + 1)
+            states = close(following)
+            if not states:
+                return False
+        return len(parts) in states
+
+
 def _check_pattern(pattern: Any) -> str:
+    """A glob as taken at submission: normalised ('./', a trailing '/', repeated '**/' dropped)
+    and compiled once, so a bad one is refused now, in one error."""
     if not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern:
         raise SpecError("artifacts: a glob is non-empty text")
     if len(pattern.encode(errors="surrogatepass")) > MAX_PATH_BYTES:
         raise SpecError(f"artifacts: a glob of at most {MAX_PATH_BYTES} bytes")
+    pattern = pattern.strip()
     if pattern.startswith("/") or ".." in pattern.split("/"):
         raise SpecError(f"artifacts: {shown(pattern)} must be a glob relative to /work, without '..'")
-    return pattern.strip()
+    text = Glob(pattern).text
+    if not text:
+        raise SpecError(f"artifacts: {shown(pattern)} names no file")
+    return text
 
 
 @dataclass(frozen=True)
@@ -331,7 +449,8 @@ class Artifacts:
         if not isinstance(text, str) or not text:
             raise SpecError("artifacts: DIR[:GLOB[,GLOB...]]")
         folder, _, globs = text.partition(":")
-        folder = posixpath.join(cwd, folder) if cwd and not folder.startswith("/") else folder or "."
+        if cwd and not folder.startswith("/"):  # '../out' is the folder beside cwd, as a shell takes it
+            folder = posixpath.normpath(posixpath.join(cwd, folder or "."))
         return cls(folder, tuple(g for g in globs.split(",") if g.strip()) if globs else ())
 
     @classmethod
@@ -346,7 +465,10 @@ class Artifacts:
         patterns = value.get("patterns") or ()
         if not isinstance(patterns, (list, tuple)):
             raise SpecError("artifacts: patterns is a list of globs")
-        return cls(value["destination"], tuple(patterns))
+        destination = value["destination"]
+        if cwd and isinstance(destination, str) and not destination.startswith("/"):  # as in DIR[:GLOB]
+            destination = posixpath.normpath(posixpath.join(cwd, destination))
+        return cls(destination, tuple(patterns))
 
     def to_dict(self) -> dict[str, Any]:
         return {"destination": self.destination, "patterns": list(self.patterns)}

@@ -14,20 +14,93 @@ Used by jobs.Job (files, read, download), the CLI's `cp` and the magics' `%worke
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import secrets
 import stat
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ErrorReason, WorkerError
-from .formatting import HIDDEN_CATEGORIES, inert, mib
+from .formatting import HIDDEN_CATEGORIES, bytes_words, inert
 from .sandbox import libc
 
 NAME_MAX = 255
 PIECE = 1 << 20
 BENEATH = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
+RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+# What an entry that is never copied is, in words (the listing's "what", artifacts' notes, cp's).
+KIND_WORDS = {
+    "symlink": "a symlink",
+    "fifo": "a FIFO",
+    "socket": "a socket",
+    "device": "a device",
+    "not-utf8": "a name that is not UTF-8",
+    "other": "a special file",
+}
+
+
+def kind_of(mode: int) -> str:
+    """The KIND_WORDS key of a file type (st_mode), or 'directory' / 'file'."""
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "other"
+
+
+def never_copied(kind: str) -> str:
+    """Why an entry of that kind is skipped: 'a FIFO, never copied'."""
+    return f"{KIND_WORDS.get(kind, KIND_WORDS['other'])}, never copied"
+
+
+def temporary(folder: int, mode: int) -> tuple[int, str]:
+    """A new hidden file in folder (O_EXCL, never through a link): its fd and name. Files are
+    written there and renamed into place at the end, so no half file ever has a real name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        name = f".jw-partial-{secrets.token_hex(8)}"
+        try:
+            return os.open(name, flags, mode, dir_fd=folder), name
+        except FileExistsError:
+            continue
+
+
+def rename_into_place(folder: int, temp: str, name: str, replace: bool) -> None:
+    """temp -> name within folder. replace: whatever entry has the name is replaced (never written
+    through: a link or another's file there is simply swapped out); else the name must be free
+    (renameat2 RENAME_NOREPLACE, or link then unlink where the kernel has no renameat2)."""
+    if replace:
+        os.rename(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        return
+    if _renameat2 is not None:
+        if _renameat2(folder, os.fsencode(temp), folder, os.fsencode(name), RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code))
+    os.link(temp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+    os.unlink(temp, dir_fd=folder)
+
+
+def discard(folder: int, temp: str) -> None:
+    """A temporary file that will not be renamed into place."""
+    try:
+        os.unlink(temp, dir_fd=folder)
+    except OSError:
+        pass
 
 
 def unsafe_name(name: object) -> str | None:
@@ -99,7 +172,7 @@ class Download:
 
     def summary(self) -> str:
         """One line for a person: what came back, where, and what did not."""
-        what = f"{self.files} file{'' if self.files == 1 else 's'} ({mib(self.bytes)})"
+        what = f"{self.files} file{'' if self.files == 1 else 's'} ({bytes_words(self.bytes)})"
         line = f"copied {what} to {inert(self.path)}"
         if self.skipped:
             shown = ", ".join(f"{inert(p)} ({why})" for p, why in self.skipped[:5])
@@ -108,15 +181,30 @@ class Download:
         return line
 
 
+class Downloaded(str):
+    """The path a download wrote, carrying its report (files, bytes, skipped)."""
+
+    report: Download
+
+    @classmethod
+    def of(cls, report: Download) -> Downloaded:
+        path = cls(report.path)
+        path.report = report
+        return path
+
+
 def _kind(client: Any, job_id: str, where: str) -> str:
-    """The type of the entry at where in /work (its parent's listing says, without following it)."""
+    """The KIND_WORDS key (or 'directory', 'file') of the entry at where in /work: the listing of
+    a path that is not a folder says what it is (one entry looked at, never its parent listed)."""
     if not where:
         return "directory"
-    parent, _, name = where.rpartition("/")
-    for entry in listing(client, job_id, parent):
-        if entry["name"] == name:
-            return str(entry["type"])
-    raise WorkerError(ErrorReason.NOT_FOUND, f"/work/{inert(where)}: no such file or folder")
+    try:
+        page = client.files(job_id, where, 0)
+    except WorkerError as exc:
+        if exc.reason is ErrorReason.NOT_FOUND and exc.message.endswith(os.strerror(errno.ENOENT)):
+            raise WorkerError(ErrorReason.NOT_FOUND, f"/work/{inert(where)}: no such file or folder") from None
+        raise
+    return str(page.get("kind") or "directory")
 
 
 def _target(dest: str, name: str) -> tuple[str, str]:
@@ -136,22 +224,13 @@ def _folder_beneath(top: int, relative: str) -> int:
     return libc.openat2(top, relative or ".", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH)
 
 
-def _create(top: int, relative: str) -> int:
-    """Open top/relative for writing (created, or an existing regular file truncated), the folder
-    reached without links and the name itself never followed (O_NOFOLLOW)."""
-    parent, _, name = relative.rpartition("/")
-    where = _folder_beneath(top, parent)
+def _in_the_way(where: int, name: str) -> str | None:
+    """Why name in where cannot be replaced by a file: a folder there (cp never removes one)."""
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o666, dir_fd=where)
-    finally:
-        os.close(where)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device the caller had there
-        os.close(fd)
-        raise OSError(errno.EEXIST, "not a regular file")
-    os.ftruncate(fd, 0)
-    os.set_blocking(fd, True)
-    return fd
+        info = os.stat(name, dir_fd=where, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return "in the way: a folder" if stat.S_ISDIR(info.st_mode) else None
 
 
 class _Copier:
@@ -161,27 +240,47 @@ class _Copier:
         self.client, self.job_id, self.top, self.report = client, job_id, top, report
 
     def file(self, source: str, relative: str) -> None:
-        """One regular file of /work to top/relative, streamed; an existing regular file is
-        replaced (like cp), a link or anything else in the way is never written through."""
+        """One regular file of /work to top/relative, streamed into a new hidden file that then
+        replaces the name (like cp, but never writing through what was there: a link, a hard
+        link, another user's file is swapped out, not written into); a failed read or write
+        leaves what had the name as it was."""
         report = self.report
+        parent, _, name = relative.rpartition("/")
         try:
-            fd = _create(self.top, relative)
+            where = _folder_beneath(self.top, parent)
         except OSError as exc:
             report.skipped.append((relative, f"cannot write: {os.strerror(exc.errno or 0)}"))
             return
         try:
-            for data in pieces(self.client, self.job_id, source):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                report.bytes += len(data)
-            report.files += 1
-        except WorkerError as exc:  # gone or changed in a running job
-            report.skipped.append((relative, inert(exc.message)))
-        except OSError as exc:  # this side: a full disk, a quota
-            report.skipped.append((relative, f"cannot write: {os.strerror(exc.errno or 0)}"))
+            why = _in_the_way(where, name)
+            if why:
+                report.skipped.append((relative, why))
+                return
+            fd, temp = temporary(where, 0o666)
+            written = 0
+            try:
+                for data in pieces(self.client, self.job_id, source):
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    written += len(data)
+                os.close(fd)
+                fd = -1
+                rename_into_place(where, temp, name, replace=True)
+                temp = ""
+                report.bytes += written
+                report.files += 1
+            except WorkerError as exc:  # gone or changed in a running job
+                report.skipped.append((relative, inert(exc.message)))
+            except OSError as exc:  # this side: a full disk, a quota
+                report.skipped.append((relative, f"cannot write: {os.strerror(exc.errno or 0)}"))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                if temp:
+                    discard(where, temp)
         finally:
-            os.close(fd)
+            os.close(where)
 
     def folder(self, relative: str) -> bool:
         """Make top/relative a folder (or find it one, never a link); whether it is."""
@@ -231,7 +330,7 @@ class _Copier:
                     if self.folder(inner):
                         pending.append((inside, inner))
                 else:
-                    self.report.skipped.append((inner, f"a {entry['type']}, never copied"))
+                    self.report.skipped.append((inner, never_copied(entry.get("kind") or entry["type"])))
 
 
 def download(client: Any, job_id: str, path: str, dest: str) -> Download:
@@ -240,7 +339,8 @@ def download(client: Any, job_id: str, path: str, dest: str) -> Download:
     where = work_path(path)
     kind = _kind(client, job_id, where)
     if kind not in ("file", "directory"):
-        raise WorkerError(ErrorReason.BAD_REQUEST, f"/work/{inert(where)} is a {kind}: only files and folders copy")
+        what = KIND_WORDS.get(kind, KIND_WORDS["other"])
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"/work/{inert(where)} is {what}: only files and folders copy")
     folder, leaf = _target(dest, where.rpartition("/")[2] or "work")
     why = unsafe_name(leaf)
     if why:

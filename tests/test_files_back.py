@@ -131,7 +131,7 @@ def test_cp_to_a_new_name_makes_that_folder(executor, alices_job, alices_folder)
         ("ffffffff:results", "no job"),
         ("{job}:missing", "/work/missing: no such file or folder"),
         ("{job}:results/shadow-link", "/work/results/shadow-link is a symlink"),
-        ("{job}:results/pipe", "/work/results/pipe is a other"),
+        ("{job}:results/pipe", "/work/results/pipe is a FIFO: only files and folders copy"),
         ("{job}:../etc", "leaves the job's /work"),
     ],
 )
@@ -143,9 +143,32 @@ def test_cp_refuses_a_bad_id_or_path_in_one_line(executor, alices_job, alices_fo
     assert os.listdir(alices_folder) == []
 
 
-def test_bob_cannot_copy_alices_files(executor, alices_job, tmp_path):
-    result = cli("cp", f"{alices_job}:results", "/tmp", daemon=executor, user="jwtest-bob")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+def test_bob_cannot_copy_alices_files(executor, users, alices_job):
+    bob = users["jwtest-bob"]
+    folder = tempfile.mkdtemp(prefix="dest-", dir=bob.pw_dir)
+    os.chown(folder, bob.pw_uid, bob.pw_gid)
+    try:
+        result = cli("cp", f"{alices_job}:results", folder, daemon=executor, user="jwtest-bob")
+        assert result.returncode == 1
+        assert result.stderr == f"jupyter-worker: no job {alices_job}\n"
+        assert os.listdir(folder) == []
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_cp_replaces_a_file_of_the_same_name_without_writing_through_its_hard_links(
+    executor, alices_job, alices_folder
+):
+    keep = os.path.join(alices_folder, "keep")
+    with open(keep, "w") as f:
+        f.write("mine")
+    os.link(keep, os.path.join(alices_folder, "score.txt"))
+    result = cli("cp", f"{alices_job}:results/score.txt", daemon=executor, user="jwtest-alice", cwd=alices_folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"copied 1 file (14 B) to {alices_folder}/score.txt\n"
+    assert open(os.path.join(alices_folder, "score.txt")).read() == "accuracy 0.93\n"
+    assert open(keep).read() == "mine" and os.stat(keep).st_nlink == 1
+    assert sorted(os.listdir(alices_folder)) == ["keep", "score.txt"]  # no temporary left behind
 
 
 def test_a_download_never_writes_through_a_link_in_the_destination(executor, alices_job, alices_folder):
@@ -171,22 +194,16 @@ def test_a_name_that_is_not_utf8_is_listed_as_other_and_never_written(executor, 
     assert os.listdir(os.path.join(alices_folder, "out")) == ["fine"]
 
 
-def test_run_wait_with_artifacts_says_what_came_back_in_one_line(executor, users, alices_folder):
-    alice = users["jwtest-alice"]
-    dest = os.path.join(alices_folder, "dest")
-    os.mkdir(dest)
-    with open(os.path.join(dest, "out.txt"), "w") as f:
-        f.write("mine")
-    for path in (dest, os.path.join(dest, "out.txt")):
-        os.chown(path, alice.pw_uid, alice.pw_gid)
+def test_run_wait_with_artifacts_makes_the_folder_and_says_what_came_back_in_one_line(executor, alices_folder):
+    dest = os.path.join(alices_folder, "dest")  # missing: the client makes it, as alice
     script = "echo new > /work/out.txt; echo x > /work/o.bin"
     args = ("run", "--wait", "--no-cwd", "--artifacts", "dest:*.txt", "--", "sh", "-c", script)
     result = cli(*args, daemon=executor, user="jwtest-alice", cwd=alices_folder)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == f"jupyter-worker: artifacts: 1 file (0.0 MiB) copied to {dest}\n"
-    assert open(os.path.join(dest, "out.txt")).read() == "mine"
-    [copy] = [name for name in os.listdir(dest) if name != "out.txt"]
-    assert copy.startswith("out-") and copy.endswith(".txt") and open(os.path.join(dest, copy)).read() == "new\n"
+    [made] = os.listdir(dest)
+    assert result.stderr == f"jupyter-worker: artifacts: 1 file (4 B) copied to {dest}/{made}\n"
+    assert os.listdir(os.path.join(dest, made)) == ["out.txt"]
+    assert open(os.path.join(dest, made, "out.txt")).read() == "new\n"
 
 
 def test_run_with_artifacts_to_a_folder_alice_cannot_write_is_one_line_of_refusal(executor):
@@ -217,10 +234,10 @@ def test_a_notebook_gets_artifacts_and_worker_get_owned_by_its_root_kernel_while
     assert "artifacts: 2 files" in reply["text"] and "3 skipped" in reply["text"]
     out = os.path.join(notebook_dir, "out")
     assert open(os.path.join(out, "result.txt")).read() == "the notebook's own"
-    names = set(os.listdir(out))
-    [copy] = names - {"plots", "result.txt"}
-    assert names == {"plots", "result.txt", copy} and copy.startswith("result-") and copy.endswith(".txt")
-    for top, folders, files in os.walk(out):
+    [made] = set(os.listdir(out)) - {"result.txt"}
+    assert set(os.listdir(os.path.join(out, made))) == {"plots", "result.txt"}
+    assert open(os.path.join(out, made, "result.txt")).read() == "from the job"
+    for top, folders, files in os.walk(os.path.join(out, made)):
         for name in folders + files:
             info = os.lstat(os.path.join(top, name))
             assert info.st_uid == 0 and (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))

@@ -15,21 +15,25 @@ nothing may be written there that they could not write themselves, nor anything 
   RESOLVE_BENEATH|NO_SYMLINKS|NO_MAGICLINKS|NO_XDEV and O_NOFOLLOW, as the job's uid; symlinks,
   FIFOs, sockets and devices are never followed, opened or copied (each is reported as skipped);
   a /work with a disk limit is its kept image, mounted read-only for the copy (sandbox/disk.py).
-- The destination is opened as the requester (openat2 RESOLVE_NO_MAGICLINKS: their own links in
-  its path are theirs to follow); beneath it every folder is reached with RESOLVE_BENEATH|
-  NO_SYMLINKS and every file created with O_CREAT|O_EXCL|O_NOFOLLOW relative to its folder's fd,
-  so a name never resolves through a link and never replaces anything.
+- A job never chooses where its files land among the requester's: each job's files go into a NEW
+  folder made in DIR, `DIR/<id8>` (the job id's first 8 characters; `<id8>-2`, `<id8>-3`... if the
+  name is taken), never an existing one. So a job cannot plant `.git/hooks/pre-commit`, a
+  `numpy.py` beside the notebook, a `conftest.py` or an `.envrc` that would run later, outside the
+  sandbox. Files are made 0644 (exec bits dropped), folders 0755.
+- DIR is opened as the requester (openat2 RESOLVE_NO_MAGICLINKS: their own links in its path are
+  theirs to follow); beneath it every folder is reached with RESOLVE_BENEATH|NO_SYMLINKS, and each
+  file is written to a new hidden name (O_CREAT|O_EXCL|O_NOFOLLOW relative to its folder's fd) and
+  renamed to its own without replacing anything (renameat2 RENAME_NOREPLACE, else link+unlink), so
+  a killed copy leaves no half file under a real name.
 - Names: each must be one plain file name (transfer.unsafe_name: no control or invisible
   characters, not '.' or '..', valid UTF-8, at most 255 bytes), else it is skipped.
-- Collisions: an existing file is never overwritten. The copy is named with the job's first 8 id
-  characters before the extension (`model.pt` -> `model-1a2b3c4d.pt`; then `model-1a2b3c4d-2.pt`...);
-  a folder that exists as a folder is merged into (new names only), one in the way of a file
-  becomes `name-1a2b3c4d`.
+- /work/.jupyter-worker (where the cell runner leaves --out values) is left out unless a glob names it.
 - Bounds: Policy.max_artifacts_mb and Policy.max_artifacts_files (files past them are not copied,
-  and the record's note says how many), Policy.artifacts_timeout_s.
+  and the record's note says how many), at most WALK_FACTOR x max_artifacts_files entries looked
+  at (a folder bomb stops the walk, with a note), Policy.artifacts_timeout_s.
 
-The outcome goes in the job's record (`artifacts`: copied, bytes, skipped, skipped_examples, note,
-error) before the job is reported ended, so whoever sees the end sees the files.
+The outcome goes in the job's record (`artifacts`: folder, copied, bytes, skipped, skipped_examples,
+note, error) before the job is reported ended, so whoever sees the end sees the files.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import stat
 import sys
 import time
@@ -45,17 +48,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErrorReason, WorkerError
+from ..formatting import bytes_words
 from ..sandbox import libc
 from ..sandbox.mounts import acting_as
-from ..transfer import unsafe_name
+from ..spec import Glob
+from ..transfer import BENEATH, PIECE, discard, kind_of, never_copied, rename_into_place, temporary, unsafe_name
 from . import workfiles
 from .folders import JobFolder
 
 AT_FDCWD = -100
-BENEATH = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
-PIECE = 1 << 20
 EXAMPLES = 10  # skipped entries named in the record; the rest are counted
-MAX_SUFFIXES = 100  # model-<id8>.pt, model-<id8>-2.pt ... model-<id8>-100.pt, then skipped
+MAX_FOLDERS = 100  # DIR/<id8>, DIR/<id8>-2 ... DIR/<id8>-100, then nothing is copied
+WALK_FACTOR = 10  # entries of /work looked at: at most this many times Policy.max_artifacts_files
+INTERNAL = ".jupyter-worker"  # the cell runner's folder in /work (cell.py), not the user's files
 KILL_MARGIN_S = 10.0  # the executor waits this much past the deadline before it kills the copy
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHILD = "import sys; sys.path.insert(0, {parent!r}); from jupyter_worker.executor.artifacts import main; main()"
@@ -87,45 +92,6 @@ def check_destination(path: str, uid: int, gid: int, groups: list[int]) -> dict[
     return {"resolved": resolved, "identity": [info.st_dev, info.st_ino]}
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob on a path relative to /work: '*' and '?' within one name, '[...]' a class, '**' any
-    number of folders. A glob that matches a folder takes everything in it."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]*/)*")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
-            inner = pattern[i + 1 : end]
-            negate = inner[:1] in ("!", "^")
-            inner = inner[1:] if negate else inner
-            out.append(f"[{'^' if negate else ''}{re.escape(inner).replace(chr(92) + '-', '-')}]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + "(?:/.*)?", re.DOTALL)
-
-
-def collided(name: str, suffix: str, attempt: int) -> str:
-    """The name a copy takes when name is taken: the suffix before the extension."""
-    stem, dot, extension = name.rpartition(".")
-    if not stem:  # no extension, or a dot file
-        stem, dot, extension = name, "", ""
-    tag = suffix if attempt == 1 else f"{suffix}-{attempt}"
-    return f"{stem}-{tag}{dot}{extension}"
-
-
 @dataclass
 class Request:
     """What the copy needs, as the executor sends it to the copying process."""
@@ -152,6 +118,7 @@ class Outcome:
     bytes: int = 0
     skipped: int = 0
     skipped_examples: list[list[str]] = field(default_factory=list)
+    folder: str | None = None  # the new folder made in DIR for this job's files
     left: int = 0  # files past a cap
     note: str | None = None
     error: str | None = None
@@ -169,18 +136,20 @@ class Outcome:
 
 
 class _Copy:
-    """One job's copy: /work's root (root, read as the job's uid) into dest (written as the requester)."""
+    """One job's copy: /work's root (root, read as the job's uid) into its new folder in DIR
+    (dest, written as the requester)."""
 
     def __init__(self, request: Request, root: int, dest: int, outcome: Outcome):
         self.request, self.root, self.dest, self.outcome = request, root, dest, outcome
-        self.suffix = request.job_id.replace("-", "")[:8]
-        self.patterns = [glob_regex(p) for p in request.patterns]
+        self.globs = [Glob(p) for p in request.patterns]
+        self.internal = any(p == INTERNAL or p.startswith(INTERNAL + "/") for p in request.patterns)
         self.deadline = time.monotonic() + request.timeout_s
-        self.folders: dict[str, str] = {"": "."}  # a folder of /work -> where its files go beneath dest
+        self.budget = WALK_FACTOR * request.max_files  # entries of /work still to be looked at
+        self.folders: dict[str, bool] = {"": True}  # a folder of /work -> whether it was made in dest
         self.as_job = (request.runs_as[0], request.runs_as[1], [request.runs_as[1]])
 
     def wanted(self, path: str) -> bool:
-        return not self.patterns or any(p.fullmatch(path) for p in self.patterns)
+        return not self.globs or any(g.matches(path) for g in self.globs)
 
     def late(self) -> bool:
         if time.monotonic() < self.deadline:
@@ -195,23 +164,31 @@ class _Copy:
             where = pending.pop()
             for name, mode, size in self.entries(where):
                 path = f"{where}/{name}" if where else name
+                why = unsafe_name(name)
                 if stat.S_ISDIR(mode):
-                    if unsafe_name(name):
-                        self.outcome.skip(path, unsafe_name(name) or "")
-                    else:
+                    if why:
+                        self.outcome.skip(path, why)
+                    elif path != INTERNAL or self.internal:
                         pending.append(path)
                 elif not self.wanted(path):
                     continue
-                elif unsafe_name(name):
-                    self.outcome.skip(path, unsafe_name(name) or "")
+                elif why:
+                    self.outcome.skip(path, why)
                 elif stat.S_ISREG(mode):
                     if not self.file(where, name, size) and self.late():
                         return
                 else:
-                    self.outcome.skip(path, f"a {_kind(mode)}, never copied")
+                    self.outcome.skip(path, never_copied(kind_of(mode)))
+            if self.budget <= 0:
+                self.outcome.note = (
+                    f"stopped after looking at {WALK_FACTOR * self.request.max_files:,} entries of /work "
+                    f"({WALK_FACTOR} x Policy.max_artifacts_files)"
+                )
+                return
 
     def entries(self, where: str) -> list[tuple[str, int, int]]:
-        """The names in a folder of /work with their types and sizes, never following one."""
+        """The names in a folder of /work with their types and sizes, never following one; at
+        most the walk's budget of them."""
         with acting_as(*self.as_job):
             try:
                 fd = libc.openat2(self.root, where or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, _READ)
@@ -220,13 +197,17 @@ class _Copy:
                 return []
             try:
                 found = []
-                for name in sorted(os.listdir(fd), key=os.fsencode):
-                    try:
-                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    found.append((name, info.st_mode, info.st_size))
-                return found
+                with os.scandir(fd) as names:
+                    for entry in names:
+                        if self.budget <= 0:
+                            break
+                        self.budget -= 1
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        found.append((entry.name, info.st_mode, info.st_size))
+                return sorted(found, key=lambda e: os.fsencode(e[0]))
             finally:
                 os.close(fd)
 
@@ -247,76 +228,68 @@ class _Copy:
             if not stat.S_ISREG(os.fstat(source).st_mode):  # changed since it was listed
                 outcome.skip(path, "not a regular file")
                 return False
-            folder = self.folder(where)
-            if folder is None:
+            if not self.folder(where):
                 return False
-            return self.write(source, folder, path, name)
+            return self.write(source, where, path, name)
         finally:
             os.close(source)
 
-    def folder(self, where: str) -> str | None:
-        """Where a folder of /work goes beneath dest, made as the requester (merged into a folder
-        of that name, renamed past anything else); None if it cannot be made."""
+    def beneath(self, relative: str, path: str) -> int | None:
+        """An O_PATH fd of a folder beneath dest, as the requester, no link followed; None (and
+        path skipped with the reason) if it cannot be opened."""
+        try:
+            return libc.openat2(self.dest, relative or ".", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH)
+        except OSError as exc:
+            self.outcome.skip(path, f"cannot write: {os.strerror(exc.errno or 0)}")
+            return None
+
+    def folder(self, where: str) -> bool:
+        """The folder of /work at where, made beneath dest as the requester (the folder is new:
+        every name in it is made by this copy); whether it is there."""
         if where in self.folders:
             return self.folders[where]
         parent, _, name = where.rpartition("/")
-        above = self.folder(parent)
-        if above is None:
-            return None
-        for candidate in (name, f"{name}-{self.suffix}"):
-            relative = candidate if above == "." else f"{above}/{candidate}"
+        made = False
+        if self.folder(parent):
             with acting_as(*self.request.requester):
-                try:
-                    os.close(libc.openat2(self.dest, relative, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH))
-                except OSError:
+                into = self.beneath(parent, where)
+                if into is not None:
                     try:
-                        into = libc.openat2(self.dest, above, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH)
+                        os.mkdir(name, 0o755, dir_fd=into)
+                        made = True
                     except OSError as exc:
                         self.outcome.skip(where, f"cannot write: {os.strerror(exc.errno or 0)}")
-                        return None
-                    try:
-                        os.mkdir(candidate, 0o755, dir_fd=into)
-                    except FileExistsError:
-                        continue  # a file or link of that name: the next candidate
-                    except OSError as exc:
-                        self.outcome.skip(where, f"cannot write: {os.strerror(exc.errno or 0)}")
-                        return None
                     finally:
                         os.close(into)
-            self.folders[where] = relative
-            return relative
-        self.outcome.skip(where, "its name and the renamed one are both taken")
-        return None
+        self.folders[where] = made
+        return made
 
-    def write(self, source: int, folder: str, path: str, name: str) -> bool:
-        """source into folder/name as the requester, never replacing anything (the collision rule)."""
-        mode = 0o755 if os.fstat(source).st_mode & 0o111 else 0o644
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    def write(self, source: int, where: str, path: str, name: str) -> bool:
+        """source into where/name as the requester: a hidden new file, renamed to name at the end
+        without replacing anything; 0644 whatever the job's mode (exec bits dropped)."""
         with acting_as(*self.request.requester):
-            try:
-                into = libc.openat2(self.dest, folder, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH)
-            except OSError as exc:
-                self.outcome.skip(path, f"cannot write: {os.strerror(exc.errno or 0)}")
+            into = self.beneath(where, path)
+            if into is None:
                 return False
+            temp = ""
             try:
-                target = _exclusive(into, name, self.suffix, mode, flags)
-                if isinstance(target, str):
-                    self.outcome.skip(path, target)
-                    return False
-                fd, written_as = target
+                fd, temp = temporary(into, 0o644)
                 try:
                     complete = self.pour(source, fd)
-                except OSError as exc:  # a full disk or quota on the requester's side, a read error
-                    self.outcome.skip(path, f"cannot copy: {os.strerror(exc.errno or 0)}")
-                    complete = False
                 finally:
                     os.close(fd)
-                if not complete:  # the deadline or the byte cap: no half file is left behind
-                    os.unlink(written_as, dir_fd=into)
-                    return False
+                if complete:
+                    rename_into_place(into, temp, name, replace=False)
+                    temp = ""
+                    self.outcome.copied += 1
+                return complete
+            except OSError as exc:  # a full disk or quota on the requester's side, a read error
+                self.outcome.skip(path, f"cannot copy: {os.strerror(exc.errno or 0)}")
+                return False
             finally:
+                if temp:  # the deadline, the byte cap, an error: no half file is left behind
+                    discard(into, temp)
                 os.close(into)
-        return True
 
     def pour(self, source: int, target: int) -> bool:
         """Bytes from source to target, within the byte cap and the deadline."""
@@ -335,7 +308,6 @@ class _Copy:
             while view:
                 view = view[os.write(target, view) :]
             copied += len(data)
-        outcome.copied += 1
         outcome.bytes += copied
         return True
 
@@ -344,54 +316,56 @@ _READ = workfiles.RESOLVE
 _DEST = libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
 
 
-def _exclusive(folder: int, name: str, suffix: str, mode: int, flags: int) -> tuple[int, str] | str:
-    """A new file in folder: name, else the collision rule's names; (fd, its name) or why not."""
-    for attempt in range(MAX_SUFFIXES + 1):
-        candidate = name if attempt == 0 else collided(name, suffix, attempt)
-        if unsafe_name(candidate):  # the suffix made it too long
-            return "its name and the renamed ones are taken or too long"
+def _new_folder(dest: int, request: Request, outcome: Outcome) -> int | None:
+    """DIR/<id8> made now as the requester (else <id8>-2, ...: never an existing folder), 0755;
+    its O_PATH fd, its path in outcome.folder; None (and outcome.error) if none can be made."""
+    id8 = request.job_id.replace("-", "")[:8]
+    for attempt in range(1, MAX_FOLDERS + 1):
+        name = id8 if attempt == 1 else f"{id8}-{attempt}"
         try:
-            return os.open(candidate, flags, mode, dir_fd=folder), candidate
+            os.mkdir(name, 0o755, dir_fd=dest)
         except FileExistsError:
             continue
         except OSError as exc:
-            return f"cannot write: {os.strerror(exc.errno or 0)}"
-    return "its name and the renamed ones are all taken"
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
+            outcome.error = f"{request.destination}/{name}: {os.strerror(exc.errno or 0)} (nothing copied)"
+            return None
+        try:
+            fd = libc.openat2(dest, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, BENEATH)
+        except OSError as exc:
+            outcome.error = f"{request.destination}/{name}: {os.strerror(exc.errno or 0)} (nothing copied)"
+            return None
+        outcome.folder = os.path.join(request.destination, name)
+        return fd
+    outcome.error = f"{request.destination}: {id8} to {id8}-{MAX_FOLDERS} are all taken (nothing copied)"
+    return None
 
 
 def collect(request: Request) -> Outcome:
-    """The copy itself (in the copying process): open the destination as the requester, then /work."""
+    """The copy itself (in the copying process): open the destination as the requester, make the
+    job's new folder in it, then copy /work into that."""
     outcome = Outcome()
     os.umask(0o022)
     with acting_as(*request.requester):
         # the folder resolved at submission, no link followed now: nothing the job made meanwhile
         # (a link in place of DIR or above it) can lead the copy elsewhere
         try:
-            dest = libc.openat2(AT_FDCWD, request.resolved, os.O_PATH | os.O_DIRECTORY, _DEST)
+            top = libc.openat2(AT_FDCWD, request.resolved, os.O_PATH | os.O_DIRECTORY, _DEST)
         except OSError as exc:
             outcome.error = f"{request.destination}: {os.strerror(exc.errno or 0)} (nothing copied)"
             return outcome
-        info = os.fstat(dest)
-        if [info.st_dev, info.st_ino] != list(request.identity):
-            os.close(dest)
-            outcome.error = f"{request.destination} was replaced since the job was submitted (nothing copied)"
-            return outcome
-        if not os.access(f"/proc/self/fd/{dest}", os.W_OK | os.X_OK, effective_ids=True):
-            os.close(dest)
-            outcome.error = f"{request.destination} is no longer a folder the requester can write"
-            return outcome
+        try:
+            info = os.fstat(top)
+            if [info.st_dev, info.st_ino] != list(request.identity):
+                outcome.error = f"{request.destination} was replaced since the job was submitted (nothing copied)"
+                return outcome
+            if not os.access(f"/proc/self/fd/{top}", os.W_OK | os.X_OK, effective_ids=True):
+                outcome.error = f"{request.destination} is no longer a folder the requester can write"
+                return outcome
+            dest = _new_folder(top, request, outcome)
+        finally:
+            os.close(top)
+    if dest is None:
+        return outcome
     try:
 
         def copy(root: int) -> None:
@@ -403,7 +377,7 @@ def collect(request: Request) -> Outcome:
     finally:
         os.close(dest)
     if outcome.left and not outcome.note:
-        caps = f"Policy.max_artifacts_mb ({request.max_bytes >> 20} MiB), max_artifacts_files ({request.max_files})"
+        caps = f"Policy.max_artifacts_mb ({bytes_words(request.max_bytes)}), max_artifacts_files ({request.max_files})"
         outcome.note = f"{outcome.left} file(s) not copied: past {caps}"
     return outcome
 

@@ -215,10 +215,16 @@ class Server:
                     await self._hold(caller, request, reader, writer)
                     return
                 with self.admission.request(caller.uid, privileged):
-                    reply = protocol.ok(request_id, **self.handle(caller, request))
+                    reply = protocol.ok(request_id, **(await self._answer(caller, request)))
                 await _send(writer, reply)
             except WorkerError as exc:
                 await _send(writer, protocol.failed(request_id, exc))
+
+    async def _answer(self, caller: Caller, request: Request) -> dict[str, Any]:
+        """handle, with a listing (up to workfiles.MAX_SCANNED names) in a thread, off the loop."""
+        if request.get("op") == "files":
+            return await self.executor.work_listing_off_loop(caller, *_files_args(request))
+        return self.handle(caller, request)
 
     def handle(self, caller: Caller, request: Request) -> dict[str, Any]:
         """One request-response operation."""
@@ -247,8 +253,7 @@ class Server:
         return {"job": self.executor.find(caller, _job_ref(request)).to_dict()}
 
     def _files(self, caller: Caller, request: Request) -> dict[str, Any]:
-        job_ref, path, offset = _job_ref(request), _path(request, ""), _whole(request, "offset", 0, 0)
-        return self.executor.work_listing(caller, job_ref, path, offset)
+        return self.executor.work_listing(caller, *_files_args(request))
 
     def _read_file(self, caller: Caller, request: Request) -> dict[str, Any]:
         job_ref, path = _job_ref(request), _path(request)
@@ -316,6 +321,11 @@ class Server:
         await _send(writer, _event(request_id, first))
         async for event in events:
             await _send(writer, _event(request_id, event))
+
+
+def _files_args(request: Request) -> tuple[str, str, int]:
+    """A files request's job, path in /work and offset."""
+    return _job_ref(request), _path(request, ""), _whole(request, "offset", 0, 0)
 
 
 async def _until_hung_up(reader: asyncio.StreamReader, stream: Coroutine[Any, Any, None]) -> None:

@@ -259,8 +259,17 @@ class Executor:
 
     def work_listing(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
         """A page of a folder of the job's /work, for whoever may see the job."""
+        return workfiles.listing(*self.work_of(caller, job_ref), path, offset)
+
+    async def work_listing_off_loop(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
+        """work_listing with the folder read in a thread (up to workfiles.MAX_SCANNED names)."""
+        folder, ran_as = self.work_of(caller, job_ref)
+        return await asyncio.to_thread(workfiles.listing, folder, ran_as, path, offset)
+
+    def work_of(self, caller: Caller, job_ref: str) -> tuple[JobFolder, tuple[int, int]]:
+        """A job's folder and the uid, gid it ran as, for whoever may see the job."""
         record = self.find(caller, job_ref)
-        return workfiles.listing(self.folder(record.id), path, self._ran_as(record), offset)
+        return self.folder(record.id), self._ran_as(record)
 
     def work_read(self, caller: Caller, job_ref: str, path: str, offset: int, max_bytes: int) -> tuple[bytes, int]:
         record = self.find(caller, job_ref)
@@ -425,11 +434,33 @@ class Executor:
         self._finish(record, outcome)
 
     async def _copy_then_finish(self, job_id: str, outcome: Outcome) -> None:
+        """The copy, then the end; whatever goes wrong in between is recorded as the copy's
+        error, never a job left RUNNING. A copy that started before an executor restart is not
+        run again (its record says it started): its folder may hold part of the files."""
         record = self.store.get(job_id)
         if record is None or record.artifacts is None:
             return
+        try:
+            if "started" in record.artifacts or "copied" in record.artifacts:
+                copied: dict[str, Any] = {}
+                if "copied" not in record.artifacts:
+                    copied = {"error": "the executor restarted during the copy; not copied again"}
+            else:
+                record.artifacts = {**record.artifacts, "started": time.time()}
+                self.store.save(record)
+                copied = await artifacts.copy(self._copy_request(job_id, record))
+        except Exception as exc:  # recorded on the job: the job must still end (a cancel is not one)
+            copied = {"error": f"the copy failed: {exc}"}
+        record = self.store.get(job_id)  # as it is now (a stop asked meanwhile was saved)
+        if record is not None:
+            record.artifacts = {**(record.artifacts or {}), **copied}
+            self._finish(record, outcome)
+
+    def _copy_request(self, job_id: str, record: JobRecord) -> artifacts.Request:
+        """What the copying process needs, from the record and its launch."""
+        assert record.artifacts is not None
         launch = self.store.launch_of(job_id)
-        request = artifacts.Request(
+        return artifacts.Request(
             jobs_dir=self.jobs_dir,
             job_id=job_id,
             destination=record.artifacts["destination"],
@@ -442,11 +473,6 @@ class Executor:
             max_files=self.policy.max_artifacts_files,
             timeout_s=self.policy.artifacts_timeout_s,
         )
-        copied = await artifacts.copy(request)
-        record = self.store.get(job_id)  # as it is now (a stop asked meanwhile was saved)
-        if record is not None:
-            record.artifacts = {**(record.artifacts or {}), **copied}
-            self._finish(record, outcome)
 
     def _finish(self, record: JobRecord, outcome: Outcome) -> None:
         """-> COMPLETED, FAILED or STOPPED, as the outcome says; its slot goes to the next job."""

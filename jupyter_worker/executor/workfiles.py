@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 from ..errors import ErrorReason, WorkerError
 from ..sandbox import disk, libc
 from ..sandbox.mounts import acting_as
+from ..transfer import kind_of
 from .folders import JobFolder
 
 MAX_ENTRIES = 1000
+MAX_SCANNED = 100_000  # names a listing reads in one folder; past it the folder is refused (a bomb)
 READ_MAX = 1 << 20
 RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS | libc.RESOLVE_NO_XDEV
 T = TypeVar("T")
@@ -70,7 +72,9 @@ in_work = _in_work  # executor/artifacts.py reaches /work the same way
 def _open(root: int, path: str, flags: int, runs_as: tuple[int, int]) -> int:
     try:
         with acting_as(runs_as[0], runs_as[1], [runs_as[1]]):
-            return libc.openat2(root, path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, RESOLVE)
+            # openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC
+            extra = os.O_NOFOLLOW if flags & os.O_PATH else os.O_NOFOLLOW | os.O_NONBLOCK
+            return libc.openat2(root, path, flags | extra, RESOLVE)
     except OSError as exc:
         raise WorkerError(ErrorReason.NOT_FOUND, f"/work/{path}: {os.strerror(exc.errno or 0)}") from None
 
@@ -80,37 +84,61 @@ def _entry(directory: int, name: str) -> dict[str, Any] | None:
         info = os.stat(name, dir_fd=directory, follow_symlinks=False)
     except OSError:
         return None
-    kind = "directory" if stat.S_ISDIR(info.st_mode) else "file" if stat.S_ISREG(info.st_mode) else "other"
-    if stat.S_ISLNK(info.st_mode):
-        kind = "symlink"
+    kind = kind_of(info.st_mode)  # what it is precisely (transfer.KIND_WORDS); type: the four the panel knows
     try:
         name.encode()
     except UnicodeEncodeError:
         # a name that is not UTF-8 cannot travel as JSON text: shown with replacement characters,
         # as an entry nobody can open by that name
-        name, kind = name.encode(errors="surrogateescape").decode(errors="replace"), "other"
-    return {"name": name, "type": kind, "size": info.st_size if kind == "file" else None, "mtime": info.st_mtime}
+        name, kind = name.encode(errors="surrogateescape").decode(errors="replace"), "not-utf8"
+    shown = kind if kind in ("directory", "file", "symlink") else "other"
+    size = info.st_size if kind == "file" else None
+    return {"name": name, "type": shown, "kind": kind, "size": size, "mtime": info.st_mtime}
 
 
-def listing(folder: JobFolder, path: str, runs_as: tuple[int, int], offset: int = 0) -> dict[str, Any]:
+def _names(fd: int) -> list[str]:
+    """The names in an open folder, at most MAX_SCANNED of them read, else one clear error."""
+    names: list[str] = []
+    with os.scandir(fd) as found:
+        for entry in found:
+            if len(names) >= MAX_SCANNED:
+                raise WorkerError(
+                    ErrorReason.BAD_REQUEST, f"this folder holds more than {MAX_SCANNED:,} names: too large to list"
+                )
+            names.append(entry.name)
+    return names
+
+
+def listing(folder: JobFolder, runs_as: tuple[int, int], path: str, offset: int = 0) -> dict[str, Any]:
     """The entries of a folder in /work from the offset-th name on (names in byte order), at most
     MAX_ENTRIES, folders first; next_offset is where the next page starts, None after the last."""
     where = _relative(path)
 
-    def entries_of(root: int) -> tuple[int, list[dict[str, Any]]]:
+    def entries_of(root: int) -> tuple[int, list[dict[str, Any]]] | str:
+        fd = _open(root, where, os.O_PATH, runs_as)  # never followed (O_NOFOLLOW, no symlinks)
+        try:
+            kind = kind_of(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        if kind != "directory":  # a path that is not a folder: what it is, one entry looked at
+            return kind
         fd = _open(root, where, os.O_RDONLY | os.O_DIRECTORY, runs_as)
         try:
-            names = sorted(os.listdir(fd), key=os.fsencode)
+            names = sorted(_names(fd), key=os.fsencode)
             page = names[offset : offset + MAX_ENTRIES]
             return len(names), [e for e in (_entry(fd, name) for name in page) if e is not None]
         finally:
             os.close(fd)
 
-    count, entries = _in_work(folder, entries_of)
+    found = _in_work(folder, entries_of)
+    if isinstance(found, str):
+        return {"path": where, "kind": found, "entries": [], "truncated": False, "next_offset": None}
+    count, entries = found
     entries.sort(key=lambda e: (e["type"] != "directory", e["name"]))
     more = count > offset + MAX_ENTRIES
     return {
         "path": "" if where == "." else where,
+        "kind": "directory",
         "entries": entries,
         "truncated": more,
         "next_offset": offset + MAX_ENTRIES if more else None,

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -123,19 +124,24 @@ class RootPlan:
         return None not in requester and requester != (self.uid, self.gid)
 
 
+_IDENTITY = threading.RLock()  # glibc's setgroups applies to every thread: one identity switch at a time
+
+
 @contextlib.contextmanager
 def acting_as(uid: int, gid: int, groups: list[int]) -> Iterator[None]:
-    """Resolve paths with someone else's file permissions (fsuid/fsgid, groups), then switch back."""
-    saved = os.getgroups()
-    os.setgroups(groups)
-    libc.setfsgid(gid)
-    libc.setfsuid(uid)
-    try:
-        yield
-    finally:
-        libc.setfsuid(0)
-        libc.setfsgid(0)
-        os.setgroups(saved)
+    """Resolve paths with someone else's file permissions (fsuid/fsgid, groups), then switch back.
+    Held by one thread at a time (a listing in a worker thread, the event loop's checks)."""
+    with _IDENTITY:
+        saved = os.getgroups()
+        os.setgroups(groups)
+        libc.setfsgid(gid)
+        libc.setfsuid(uid)
+        try:
+            yield
+        finally:
+            libc.setfsuid(0)
+            libc.setfsgid(0)
+            os.setgroups(saved)
 
 
 def open_source(path: str) -> tuple[int, bool]:

@@ -24,6 +24,7 @@ from jupyter_worker import protocol
 from jupyter_worker.client import Client, ExecutorUnavailable
 from jupyter_worker.errors import WorkerError
 from jupyter_worker.executor.policy import group_exists
+from jupyter_worker.jobs import Job, JobFailed
 from jupyter_worker.spec import JobRecord
 from tests.conftest import ADMINS, VIEWERS
 
@@ -65,6 +66,22 @@ def as_user(name: str, action: Callable[[], Any]) -> Any:
 def run_as(daemon: Daemon, user: str, job: dict) -> JobRecord:
     """Submit a job as the user."""
     return as_user(user, lambda: Client(daemon.socket).run(job))
+
+
+def ended(daemon: Daemon, user: str, job: dict) -> dict:
+    """Submit as user, wait with Job.wait (as they would: a failed job is no error here), and
+    return the ended record as a dict."""
+
+    def submit_and_wait() -> dict:
+        with Client(daemon.socket) as client:
+            handle = Job(client.run(job), daemon.socket)
+        try:
+            handle.wait()
+        except JobFailed:
+            pass
+        return handle.record.to_dict()
+
+    return as_user(user, submit_and_wait)
 
 
 def ask_as(daemon: Daemon, user: str, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -1,6 +1,6 @@
-"""--artifacts: when a job ends, however it ends, the executor copies its /work into a folder of the
-requester's, as the requester, before the job is reported ended; links, FIFOs and sockets are never
-copied, a user's file is never replaced, caps and globs hold."""
+"""--artifacts: when a job ends, however it ends, the executor copies its /work into a new folder
+(DIR/<id8>) of the requester's, as the requester, before the job is reported ended; links, FIFOs and
+sockets are never copied, nothing of the user's is touched, caps and globs hold."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
-from jupyter_worker.jobs import Job, JobFailed
-from tests.executor.conftest import as_user, run_as, wait_for
+from jupyter_worker.jobs import Job
+from tests.executor.conftest import as_user, ended, run_as, wait_for
 
 SOCKET = "python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('/work/sock')\""
 PLANTED = (
     "cd /work && mkdir -p results/deep plots && echo 0.93 > results/score.csv && echo n > results/deep/n.txt"
-    " && printf png > plots/a.png && echo log > run.log && head -c 3000000 /dev/zero > big.bin"
+    " && printf png > plots/a.png && echo log > run.log && chmod 777 run.log && head -c 3000000 /dev/zero > big.bin"
     " && ln -s /etc/shadow shadow-link && ln -s /etc etc-link && mkfifo pipe && " + SOCKET
 )
 
@@ -41,19 +41,8 @@ def alices(users):
     shutil.rmtree(folder)
 
 
-def ended(daemon, user: str, job: dict) -> dict:
-    """Submit as user, wait with Job.wait (as they would), and return the record as a dict."""
-
-    def submit_and_wait():
-        with Client(daemon.socket) as client:
-            handle = Job(client.run(job), daemon.socket)
-        try:
-            handle.wait()
-        except JobFailed:
-            pass
-        return handle.record.to_dict()
-
-    return as_user(user, submit_and_wait)
+def id8(record: dict) -> str:
+    return record["id"].replace("-", "")[:8]
 
 
 def files_in(folder: str) -> dict[str, os.stat_result]:
@@ -65,10 +54,12 @@ def files_in(folder: str) -> dict[str, os.stat_result]:
     return found
 
 
-def test_a_jobs_files_land_in_alices_folder_owned_by_her_without_links_pipes_or_sockets(daemon, users, alices):
+def test_a_jobs_files_land_in_a_new_folder_of_alices_owned_by_her_without_links_pipes_or_sockets(daemon, users, alices):
     record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", PLANTED], "artifacts": {"destination": alices}})
     assert record["status"] == "COMPLETED"
-    found = files_in(alices)  # there as soon as the end is seen: copied before the job was reported ended
+    assert os.listdir(alices) == [id8(record)]
+    assert record["artifacts"]["folder"] == os.path.join(alices, id8(record))
+    found = files_in(record["artifacts"]["folder"])  # there as soon as the end is seen: copied before it
     assert set(found) == {
         "results",
         "results/deep",
@@ -82,6 +73,9 @@ def test_a_jobs_files_land_in_alices_folder_owned_by_her_without_links_pipes_or_
     alice = users["jwtest-alice"]
     assert all(info.st_uid == alice.pw_uid and info.st_gid == alice.pw_gid for info in found.values())
     assert all(stat.S_ISREG(i.st_mode) or stat.S_ISDIR(i.st_mode) for i in found.values())
+    assert {stat.S_IMODE(i.st_mode) for i in found.values()} == {0o644, 0o755}
+    assert stat.S_IMODE(found["run.log"].st_mode) == 0o644  # exec bits and others' write: dropped
+    assert all(stat.S_IMODE(i.st_mode) == 0o755 for i in found.values() if stat.S_ISDIR(i.st_mode))
     assert found["big.bin"].st_size == 3_000_000
     outcome = record["artifacts"]
     assert (outcome["destination"], outcome["copied"], outcome["bytes"]) == (alices, 5, 3_000_000 + 5 + 2 + 3 + 4)
@@ -101,7 +95,7 @@ def test_a_root_requesters_job_runs_as_nobody_and_its_artifacts_are_roots(daemon
             client.run({"command": ["sh", "-c", "id -u > /work/uid"], "artifacts": str(tmp_path)}), daemon.socket
         )
     handle.wait()
-    copied = tmp_path / "uid"
+    copied = tmp_path / handle.id.replace("-", "")[:8] / "uid"
     assert copied.read_text().strip() == str(pwd.getpwnam("nobody").pw_uid)
     assert copied.stat().st_uid == 0 and copied.stat().st_gid == 0
 
@@ -109,34 +103,43 @@ def test_a_root_requesters_job_runs_as_nobody_and_its_artifacts_are_roots(daemon
 def test_globs_pick_files_and_folders_relative_to_work(daemon, alices):
     job = {"command": ["sh", "-c", PLANTED], "artifacts": {"destination": alices, "patterns": ["**/*.csv", "plots"]}}
     record = ended(daemon, "jwtest-alice", job)
-    assert set(files_in(alices)) == {"results", "results/score.csv", "plots", "plots/a.png"}
+    assert set(files_in(record["artifacts"]["folder"])) == {"results", "results/score.csv", "plots", "plots/a.png"}
     assert record["artifacts"]["skipped"] == 0
 
 
-def test_a_name_taken_keeps_the_users_file_and_the_copy_gets_the_jobs_id(daemon, users, alices):
+def test_each_job_gets_a_new_folder_and_one_that_exists_is_never_written_into(daemon, users, alices):
     alice = users["jwtest-alice"]
-    for name in ("notebook.ipynb", "README"):
-        with open(os.path.join(alices, name), "w") as f:
-            f.write("mine")
-        os.chown(os.path.join(alices, name), alice.pw_uid, alice.pw_gid)
-    os.symlink("/etc/passwd", os.path.join(alices, "data"))  # a link of the user's: never written through
-    script = "cd /work && echo theirs > notebook.ipynb && echo theirs > README && mkdir data && echo x > data/f"
-    record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
-    id8 = record["id"].replace("-", "")[:8]
-    for name, copy in (("notebook.ipynb", f"notebook-{id8}.ipynb"), ("README", f"README-{id8}")):
-        assert open(os.path.join(alices, name)).read() == "mine"
-        assert open(os.path.join(alices, copy)).read() == "theirs\n"
-    assert os.path.islink(os.path.join(alices, "data"))
-    assert open(os.path.join(alices, f"data-{id8}", "f")).read() == "x\n"
-    assert record["artifacts"]["copied"] == 3
-
-
-def test_the_same_names_twice_get_numbered_copies(daemon, alices):
-    script = "echo one > /work/out.txt"
+    script = "echo one > /work/out.txt; sleep 2"
     first = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
-    second = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
-    assert first["artifacts"]["copied"] == second["artifacts"]["copied"] == 1
-    assert sorted(os.listdir(alices)) == sorted(["out.txt", f"out-{second['id'].replace('-', '')[:8]}.txt"])
+    record = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
+    taken = os.path.join(alices, record.id.replace("-", "")[:8])  # the user's own folder of that name
+
+    def make_it():
+        os.mkdir(taken)
+        with open(os.path.join(taken, "out.txt"), "w") as f:
+            f.write("mine")
+
+    as_user("jwtest-alice", make_it)
+    with daemon.client() as root:
+        second = wait_for(lambda: (r := root.get(record.id)).finished and r, what="the job to end")
+    assert second.artifacts["folder"] == taken + "-2"
+    assert open(os.path.join(taken, "out.txt")).read() == "mine"
+    assert open(os.path.join(taken + "-2", "out.txt")).read() == "one\n"
+    assert sorted(os.listdir(alices)) == sorted([id8(first), os.path.basename(taken), os.path.basename(taken) + "-2"])
+    assert os.stat(taken + "-2").st_uid == alice.pw_uid
+
+
+def test_the_values_runners_folder_is_left_out_unless_a_glob_names_it(daemon, alices):
+    script = "mkdir -p /work/.jupyter-worker/values && echo v > /work/.jupyter-worker/values/x.json && echo r > /work/r"
+    plain = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
+    assert set(files_in(plain["artifacts"]["folder"])) == {"r"}
+    named = {"destination": alices, "patterns": [".jupyter-worker/values"]}
+    asked = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": named})
+    assert set(files_in(asked["artifacts"]["folder"])) == {
+        ".jupyter-worker",
+        ".jupyter-worker/values",
+        ".jupyter-worker/values/x.json",
+    }
 
 
 @pytest.mark.parametrize(
@@ -150,7 +153,7 @@ def test_files_come_back_however_the_job_ends(daemon, alices, script, limits, en
     job = {"command": ["sh", "-c", script], "limits": limits, "artifacts": alices}
     record = ended(daemon, "jwtest-alice", job)
     assert (record["status"], record["reason"]) == ending
-    assert open(os.path.join(alices, "out.txt")).read() == "partial\n"
+    assert open(os.path.join(record["artifacts"]["folder"], "out.txt")).read() == "partial\n"
 
 
 def has_written(client: Client, job_id: str) -> bool:
@@ -167,15 +170,16 @@ def test_a_stopped_job_copies_its_files_before_it_is_reported_stopped(daemon, al
         wait_for(lambda: has_written(root, record.id), what="the job to write")
         root.stop(record.id, grace_s=0)
         wait_for(lambda: root.get(record.id).finished, what="the job to end")
-        assert os.path.exists(os.path.join(alices, "out.txt"))
-        assert root.get(record.id).artifacts["copied"] == 1
+        copied = root.get(record.id).artifacts
+        assert os.path.exists(os.path.join(copied["folder"], "out.txt"))
+        assert copied["copied"] == 1
 
 
 @pytest.mark.executor_flags("--Policy.max_artifacts_files=2")
 def test_past_the_file_cap_the_rest_stay_behind_with_a_note(daemon, alices):
     script = "cd /work && for n in 1 2 3 4 5; do echo $n > f$n; done"
     record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
-    assert len(os.listdir(alices)) == 2
+    assert len(os.listdir(record["artifacts"]["folder"])) == 2
     assert record["artifacts"]["copied"] == 2
     assert record["artifacts"]["note"].startswith("3 file(s) not copied: past Policy.max_artifacts_mb")
 
@@ -184,8 +188,19 @@ def test_past_the_file_cap_the_rest_stay_behind_with_a_note(daemon, alices):
 def test_past_the_size_cap_big_files_stay_behind_and_small_ones_come(daemon, alices):
     script = "cd /work && head -c 2000000 /dev/zero > big && echo small > small"
     record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
-    assert os.listdir(alices) == ["small"]
+    assert os.listdir(record["artifacts"]["folder"]) == ["small"]
     assert "1 file(s) not copied" in record["artifacts"]["note"]
+    assert "(1.0 MiB)" in record["artifacts"]["note"]
+
+
+@pytest.mark.executor_flags("--Policy.max_artifacts_files=2")
+def test_a_folder_bomb_stops_the_walk_after_ten_times_the_file_cap_with_a_note(daemon, alices):
+    script = "mkdir /work/bomb && cd /work/bomb && seq 1 500 | xargs mkdir"
+    record = ended(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
+    assert (
+        record["artifacts"]["note"] == "stopped after looking at 20 entries of /work (10 x Policy.max_artifacts_files)"
+    )
+    assert len(files_in(record["artifacts"]["folder"])) <= 20
 
 
 def test_a_full_destination_leaves_no_half_file_and_says_why(daemon, users, alices):
@@ -198,6 +213,22 @@ def test_a_full_destination_leaves_no_half_file_and_says_why(daemon, users, alic
         outcome = record["artifacts"]
         assert outcome["copied"] == 1 and outcome["skipped"] == 2
         assert {why for _, why in outcome["skipped_examples"]} == {"cannot copy: No space left on device"}
-        assert [os.path.getsize(os.path.join(alices, name)) for name in os.listdir(alices)] == [600000]
+        folder = outcome["folder"]
+        assert [os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)] == [600000]
     finally:
         subprocess.run(["umount", alices], check=True)
+
+
+@pytest.mark.executor_flags("--Policy.max_artifacts_files=100000", "--Policy.artifacts_timeout_s=300")
+def test_a_copy_cut_short_by_an_executor_restart_is_not_run_again_and_the_job_ends(daemon, alices):
+    script = "mkdir /work/m && cd /work/m && seq 1 40000 | xargs touch"
+    record = run_as(daemon, "jwtest-alice", {"command": ["sh", "-c", script], "artifacts": alices})
+    with daemon.client() as root:
+        wait_for(lambda: "started" in (root.get(record.id).artifacts or {}), what="the copy to start", timeout=60)
+    daemon.stop()
+    daemon.start()
+    with daemon.client() as root:
+        after = wait_for(lambda: (r := root.get(record.id)).finished and r, what="the job to end")
+    assert after.status.value == "COMPLETED"
+    assert after.artifacts["error"] == "the executor restarted during the copy; not copied again"
+    assert set(os.listdir(alices)) <= {record.id.replace("-", "")[:8]}  # no second folder

@@ -1,7 +1,8 @@
 """Artifacts and files back: the job's /work is hostile and the destination is the requester's. Each
 attack is tried as a real unprivileged user (or by a job of theirs) against a real executor, and
 fails: nothing lands outside the destination, nothing is followed, nothing of the user's replaced,
-nobody writes where they could not write themselves."""
+nobody writes where they could not write themselves, no job picks where its files land among the
+user's (each job's files go into a new folder of their own)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import ErrorReason, WorkerError
+from jupyter_worker.executor.workfiles import MAX_SCANNED
 from jupyter_worker.jobs import Job, JobFailed
-from tests.executor.conftest import as_user, run_as, started_daemon, wait_for
+from tests.executor.conftest import as_user, ended, run_as, started_daemon, wait_for
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,19 +52,6 @@ def bobs(users):
     folder = folder_of(users, BOB)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def ended(daemon, user: str, job: dict) -> dict:
-    def submit_and_wait():
-        with Client(daemon.socket) as client:
-            handle = Job(client.run(job), daemon.socket)
-        try:
-            handle.wait()
-        except JobFailed:
-            pass
-        return handle.record.to_dict()
-
-    return as_user(user, submit_and_wait)
 
 
 def everything_in(folder: str) -> list[str]:
@@ -114,7 +103,7 @@ def test_a_job_planting_links_to_secrets_and_outside_folders_gets_nothing_copied
         " && mkdir real && ln -s /etc/passwd real/passwd && ln -s ../../../.. real/deep && echo ok > real/ok"
     )
     record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
-    assert everything_in(alices) == ["real", "real/ok"]
+    assert everything_in(record["artifacts"]["folder"]) == ["real", "real/ok"]
     assert record["artifacts"]["skipped"] == 6
     assert all(why == "a symlink, never copied" for _, why in record["artifacts"]["skipped_examples"])
 
@@ -125,7 +114,7 @@ def test_a_job_leaving_fifos_and_sockets_in_work_cannot_stall_or_feed_the_copy(d
     started = time.monotonic()
     record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
     assert time.monotonic() - started < 30
-    assert everything_in(alices) == ["ok"]
+    assert everything_in(record["artifacts"]["folder"]) == ["ok"]
     assert sorted(why for _, why in record["artifacts"]["skipped_examples"]) == [
         "a FIFO, never copied",
         "a socket, never copied",
@@ -143,8 +132,49 @@ def test_a_job_cannot_replace_the_users_notebook_nor_write_through_their_links(d
     record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
     assert open(notebook).read() == "the user's notebook"
     assert not os.path.exists("/etc/cron.d/evil")
-    id8 = record["id"].replace("-", "")[:8]
-    assert sorted(os.listdir(alices)) == sorted(["analysis.ipynb", f"analysis-{id8}.ipynb", "cron", f"cron-{id8}"])
+    made = os.path.basename(record["artifacts"]["folder"])
+    assert sorted(os.listdir(alices)) == sorted(["analysis.ipynb", "cron", made])
+    assert everything_in(record["artifacts"]["folder"]) == ["analysis.ipynb", "cron", "cron/evil"]
+
+
+PLANT = (
+    "cd /work && mkdir -p .git/hooks && printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit"
+    " && chmod 755 .git/hooks/pre-commit && echo 'import os' > numpy.py && echo 'import os' > conftest.py"
+    " && echo 'export EVIL=1' > .envrc && echo 'import os' > sitecustomize.py"
+)
+
+
+def test_a_job_planting_a_git_hook_numpy_py_conftest_or_envrc_beside_the_notebook_gets_them_only_in_a_new_folder(
+    daemon, users, alices
+):
+    alice = users[ALICE]
+    os.makedirs(os.path.join(alices, ".git", "hooks"))
+    for top in (os.path.join(alices, ".git"), os.path.join(alices, ".git", "hooks")):
+        os.chown(top, alice.pw_uid, alice.pw_gid)
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", PLANT], "artifacts": alices})
+    folder = record["artifacts"]["folder"]
+    assert os.path.dirname(folder) == alices and os.path.basename(folder) == record["id"].replace("-", "")[:8]
+    assert everything_in(os.path.join(alices, ".git")) == ["hooks"]  # the user's repository: untouched
+    assert sorted(os.listdir(alices)) == sorted([".git", os.path.basename(folder)])  # nothing beside the notebook
+    hook = os.path.join(folder, ".git", "hooks", "pre-commit")
+    assert stat.S_IMODE(os.stat(hook).st_mode) == 0o644  # not runnable even where it landed
+    assert record["artifacts"]["copied"] == 5
+
+
+def test_a_link_planted_at_the_jobs_folder_name_in_dir_is_never_followed_by_the_copy(daemon, users, alices):
+    # what a job could do with the notebook folder writable in it, if it learnt its id: DIR/<id8>
+    # made a link to the user's home before the copy runs
+    home = users[ALICE].pw_dir
+    record = run_as(daemon, ALICE, {"command": ["sh", "-c", "echo evil > /work/.bashrc; sleep 2"], "artifacts": alices})
+    planted = os.path.join(alices, record.id.replace("-", "")[:8])
+    as_user(ALICE, lambda: os.symlink(home, planted))
+    before = sorted(os.listdir(home))
+    with daemon.client() as root:
+        done = wait_for(lambda: (r := root.get(record.id)).finished and r, what="the job to end")
+    assert sorted(os.listdir(home)) == before
+    assert os.readlink(planted) == home
+    assert done.artifacts["folder"] == planted + "-2"
+    assert os.listdir(planted + "-2") == [".bashrc"]
 
 
 def test_hostile_names_from_a_job_are_skipped_and_shown_inert(daemon, alices):
@@ -154,7 +184,7 @@ def test_hostile_names_from_a_job_are_skipped_and_shown_inert(daemon, alices):
         " && printf x > fine.txt"
     )
     record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "artifacts": alices})
-    assert os.listdir(alices) == ["fine.txt"]
+    assert os.listdir(record["artifacts"]["folder"]) == ["fine.txt"]
     assert record["artifacts"]["skipped"] == 4
     shown = subprocess.run(
         [sys.executable, "-m", "jupyter_worker.cli", "--socket", daemon.socket, "status", record["id"]],
@@ -188,7 +218,8 @@ def test_files_a_job_ran_as_nobody_left_come_back_to_root_owned_by_root_never_by
         handle = Job(client.run({**job, "artifacts": str(tmp_path / "a")}), daemon.socket)
     handle.wait()
     handle.download("d", str(tmp_path / "b"))
-    for path in (tmp_path / "a" / "d", tmp_path / "a" / "d" / "f", tmp_path / "b", tmp_path / "b" / "f"):
+    made = tmp_path / "a" / handle.id.replace("-", "")[:8]
+    for path in (made / "d", made / "d" / "f", tmp_path / "b", tmp_path / "b" / "f"):
         info = path.stat()
         assert (info.st_uid, info.st_gid) == (0, 0)
         assert not info.st_mode & stat.S_IWOTH
@@ -259,3 +290,43 @@ def test_a_root_requesters_job_swapping_its_artifacts_folder_for_a_link_to_a_roo
     finally:
         shutil.rmtree(folder)
         shutil.rmtree(victim)
+
+
+def test_a_job_leaving_a_folder_of_too_many_names_cannot_stall_the_executor_listing_it(daemon, alices):
+    script = f"mkdir /work/bomb && cd /work/bomb && seq 1 {MAX_SCANNED + 1} | xargs touch"
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", script], "limits": {"timeout_s": 300}})
+    with pytest.raises(WorkerError) as refused:
+        ask_listing(daemon, record["id"], "bomb")
+    assert refused.value.reason is ErrorReason.BAD_REQUEST
+    assert f"more than {MAX_SCANNED:,} names: too large to list" in refused.value.message
+    assert ask_listing(daemon, record["id"], "")["entries"][0]["name"] == "bomb"  # the executor still answers
+
+
+def ask_listing(daemon, job_id: str, path: str) -> dict:
+    return as_user(ALICE, lambda: Client(daemon.socket).files(job_id, path))
+
+
+def test_another_users_file_planted_at_a_downloads_name_in_a_shared_folder_is_never_written_through(daemon, users):
+    record = ended(daemon, ALICE, {"command": ["sh", "-c", "echo secret > /work/out.txt"]})
+    shared = tempfile.mkdtemp(prefix="jw-shared-")
+    os.chmod(shared, 0o1777)  # like /tmp: anyone may create, nobody may replace another's
+    try:
+
+        def plant():
+            with open(os.path.join(shared, "out.txt"), "w") as f:
+                f.write("bob's")
+            os.chmod(os.path.join(shared, "out.txt"), 0o666)
+
+        as_user(BOB, plant)
+
+        def download():
+            with Client(daemon.socket) as client:
+                return Job(client.get(record["id"]), daemon.socket).download("out.txt", shared)
+
+        with pytest.raises(WorkerError):
+            as_user(ALICE, download)
+        assert open(os.path.join(shared, "out.txt")).read() == "bob's"  # alice's secret never went into it
+        assert os.stat(os.path.join(shared, "out.txt")).st_uid == users[BOB].pw_uid
+        assert os.listdir(shared) == ["out.txt"]  # no temporary left behind
+    finally:
+        shutil.rmtree(shared)
