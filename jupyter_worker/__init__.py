@@ -23,9 +23,14 @@ def load_ipython_extension(ipython) -> None:
 
 
 def __getattr__(name: str):
-    """jupyter_worker.run and Job, imported on first use (the sandbox processes never need them)."""
+    """jupyter_worker.run, Job and its errors, imported on first use (the sandbox processes never
+    need them)."""
     if name in ("run", "Job", "JobFailed"):
         from . import jobs  # noqa: PLC0415
 
         return getattr(jobs, name)
+    if name == "ValuesNotReturned":
+        from . import values  # noqa: PLC0415
+
+        return values.ValuesNotReturned
     raise AttributeError(name)

@@ -21,7 +21,7 @@ from .cell import RESULT_NAME
 from .client import Client
 from .errors import SpecError
 from .flags import job_request
-from .formatting import LogWriter, artifacts_line, follow_log
+from .formatting import LogWriter, artifacts_line, follow_log, inert
 from .limits import LIMITS
 from .spec import JobRecord, JobStatus
 
@@ -32,6 +32,10 @@ class JobFailed(RuntimeError):
     def __init__(self, job: JobRecord):
         super().__init__(f"job {job.id[:8]} {job.status.value.lower()}: {job.ending}")
         self.job = job
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this one line for a failed cell, not the client's internal frames."""
+        return [f"JobFailed: {inert(str(self))}"]
 
 
 class Job:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cell
 from .errors import ErrorReason, SpecError, WorkerError
+from .formatting import inert
 from .spec import python_prefixes
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class ValuesNotReturned(WorkerError):
     def __init__(self, problems: list[str]):
         super().__init__(ErrorReason.INVALID, "values not returned: " + "; ".join(problems))
         self.problems = problems
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this one line for a failed cell, not the reader's internal frames."""
+        return [f"ValuesNotReturned: {inert(self.message)}"]
 
 
 def parse_names(text: str | Iterable[str] | None, what: str) -> list[str]:
@@ -338,8 +343,6 @@ def read_values(
 
 
 def _why_not(client: Client, job_id: str, name: str, entries: dict[str, Any], allow_pickle: bool) -> str:
-    from .formatting import inert  # noqa: PLC0415
-
     if f"{name}.{cell.ERROR}" in entries:
         try:
             data, _ = client.read_file(job_id, f"{VALUES_PATH}/{name}.{cell.ERROR}", 0, ERROR_BYTES)

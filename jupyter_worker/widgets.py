@@ -1,7 +1,8 @@
 """The live job widget under a %%worker cell: status, elapsed time, resources, log, Stop.
 
 Updates come from one asyncio task on the kernel's event loop following the job through the
-executor; they are gathered and drawn at most UPDATES_PER_S times a second, and the log shown is
+executor; they are gathered and drawn at most UPDATES_PER_S times a second (the job's display
+output too, a batch at a time: DisplayOutputs), and the log shown is
 bounded (the last LOG_LINES lines, "Show all" for the rest), so a job printing millions of lines
 never floods the notebook.
 
@@ -24,6 +25,7 @@ import ipywidgets as widgets
 from .client import AsyncClient
 from .errors import WorkerError
 from .formatting import MIB, elapsed, html_block, html_text
+from .jobs import Job
 from .richoutput import DisplaySink
 from .spec import JobRecord
 
@@ -39,10 +41,37 @@ COLOURS = {
 }
 
 
+class DisplayOutputs(widgets.VBox):
+    """A job's display output under its widget: each batch (gathered, drawn at most UPDATES_PER_S
+    times a second) is its own Output widget, so each item goes to the front end once (setting one
+    Output's outputs would send them all again each time) and the saved notebook keeps them all in
+    its widget state. Bounded by the sink (richoutput: MAX_ITEMS items, MAX_TOTAL_BYTES bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, bundle: dict[str, str]) -> None:
+        self.pending.append({"output_type": "display_data", "data": bundle, "metadata": {}})
+
+    def flush(self) -> None:
+        if self.pending:
+            batch = widgets.Output()
+            batch.outputs = tuple(self.pending)
+            self.pending = []
+            self.children = (*self.children, batch)
+
+    @property
+    def outputs(self) -> tuple[dict[str, Any], ...]:
+        """Every display output shown so far, in order."""
+        return tuple(o for child in self.children for o in child.outputs)
+
+
 class JobWidget:
     """Shows one job (its JobRecord, kept current in `job`) as it runs; `box` is the ipywidget to
-    display. Its display stream's output (sanitized) goes to an Output widget at the bottom;
-    on_end is awaited once the job has ended (a cell's --out values)."""
+    display. Its display stream's output (sanitized) goes to DisplayOutputs at the bottom; when
+    the job has ended, what --artifacts copied is said under the log, and on_end is awaited (a
+    cell's --out values)."""
 
     def __init__(
         self,
@@ -66,8 +95,8 @@ class JobWidget:
         self.show_all.on_click(lambda _: asyncio.ensure_future(self.load_all()))
         controls = widgets.HBox([self.stop_button, self.show_all])
         # The job's display output (sanitized, bounded: richoutput.py), under the widget as it comes.
-        self.output = widgets.Output()
-        self.sink = DisplaySink(self._publish)
+        self.output = DisplayOutputs()
+        self.sink = DisplaySink(self.output.add)
         self.box = widgets.VBox([self.header, self.resources, self.chart, self.log, controls, self.output])
         self.finished = False
         self._last_cpu: tuple[float, float] | None = None
@@ -85,13 +114,11 @@ class JobWidget:
         except WorkerError as exc:
             self.partial += f"\n[jupyter-worker: {exc}]"
         self.finished = True
+        self.notice(f"artifacts: {note}" if (note := Job(self.job).artifacts_note()) else "")
         self.render()
         if self.on_end is not None:
             await self.on_end(self)
             self.render()
-
-    def _publish(self, bundle: dict[str, str]) -> None:
-        self.output.outputs = (*self.output.outputs, {"output_type": "display_data", "data": bundle, "metadata": {}})
 
     def notice(self, text: str) -> None:
         """A line of jupyter-worker's own under the job's log (e.g. which values came back)."""
@@ -144,6 +171,7 @@ class JobWidget:
             "<pre style='margin:0'>" + "\n".join(self.lines) + ("\n" + tail if tail else "") + "</pre>"
         )
         self.stop_button.disabled = bool(ended) or self.finished
+        self.output.flush()
 
     def _resources(self, metrics: dict[str, Any], limit: int | None, ended: bool) -> str:
         """While it runs: CPU % and memory now; once ended: CPU time and the peak."""

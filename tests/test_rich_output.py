@@ -85,3 +85,34 @@ def test_a_jobs_script_and_event_handlers_never_reach_the_notebook(notebook_run)
     assert any("<b>kept</b>" in d.get("text/html", "") for d in shown)
     assert all(set(d) <= {"text/plain", "text/html", "image/png", "image/jpeg"} for d in shown)
     assert not any("image/png" in d for d in shown)
+
+
+WIDGET_CELL = """import os
+os.makedirs('arts', exist_ok=True)
+from jupyter_worker import values
+from jupyter_worker.client import Client
+from jupyter_worker.flags import job_request
+from jupyter_worker.widgets import JobWidget
+code = "import time\\nfor i in range(30):\\n    display(f'item {i}')\\n    time.sleep(0.02)\\n"
+code += "_ = open('/work/made.txt', 'w').write('x')"
+command = values.runner_command(code, outputs=[], out_pickle=False, max_value_bytes=None)
+request = job_request(command, limits={}, artifacts='arts', cwd='/tmp')
+request.display = True
+with Client() as client:
+    record = client.run(request)
+widget = JobWidget(record)
+await widget.task
+texts = [o['data']['text/plain'] for o in widget.output.outputs]
+print(texts == [f"'item {i}'" for i in range(30)], 0 < len(widget.output.children) <= 30)
+print(sum(len(child.outputs) for child in widget.output.children))
+print(widget.log.value)
+"""
+
+
+def test_the_widget_sends_each_display_item_once_and_says_what_artifacts_came_back(notebook_run):
+    """Under a widget: display output goes in batches, each its own Output (never all again), and
+    the end of the job says what --artifacts copied, as --wait does."""
+    run, folder = notebook_run
+    lines = run(WIDGET_CELL.replace("cwd='/tmp'", f"cwd={folder!r}")).cells[1].outputs[0]["text"].splitlines()
+    assert lines[0] == "True True" and lines[1] == "30"
+    assert "[jupyter-worker: artifacts: " in "\n".join(lines[2:])

@@ -4,8 +4,6 @@ file is read through its 0711 folder by a job of another user."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from nbclient.exceptions import CellExecutionError
 
@@ -17,7 +15,8 @@ def text_of(cell) -> str:
 SETUP = (
     "import numpy as np, pandas as pd, os\n"
     "a = {'k': [1, 2.5, None]}\nb = np.arange(4)\nclass Local:\n    x = 1\n"
-    "before = set(os.listdir(os.path.expanduser('~/.local/share/jupyter/runtime')))"
+    "from jupyter_core.paths import jupyter_runtime_dir\n"
+    "before = set(os.listdir(jupyter_runtime_dir()))"
 )
 
 OUT_CELL = """%%worker --wait --in a,b --out j,t,s,by,arr,sc,df,se --max-memory 1G
@@ -40,7 +39,7 @@ CHECK = (
     "assert sc == 7 and isinstance(sc, np.int64)\n"
     "pd.testing.assert_frame_equal(df, pd.DataFrame({'x': [1, 2], 'y': ['a', 'b']}))\n"
     "pd.testing.assert_series_equal(se, pd.Series([0.5], name='half'))\n"
-    "after = set(os.listdir(os.path.expanduser('~/.local/share/jupyter/runtime')))\n"
+    "after = set(os.listdir(jupyter_runtime_dir()))\n"
     "print('checked', sorted(n for n in after - before if n.startswith('jupyter-worker-in-')))"
 )
 
@@ -91,13 +90,15 @@ def test_bad_names_and_missing_or_unpicklable_inputs_are_usage_errors(notebook_r
         assert "UsageError" in str(failed.value) and words in str(failed.value)
     with pytest.raises(CellExecutionError) as failed:
         run("import threading\nlock = threading.Lock()", "%%worker --in lock\npass")
-    assert "--in: a value cannot be pickled" in str(failed.value)
+    assert "--in: lock cannot be pickled" in str(failed.value)
 
 
 def test_run_a_function_and_get_its_value_through_the_same_safe_formats(notebook_run):
-    run, folder = notebook_run
+    run, _ = notebook_run
     cell = (
-        "import jupyter_worker, json\n"
+        "import jupyter_worker, json, os\n"
+        "from jupyter_core.paths import jupyter_runtime_dir\n"
+        "before = set(os.listdir(jupyter_runtime_dir()))\n"
         "def square(values, power=2):\n    import numpy\n    return numpy.array(values) ** power\n"
         "job = jupyter_worker.run(square, [1, 2, 3], kwargs={'power': 3}, memory_mb='1G')\n"
         "print(job.value().tolist(), job.record.name)\n"
@@ -105,7 +106,8 @@ def test_run_a_function_and_get_its_value_through_the_same_safe_formats(notebook
         "try:\n    jupyter_worker.run(set, [1]).value()\nexcept Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
         "print(jupyter_worker.run(set, [1], out_pickle=True).value())\n"
-        "try:\n    jupyter_worker.run(lambda: 1)\nexcept Exception as exc:\n    print(type(exc).__name__)"
+        "try:\n    jupyter_worker.run(lambda: 1)\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+        "print('left', sorted(n for n in set(os.listdir(jupyter_runtime_dir())) - before if 'jupyter-worker-in-' in n))"
     )
     lines = text_of(run(cell).cells[1]).splitlines()
     assert lines[0] == "[1, 8, 27] square"
@@ -113,4 +115,45 @@ def test_run_a_function_and_get_its_value_through_the_same_safe_formats(notebook
     assert lines[2].startswith("ValuesNotReturned values not returned: return: a set has no safe format")
     assert lines[3] == "{1}"
     assert lines[4] == "SpecError"
-    assert os.listdir(folder) == [] or all(not n.startswith("jupyter-worker-in-") for n in os.listdir(folder))
+    assert lines[5] == "left []"  # every job has ended (value() waited): no input folder is left
+
+
+def test_the_input_file_is_named_in_the_jobs_environment_not_its_command(notebook_run):
+    run, _ = notebook_run
+    cell = "%%worker --wait --in a\nimport os\nprint('seen', 'JUPYTER_WORKER_IN' in os.environ, a)"
+    check = "print(any('jupyter-worker-in-' in word for word in _worker_job.record.command))"
+    notebook = run("a = 5", cell, check)
+    assert "seen False 5" in text_of(notebook.cells[2])  # the runner took it out of the cell's sight
+    assert text_of(notebook.cells[3]).strip() == "False"
+
+
+def test_an_input_of_a_class_defined_in_the_notebook_is_one_clear_line(notebook_run):
+    run, _ = notebook_run
+    notebook = run("class Local:\n    x = 1\nobj = Local()", "%%worker --wait --in obj\nprint(obj)", allow_errors=True)
+    text = text_of(notebook.cells[2])
+    assert "obj cannot be unpickled in the job" in text and "defined in the notebook" in text
+    assert "Traceback" not in text
+    error = next(o for o in notebook.cells[2].outputs if o["output_type"] == "error")
+    assert error["ename"] == "JobFailed" and "exit code 1" in error["evalue"]
+    assert len(error["traceback"]) == 1 and error["traceback"][0].startswith("JobFailed: job ")
+
+
+def test_unpicklable_inputs_name_the_variable_and_run_names_the_argument(notebook_run):
+    run, _ = notebook_run
+    cell = (
+        "import threading, jupyter_worker\nlock = threading.Lock()\n"
+        "try:\n    jupyter_worker.run(print, 1, lock)\nexcept Exception as exc:\n    print(exc)"
+    )
+    notebook = run(cell, "%%worker --in lock\npass", allow_errors=True)
+    assert text_of(notebook.cells[1]).startswith("run() arguments: argument 2 cannot be pickled")
+    assert "UsageError: --in: lock cannot be pickled (TypeError" in text_of(notebook.cells[2])
+
+
+def test_a_failed_values_cell_shows_one_line_not_a_traceback(notebook_run):
+    run, _ = notebook_run
+    notebook = run("%%worker --wait --out gone\npass", allow_errors=True)
+    error = next(o for o in notebook.cells[1].outputs if o["output_type"] == "error")
+    assert error["ename"] == "ValuesNotReturned" and "gone:" in error["evalue"]
+    assert len(error["traceback"]) == 1 and error["traceback"][0].startswith("ValuesNotReturned: values not returned")
+    check = "import jupyter_worker\nprint(jupyter_worker.ValuesNotReturned.__name__)"
+    assert text_of(run(check).cells[1]).strip() == "ValuesNotReturned"
