@@ -4,14 +4,19 @@
         in this folder, shown read-only at its own path (--cwd DIR: another; --no-cwd: none, start in /work)
         limits: --max-memory 512M, --timeout 10m, ... (flags.py, from the table in limits.py)
     jupyter-worker list | status ID | log ID [--follow] [--raw] | stop ID | delete ID
+        stop waits a moment for the job's end and says it; a job that had ended is said so (exit 0)
     jupyter-worker cp ID:PATH [DEST]                                a file or folder of a job's /work, here
     jupyter-worker executor [--socket PATH] [--state-dir DIR] [--config FILE]   the daemon (root)
-    jupyter-worker doctor [--json]                               what this host can enforce
+    jupyter-worker doctor [--json]           can I use it here: a verdict, the executor (and my role),
+        the server extension, the kernels' socket and kernelspec, the network modes; then the host
+    jupyter-worker kernelspec install [--user|--sys-prefix|--prefix P]   a kernel other environments
+        (papermill, nbclient) can run: this Python by its path, the magics loaded
     jupyter-worker sandbox [limits] -- CMD ARGS                  one command, engine only (root)
 
 Clients find the executor by --socket or $JUPYTER_WORKER_SOCKET. IDs may be shortened to any
 unique prefix. An error is one line on stderr; the exit code is its reason's (errors.ErrorReason):
-2 when the request is wrong, 1 when it is refused.
+2 when the request is wrong, 1 when it is refused; an interrupt exits 130 (a --wait job is
+stopped first), a closed pipe (| head) 141, quietly.
 
 Everything shown comes through formatting.inert: a name, command, owner or error another user
 chose never reaches this terminal as control characters. A job's log is its owner's output and is
@@ -26,20 +31,22 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import transfer
+from . import kernelspec, transfer
 from .client import Client
+from .doctor import diagnose_all, render
 from .errors import ErrorReason, WorkerError
 from .executor.app import main as executor_main
 from .flags import JobParser, add_job_flags, request_from_flags
 from .formatting import LogWriter, artifacts_line, follow_log, inert, job_lines, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
-from .sandbox.doctor import diagnose, render
 from .spec import JobRecord, JobStatus, NetworkMode
 
 PROG = "jupyter-worker"
+STOP_WAIT_S = 15.0  # how long `stop` waits to say how the job ended (a job's grace is usually less)
 
 
 def _usage(prog: str, message: str) -> NoReturn:
@@ -58,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", action="append", choices=[status.value for status in JobStatus])
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
-    for verb, text in (("status", "show one job"), ("stop", "stop a job"), ("delete", "delete a finished job")):
+    verb_help = (("status", "show one job"), ("stop", "stop a job, say its end"), ("delete", "delete an ended job"))
+    for verb, text in verb_help:
         sub = verbs.add_parser(verb, help=text)
         sub.add_argument("job_id", metavar="ID")
         sub.add_argument("--json", action="store_true")
@@ -70,9 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("source", metavar="ID:PATH", help="a job and a path in its /work (ID: for all of it)")
     copy.add_argument("dest", metavar="DEST", nargs="?", default=".", help="a file or folder here (default: .)")
     verbs.add_parser("executor", help="run the executor daemon (root); --help-all for its options")
-    doctor = verbs.add_parser("doctor", help="show what this host can isolate and limit")
-    doctor.add_argument("--json", action="store_true")
+    doctor = verbs.add_parser("doctor", help="can I use jupyter-worker here; then what this host can isolate and limit")
+    doctor.add_argument("--json", action="store_true", help="the whole report as JSON")
+    doctor.add_argument("--socket", default=argparse.SUPPRESS, help="the executor socket to try")
     doctor.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    spec = verbs.add_parser("kernelspec", help="install the jupyter-worker kernel for other environments")
+    spec.add_argument("action", choices=["install"])
+    where = spec.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for you only (the default unless root)")
+    where.add_argument("--sys-prefix", action="store_true", help="for this environment only")
+    where.add_argument("--prefix", metavar="PREFIX", help="under PREFIX/share/jupyter/kernels")
+    spec.add_argument("--name", default=kernelspec.NAME, help=f"the kernel's name (default {kernelspec.NAME})")
     sandbox = verbs.add_parser("sandbox", help="run one command in the sandbox engine (root; manual checks)")
     add_job_flags(sandbox, submitted=False)
     sandbox.add_argument("--work-dir", help="host folder shown as the job's writable /work")
@@ -90,7 +106,12 @@ def _run(client: Client, args: argparse.Namespace) -> int:
     if not args.wait:
         _show(record, args.json)
         return 0
-    final = follow_log(client.follow(record.id), LogWriter())
+    try:
+        final = follow_log(client.follow(record.id), LogWriter())
+    except KeyboardInterrupt:  # the job was followed in the foreground: an interrupt ends it, as a shell's would
+        client.stop(record.id)
+        print(f"\n{PROG}: stopped job {record.id[:8]}", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(final.to_dict()), file=sys.stderr)
     else:
@@ -148,9 +169,38 @@ def _client_verb(args: argparse.Namespace) -> int:
             client.delete(args.job_id)
             print("{}" if args.json else f"deleted {inert(args.job_id)}")
             return 0
-        record = client.get(args.job_id) if args.verb == "status" else client.stop(args.job_id)
-        _show(record, args.json)
+        if args.verb == "stop":
+            return _stop(client, args)
+        _show(client.get(args.job_id), args.json)
         return 0
+
+
+def _stop(client: Client, args: argparse.Namespace) -> int:
+    """Stop a job and say how it ended, waiting up to STOP_WAIT_S for it (its grace period). A job
+    that had already ended is said so, exit 0: what was asked for (the job not running) holds, so a
+    script's cleanup may stop a job twice."""
+    before = client.get(args.job_id)
+    short = before.id[:8]
+    if before.finished:
+        if not args.json:
+            print(f"job {short} had already ended: {before.status.value.lower()} ({inert(before.ending)})")
+        else:
+            print(json.dumps(before.to_dict()))
+        return 0
+    record = client.stop(before.id)
+    if not args.json:
+        print(f"stopping {short}...", flush=True)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while not record.finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+        record = client.get(record.id)
+    if args.json:
+        print(json.dumps(record.to_dict()))
+    elif record.finished:
+        print(f"job {short} {record.status.value.lower()} ({inert(record.ending)})")
+    else:
+        print(f"job {short} is still stopping (killed at the end of its grace period): {PROG} status {short}")
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -162,6 +212,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         mounts=request.mounts,
         network=request.network or NetworkMode.NONE,
         work_dir=os.path.abspath(args.work_dir) if args.work_dir else None,
+        **({"cwd": request.cwd} if request.cwd else {}),
     )
     with Sandbox() as sandbox, sandbox.launch(spec, 0, 1, 2) as job:
         try:
@@ -178,8 +229,17 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    report = diagnose(args.cgroup_root)
+    """The report; exit 0 when jobs can be run from here, 1 when not (the verdict says why)."""
+    report = diagnose_all(args.socket, args.cgroup_root)
     print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0 if report["ready"] else 1
+
+
+def _kernelspec(args: argparse.Namespace) -> int:
+    user = args.user or (os.geteuid() != 0 and not args.sys_prefix and not args.prefix)
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    folder = kernelspec.install(user=user, prefix=prefix, name=args.name)
+    print(f"installed kernel {inert(args.name)} ({kernelspec.DISPLAY_NAME}) in {inert(folder)}: runs {sys.executable}")
     return 0
 
 
@@ -200,7 +260,14 @@ def report_errors(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader went away (| head): the rest goes nowhere, and the flush at exit must not fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 141
+    except OSError as exc:  # a socket in a folder one may not enter, a timeout: one line, no frames
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 1)
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -209,10 +276,11 @@ def _dispatch(argv: list[str]) -> int:
         return _doctor(args)
     if args.verb == "sandbox":
         return _sandbox(args)
+    if args.verb == "kernelspec":
+        return _kernelspec(args)
     return _client_verb(args)
 
 
-        **({"cwd": request.cwd} if request.cwd else {}),
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["executor"]:

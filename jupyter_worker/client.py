@@ -177,6 +177,9 @@ class Client(_Requests):
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
+        except PermissionError:  # the socket, or a folder on its way, is closed to this user
+            sock.close()
+            raise WorkerError(ErrorReason.FORBIDDEN, f"{self.path}: this user may not reach that socket") from None
         self.identity = self._exchange(sock, "hello", {"version": protocol.VERSION})
         return sock
 

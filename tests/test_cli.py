@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -47,7 +49,7 @@ def executor(users):
 
 
 def test_doctor_reports_the_cgroup_layout_and_what_is_enforced():
-    report = json.loads(cli("doctor", "--json").stdout)
+    report = json.loads(cli("doctor", "--json").stdout)["host"]
     assert report["cgroup"]["mode"] in ("v1", "v2", "hybrid")
     assert set(report["limits"]) == {"memory", "cpu", "pids", "io", "cpuset"}
     assert "pid" in report["namespaces"]
@@ -98,7 +100,7 @@ def test_limits_given_with_units_reach_the_job_record(executor):
     assert status["limits"]["tmp_mb"] == 16
     wait_for(lambda: json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
     shown = cli("status", record["id"][:8], daemon=executor).stdout
-    assert "Status:    FAILED (timed out after 2 s)" in shown
+    assert "Status:    FAILED (timed out after 2s)" in shown
     assert "memory_mb=64" in shown and "timeout_s=2.0" in shown and "tmp_mb=16" in shown
 
 
@@ -160,6 +162,83 @@ def test_the_verbs_show_jobs_as_records(executor):
     details = cli("status", record["id"], daemon=executor).stdout
     assert f"ID:        {record['id']}" in details and "Status:    COMPLETED (exit code 0)" in details
     assert cli("delete", record["id"], daemon=executor).stdout == f"deleted {record['id']}\n"
+
+
+def test_stop_says_it_is_stopping_then_how_the_job_ended_and_a_second_stop_that_it_had_ended(executor):
+    job = submitted(executor, "--", "sleep", "300")
+    wait_for(lambda: json.loads(cli("status", job["id"], "--json", daemon=executor).stdout)["status"] == "RUNNING")
+    short = job["id"][:8]
+    first = cli("stop", short, daemon=executor)
+    assert (first.returncode, first.stderr) == (0, "")
+    assert first.stdout == f"stopping {short}...\njob {short} stopped (stopped by root)\n"
+    again = cli("stop", short, daemon=executor)
+    assert (again.returncode, again.stdout) == (0, f"job {short} had already ended: stopped (stopped by root)\n")
+    done = submitted(executor, "--", "true")
+    wait_for(lambda: json.loads(cli("status", done["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
+    ended = cli("stop", done["id"], daemon=executor)
+    assert ended.stdout == f"job {done['id'][:8]} had already ended: completed (exit code 0)\n"
+    assert json.loads(cli("stop", "--json", short, daemon=executor).stdout)["status"] == "STOPPED"
+
+
+def test_interrupting_a_waited_job_stops_it_and_says_so_in_one_line(executor):
+    follow = subprocess.Popen(
+        [*CLI, "--socket", executor.socket, "run", "--wait", "--", "sh", "-c", "echo ready; sleep 300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+    )
+    assert follow.stdout is not None and follow.stdout.readline() == "ready\n"
+    follow.send_signal(signal.SIGINT)
+    _, err = follow.communicate(timeout=30)
+    assert follow.returncode == 130
+    line = err.strip()
+    assert re.fullmatch(r"jupyter-worker: stopped job [0-9a-f]{8}", line), err
+    record = json.loads(cli("status", "--json", line.split()[-1], daemon=executor).stdout)
+    wait_for(lambda: json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
+    assert json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["status"] == "STOPPED"
+
+
+def test_interrupting_a_followed_log_leaves_the_job_running_quietly(executor):
+    job = submitted(executor, "--", "sh", "-c", "echo ready; sleep 300")
+    follow = subprocess.Popen(
+        [*CLI, "--socket", executor.socket, "log", "-f", job["id"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+    )
+    assert follow.stdout is not None and follow.stdout.readline() == "ready\n"
+    follow.send_signal(signal.SIGINT)
+    _, err = follow.communicate(timeout=30)
+    assert (follow.returncode, err) == (130, "")
+    assert json.loads(cli("status", job["id"], "--json", daemon=executor).stdout)["status"] == "RUNNING"
+    cli("stop", job["id"], daemon=executor)
+
+
+def test_a_log_piped_into_head_ends_quietly_when_head_does(executor):
+    job = submitted(executor, "--", "sh", "-c", "seq 1 200000")
+    wait_for(lambda: json.loads(cli("status", job["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
+    command = f"{' '.join(CLI)} --socket {executor.socket} log {job['id']} | head -n 2"
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+    )
+    assert (piped.stdout, piped.stderr, piped.returncode) == ("1\n2\n", "", 141)
+
+
+def test_a_socket_in_a_folder_the_user_may_not_enter_is_one_line(users):
+    folder = tempfile.mkdtemp(prefix="jupyter-worker-closed-")  # 0700, root's
+    try:
+        result = cli("--socket", os.path.join(folder, "executor.sock"), "list", user="jwtest-alice")
+    finally:
+        os.rmdir(folder)
+    assert result.returncode == ErrorReason.FORBIDDEN.exit_code
+    assert result.stderr == f"jupyter-worker: {folder}/executor.sock: this user may not reach that socket\n"
 
 
 # Each reason a real executor (or the client before it) gives, provoked end to end. The rest

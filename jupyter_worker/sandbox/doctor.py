@@ -24,6 +24,9 @@ def _read(path: str) -> str | None:
 def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
     """A JSON-ready report of the host; it changes nothing."""
     host = CgroupHost.detect(cgroup_root)
+    # the probe makes a network namespace: only root can try it
+    isolated = isolated_problem() if os.geteuid() == 0 else "only root can try it"
+    forwarding = ipv4_forwarding()
     limits = {}
     for item in LIMITS:
         if item.field not in ENFORCED:
@@ -58,8 +61,9 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
             "swap_in_use": swap_in_use(),
         },
         "limits": limits,
-        "network_modes": ["none", "host"] + ([] if isolated_problem() else ["isolated"]),
-        "isolated": {"why_not": isolated_problem(), "ipv4_forwarding": ipv4_forwarding()},
+        # the modes a job gets something from: isolated only where it can be made and reaches out
+        "network_modes": ["none", "host"] + ([] if isolated or not forwarding else ["isolated"]),
+        "isolated": {"why_not": isolated, "ipv4_forwarding": forwarding},
         "io_devices": {path: whole_disk(path) for path in ("/usr", "/var/lib")},
         "disk": {"enforced": disk_problem() is None, "why_not": disk_problem()},
         "idmapped_binds": _idmapped_binds(),
@@ -112,7 +116,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  isolated: not offered: {isolated['why_not']}")
     elif not isolated["ipv4_forwarding"]:
         lines.append(
-            "  isolated: IPv4 forwarding is off (sysctl net.ipv4.ip_forward): jobs reach nothing; 'auto' means none"
+            "  isolated: offered, but reaches nothing: IPv4 forwarding is off (sysctl net.ipv4.ip_forward=1); "
+            "'auto' means none"
         )
     disk = report["disk"]
     how = "enforced via an ext4 image per job on a loop device" if disk["enforced"] else f"REFUSED: {disk['why_not']}"
