@@ -196,7 +196,7 @@ def runner_importable() -> bool:
 def max_value_bytes(client: Client) -> int:
     """The policy's cap on one value, as the executor says."""
     try:
-        value = client.capabilities().get("policy", {}).get("max_value_bytes")
+        value = client.capabilities().get("max_value_bytes")  # Client.capabilities(): the policy as it applies
     except WorkerError:
         value = None
     return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_VALUE_BYTES

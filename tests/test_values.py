@@ -157,3 +157,29 @@ def test_a_failed_values_cell_shows_one_line_not_a_traceback(notebook_run):
     assert len(error["traceback"]) == 1 and error["traceback"][0].startswith("ValuesNotReturned: values not returned")
     check = "import jupyter_worker\nprint(jupyter_worker.ValuesNotReturned.__name__)"
     assert text_of(run(check).cells[1]).strip() == "ValuesNotReturned"
+
+
+def test_the_policys_value_cap_is_the_one_both_sides_use(notebook_run):
+    """An executor whose policy caps a value at 4000 bytes: the job refuses a larger one (and says
+    so), and the kernel reads the same cap from the executor's capabilities."""
+    import nbformat  # noqa: PLC0415
+    from nbclient import NotebookClient  # noqa: PLC0415
+
+    from tests.executor.conftest import started_daemon  # noqa: PLC0415
+
+    _, folder = notebook_run
+    cells = [
+        "%load_ext jupyter_worker",
+        "%%worker --wait --out small,big\nsmall = 'x' * 100\nbig = 'y' * 5000",
+        "from jupyter_worker import values\nfrom jupyter_worker.client import Client\n"
+        "with Client() as client:\n    print(values.max_value_bytes(client))",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    with started_daemon(["--Policy.max_value_bytes=4000"]) as daemon, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_WORKER_SOCKET", daemon.socket)
+        client = NotebookClient(notebook, timeout=180, allow_errors=True, resources={"metadata": {"path": folder}})
+        client.execute()
+    error = next(o for o in notebook.cells[1].outputs if o["output_type"] == "error")
+    assert error["ename"] == "ValuesNotReturned" and "big: 5000 bytes as txt, above the cap of 4000" in error["evalue"]
+    assert "small" not in error["evalue"]
+    assert text_of(notebook.cells[2]).strip() == "4000"

@@ -28,8 +28,8 @@ class FolderClient:
         self.max_value_bytes = max_value_bytes
         self.read_bytes = 0
 
-    def capabilities(self) -> dict:
-        return {"policy": {"max_value_bytes": self.max_value_bytes}}
+    def capabilities(self) -> dict:  # as Client.capabilities(): the policy's settings for this caller
+        return {"max_value_bytes": self.max_value_bytes, "max_jobs_per_user": 4}
 
     def files(self, job_id: str, path: str) -> dict:
         folder = os.path.join(self.work, path)
