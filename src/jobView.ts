@@ -26,6 +26,7 @@ import {
   jobTitle,
   limitWords,
   queueWords,
+  sizeLabel,
   supersedes
 } from './model';
 
@@ -235,7 +236,7 @@ export class JobView extends Widget {
     const samples = this.usage.samples;
     const start = job.started_at ?? samples[0]?.t ?? Date.now() / 1000;
     const end = job.finished_at ?? (job.started_at ? Date.now() / 1000 : start);
-    const scales = chartScales(samples, start, end, this.usage.memoryLimit ?? (typeof job.limits?.memory_mb === 'number' ? job.limits.memory_mb * 2 ** 20 : null), this.usage.cpuLimit);
+    const scales = chartScales(samples, start, end, this.usage.memoryLimit ?? (typeof job.limits?.memory_mb === 'number' ? job.limits.memory_mb * 2 ** 20 : null), this.usage.cpuLimit, isFinished(job) ? 1 : 10);
     const x = (t: number) => MARGIN.left + (plotW * (t - start)) / scales.span;
     const yOf = (value: number, top: number) => MARGIN.top + plotH - (plotH * Math.min(value, top)) / top;
     const nodes: SVGElement[] = [];
@@ -254,15 +255,17 @@ export class JobView extends Widget {
       nodes.push(svg('text', { class: 'jw-tick jw-time-tick', x: at, y: MARGIN.top + plotH + 14, 'text-anchor': 'middle' }, tick.label));
     }
     nodes.push(svg('text', { class: 'jw-axis-title jw-cpu', x: 12, y: MARGIN.top + plotH / 2, transform: `rotate(-90 12 ${MARGIN.top + plotH / 2})`, 'text-anchor': 'middle' }, 'CPU %'));
-    const memoryTitle = scales.memoryLimit ? `memory (limit ${formatBytes(scales.memoryLimit)})` : 'memory';
-    nodes.push(svg('text', { class: 'jw-axis-title jw-memory', x: width - 6, y: MARGIN.top + plotH / 2, transform: `rotate(90 ${width - 6} ${MARGIN.top + plotH / 2})`, 'text-anchor': 'middle' }, memoryTitle));
+    const memoryTitle = scales.memoryLimit ? `memory (limit ${sizeLabel(scales.memoryLimit)})` : 'memory';
+    // Turned a quarter clockwise, the letters stand to the right of their baseline: x leaves room.
+    const right = width - 14;
+    nodes.push(svg('text', { class: 'jw-axis-title jw-memory', x: right, y: MARGIN.top + plotH / 2, transform: `rotate(90 ${right} ${MARGIN.top + plotH / 2})`, 'text-anchor': 'middle' }, memoryTitle));
     nodes.push(svg('text', { class: 'jw-axis-title jw-time', x: MARGIN.left + plotW / 2, y: CHART_HEIGHT - 4, 'text-anchor': 'middle' }, 'time since start'));
     if (scales.memoryLimit) {
       const y = yOf(scales.memoryLimit, scales.memoryTop);
       nodes.push(svg('line', { class: 'jw-limit-line', x1: MARGIN.left, x2: MARGIN.left + plotW, y1: y, y2: y }));
     }
     if (samples.length === 0) {
-      const words = job.status === 'QUEUED' ? 'not started yet' : 'no samples yet';
+      const words = job.status === 'QUEUED' ? 'not started yet' : isFinished(job) ? 'no samples taken' : 'no samples yet';
       nodes.push(svg('text', { class: 'jw-chart-empty', x: MARGIN.left + plotW / 2, y: MARGIN.top + plotH / 2, 'text-anchor': 'middle' }, words));
     }
     const line = (value: (index: number) => number, top: number, cls: string) => {

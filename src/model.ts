@@ -172,6 +172,15 @@ export function formatTime(seconds: number | null | undefined): string {
   )}:${pad(stamp.getMinutes())}:${pad(stamp.getSeconds())}`;
 }
 
+/** A start time for the list's narrow second line: "14:16" today, else "2026-11-29". */
+export function shortTime(seconds: number | null | undefined, nowSeconds: number): string {
+  const full = formatTime(seconds);
+  if (full === '-') {
+    return full;
+  }
+  return full.slice(0, 10) === formatTime(nowSeconds).slice(0, 10) ? full.slice(11, 16) : full.slice(0, 10);
+}
+
 /** An argv as a shell would read it back: words with spaces or quotes are single-quoted. */
 export function formatCommand(argv: string[]): string {
   return argv.map(word => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'"'"'`)}'`)).join(' ');
@@ -530,11 +539,12 @@ export interface ChartScales {
   memoryTicks: Tick[];
 }
 
-/** The chart's axes for samples from start (unix s) to end: time since the start; CPU % from 0
+/** The chart's axes for samples from start (unix s) to end: time since the start (at least
+ * minSpan seconds: a running job's axis starts at 10 s and grows, an ended one's is its run); CPU % from 0
  * to at least 100 (one core) or the CPU limit; memory from 0 to the job's limit when it has one
  * (so the line shows how close it came), else to a round figure above the peak. */
-export function chartScales(samples: Sample[], start: number, end: number, memoryLimit: number | null, cpuLimit: number | null): ChartScales {
-  const span = Math.max(10, end - start, ...samples.map(s => s.t - start));
+export function chartScales(samples: Sample[], start: number, end: number, memoryLimit: number | null, cpuLimit: number | null, minSpan = 10): ChartScales {
+  const span = Math.max(minSpan, end - start, ...samples.map(s => s.t - start));
   const cpuPeak = Math.max(0, ...samples.map(s => s.cpu_percent));
   const cpuTop = niceCeiling(Math.max(100, cpuLimit ?? 0, cpuPeak));
   const memoryPeak = Math.max(0, ...samples.map(s => s.memory_bytes));

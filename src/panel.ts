@@ -27,6 +27,7 @@ import {
   isFinished,
   jobTitle,
   queueWords,
+  shortTime,
   visibleColumns
 } from './model';
 
@@ -58,7 +59,7 @@ export class JobsPanel extends Widget {
     this.notice = h('div', { class: 'jw-notice', role: 'status' });
     this.form = new NewJobForm(api, job => this.take(job));
     this.body = h('tbody');
-    this.more = h('button', { class: 'jp-Button jw-more', onclick: () => void this.loadPage() }, 'Load more');
+    this.more = h('button', { class: 'jp-Button jw-button jw-more', onclick: () => void this.loadPage() }, 'Load more');
     this.table = h('table', { class: 'jw-jobs', 'aria-label': 'Worker jobs' }, this.head(), this.body);
     this.node.append(
       h('header', { class: 'jw-panel-header' }, h('h2', {}, 'Worker jobs'), this.toolbar()),
@@ -135,10 +136,14 @@ export class JobsPanel extends Widget {
       return; // hidden: keep what it had
     }
     const shown = visibleColumns(width);
+    if (this.table.dataset.columns === shown.join(' ')) {
+      return;
+    }
     for (const column of COLUMNS) {
       this.table.classList.toggle(`jw-hide-${column.key}`, !shown.includes(column.key));
     }
     this.table.dataset.columns = shown.join(' ');
+    this.scheduleDraw(); // the rows' second line carries the duration while its column is hidden
   }
 
   take(job: Job): void {
@@ -227,7 +232,7 @@ export class JobsPanel extends Widget {
     const queued = queueWords(job);
     const command = formatCommand(job.command);
     // The tooltip: the name, then the command's first 300 characters (a cell's whole code is not).
-    const tip = `${job.name ? `${job.name}\n` : ''}${command.length > 300 ? `${command.slice(0, 299)}…` : command}`;
+    const tip = `${job.name ? `${job.name}\n` : ''}${command.length > 300 ? `${command.slice(0, 299)}…` : command}\nstarted ${formatTime(job.started_at)}`;
     const row = h(
       'tr',
       {
@@ -246,7 +251,7 @@ export class JobsPanel extends Widget {
       h('td', { class: 'jw-col-status' }, badge(job)),
       h('td', { class: 'jw-col-job jw-name', title: tip },
         h('div', { class: 'jw-label' }, label),
-        h('div', { class: 'jw-sub' }, queued ?? `${job.owner} · ${formatTime(job.started_at)}`)),
+        h('div', { class: 'jw-sub' }, queued ?? [...(this.table.classList.contains('jw-hide-duration') && job.started_at ? [formatDuration(durationOf(job, now))] : []), job.owner, shortTime(job.started_at, now)].join(' · '))),
       h('td', { class: 'jw-col-duration' }, formatDuration(durationOf(job, now))),
       h('td', { class: 'jw-col-memory', title: 'peak memory' }, formatBytes(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes)),
       h('td', { class: 'jw-col-cpu', title: 'CPU time' }, cpu === undefined ? '-' : `${cpu.toFixed(2)} s`)

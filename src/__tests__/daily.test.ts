@@ -11,6 +11,7 @@ import {
   queueWords,
   shortCommand,
   shortStatus,
+  shortTime,
   shouldNotify,
   sizeLabel,
   timeTicks,
@@ -39,6 +40,12 @@ describe('the list fits a narrow panel', () => {
     assert.deepEqual(visibleColumns(310), ['status', 'job', 'duration']);
     assert.deepEqual(visibleColumns(400), ['status', 'job', 'duration', 'memory']);
     assert.deepEqual(visibleColumns(800), ['status', 'job', 'duration', 'memory', 'cpu']);
+  });
+  it('words a start time short: the time today, else the day', () => {
+    const noon = new Date(2026, 10, 30, 12, 5, 0).getTime() / 1000;
+    assert.equal(shortTime(noon - 3600, noon), '11:05');
+    assert.equal(shortTime(noon - 86400, noon), '2026-11-29');
+    assert.equal(shortTime(null, noon), '-');
   });
   it('words each status in one short word for the badge', () => {
     const words = (['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'] as const).map(status => shortStatus({ status }));
@@ -121,6 +128,8 @@ describe('the chart covers the whole run with labelled scales', () => {
     assert.equal(free.span, 60);
     assert.equal(free.cpuTop, 200);
     assert.equal(free.memoryTop, 50 * 2 ** 20);
+    assert.equal(chartScales([], 100, 104, null, null).span, 10, 'a running job starts with 10 s');
+    assert.equal(chartScales([], 100, 104, null, null, 1).span, 4, 'an ended job fills the chart');
   });
   it('joins the history and the live samples of the stream', () => {
     const series = new SampleSeries();
