@@ -7,6 +7,8 @@ unsupported), goes through the same boundary, as do errors found before any exec
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from jupyter_worker import cli
@@ -68,3 +70,32 @@ def test_errors_found_before_an_executor_answers_name_the_verb_once(argv, code, 
     assert cli.main(argv) == code
     err = capsys.readouterr().err
     assert err.startswith(line) and err.count("\n") == 1 and "jupyter-worker: jupyter-worker" not in err
+
+
+def test_an_os_error_at_the_boundary_is_one_line_and_exits_1(capsys):
+    assert cli.report_errors(refuse(TimeoutError(110, "Connection timed out"))) == 1
+    assert capsys.readouterr().err == "jupyter-worker: Connection timed out\n"
+    assert cli.report_errors(refuse(PermissionError(13, "Permission denied", "/run/x.sock"))) == 1
+    assert capsys.readouterr().err == "jupyter-worker: Permission denied: /run/x.sock\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["kernelspec"], "jupyter-worker: kernelspec: the following arguments are required: action"),
+        (["kernelspec", "remove"], "jupyter-worker: kernelspec: argument action: invalid choice: 'remove'"),
+        (["kernelspec", "install", "--user", "--sys-prefix"], "jupyter-worker: kernelspec: argument --sys-prefix"),
+        (["stop"], "jupyter-worker: stop: the following arguments are required: ID"),
+    ],
+)
+def test_the_new_verbs_usage_errors_name_the_verb_once(argv, line, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1 and "jupyter-worker: jupyter-worker" not in err
+
+
+def test_doctor_takes_the_socket_after_its_verb_too(capsys):
+    code = cli.main(["doctor", "--json", "--socket", "/nonexistent/executor.sock"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["executor"]["socket"] == "/nonexistent/executor.sock"
+    assert report["verdict"].startswith("not ready: no executor answers at /nonexistent/executor.sock")
