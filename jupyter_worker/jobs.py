@@ -73,6 +73,9 @@ class Job:
         return record if record.finished else None
 
     def stop(self, grace_s: float | None = None) -> None:
+        """Ask the executor to stop the job: SIGTERM, then SIGKILL after grace_s seconds (None: the
+        job's own grace); a queued job ends at once, an ended one is left as it is. Returns at once:
+        wait() sees the end (JobFailed, status STOPPED)."""
         with self._client() as client:
             self._record = client.stop(self.id, grace_s)
 
@@ -107,8 +110,9 @@ class Job:
 
     def value(self, name: str = RESULT_NAME) -> Any:
         """A value the job sent back, once it has completed (waiting for it; JobFailed if it did not):
-        by default run(fn)'s return value, else an `outputs` name. Safe formats only (values.py)
-        unless the job was run with out_pickle=True; ValuesNotReturned says why a value is missing."""
+        by default run(fn)'s return value, else a name the job sent back (a %%worker cell's --out
+        names, on its `_worker_job`). Safe formats only (values.py) unless the job was run with
+        out_pickle=True; ValuesNotReturned says why a value is missing, one line each."""
         self.wait()
         with self._client() as client:
             got, problems = values.read_values(client, self.id, [name], allow_pickle=self.out_pickle)
