@@ -22,8 +22,9 @@ def samples(client: Client, job_id: str) -> list[dict]:
 def test_an_ended_jobs_history_holds_a_point_a_second_and_its_limits(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["python3", "-c", BUSY], "limits": {"memory_mb": 256, "cpu_percent": 100}})
-        wait_for(lambda: client.get(job.id).finished, what="the job to end")
+        done = wait_for(lambda: (record := client.get(job.id)).finished and record, what="the job to end")
         history = client.metrics(job.id)
+    assert done.metrics["memory_peak_bytes"] >= 32 << 20  # an ended job's record keeps the run's peaks
     assert set(history) == {"samples", "memory_limit_bytes", "cpu_limit_percent"}
     assert (history["memory_limit_bytes"], history["cpu_limit_percent"]) == (256 << 20, 100.0)
     points = history["samples"]

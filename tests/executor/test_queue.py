@@ -36,18 +36,19 @@ def test_a_job_held_back_by_its_owners_cap_says_so_in_words(daemon, users):
     assert ask_as(daemon, "jwtest-alice", "get", third.id).queue == third.queue
 
 
+ONE_SLOT = "1 of 1 running slots in use"
+
+
 @pytest.mark.executor_flags("--Policy.max_concurrent_jobs=1")
 def test_a_followers_status_events_carry_the_place_as_it_changes(daemon):
     with daemon.client() as client:
-        first = client.run(SLEEP)
-        second = client.run(SLEEP)
-        third = client.run(SLEEP)
+        first, second, third = (client.run(SLEEP) for _ in range(3))
         events = client.follow(third.id)
         status = next(e for e in events if e["event"] == "status")
-        assert status["job"].queue == {"position": 2, "reason": "1 of 1 running slots in use"}
+        assert status["job"].queue == {"position": 2, "reason": ONE_SLOT}
         client.stop(first.id, grace_s=0)
         status = next(e for e in events if e["event"] == "status")
-        assert status["job"].queue == {"position": 1, "reason": "1 of 1 running slots in use"}
+        assert status["job"].queue == {"position": 1, "reason": ONE_SLOT}
         client.stop(second.id, grace_s=0)
         status = next(e for e in events if e["event"] == "status")
         assert (status["job"].status, status["job"].queue) == ("RUNNING", None)
@@ -57,12 +58,10 @@ def test_a_followers_status_events_carry_the_place_as_it_changes(daemon):
 @pytest.mark.executor_flags("--Policy.max_concurrent_jobs=1")
 def test_watchers_hear_a_waiting_jobs_new_place(daemon):
     with daemon.client() as client:
-        first = client.run(SLEEP)
-        second = client.run(SLEEP)
-        third = client.run(SLEEP)
+        first, second, third = (client.run(SLEEP) for _ in range(3))
         watch = client.watch()
         client.stop(second.id, grace_s=0)
         heard = next(e["job"] for e in watch if e["job"].id == third.id)
-        assert heard.queue == {"position": 1, "reason": "1 of 1 running slots in use"}
+        assert heard.queue == {"position": 1, "reason": ONE_SLOT}
         watch.close()
         client.stop(first.id, grace_s=0)
