@@ -21,6 +21,7 @@ def test_a_failing_cell_without_wait_stops_a_headless_run(notebook_run):
     oom = notebook.cells[1]
     error = next(o for o in oom.outputs if o["output_type"] == "error")
     assert error["ename"] == "JobFailed" and "out of memory (limit 64 MiB)" in error["evalue"]
+    assert error["traceback"] == [f"JobFailed: {error['evalue']}"]  # one line, no internal frames
 
 
 def test_a_bash_cell_that_times_out_fails_too(notebook_run):
