@@ -180,9 +180,10 @@ def test_stop_says_it_is_stopping_then_how_the_job_ended_and_a_second_stop_that_
     assert json.loads(cli("stop", "--json", short, daemon=executor).stdout)["status"] == "STOPPED"
 
 
-def test_interrupting_a_waited_job_stops_it_and_says_so_in_one_line(executor):
+def interrupted(executor: Daemon, *args: str) -> tuple[int, str]:
+    """The CLI followed until its job said 'ready', then interrupted (Ctrl-C): its exit code and stderr."""
     follow = subprocess.Popen(
-        [*CLI, "--socket", executor.socket, "run", "--wait", "--", "sh", "-c", "echo ready; sleep 300"],
+        [*CLI, "--socket", executor.socket, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -191,28 +192,26 @@ def test_interrupting_a_waited_job_stops_it_and_says_so_in_one_line(executor):
     assert follow.stdout is not None and follow.stdout.readline() == "ready\n"
     follow.send_signal(signal.SIGINT)
     _, err = follow.communicate(timeout=30)
-    assert follow.returncode == 130
+    return follow.returncode, err
+
+
+def status(executor: Daemon, job_id: str) -> dict:
+    return json.loads(cli("status", "--json", job_id, daemon=executor).stdout)
+
+
+def test_interrupting_a_waited_job_stops_it_and_says_so_in_one_line(executor):
+    code, err = interrupted(executor, "run", "--wait", "--", "sh", "-c", "echo ready; sleep 300")
     line = err.strip()
-    assert re.fullmatch(r"jupyter-worker: stopped job [0-9a-f]{8}", line), err
-    record = json.loads(cli("status", "--json", line.split()[-1], daemon=executor).stdout)
-    wait_for(lambda: json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
-    assert json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["status"] == "STOPPED"
+    assert code == 130 and re.fullmatch(r"jupyter-worker: stopped job [0-9a-f]{8}", line), err
+    job_id = status(executor, line.split()[-1])["id"]
+    assert wait_for(lambda: status(executor, job_id)["reason"], 30, "end") == "stopped"
+    assert status(executor, job_id)["status"] == "STOPPED"
 
 
 def test_interrupting_a_followed_log_leaves_the_job_running_quietly(executor):
     job = submitted(executor, "--", "sh", "-c", "echo ready; sleep 300")
-    follow = subprocess.Popen(
-        [*CLI, "--socket", executor.socket, "log", "-f", job["id"]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPOSITORY},
-    )
-    assert follow.stdout is not None and follow.stdout.readline() == "ready\n"
-    follow.send_signal(signal.SIGINT)
-    _, err = follow.communicate(timeout=30)
-    assert (follow.returncode, err) == (130, "")
-    assert json.loads(cli("status", job["id"], "--json", daemon=executor).stdout)["status"] == "RUNNING"
+    assert interrupted(executor, "log", "-f", job["id"]) == (130, "")
+    assert status(executor, job["id"])["status"] == "RUNNING"
     cli("stop", job["id"], daemon=executor)
 
 
