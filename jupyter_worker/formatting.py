@@ -144,7 +144,7 @@ def job_lines(record: JobRecord) -> list[str]:
         f"Command:   {inert(' '.join(' '.join(record.command).split()))}",  # one line: a newline could forge the next
         f"Status:    {record.status.value}{ending}",
         f"StartTime: {clock(record.started_at)}",
-        f"Limits:    {', '.join(f'{key}={value}' for key, value in record.limits.given().items())}",
+        f"Limits:    {', '.join(record.limits.words())}",  # in words with units: 'Timeout 1h', never 3600.0
     ]
     if record.stopped_by:
         lines.append(f"StoppedBy: {inert(record.stopped_by)}")

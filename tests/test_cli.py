@@ -101,7 +101,8 @@ def test_limits_given_with_units_reach_the_job_record(executor):
     wait_for(lambda: json.loads(cli("status", record["id"], "--json", daemon=executor).stdout)["reason"], 30, "end")
     shown = cli("status", record["id"][:8], daemon=executor).stdout
     assert "Status:    FAILED (timed out after 2s)" in shown
-    assert "memory_mb=64" in shown and "timeout_s=2.0" in shown and "tmp_mb=16" in shown
+    limits = next(line for line in shown.splitlines() if line.startswith("Limits:    ")).split(", ")
+    assert {"Limits:    Memory 64 MiB", "/tmp 16 MiB", "Timeout 2s"} <= set(limits)
 
 
 def test_a_waited_job_passes_its_output_through_and_exits_with_its_code(executor):

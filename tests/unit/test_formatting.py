@@ -87,7 +87,7 @@ def test_a_jobs_detail_lines_name_its_ending_its_limits_and_its_usage():
         "Command:   sh -c echo started; sleep 300",
         "Status:    STOPPED (stopped by root)",
         "StartTime: 2024-05-01 12:00:00",
-        "Limits:    memory_mb=256, timeout_s=60.0",
+        "Limits:    Memory 256 MiB, Timeout 1m",
         "StoppedBy: root",
         "Usage:     cpu 0.50s, memory peak 5.0 MiB, wall 3.00s",
     ]
