@@ -7,15 +7,16 @@ as many seconds (its `span`), so a job of any length is drawn whole at an even r
 point starts at its first second, averages CPU over its seconds and keeps the highest memory and
 process count (a chart of memory against its limit shows the peaks, never smooths them away).
 
-Points are kept in memory while the job runs and appended, every PERSIST_EVERY_S, to the file
-`metrics` in the job's folder (root's, 0700: executor/folders.py), one line a point; after a halving
-the file is rewritten whole (rare: log2 of the job's length over MAX_POINTS times). So the history
-outlives the job and a restart of the executor, and goes with the job's folder when it is deleted.
+New points are kept in memory until they are appended, every PERSIST_EVERY_S, to the file `metrics`
+in the job's folder (root's, 0700: executor/folders.py), one line a point; the history is read
+back from it when asked for, and at a halving, after which the file is rewritten whole (rare: log2
+of the job's length over MAX_POINTS times). So a running job costs the executor a few points of
+memory, and the history outlives the job and a restart of the executor, and goes with the job's
+folder when it is deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -79,16 +80,17 @@ def bounded(points: list[Point], limit: int = MAX_POINTS) -> list[Point]:
 
 
 class Series:
-    """One running job's points, and what of them its file already holds."""
+    """One running job's history: in memory only the points its file does not hold yet (a job
+    costs the executor a few points however long it runs), and the seconds of the next point."""
 
-    def __init__(self, path: str, points: list[Point] | None = None):
+    def __init__(self, path: str, kept: list[Point] | None = None):
         self.path = path
-        self.points = bounded(points or [])
+        kept = kept or []
+        self.count = len(kept)  # points in all: the file's and the fresh ones
         # each point covers `stride` reports; reports are gathered in `pending` until it is whole
-        self.stride = max((p.span for p in self.points), default=1)
+        self.stride = max((p.span for p in kept), default=1)
+        self.fresh: list[Point] = []  # whole points the file does not hold yet
         self.pending: Point | None = None
-        self.persisted = len(self.points)  # points the file holds, in order
-        self.rewrite = False  # the file's points were merged since: write it anew
         self.last_persist = time.monotonic()
         self._cpu: tuple[float, float] | None = None  # (cpu_seconds, wall_seconds) of the last report
 
@@ -108,34 +110,48 @@ class Series:
         point = Point(now, cpu, usage.memory_bytes, usage.pids)
         self.pending = point if self.pending is None else self.pending.merged(point)
         if self.pending.span >= self.stride:
-            self.points.append(self.pending)
-            self.pending = None
-            if len(self.points) >= MAX_POINTS:
-                self.points = halved(self.points)
-                self.stride *= 2
-                self.persisted, self.rewrite = 0, True
+            self.fresh.append(self.pending)
+            self.pending, self.count = None, self.count + 1
+            if self.count >= MAX_POINTS:
+                self._halve()
+
+    def _halve(self) -> None:
+        """The bound reached: the whole history merged in pairs, its file written anew (a few
+        times in a job's life: at 1200 points, then at 2400 s, 4800 s... of it)."""
+        points = halved(self.whole())
+        self.stride *= 2
+        self.count, self.fresh = len(points), []
+        try:
+            _replace(self.path, "".join(point.line() for point in points))
+        except OSError:  # not written: the history is lost (as in persist), never kept in memory
+            self.count = 0
+
+    def whole(self) -> list[Point]:
+        """Every whole point: the file's, then the fresh ones."""
+        kept = load(self.path) if self.count > len(self.fresh) else []
+        return [*kept, *self.fresh]
 
     def samples(self) -> list[dict[str, Any]]:
         """Every point, the seconds not yet whole as the last one."""
-        shown = self.points if self.pending is None else [*self.points, self.pending]
+        shown = self.whole() if self.pending is None else [*self.whole(), self.pending]
         return [point.to_dict() for point in shown]
 
     def persist(self, final: bool = False) -> None:
-        """Write what the file lacks (at the job's end, the seconds not yet whole too). Never raises:
-        a history that cannot be kept is a history lost, not a job or an executor failing."""
+        """Append the fresh points to the file (at the job's end, the seconds not yet whole too).
+        Never raises: a history that cannot be kept is a history lost, not a job or an executor
+        failing; what could not be written is dropped, so memory stays bounded."""
         if final and self.pending is not None:
-            self.points.append(self.pending)
-            self.pending = None
+            self.fresh.append(self.pending)
+            self.pending, self.count = None, self.count + 1
         self.last_persist = time.monotonic()
-        if self.persisted == len(self.points) and not self.rewrite:
+        if not self.fresh:
             return
-        text = "".join(point.line() for point in self.points[self.persisted :])
-        with contextlib.suppress(OSError):
-            if self.rewrite:
-                _replace(self.path, text)
-            else:
-                _append(self.path, text)
-            self.persisted, self.rewrite = len(self.points), False
+        text = "".join(point.line() for point in self.fresh)
+        try:
+            _append(self.path, text)
+        except OSError:
+            self.count -= len(self.fresh)
+        self.fresh = []
 
     def due(self, now: float) -> bool:
         return now - self.last_persist >= PERSIST_EVERY_S

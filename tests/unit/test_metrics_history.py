@@ -39,8 +39,8 @@ def test_a_long_job_keeps_at_most_the_bound_at_an_even_resolution(tmp_path):
     series = Series(str(tmp_path / "metrics"))
     for second in range(1, 10_001):
         series.add(float(second), usage(float(second), second * 0.5, memory=second))
-    points = series.points
-    assert len(points) < MAX_POINTS
+    points = series.whole()
+    assert len(points) < MAX_POINTS and series.count == len(points) and len(series.fresh) < MAX_POINTS
     assert {p.span for p in points[:-1]} == {series.stride} and series.stride == 16
     assert points[0].t == 1.0 and abs(points[0].cpu_percent - 50.0) < 1e-9
     assert max(p.memory_bytes for p in points) >= 10_000 - series.stride  # the peak is never smoothed away
@@ -66,10 +66,10 @@ def test_a_resumed_series_goes_on_from_its_file_at_its_resolution(tmp_path):
     path = tmp_path / "metrics"
     path.write_text("1.000 10.00 100 1 4\n5.000 20.00 200 2 4\n9.000 5.00 300 1 2\n")
     series = Series.resume(str(tmp_path))
-    assert series.stride == 4 and len(series.points) == 3
+    assert series.stride == 4 and series.count == 3 and series.fresh == []
     for second in range(11, 15):
         series.add(float(second), usage(float(second), 0.0))
-    assert len(series.points) == 4 and series.points[-1].span == 4
+    assert len(series.whole()) == 4 and series.whole()[-1].span == 4 and len(series.fresh) == 1
 
 
 def test_a_torn_last_line_or_a_missing_file_is_no_error(tmp_path):
@@ -82,3 +82,21 @@ def test_a_torn_last_line_or_a_missing_file_is_no_error(tmp_path):
 def test_the_reply_gives_limits_in_bytes_and_percent():
     assert history.reply([], 512, 150) == {"samples": [], "memory_limit_bytes": 512 << 20, "cpu_limit_percent": 150.0}
     assert history.reply([], None, None) == {"samples": [], "memory_limit_bytes": None, "cpu_limit_percent": None}
+
+
+def test_a_running_job_keeps_in_memory_only_the_points_its_file_lacks(tmp_path):
+    series = Series(str(tmp_path / "metrics"))
+    for second in range(1, 51):
+        series.add(float(second), usage(float(second), 0.0))
+    assert len(series.fresh) == 50
+    series.persist()
+    assert series.fresh == [] and len(series.samples()) == 50
+
+
+def test_a_history_that_cannot_be_written_is_dropped_not_kept_in_memory(tmp_path):
+    series = Series(str(tmp_path / "gone" / "metrics"))  # its folder does not exist
+    for second in range(1, MAX_POINTS + 10):
+        series.add(float(second), usage(float(second), 0.0))
+        if second % 10 == 0:
+            series.persist()
+    assert len(series.fresh) < 10 and series.count < 10
