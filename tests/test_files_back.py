@@ -8,11 +8,11 @@ import pwd
 import shutil
 import stat
 import tempfile
+import warnings
 
 import pytest
 
 from jupyter_worker.client import Client
-from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.jobs import Job
 from tests.executor.conftest import as_user, job_status, run_as, started_daemon, wait_for
 from tests.test_cli import cli
@@ -176,10 +176,21 @@ def test_a_download_never_writes_through_a_link_in_the_destination(executor, ali
     with open(victim, "w") as f:
         f.write("mine")
     os.symlink(victim, os.path.join(alices_folder, "score.txt"))
-    with pytest.raises(WorkerError) as refused:
-        as_alice(executor, alices_job, lambda job: job.download("results/score.txt", alices_folder))
-    assert refused.value.reason is ErrorReason.BAD_REQUEST
-    assert open(victim).read() == "mine"
+    written = as_alice(executor, alices_job, lambda job: job.download("results/score.txt", alices_folder))
+    assert open(victim).read() == "mine"  # the link was replaced, never written through
+    assert not os.path.islink(written) and open(written).read() == "accuracy 0.93\n"
+    assert written.report.files == 1 and written.report.skipped == []
+
+
+def test_a_download_that_skips_something_warns_and_its_report_names_it(executor, alices_job, alices_folder):
+    def download(job):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return job.download("results", alices_folder), [str(w.message) for w in caught]
+
+    written, warned = as_alice(executor, alices_job, download)
+    assert len(warned) == 1 and "; skipped 4: " in warned[0]
+    assert sorted(why for _, why in written.report.skipped)[:1] == ["a FIFO, never copied"]
 
 
 def test_a_name_that_is_not_utf8_is_listed_as_other_and_never_written(executor, alices_folder):

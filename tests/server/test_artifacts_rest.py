@@ -18,9 +18,11 @@ async def test_a_rest_job_with_artifacts_copies_its_files_before_it_is_reported_
     artifacts = {"destination": str(tmp_path), "patterns": ["**/*.csv", "s"]}
     job = conforms(json.dumps(await submit(jp_fetch, command=["sh", "-c", script], artifacts=artifacts)), "Job")
     done = conforms(json.dumps(await finished(jp_fetch, job["id"])), "Job")
-    assert (tmp_path / "p" / "a.csv").read_text() == "a\n"
-    assert sorted(os.listdir(tmp_path)) == ["p"]
     outcome = done["artifacts"]
+    assert outcome["folder"] == str(tmp_path / job["id"].replace("-", "")[:8])
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(outcome["folder"])]
+    assert (tmp_path / outcome["folder"] / "p" / "a.csv").read_text() == "a\n"
+    assert sorted(os.listdir(outcome["folder"])) == ["p"]
     assert (outcome["copied"], outcome["skipped"], outcome["skipped_examples"]) == (
         1,
         1,
