@@ -83,10 +83,29 @@ def check_extension() -> dict[str, Any]:
     return {"enabled": enabled, "where": where, "why_not": why_not}
 
 
+def configured_socket() -> str | None:
+    """c.JupyterWorker.socket in the Jupyter server's configuration of this environment and user,
+    read as the server reads it (its config files are the user's own), or None."""
+    try:
+        from jupyter_core.application import JupyterApp  # noqa: PLC0415
+
+        class ServerConfig(JupyterApp):
+            name = "jupyter-server"
+            config_file_name = "jupyter_server_config"
+
+        app = ServerConfig()
+        app.load_config_file()
+        value = app.config.get("JupyterWorker", {}).get("socket")
+    except Exception:  # a broken config file is the server's to report; the doctor goes on
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def check_kernels(executor: dict[str, Any]) -> dict[str, Any]:
     """The socket kernels will use, and whether it answers: under a server, the one the extension
-    passes them; without one (papermill, nbclient), the default. And the kernelspec."""
-    server_socket = socket_path()
+    passes them (its c.JupyterWorker.socket, else $JUPYTER_WORKER_SOCKET or the default); without
+    one (papermill, nbclient), theirs or the default. And the kernelspec."""
+    server_socket = configured_socket() or socket_path()
     default = executor if executor["socket"] == DEFAULT_SOCKET else check_executor(DEFAULT_SOCKET)
     served = executor if executor["socket"] == server_socket else check_executor(server_socket)
     spec = kernelspec.found()

@@ -99,6 +99,18 @@ def test_a_disabled_server_extension_is_named_with_where_and_the_command_that_en
     assert enabled["extension"]["enabled"]  # this environment enables it (jupyter-config/)
 
 
+def test_a_socket_set_in_the_servers_configuration_is_the_one_its_kernels_get(executor):
+    config = tempfile.mkdtemp(prefix="jupyter-worker-config-")
+    with open(os.path.join(config, "jupyter_server_config.py"), "w") as f:
+        f.write(f"c.JupyterWorker.socket = {executor.socket!r}\n")
+    os.environ |= {"JUPYTER_CONFIG_DIR": config, "JUPYTER_PREFER_ENV_PATH": "0"}
+    try:
+        _, report, _ = doctor()
+    finally:
+        del os.environ["JUPYTER_CONFIG_DIR"], os.environ["JUPYTER_PREFER_ENV_PATH"]
+    assert report["kernels"]["server_socket"] == executor.socket and report["kernels"]["server_reachable"]
+
+
 def test_kernels_are_told_which_socket_they_get_with_and_without_a_server(executor):
     os.environ["JUPYTER_WORKER_SOCKET"] = executor.socket
     try:
