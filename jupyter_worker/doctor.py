@@ -111,13 +111,14 @@ def check_kernels(executor: dict[str, Any]) -> dict[str, Any]:
     spec = kernelspec.found()
     problem = spec.pop("problem")
     if not spec["installed"]:
-        spec["why_not"] = problem or "not installed: jupyter-worker kernelspec install --user"
+        spec["why_not"] = problem or "not installed (needed by papermill, nbclient from other environments): "
+        spec["why_not"] += "" if problem else "jupyter-worker kernelspec install"
     elif problem or not spec["this_environment"] or not spec["magics"]:
         if not problem:
             problem = "it does not load the magics"
             if not spec["this_environment"]:
                 problem = f"it runs {spec['python']}, not this environment's Python"
-        spec["why_not"] = f"{problem}; reinstall: jupyter-worker kernelspec install --user"
+        spec["why_not"] = f"{problem}; reinstall: jupyter-worker kernelspec install"
     return {
         "server_socket": server_socket,
         "server_reachable": served["reachable"],
@@ -219,8 +220,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             _check(
                 kernels["default_reachable"],
-                f"kernels without a server (papermill, nbclient): use {default}"
-                + ("" if kernels["default_reachable"] else ": no executor answers there; set $JUPYTER_WORKER_SOCKET"),
+                f"kernels started without a server or $JUPYTER_WORKER_SOCKET (papermill, nbclient): use {default}"
+                + ("" if kernels["default_reachable"] else ": no executor answers there"),
             )
         )
     spec = kernels["kernelspec"]

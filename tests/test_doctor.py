@@ -123,7 +123,7 @@ def test_kernels_are_told_which_socket_they_get_with_and_without_a_server(execut
     if not os.path.exists(kernels["default_socket"]):  # no executor at the default place on this machine
         assert not kernels["default_reachable"]
         assert (
-            "NO  kernels without a server (papermill, nbclient): use /run/jupyter-worker/executor.sock: "
-            "no executor answers there; set $JUPYTER_WORKER_SOCKET" in lines
+            "NO  kernels started without a server or $JUPYTER_WORKER_SOCKET (papermill, nbclient): use "
+            "/run/jupyter-worker/executor.sock: no executor answers there" in lines
         )
     assert kernels["kernelspec"]["name"] == "jupyter-worker"
