@@ -146,7 +146,7 @@ def test_the_values_runners_folder_is_left_out_unless_a_glob_names_it(daemon, al
     ("script", "limits", "ending"),
     [
         ("echo partial > /work/out.txt; exit 3", {}, ("FAILED", "exit")),
-        ("echo partial > /work/out.txt; sleep 30", {"timeout_s": 1}, ("FAILED", "timeout")),
+        ("echo partial > /work/out.txt; sleep 30", {"timeout_s": 4}, ("FAILED", "timeout")),
     ],
 )
 def test_files_come_back_however_the_job_ends(daemon, alices, script, limits, ending):
