@@ -37,9 +37,7 @@ from typing import NoReturn
 
 from . import kernelspec, transfer
 from .client import Client
-from .doctor import diagnose_all, render
 from .errors import ErrorReason, WorkerError
-from .executor.app import main as executor_main
 from .flags import JobParser, add_job_flags, request_from_flags
 from .formatting import LogWriter, artifacts_line, follow_log, inert, job_lines, text_table
 from .sandbox import LaunchSpec, Sandbox, SandboxError
@@ -230,6 +228,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """The report; exit 0 when jobs can be run from here, 1 when not (the verdict says why)."""
+    from .doctor import diagnose_all, render  # noqa: PLC0415 - pyroute2 and Jupyter: only this verb needs them
+
     report = diagnose_all(args.socket, args.cgroup_root)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0 if report["ready"] else 1
@@ -284,6 +284,8 @@ def _dispatch(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["executor"]:
+        from .executor.app import main as executor_main  # noqa: PLC0415 - the daemon's stack, for it alone
+
         executor_main(argv[1:])
         return 0
     return report_errors(lambda: _dispatch(argv))
