@@ -258,3 +258,16 @@ def test_a_notebook_gets_artifacts_and_worker_get_owned_by_its_root_kernel_while
     assert os.stat(os.path.join(notebook_dir, "got", "a.png")).st_uid == 0
     reply = run_cell(client, "%worker get {_worker_job.id} missing")
     assert reply["status"] == "error" and "no such file or folder" in reply["evalue"]
+
+
+def test_the_sandbox_verb_runs_a_script_by_relative_path_in_the_callers_folder():
+    folder = tempfile.mkdtemp(prefix="jw-sandbox-")
+    os.chmod(folder, 0o755)
+    try:
+        with open(os.path.join(folder, "s.py"), "w") as f:
+            f.write("import os\nprint('in', os.getcwd())\n")
+        result = cli("sandbox", "--", "python3", "s.py", cwd=folder)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"in {folder}\n"
+    finally:
+        shutil.rmtree(folder)
