@@ -87,8 +87,10 @@ def test_values_go_in_and_come_back_and_the_cells_table_and_figure_are_display_o
 
 def test_artifacts_arrive_in_the_notebooks_folder_and_match_what_the_job_left(executed):
     notebook, folder = executed
-    report = os.path.join(folder, "results", "report.csv")
+    (job_folder,) = os.listdir(os.path.join(folder, "results"))
+    report = os.path.join(folder, "results", job_folder, "report.csv")
     with open(report) as f:
         assert f.read() == "i,square\n0,0\n1,1\n2,4\n"
     assert os.stat(report).st_uid == os.getuid()  # the requester's, though the job ran as nobody
-    assert output_of(notebook, 'print(open("results/report.csv")').endswith("True\n")
+    shown = output_of(notebook, "report = ")
+    assert shown.startswith("i,square\n") and shown.endswith("True\n")

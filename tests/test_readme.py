@@ -21,7 +21,7 @@ def test_the_readme_has_the_notebook_examples_this_test_runs():
 
 def test_the_readmes_python_examples_run_as_typed_in_a_notebook(notebook_run):
     run, folder = notebook_run
-    checks = "print(squares[-1]); print(open('results/squares.txt').read())"
+    checks = "print(squares[-1]); print(open(f'results/{_worker_job.id[:8]}/squares.txt').read())"
     notebook = run(*python_blocks(), checks)
     outputs = [o for cell in notebook.cells for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
@@ -29,4 +29,5 @@ def test_the_readmes_python_examples_run_as_typed_in_a_notebook(notebook_run):
     assert "[1. 1. 1.]" in text  # the numpy example's output
     assert text.endswith("121\n[0, 1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121]\n")
     assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert os.stat(os.path.join(folder, "results", "squares.txt")).st_uid == os.getuid()
+    (job_folder,) = os.listdir(os.path.join(folder, "results"))
+    assert os.stat(os.path.join(folder, "results", job_folder, "squares.txt")).st_uid == os.getuid()
