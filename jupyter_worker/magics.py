@@ -16,12 +16,20 @@ does not complete fails the cell, so a headless run stops there (--no-fail: it g
 
 What is shown of a job (name, command, status words, errors) is made inert by formatting: control
 characters spelled out in text/plain, HTML-escaped with `$` as `&#36;` in a block MathJax skips.
+
+A cell's job is named after its notebook and first line unless --name is given; the widget's
+output lasts (widgets.py: once the job has ended, its text and HTML forms alone); `%worker attach
+ID` shows any job of yours again. Re-running a cell whose job still runs leaves that job running
+(it may be wanted) and the new widget names it with a Stop of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import re
 import shlex
 import sys
 from collections.abc import Awaitable, Callable
@@ -39,12 +47,39 @@ from .flags import JobParser, add_job_flags, request_from_flags
 from .formatting import html_job, html_table, inert, text_table
 from .jobs import Job, JobFailed
 from .richoutput import DisplaySink
-from .spec import JobRecord, JobStatus
+from .spec import MAX_NAME_CHARS, JobRecord, JobStatus
 from .widgets import JobWidget
+
+USAGE = (
+    "%worker run [limits] -- CMD ARGS | list [--status S] [--limit N] [--json] | status ID | logs ID [-f]"
+    " | stop ID | attach ID | get ID PATH [DEST]"
+)
+_NOT_IN_A_NAME = re.compile(r"[^\w .@+-]+")  # spec's name rule: words, spaces and . @ + - only
 
 
 def _usage(prog: str, message: str) -> NoReturn:
     raise UsageError(f"{prog}: {message}")
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A --wait cell was interrupted and its job stopped: IPython shows this one line."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"stopped job {job.id[:8]}")
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def cell_name(session: object, cell: str) -> str | None:
+    """A cell job's name: its notebook's file name (ipykernel's `__session__`, where a front end
+    gives it) and the cell's first line, within the job name rule (other characters become
+    spaces); None when nothing is left (the executor's default then)."""
+    first = next((line for line in cell.splitlines() if line.strip()), "")
+    notebook = os.path.basename(session) if isinstance(session, str) and session else ""
+    words = " - ".join(part for part in (notebook, first) if part)
+    name = " ".join(_NOT_IN_A_NAME.sub(" ", words).split())[:MAX_NAME_CHARS].strip()
+    return name or None
 
 
 def _parser(prog: str, *, command: bool) -> JobParser:
@@ -87,6 +122,11 @@ def widget_frontend(shell: object) -> bool:
 
 @magics_class
 class WorkerMagics(Magics):
+    def __init__(self, shell: Any = None):
+        super().__init__(shell)
+        self.cell_jobs: dict[str, str] = {}  # which job each cell (by id, else text) started last
+        self.last_widget: JobWidget | None = None
+
     def _submit(self, args: argparse.Namespace, command: list[str] | None = None) -> Job:
         """The job the flags ask for (a bad value or a refusal is a UsageError, one message)."""
         try:
@@ -95,9 +135,29 @@ class WorkerMagics(Magics):
         except WorkerError as exc:
             raise UsageError(inert(str(exc))) from None
 
-    def _show(self, job: Job, on_end: Callable[[JobWidget], Awaitable[None]] | None = None) -> None:
-        self.last_widget = JobWidget(job.record, on_end=on_end)
-        display(self.last_widget.box)
+    def _show(
+        self, job: Job, on_end: Callable[[JobWidget], Awaitable[None]] | None = None, cell: str | None = None
+    ) -> None:
+        """The job's widget in this cell's output; a cell's earlier job that still runs is named in it."""
+        previous = None
+        if cell is not None:
+            key = self._cell_key(cell)
+            earlier = self.cell_jobs.get(key)
+            self.cell_jobs[key] = job.id
+            if earlier is not None:
+                try:
+                    with Client() as client:
+                        record = client.get(earlier)
+                    previous = None if record.finished else record
+                except WorkerError:
+                    previous = None
+        self.last_widget = JobWidget(job.record, on_end=on_end, previous=previous).show()
+
+    def _cell_key(self, cell: str) -> str:
+        """Which cell runs: JupyterLab's cell id where the front end sends it, else the cell's text."""
+        parent = getattr(self.shell, "parent_header", None) or {}
+        cell_id = (parent.get("metadata") or {}).get("cellId") if isinstance(parent, dict) else None
+        return f"id:{cell_id}" if cell_id else f"text:{cell}"
 
     @cell_magic
     def worker(self, line: str, cell: str) -> None:
@@ -111,6 +171,8 @@ class WorkerMagics(Magics):
         (pickled); --out: the job's variables set here when it completes, in safe formats only
         unless --out-pickle. The handle is `_worker_job` in the namespace."""
         args, names_in, names_out = _cell_args(self.shell.var_expand(line))
+        if args.name is None:
+            args.name = cell_name(self.shell.user_ns.get("__session__"), cell)
         if args.bash:
             job = self.shell.user_ns["_worker_job"] = self._submit(args, ["bash", "-c", cell])
             inputs = None
@@ -119,18 +181,9 @@ class WorkerMagics(Magics):
             self.shell.user_ns["_worker_job"] = job
         outcome = _CellValues(self.shell, job, inputs, names_out, args.out_pickle)
         if args.wait:
-            try:
-                _wait_or_stop(job, on_display=DisplaySink(_publish).feed)
-            except JobFailed as failed:
-                if not args.no_fail:
-                    raise
-                print(f"\n{inert(str(failed))}", file=sys.stderr)
-                return
-            finally:
-                outcome.release()
-            outcome.take()
+            _wait_cell(job, outcome, no_fail=args.no_fail)
         elif widget_frontend(self.shell):
-            self._show(job, on_end=outcome.take_later)
+            self._show(job, on_end=outcome.take_later, cell=cell)
         else:
             try:
                 final = _stream_detachable(job, fail=not args.no_fail, on_display=DisplaySink(_publish).feed)
@@ -172,27 +225,33 @@ class WorkerMagics(Magics):
 
     @line_magic("worker")
     def worker_line(self, line: str) -> Job | None:
-        """%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID | get ID PATH [DEST]"""
+        """%worker run [limits] -- CMD ARGS | list [--status S] [--limit N] [--json] | status ID |
+        logs ID [-f] | stop ID | attach ID | get ID PATH [DEST]"""
         words = shlex.split(self.shell.var_expand(line))
-        if not words or words[0] not in ("run", "list", "status", "logs", "stop", "get"):
-            raise UsageError(
-                "%worker run [limits] -- CMD ARGS | list | status ID | logs ID [-f] | stop ID | get ID PATH [DEST]"
-            )
+        if not words or words[0] not in ("run", "list", "status", "logs", "stop", "attach", "get"):
+            raise UsageError(USAGE)
         verb, rest = words[0], words[1:]
-        if verb == "run":
-            return self._run(rest)
         try:
+            if verb == "run":
+                return self._run(rest)
+            if verb == "attach":
+                if len(rest) != 1:
+                    raise UsageError("%worker attach ID")
+                with Client() as client:  # jobs.attach, keeping the widget at hand
+                    self.last_widget = JobWidget(client.get(rest[0])).show()
+                return None
             return self._query(verb, rest)
         except WorkerError as exc:
             raise UsageError(inert(str(exc))) from None
 
     def _run(self, words: list[str]) -> Job | None:
-        """A background job: its widget where widgets are drawn, else its id; --wait follows it here."""
+        """A background job: its widget where widgets are drawn, else its id; --wait follows it here
+        (and returns its handle once it has completed)."""
         args = _parser("%worker run", command=True).parse_args(words)
         job = self._submit(args)
         if args.wait:
             _wait_or_stop(job)
-            return None
+            return job
         if widget_frontend(self.shell):
             self._show(job)
         else:
@@ -202,8 +261,7 @@ class WorkerMagics(Magics):
     def _query(self, verb: str, rest: list[str]) -> None:
         with Client() as client:
             if verb == "list":
-                records, _ = client.list(limit=50)
-                display({"text/plain": text_table(records), "text/html": html_table(records)}, raw=True)
+                self._list(client, rest)
                 return
             if not rest:
                 raise UsageError(f"%worker {verb} ID")
@@ -223,6 +281,25 @@ class WorkerMagics(Magics):
                 _stream_detachable(Job(client.get(rest[0])))
             else:
                 print(Job(client.get(rest[0])).logs(), end="")
+
+    @staticmethod
+    def _list(client: Client, words: list[str]) -> None:
+        """The jobs table, with the CLI's list filters (--status, repeatable; --limit; --json)."""
+        parser = JobParser(prog="%worker list", fail=_usage, add_help=False)
+        parser.add_argument("--status", action="append", type=str.upper, choices=[s.value for s in JobStatus])
+        parser.add_argument("--limit", type=int, default=50)
+        parser.add_argument("--json", action="store_true")
+        args = parser.parse_args(words)
+        if args.limit < 1:
+            raise UsageError("%worker list: --limit must be 1 or more")
+        records, cursor = client.list(status=args.status, limit=args.limit)
+        while cursor is not None and len(records) < args.limit:  # a page is short when its records are big
+            more, cursor = client.list(status=args.status, limit=args.limit - len(records), cursor=cursor)
+            records += more
+        if args.json:
+            print(json.dumps([record.to_dict() for record in records]))
+            return
+        display({"text/plain": text_table(records), "text/html": html_table(records)}, raw=True)
 
 
 def _publish(bundle: dict[str, str]) -> None:
@@ -273,14 +350,30 @@ class _CellValues:
         )
 
 
+def _wait_cell(job: Job, outcome: _CellValues, no_fail: bool) -> None:
+    """A --wait cell: the job followed here, its values taken once it completed; a job that did not
+    complete raises JobFailed (one line) unless no_fail, a lost connection is one line too."""
+    try:
+        _wait_or_stop(job, on_display=DisplaySink(_publish).feed)
+    except WorkerError as exc:
+        raise UsageError(inert(str(exc))) from None
+    except JobFailed as failed:
+        if not no_fail:
+            raise
+        print(f"\n{inert(str(failed))}", file=sys.stderr)
+        return
+    finally:
+        outcome.release()
+    outcome.take()
+
+
 def _wait_or_stop(job: Job, on_display: Callable[[bytes], None] | None = None) -> None:
     """--wait: the cell is the job, so interrupting the cell stops the job; failure raises JobFailed."""
     try:
         job.wait(stream=True, on_display=on_display)
     except KeyboardInterrupt:
         job.stop()
-        print(f"\njob {job.id[:8]} stopped: the cell was interrupted", file=sys.stderr)
-        raise
+        raise JobInterrupted(job) from None
     finally:
         _say_artifacts(job)
 
