@@ -25,7 +25,7 @@ def load_ipython_extension(ipython) -> None:
 def __getattr__(name: str):
     """jupyter_worker.run, Job and its errors, imported on first use (the sandbox processes never
     need them)."""
-    if name in ("run", "Job", "JobFailed"):
+    if name in ("run", "Job", "JobFailed", "attach"):
         from . import jobs  # noqa: PLC0415
 
         return getattr(jobs, name)

@@ -240,5 +240,17 @@ def run(
     return job
 
 
+def attach(job_id: str, socket: str | None = None) -> Job:
+    """Show a live widget for a job of yours (by id or unique prefix), running or ended, in this
+    notebook, whichever kernel started it: its log and metric history from the start, Stop while it
+    runs, its lasting form once it has ended (docs/magics.md). Returns the job's handle."""
+    from .widgets import JobWidget  # noqa: PLC0415 - ipywidgets only where a widget is shown
+
+    with Client(socket) as client:
+        record = client.get(job_id)
+    JobWidget(record, socket).show()
+    return Job(record, socket)
+
+
 # The limit keywords are documented from the table, so a new limit documents itself.
 run.__doc__ = (run.__doc__ or "").format(limits="\n    ".join(f"{r.field}: {r.words}" for r in LIMITS))
