@@ -11,10 +11,12 @@ import sys
 import time
 import urllib.request
 
+import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ARTIFACTS, open_job, open_panel, rest, row
+from tests.browser.test_job_widget import open_and_run_all, place
 
 pytestmark = pytest.mark.browser
 
@@ -241,3 +243,27 @@ def test_a_queued_job_shows_its_place_and_why_it_waits(lab, page):
     finally:
         for job in reversed(started):
             rest(lab, "POST", f"jobs/{job['id']}/stop", {})
+
+
+def test_no_notification_for_a_cell_whose_widget_is_on_screen(lab, page):
+    """The %%worker widget the user watches tells the ending; a job elsewhere still notifies."""
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext jupyter_worker"),
+            nbformat.v4.new_code_cell("%%worker --name watched-cell --bash\nsleep 4; exit 1"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    try:
+        set_notifications(lab, "all")
+        place(lab, "watched.ipynb", notebook)
+        open_and_run_all(page, lab, "watched.ipynb")
+        widget = page.locator(".jp-Notebook .widget-vbox").filter(has_text="watched-cell")
+        expect(widget.get_by_text("running", exact=True)).to_be_visible(timeout=60_000)
+        expect(widget.get_by_text("exit code 1")).to_be_visible(timeout=60_000)
+        no_toast_for(page, 3)
+        rest(lab, "POST", "jobs", {"command": ["sh", "-c", "sleep 1; exit 1"], "name": "unwatched-one"})
+        expect(page.locator(TOASTS).filter(has_text="unwatched-one")).to_be_visible(timeout=30_000)
+        assert page.locator(TOASTS).filter(has_text="watched-cell").count() == 0
+    finally:
+        set_notifications(lab, None)
