@@ -292,10 +292,13 @@ class WorkerMagics(Magics):
         args = parser.parse_args(words)
         if args.limit < 1:
             raise UsageError("%worker list: --limit must be 1 or more")
-        records, cursor = client.list(status=args.status, limit=args.limit)
-        while cursor is not None and len(records) < args.limit:  # a page is short when its records are big
-            more, cursor = client.list(status=args.status, limit=args.limit - len(records), cursor=cursor)
-            records += more
+        records: list[JobRecord] = []
+        cursor: int | None = None
+        while len(records) < args.limit:  # pages on: a page is short when its records are big
+            page, cursor = client.list(status=args.status, limit=args.limit - len(records), cursor=cursor)
+            records += page
+            if cursor is None:
+                break
         if args.json:
             print(json.dumps([record.to_dict() for record in records]))
             return

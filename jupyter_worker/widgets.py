@@ -153,33 +153,29 @@ def chart_svg(
     cpu_top = nice_top(max(100.0, cpu_limit_percent or 0.0, *(s.cpu_percent for s in drawn)))
     memory_peak = max(s.memory_bytes for s in drawn)
     memory_top = nice_top(max(memory_limit_bytes or 0.0, memory_peak) / MIB) * MIB
-    cpu = _panel(
-        0,
-        "CPU % (100 = one core)",
-        [(s.t - start, s.cpu_percent) for s in drawn],
-        top=cpu_top,
-        ticks=lambda v: f"{v:.0f}%",
-        span=span,
-        colour=CPU_COLOUR,
-        limit=cpu_limit_percent,
-        limit_words=f"limit {cpu_limit_percent or 0:.0f}%",
-    )
     memory_title = "Memory MiB" + (f" (limit {memory_limit_bytes / MIB:.0f} MiB)" if memory_limit_bytes else "")
-    memory = _panel(
-        370,
-        memory_title,
-        [(s.t - start, s.memory_bytes) for s in drawn],
-        top=memory_top,
-        ticks=lambda v: f"{v / MIB:.0f}",
-        span=span,
-        colour=MEMORY_COLOUR,
-        limit=memory_limit_bytes,
-        limit_words=memory_title,
+    series = (  # title, sample field, axis top, tick format, unit, colour, limit
+        ("CPU % (100 = one core)", "cpu_percent", cpu_top, "{:.0f}%", 1, CPU_COLOUR, cpu_limit_percent),
+        (memory_title, "memory_bytes", memory_top, "{:.0f}", MIB, MEMORY_COLOUR, memory_limit_bytes),
+    )
+    panels = "".join(
+        _panel(
+            370 * i,
+            title,
+            [(s.t - start, getattr(s, value)) for s in drawn],
+            top=top,
+            ticks=lambda v, words=words, unit=unit: words.format(v / unit),
+            span=span,
+            colour=colour,
+            limit=limit,
+            limit_words=f"limit {words.format((limit or 0) / unit)}",
+        )
+        for i, (title, value, top, words, unit, colour, limit) in enumerate(series)
     )
     return (
         '<svg viewBox="0 0 740 142" width="100%" style="max-width:1100px" role="img" '
         'aria-label="CPU and memory over the job\'s run" xmlns="http://www.w3.org/2000/svg">'
-        f"{cpu}{memory}</svg>"
+        f"{panels}</svg>"
     )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import tempfile
+import time
+from collections.abc import Iterator
 
 import nbformat
 import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
@@ -15,24 +21,32 @@ from nbclient.exceptions import CellExecutionError
 from tests.executor.conftest import started_daemon
 
 
+@contextlib.contextmanager
+def started_kernel(cwd: str, **env: str) -> Iterator[BlockingKernelClient]:
+    """A real python3 kernel in cwd with env on top of this process's, shut down on leaving."""
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=cwd, env={**os.environ, **env})
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        yield client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
 @pytest.fixture(scope="module")
 def kernel():
     """A real kernel whose working directory is a notebook folder, with the extension loaded."""
     notebook_dir = tempfile.mkdtemp(prefix="jupyter-worker-notebook-")
     os.chmod(notebook_dir, 0o777)
-    with started_daemon([]) as daemon:
-        manager = KernelManager(kernel_name="python3")
-        manager.start_kernel(cwd=notebook_dir, env={**os.environ, "JUPYTER_WORKER_SOCKET": daemon.socket})
-        client = manager.client()
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        try:
+    try:
+        with started_daemon([]) as daemon, started_kernel(notebook_dir, JUPYTER_WORKER_SOCKET=daemon.socket) as client:
             run_cell(client, "%load_ext jupyter_worker")
             yield client, notebook_dir
-        finally:
-            client.stop_channels()
-            manager.shutdown_kernel(now=True)
-            shutil.rmtree(notebook_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(notebook_dir, ignore_errors=True)
 
 
 def run_cell(client, code: str) -> dict:
@@ -144,7 +158,7 @@ def test_a_cell_without_wait_shows_a_live_widget_that_ends_with_the_summary(kern
         "for i in range(500): print(i)\nsys.stdout.flush()\nprint('<oops>', file=sys.stderr)"
     )
     reply = run_cell(client, cell)
-    assert reply["status"] == "ok" and "VBox" in reply["text"]
+    assert reply["status"] == "ok" and reply["text"].startswith("job counting ")
     wait_in_kernel(client, f"{WIDGET}.finished")
     header = run_cell(client, f"print({WIDGET}.header.value)")["text"]
     assert "counting" in header and "exit code 0" in header and "#2e7d32" in header
@@ -193,6 +207,13 @@ def test_widgets_keep_working_after_the_cell_is_re_executed(kernel):
     run_cell(client, cell)
     run_cell(client, f"second = {WIDGET}")
     wait_in_kernel(client, "first.job.status == second.job.status == 'RUNNING'")
+    # the earlier run's job, still running, is named in the new widget beside a Stop of its own
+    first_id = run_cell(client, "print(first.job.id[:8])")["text"].strip()
+    said = run_cell(client, "print(second.box.children[4].children[2].value)")["text"]
+    assert f"job <code>{first_id}</code>, is still running" in said
+    assert (
+        run_cell(client, "print(second.box.children[4].children[3].description)")["text"].strip() == f"Stop {first_id}"
+    )
     run_cell(client, "first.stop_button.click()")
     wait_in_kernel(client, "first.finished")
     states = run_cell(client, "print(first.job.status.value, second.job.status.value, second.stop_button.disabled)")
@@ -249,16 +270,10 @@ def test_ipython_config_loads_the_extension_in_every_kernel(kernel):
     os.makedirs(os.path.join(ipython_dir, "profile_default"))
     with open(os.path.join(ipython_dir, "profile_default", "ipython_config.py"), "w") as config:
         config.write("c.InteractiveShellApp.extensions = ['jupyter_worker']\n")
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=notebook_dir, env={**os.environ, "IPYTHONDIR": ipython_dir})
-    client = manager.client()
-    client.start_channels()
     try:
-        client.wait_for_ready(timeout=60)
-        assert run_cell(client, "%lsmagic")["text"].count("worker") >= 2
+        with started_kernel(notebook_dir, IPYTHONDIR=ipython_dir) as client:
+            assert run_cell(client, "%lsmagic")["text"].count("worker") >= 2
     finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
         shutil.rmtree(ipython_dir)
 
 
@@ -292,3 +307,69 @@ def test_every_flag_reaches_the_job(kernel):
             assert pair in limits
     finally:
         shutil.rmtree(data)
+
+
+def test_list_filters_are_honoured_and_bad_ones_refused(kernel):
+    client, _ = kernel
+    run_cell(client, "napper = %worker run --name listed-napper -- sleep 300")
+    run_cell(client, "import time\nwhile napper.status != 'RUNNING': time.sleep(0.1)")
+    run_cell(client, "%worker run --wait --name listed-done -- true")
+    running = run_cell(client, "%worker list --status RUNNING")["text"]
+    assert "listed-napper" in running and "listed-done" not in running
+    done = run_cell(client, "%worker list --status completed --limit 5")["text"]
+    assert "listed-done" in done and "listed-napper" not in done
+    as_json = run_cell(client, "%worker list --status RUNNING --json")["text"]
+    assert '"name": "listed-napper"' in as_json
+    run_cell(client, "napper.stop()")
+    refused = run_cell(client, "%worker list --status NAPPING")
+    assert refused["status"] == "error" and "invalid choice: 'NAPPING'" in refused["evalue"]
+    assert run_cell(client, "%worker list --bogus")["status"] == "error"
+
+
+def test_run_wait_returns_the_job_handle(kernel):
+    client, _ = kernel
+    reply = run_cell(client, "done = %worker run --wait -- echo hello\nprint(done.status, done.result.exit_code)")
+    assert reply["text"] == "hello\nCOMPLETED 0\n", reply
+
+
+def test_an_interrupted_wait_cell_says_in_one_line_that_it_stopped_the_job(kernel):
+    client, _ = kernel
+    pid = int(
+        run_cell(client, "import os, jupyter_worker\nfrom jupyter_worker.client import Client\nprint(os.getpid())")[
+            "text"
+        ]
+    )
+    message_id = client.execute("%%worker --wait --bash --name interrupted\necho napping; sleep 300")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the job's first line has come: the cell is waiting on it
+        message = client.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") == message_id and "napping" in message["content"].get("text", ""):
+            break
+    os.kill(pid, signal.SIGINT)
+    reply = client.get_shell_msg(timeout=60)["content"]
+    assert reply["status"] == "error"
+    assert reply["traceback"] == [f"stopped job {reply['evalue'].split()[-1]}"] and reply["ename"] == "JobInterrupted"
+    job_id = reply["evalue"].split()[-1]
+    assert re.fullmatch(r"[0-9a-f]{8}", job_id)
+    run_cell(
+        client, f"import time\nwhile jupyter_worker.Job(Client().get({job_id!r})).status == 'RUNNING': time.sleep(0.1)"
+    )
+    assert "STOPPED" in run_cell(client, f"%worker status {job_id}")["text"]
+
+
+def test_a_failed_wait_cell_and_a_failed_wait_run_show_one_line(kernel):
+    client, _ = kernel
+    for code in ("%%worker --wait --bash\nexit 3", "%worker run --wait -- sh -c 'exit 3'"):
+        reply = run_cell(client, code)
+        assert reply["status"] == "error" and len(reply["traceback"]) == 1, reply
+        assert reply["traceback"][0].startswith("JobFailed: job ") and "exit code 3" in reply["traceback"][0]
+
+
+def test_cell_jobs_are_named_by_their_notebook_and_first_line(kernel):
+    client, _ = kernel
+    run_cell(client, "__session__ = '/home/someone/analysis.ipynb'")
+    run_cell(client, "%%worker --wait --bash\necho named # first line")
+    assert run_cell(client, "print(_worker_job.record.name)")["text"] == "analysis.ipynb - echo named first line\n"
+    run_cell(client, "del __session__")
+    run_cell(client, "%%worker --wait\nprint('x')")
+    assert run_cell(client, "print(_worker_job.record.name)")["text"] == "print x\n"

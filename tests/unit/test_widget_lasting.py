@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 
 from jupyter_worker.formatting import MIB
-from jupyter_worker.limits import Limits
 from jupyter_worker.magics import cell_name
-from jupyter_worker.spec import _NAME_RE, JobRecord, JobStatus, Reason
+from jupyter_worker.spec import _NAME_RE, JobRecord
 from jupyter_worker.widgets import (
     CHART_POINTS,
     Sample,
@@ -20,28 +19,18 @@ from jupyter_worker.widgets import (
     status_words,
     thinned,
 )
+from tests.unit.conftest import make_record
 
 
 def record(**fields) -> JobRecord:
-    base = {
-        "id": "1a2b3c4d5e6f",
-        "name": "counting",
-        "owner": "alice",
-        "owner_uid": 1000,
-        "command": ["python", "-"],
-        "status": JobStatus.RUNNING,
-        "limits": Limits.parse({"memory_mb": 256}),
-        "network": "none",
-        "created_at": 100.0,
-        "started_at": 100.0,
-    }
-    return JobRecord(**{**base, **fields})
+    base = {"id": "1a2b3c4d5e6f", "name": "counting", "command": ["python", "-"], "started_at": 100.0}
+    return make_record(**{**base, "limits": {"memory_mb": 256}, "created_at": 100.0, **fields})
 
 
 def ended(**fields) -> JobRecord:
     return record(
-        status=JobStatus.COMPLETED,
-        reason=Reason.EXIT,
+        status="COMPLETED",
+        reason="exit",
         exit_code=0,
         finished_at=104.0,
         metrics={"cpu_seconds": 1.5, "memory_peak_bytes": 40 * MIB, "memory_bytes": 1 * MIB},
@@ -71,9 +60,7 @@ def test_hostile_log_lines_and_names_are_inert_in_both_forms():
 
 
 def test_a_queued_job_says_its_place_and_why_it_waits():
-    job = record(
-        status=JobStatus.QUEUED, started_at=None, queue={"position": 2, "reason": "4 of 4 running slots in use"}
-    )
+    job = record(status="QUEUED", started_at=None, queue={"position": 2, "reason": "4 of 4 running slots in use"})
     assert status_words(job) == "queued: number 2 in line, waiting because 4 of 4 running slots in use"
     assert "waiting because 4 of 4 running slots in use" in lasting_bundle(Snapshot(job))["text/plain"]
 
