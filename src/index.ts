@@ -46,15 +46,17 @@ function runningCount(panel: JobsPanel): Widget {
 }
 
 /**
- * Whether the user is watching the job now: its %%worker widget (the widget's box carries the
- * class jw-job-<id>; older widgets show the id's first 8 characters in a <code>) or its view in
- * the main area is drawn and at least partly inside the window. A hidden tab, a collapsed or
+ * Whether the user is watching the job now: its %%worker widget or the widget's HTML form in a
+ * cell's output (an element with the class jw-job-<id>, or the header's "<b>name</b>
+ * <code>1a2b3c4d</code>": the id's first 8 characters), or its view in the main area, is drawn
+ * and at least partly inside the window. A hidden tab, a collapsed or
  * scrolled-away output does not count: then the notification is how the user learns the end.
  */
 export function isWatched(id: string): boolean {
   const candidates: Element[] = [
     ...Array.from(document.querySelectorAll(`.jw-job-${CSS.escape(id)}`)),
-    ...Array.from(document.querySelectorAll('.jupyter-widgets code')).filter(code => code.textContent === id.slice(0, 8)),
+    // The widget's (and its saved HTML form's) header: <b>name</b> <code>first 8 of the id</code>.
+    ...Array.from(document.querySelectorAll('.jp-OutputArea-output code')).filter(code => code.textContent === id.slice(0, 8) && code.previousElementSibling?.tagName === 'B'),
     ...[document.getElementById(`jupyter-worker-job-${id}`)].filter((node): node is HTMLElement => node !== null)
   ];
   return candidates.some(onScreen);

@@ -258,9 +258,10 @@ def test_no_notification_for_a_cell_whose_widget_is_on_screen(lab, page):
         set_notifications(lab, "all")
         place(lab, "watched.ipynb", notebook)
         open_and_run_all(page, lab, "watched.ipynb")
-        widget = page.locator(".jp-Notebook .widget-vbox").filter(has_text="watched-cell")
-        expect(widget.get_by_text("running", exact=True)).to_be_visible(timeout=60_000)
-        expect(widget.get_by_text("exit code 1")).to_be_visible(timeout=60_000)
+        # The widget while it runs, its HTML form once it ended: the same output, on screen.
+        output = page.locator(".jp-Notebook .jp-OutputArea-output").filter(has_text="watched-cell")
+        expect(output.get_by_text("running", exact=True).first).to_be_visible(timeout=60_000)
+        expect(output.get_by_text("exit code 1").first).to_be_visible(timeout=60_000)
         no_toast_for(page, 3)
         rest(lab, "POST", "jobs", {"command": ["sh", "-c", "sleep 1; exit 1"], "name": "unwatched-one"})
         expect(page.locator(TOASTS).filter(has_text="unwatched-one")).to_be_visible(timeout=30_000)
