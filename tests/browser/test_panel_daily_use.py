@@ -268,3 +268,25 @@ def test_no_notification_for_a_cell_whose_widget_is_on_screen(lab, page):
         assert page.locator(TOASTS).filter(has_text="watched-cell").count() == 0
     finally:
         set_notifications(lab, None)
+
+
+def test_a_running_jobs_chart_starts_from_its_history_and_grows_live(lab, page):
+    code = "import time\nx = []\nfor i in range(8):\n    x.append(b'x' * (8 << 20))\n    time.sleep(1)"
+    job = rest(lab, "POST", "jobs", {"command": ["python3", "-c", code], "name": "daily-live"})
+    try:
+        wait_for(lab, job["id"], ("RUNNING",))
+        time.sleep(3)  # samples the history holds before the view opens
+        open_panel(page, lab)
+        _, view = open_job(page, "daily-live")
+        line = view.locator("polyline.jw-memory-line")
+        count = "n => n.getAttribute('points').trim().split(/\\s+/).length"
+        node = "document.querySelector('.jw-job-view polyline.jw-memory-line')"
+        points = f"(() => {{ const n = {node}; return n ? ({count})(n) : 0; }})()"
+        page.wait_for_function(f"() => {points} >= 2", timeout=10_000)
+        first = line.evaluate(count)
+        page.wait_for_function(f"() => {points} > {first}", timeout=15_000)
+        cpu = view.locator("xpath=.//dt[text()='CPU']/following-sibling::dd[1]")
+        expect(cpu).to_contain_text("now")
+        view.screenshot(path=os.path.join(ARTIFACTS, "job_view_running_chart.png"))
+    finally:
+        rest(lab, "POST", f"jobs/{job['id']}/stop", {})
