@@ -26,6 +26,23 @@ ADMINS = "jwtest-admins"
 DEMO = os.path.join(os.path.dirname(__file__), "..", "notebooks", "demo.ipynb")
 
 
+@contextlib.contextmanager
+def made_folder(parent: str, mode: int = 0o755, owner: str | None = None) -> Iterator[str]:
+    """A folder unique to this run under parent (made if missing), owned by owner if given, with
+    mode; removed afterwards, leaving nothing."""
+    os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="jupyter-worker-test-paths-", dir=parent)
+    if owner is not None:
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(path, mode)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+    assert not os.path.exists(path)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

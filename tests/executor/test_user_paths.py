@@ -5,19 +5,16 @@ folder, as root (an id-mapped bind)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
-from collections.abc import Iterator
 
 import pytest
 
 from jupyter_worker.sandbox.mounts import idmap_problem
+from tests.conftest import made_folder
 from tests.executor.conftest import started_daemon
 
 ALICE = "jwtest-alice"
@@ -28,20 +25,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def executor(users):
     with started_daemon([]) as daemon:
         yield daemon
-
-
-@contextlib.contextmanager
-def folder_of(user: str, parent: str, mode: int = 0o755) -> Iterator[str]:
-    """A folder unique to this run under parent, owned by user; removed afterwards, leaving nothing."""
-    path = tempfile.mkdtemp(prefix="jupyter-worker-test-paths-", dir=parent)
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    os.chmod(path, mode)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-    assert not os.path.exists(path)
 
 
 def run_cli(executor, user: str, folder: str, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess:
@@ -77,7 +60,7 @@ def make_venv(user: str, where: str) -> str:
 
 @pytest.mark.parametrize("user", ["root", ALICE])
 def test_a_python_environment_under_var_tmp_runs_a_job_from_the_cli(executor, user):
-    with folder_of(user, "/var/tmp", 0o700) as place:
+    with made_folder("/var/tmp", 0o700, owner=user) as place:
         if user == "root" and idmap_problem(place) is not None:  # root's private folder, nobody's job
             pytest.skip(f"no id-mapped mounts on /var/tmp here: {idmap_problem(place)}")
         venv = make_venv(user, place)
@@ -91,7 +74,7 @@ def test_a_python_environment_under_var_tmp_runs_a_job_from_the_cli(executor, us
 def test_a_script_in_a_folder_under_a_private_folder_of_the_job_runs_by_its_relative_path(executor, parent):
     if not os.path.isdir(parent):
         pytest.skip(f"no {parent} on this host")
-    with folder_of(ALICE, parent) as place:
+    with made_folder(parent, owner=ALICE) as place:
         with open(os.path.join(place, "script.py"), "w") as f:
             f.write("import os\nprint(os.getcwd(), open('data.txt').read())\n")
         with open(os.path.join(place, "data.txt"), "w") as f:
@@ -103,7 +86,7 @@ def test_a_script_in_a_folder_under_a_private_folder_of_the_job_runs_by_its_rela
 
 
 def test_a_folder_reached_through_a_symlink_runs_at_its_resolved_path(executor):
-    with folder_of(ALICE, "/var/tmp") as place:
+    with made_folder("/var/tmp", owner=ALICE) as place:
         real = os.path.join(place, "real")
         os.mkdir(real)
         with open(os.path.join(real, "script.py"), "w") as f:
@@ -117,7 +100,7 @@ def test_a_folder_reached_through_a_symlink_runs_at_its_resolved_path(executor):
 
 @pytest.mark.parametrize("parent", ["/var/tmp", "/tmp"])
 def test_roots_private_folder_mounted_read_write_is_written_by_its_job_as_root(executor, parent):
-    with folder_of("root", parent, 0o700) as place:
+    with made_folder(parent, 0o700, owner="root") as place:
         if idmap_problem(place) is not None:
             pytest.skip(f"no id-mapped mounts on {parent} here: {idmap_problem(place)}")
         with open(os.path.join(place, "in.txt"), "w") as f:

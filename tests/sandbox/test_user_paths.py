@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -21,21 +20,9 @@ from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox, libc
 from jupyter_worker.sandbox.doctor import diagnose, render
 from jupyter_worker.sandbox.mounts import idmap_problem
 from jupyter_worker.spec import Mount, Reason
+from tests.conftest import made_folder
 
 NOBODY = 65534
-
-
-@contextlib.contextmanager
-def host_folder(parent: str, mode: int = 0o755) -> Iterator[str]:
-    """A folder unique to this run under parent (made if missing), removed afterwards."""
-    os.makedirs(parent, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="jupyter-worker-test-paths-", dir=parent)
-    os.chmod(path, mode)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-    assert not os.path.exists(path)
 
 
 def mapped_here(path: str) -> bool:
@@ -44,7 +31,7 @@ def mapped_here(path: str) -> bool:
 
 @pytest.mark.parametrize("parent", ["/tmp", "/var/tmp", "/dev/shm"])
 def test_a_folder_under_a_private_folder_of_the_job_is_shown_at_its_own_path(sh, parent):
-    with host_folder(parent) as folder:
+    with made_folder(parent) as folder:
         with open(os.path.join(folder, "in.txt"), "w") as f:
             f.write("input")
         result = sh(f"cat {folder}/in.txt && cd {folder} && pwd", mounts=[Mount(folder, folder)])
@@ -65,7 +52,7 @@ def test_var_tmp_is_bounded_by_the_tmp_limit_like_tmp(sh):
 
 @pytest.mark.parametrize("work", ["tmpfs", "bound folder", "disk image"])
 def test_a_folder_under_work_is_shown_at_its_own_path_in_the_jobs_work(sh, work):
-    with host_folder("/var/tmp") as data, host_folder("/var/tmp", 0o700) as state:
+    with made_folder("/var/tmp") as data, made_folder("/var/tmp", 0o700) as state:
         with open(os.path.join(data, "in.txt"), "w") as f:
             f.write("input")
         work_dir, limits = None, Limits(disk_mb=16) if work == "disk image" else Limits()
@@ -81,7 +68,7 @@ def test_a_folder_under_work_is_shown_at_its_own_path_in_the_jobs_work(sh, work)
 
 
 def test_a_symlink_in_the_jobs_bound_work_folder_is_not_followed_to_make_a_mount_point(sh):
-    with host_folder("/var/tmp") as data, host_folder("/var/tmp", 0o700) as state, host_folder("/var/tmp") as elsewhere:
+    with made_folder("/var/tmp") as data, made_folder("/var/tmp", 0o700) as state, made_folder("/var/tmp") as elsewhere:
         work_dir = os.path.join(state, "work")
         os.mkdir(work_dir, 0o700)
         os.symlink(elsewhere, os.path.join(work_dir, "proj"))  # planted by an earlier run of the job
@@ -93,7 +80,7 @@ def test_a_symlink_in_the_jobs_bound_work_folder_is_not_followed_to_make_a_mount
 
 
 def test_a_source_named_through_a_symlink_is_shown_as_what_it_points_to(sh):
-    with host_folder("/var/tmp") as top:
+    with made_folder("/var/tmp") as top:
         real = os.path.join(top, "real")
         os.mkdir(real, 0o755)
         with open(os.path.join(real, "in.txt"), "w") as f:
@@ -106,7 +93,7 @@ def test_a_source_named_through_a_symlink_is_shown_as_what_it_points_to(sh):
 
 
 def test_a_python_environment_under_var_tmp_runs_a_job(run):
-    with host_folder("/var/tmp") as top:
+    with made_folder("/var/tmp") as top:
         venv = os.path.join(top, "venv")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         python = os.path.join(venv, "bin", "python")
@@ -121,7 +108,7 @@ def test_a_python_environment_under_var_tmp_runs_a_job(run):
 
 
 def test_a_root_requesters_private_folder_is_read_and_written_as_root_by_a_job_running_as_nobody(sh):
-    with host_folder("/var/tmp", 0o700) as folder:
+    with made_folder("/var/tmp", 0o700) as folder:
         if not mapped_here(folder):
             pytest.skip(f"no id-mapped mounts here: {idmap_problem(folder)}")
         with open(os.path.join(folder, "secret"), "w") as f:
@@ -137,7 +124,7 @@ def test_a_root_requesters_private_folder_is_read_and_written_as_root_by_a_job_r
 
 
 def test_a_root_requesters_read_only_mount_stays_read_only_through_the_mapping(sh):
-    with host_folder("/var/tmp", 0o700) as folder:
+    with made_folder("/var/tmp", 0o700) as folder:
         if not mapped_here(folder):
             pytest.skip(f"no id-mapped mounts here: {idmap_problem(folder)}")
         result = sh(f"ls {folder} && touch {folder}/x 2>&1", mounts=[Mount(folder, folder)], requester_uid=0)
@@ -146,7 +133,7 @@ def test_a_root_requesters_read_only_mount_stays_read_only_through_the_mapping(s
 
 
 def test_a_job_running_as_its_requester_gets_a_plain_bind(sh):
-    with host_folder("/var/tmp", 0o700) as folder:
+    with made_folder("/var/tmp", 0o700) as folder:
         os.chown(folder, 4242, 4242)
         ids = {"uid": 4242, "gid": 4242, "requester_uid": 4242, "requester_gid": 4242}
         result = sh(f"touch {folder}/x", mounts=[Mount(folder, folder, rw=True)], **ids)
@@ -156,7 +143,7 @@ def test_a_job_running_as_its_requester_gets_a_plain_bind(sh):
 
 
 def test_the_jobs_own_folders_are_not_mapped(sh):
-    with host_folder("/var/tmp", 0o700) as folder:
+    with made_folder("/var/tmp", 0o700) as folder:
         script = "touch /tmp/a /work/b && stat -c %u /tmp/a /work/b /usr/bin/env"
         result = sh(script, mounts=[Mount(folder, folder, rw=True)], requester_uid=0)
         assert result.outcome.reason is Reason.EXIT, result.outcome.error
@@ -164,7 +151,7 @@ def test_the_jobs_own_folders_are_not_mapped(sh):
 
 
 def test_the_mode_bits_survive_the_mapping(sh):
-    with host_folder("/var/tmp", 0o700) as folder:
+    with made_folder("/var/tmp", 0o700) as folder:
         if not mapped_here(folder):
             pytest.skip(f"no id-mapped mounts here: {idmap_problem(folder)}")
         script = f"umask 022; touch {folder}/f; chmod 640 {folder}/f; stat -c '%u %a' {folder}/f"
@@ -175,7 +162,7 @@ def test_the_mode_bits_survive_the_mapping(sh):
 
 
 def test_through_the_mapping_other_users_files_keep_their_owner_and_their_rights(sh):
-    with host_folder("/var/tmp", 0o755) as folder:
+    with made_folder("/var/tmp", 0o755) as folder:
         if not mapped_here(folder):
             pytest.skip(f"no id-mapped mounts here: {idmap_problem(folder)}")
         for name, owner, mode in (("private", 4343, 0o600), ("shared", 4343, 0o666), ("nobodys", NOBODY, 0o666)):
@@ -199,7 +186,7 @@ def test_through_the_mapping_other_users_files_keep_their_owner_and_their_rights
 
 
 def test_a_python_prefix_through_a_symlink_in_the_shown_folder_is_found_where_the_symlink_leads(run):
-    with host_folder("/var/tmp") as project, host_folder("/var/tmp") as envs:
+    with made_folder("/var/tmp") as project, made_folder("/var/tmp") as envs:
         venv = os.path.join(envs, "env")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         link = os.path.join(project, ".venv")  # the project's environment lives elsewhere
@@ -211,7 +198,7 @@ def test_a_python_prefix_through_a_symlink_in_the_shown_folder_is_found_where_th
 
 
 def test_a_mount_destination_through_a_symlink_in_a_shown_folder_is_refused(sh):
-    with host_folder("/var/tmp") as project, host_folder("/var/tmp") as data:
+    with made_folder("/var/tmp") as project, made_folder("/var/tmp") as data:
         os.symlink(data, os.path.join(project, "link"))
         result = sh("true", mounts=[Mount(project, project), Mount(data, f"{project}/link/inner")])
         assert result.outcome.reason is Reason.START_ERROR
@@ -236,7 +223,7 @@ def test_the_doctor_tells_where_roots_jobs_get_id_mapped_binds_and_mounts_nothin
 def ramfs_folder(mode: int) -> Iterator[str]:
     """A folder on ramfs, a filesystem without id-mapped mounts (as tmpfs before Linux 6.3), for the
     block; mounted in this process's mount namespace (the suite's runs in a private one)."""
-    with host_folder("/var/tmp") as place:
+    with made_folder("/var/tmp") as place:
         libc.mount("ramfs", place, "ramfs", libc.MS_NOSUID | libc.MS_NODEV, f"mode={mode:o}")
         try:
             yield place
