@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import {
-  Job,
   SampleSeries,
   chartScales,
   clockLabel,
@@ -17,22 +16,7 @@ import {
   timeTicks,
   visibleColumns
 } from '../model';
-
-function job(over: Partial<Job>): Job {
-  return {
-    id: 'a0000000-0000-0000-0000-000000000000',
-    name: '',
-    owner: 'alice',
-    command: ['sleep', '1'],
-    status: 'RUNNING',
-    limits: {},
-    network: 'none',
-    created_at: 100,
-    started_at: 100,
-    metrics: {},
-    ...over
-  };
-}
+import { job } from './fixtures';
 
 describe('the list fits a narrow panel', () => {
   it('keeps status and job always and adds columns as the panel widens', () => {

@@ -21,22 +21,7 @@ import {
   splitCommand,
   statusText
 } from '../model';
-
-function job(over: Partial<Job>): Job {
-  return {
-    id: 'a0000000-0000-0000-0000-000000000000',
-    name: '',
-    owner: 'alice',
-    command: ['sleep', '1'],
-    status: 'RUNNING',
-    limits: {},
-    network: 'none',
-    created_at: 100,
-    started_at: 100,
-    metrics: {},
-    ...over
-  };
-}
+import { job } from './fixtures';
 
 describe('a command line becomes argv as a shell would split it', () => {
   it('splits on blanks and keeps quoted words whole', () => {
