@@ -57,7 +57,6 @@ CPU_COLOUR, MEMORY_COLOUR = "#1976d2", "#ef6c00"
 # The log box follows the tail by itself: a scroll container laid out bottom-up stays anchored at
 # its bottom as lines come, and where the user scrolled up it stays there (no JavaScript needed).
 LOG_LAYOUT = {"display": "flex", "flex_flow": "column-reverse", "overflow": "auto", "max_height": "300px"}
-LOG_STYLE = "display:flex;flex-direction:column-reverse;overflow:auto;max-height:300px"
 
 
 @dataclasses.dataclass
@@ -152,7 +151,12 @@ def chart_svg(
     span = max(drawn[-1].t - start, 0.0)
     cpu_top = nice_top(max(100.0, cpu_limit_percent or 0.0, *(s.cpu_percent for s in drawn)))
     memory_peak = max(s.memory_bytes for s in drawn)
-    memory_top = nice_top(max(memory_limit_bytes or 0.0, memory_peak) / MIB) * MIB
+    # memory against its limit: the limit is the axis' top (the peak's round figure without one)
+    memory_top = (
+        memory_limit_bytes
+        if memory_limit_bytes and memory_peak <= memory_limit_bytes
+        else nice_top(memory_peak / MIB) * MIB
+    )
     memory_title = "Memory MiB" + (f" (limit {memory_limit_bytes / MIB:.0f} MiB)" if memory_limit_bytes else "")
     series = (  # title, sample field, axis top, tick format, unit, colour, limit
         ("CPU % (100 = one core)", "cpu_percent", cpu_top, "{:.0f}%", 1, CPU_COLOUR, cpu_limit_percent),
@@ -252,7 +256,7 @@ def lasting_bundle(snap: Snapshot) -> dict[str, str]:
     job = snap.job
     took = elapsed(job)
     head = f"job {inert(job.name)} {job.id[:8]}: {status_words(job)}" + (
-        f" after {seconds(took)}" if took is not None and job.finished_at else ""
+        f" (ran {seconds(took)})" if took is not None and job.finished_at else ""
     )
     resources = resources_words(job, snap.samples)
     tail = list(snap.lines)[-LASTING_LINES:]
@@ -260,7 +264,8 @@ def lasting_bundle(snap: Snapshot) -> dict[str, str]:
     more = f"{earlier} earlier lines: %worker logs {job.id[:8]}" if earlier > 0 else ""
     text = [head, *([resources] if resources else [])]
     if tail:
-        text += [f"--- the log's last {len(tail)} lines{f' ({more})' if more else ''} ---"]
+        last = f"last {len(tail)} lines" if len(tail) > 1 else "last line"
+        text += [f"--- the log's {last}{f' ({more})' if more else ''} ---"]
         text += [inert(line, keep="\t") for _, line in tail]
     text += [f"[jupyter-worker: {inert(note)}]" for note in snap.notes]
     if snap.displays:
@@ -284,7 +289,7 @@ def lasting_bundle(snap: Snapshot) -> dict[str, str]:
         f"<div>{html_text(resources)}</div>" if resources else "",
         chart_svg(snap.samples, snap.memory_limit_bytes, snap.cpu_limit_percent),
         f"<div><small>{html_text(more)}</small></div>" if more else "",
-        f'<div style="{LOG_STYLE}"><pre style="margin:0">{log}</pre></div>' if tail else "",
+        f'<pre style="margin:0">{log}</pre>' if tail else "",  # a short tail, whole (no scroll box to place)
         notes,
         "".join(_display_html(item) for item in snap.displays),
     ]

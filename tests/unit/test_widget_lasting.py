@@ -44,7 +44,7 @@ def test_an_ended_jobs_lasting_form_says_its_ending_peaks_and_log_tail_in_text_a
     bundle = lasting_bundle(Snapshot(ended(), lines=lines, samples=samples, memory_limit_bytes=256 * MIB))
     assert set(bundle) == {"text/plain", "text/html"}
     text = bundle["text/plain"]
-    assert text.startswith("job counting 1a2b3c4d: exit code 0 after 4.0s\n")
+    assert text.startswith("job counting 1a2b3c4d: exit code 0 (ran 4.0s)\n")
     assert "CPU time 1.50s, peak 40%; memory peak 40.0 MiB of 256 MiB" in text
     assert "step 99" in text and "step 69" not in text and "71 earlier lines: %worker logs 1a2b3c4d" in text
     page = bundle["text/html"]
@@ -79,7 +79,7 @@ def test_the_chart_has_labelled_axes_with_units_fills_the_width_and_starts_at_on
     svg = chart_svg([Sample(100 + i, 150.0, 100 * MIB) for i in range(90)], 256 * MIB, 200.0)
     labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
     assert "CPU % (100 = one core)" in labels and "Memory MiB (limit 256 MiB)" in labels
-    assert {"0%", "100%", "200%", "0", "250", "500", "0 s", "1m 29s", "time"} <= set(labels), labels
+    assert {"0%", "100%", "200%", "0", "128", "256", "0 s", "1m 29s", "time"} <= set(labels), labels
     assert "stroke-dasharray" in svg  # the limits, dashed
 
 
