@@ -140,15 +140,19 @@ def _panel(
 
 
 def chart_svg(
-    samples: Sequence[Sample], memory_limit_bytes: float | None = None, cpu_limit_percent: float | None = None
+    samples: Sequence[Sample],
+    memory_limit_bytes: float | None = None,
+    cpu_limit_percent: float | None = None,
+    run: tuple[float | None, float | None] = (None, None),
 ) -> str:
-    """The job's CPU (% of one core) and memory (MiB, against its limit) over its run, from its first
-    sample, as an SVG as wide as the cell (viewBox, width 100%); "" with no sample yet."""
+    """The job's CPU (% of one core) and memory (MiB, against its limit) over its run (started,
+    finished: the time axis spans it where given), from its first sample, as an SVG as wide as the
+    cell (viewBox, width 100%); "" with no sample yet."""
     if not samples:
         return ""
     drawn = thinned(samples)
-    start = drawn[0].t
-    span = max(drawn[-1].t - start, 0.0)
+    start = min(drawn[0].t, run[0] or drawn[0].t)
+    span = max(drawn[-1].t, run[1] or 0.0) - start
     cpu_top = nice_top(max(100.0, cpu_limit_percent or 0.0, *(s.cpu_percent for s in drawn)))
     memory_peak = max(s.memory_bytes for s in drawn)
     # memory against its limit: the limit is the axis' top (the peak's round figure without one)
@@ -287,13 +291,15 @@ def lasting_bundle(snap: Snapshot) -> dict[str, str]:
         + (f" {seconds(took)}" if took is not None else "")
         + "</div>",
         f"<div>{html_text(resources)}</div>" if resources else "",
-        chart_svg(snap.samples, snap.memory_limit_bytes, snap.cpu_limit_percent),
+        chart_svg(snap.samples, snap.memory_limit_bytes, snap.cpu_limit_percent, (job.started_at, job.finished_at)),
         f"<div><small>{html_text(more)}</small></div>" if more else "",
         f'<pre style="margin:0">{log}</pre>' if tail else "",  # a short tail, whole (no scroll box to place)
         notes,
         "".join(_display_html(item) for item in snap.displays),
     ]
-    return {"text/plain": "\n".join(text) + "\n", "text/html": html_block("".join(parts))}
+    # the class names the job for the panel (src/index.ts: a job on screen gets no notification)
+    page = f'<div class="jw-job-{html_text(job.id)}">{"".join(parts)}</div>'
+    return {"text/plain": "\n".join(text) + "\n", "text/html": html_block(page)}
 
 
 class DisplayOutputs(widgets.VBox):
@@ -365,6 +371,7 @@ class JobWidget:
             [self.header, self.resources, self.chart, self.log, widgets.HBox(controls), self.output],
             layout=widgets.Layout(width="100%"),
         )
+        self.box.add_class(f"jw-job-{job.id}")  # the panel's sign of a job on screen (src/index.ts)
         self.finished = False
         self._last_cpu: tuple[float, float] | None = None
         self._lasting_at = 0.0
@@ -513,7 +520,8 @@ class JobWidget:
             f"<b>{html_text(job.name)}</b> <code>{html_text(job.id[:8])}</code> {badge} {elapsed(job) or 0:.1f} s"
         )
         self.resources.value = html_block(html_text(resources_words(job, self.samples)))
-        self.chart.value = html_block(chart_svg(self.samples, self.memory_limit_bytes, self.cpu_limit_percent))
+        run = (job.started_at, job.finished_at)
+        self.chart.value = html_block(chart_svg(self.samples, self.memory_limit_bytes, self.cpu_limit_percent, run))
         self.log.value = html_block(self._log_html())
         self.stop_button.disabled = bool(job.finished_at) or self.finished
         self.output.flush()

@@ -81,6 +81,8 @@ def test_the_chart_has_labelled_axes_with_units_fills_the_width_and_starts_at_on
     assert "CPU % (100 = one core)" in labels and "Memory MiB (limit 256 MiB)" in labels
     assert {"0%", "100%", "200%", "0", "128", "256", "0 s", "1m 29s", "time"} <= set(labels), labels
     assert "stroke-dasharray" in svg  # the limits, dashed
+    whole_run = chart_svg([Sample(101, 5.0, MIB), Sample(102, 5.0, MIB)], run=(100.0, 130.0))
+    assert ">30s<" in whole_run and ">0 s<" in whole_run  # the time axis spans the run, not only the samples
 
 
 def test_axis_tops_are_round_and_thinning_keeps_peaks():
