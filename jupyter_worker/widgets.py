@@ -454,6 +454,11 @@ class JobWidget:
         except WorkerError as exc:
             self.notes.append(str(exc))
         self.finished = True
+        try:  # the whole run as the executor kept it (a quiet job sends few live samples)
+            async with AsyncClient(self.socket) as client:
+                await self._history(client)
+        except WorkerError:
+            pass
         self.notice(f"artifacts: {note}" if (note := Job(self.job).artifacts_note()) else "")
         self.render()
         if self.on_end is not None:
@@ -462,14 +467,17 @@ class JobWidget:
         self._update_lasting(force=True)
 
     async def _history(self, client: AsyncClient) -> None:
-        """The job's metric history so far, so the chart starts at its first sample."""
+        """The job's metric history so far, so the chart starts at its first sample (kept as it is
+        when the executor has none)."""
         try:
             history = await client.metrics(self.job.id)
         except WorkerError:  # an executor without history: the chart starts now
             return
         self.memory_limit_bytes = history.get("memory_limit_bytes") or self.memory_limit_bytes
         self.cpu_limit_percent = history.get("cpu_limit_percent")
-        self.samples = [Sample(p["t"], p["cpu_percent"], p["memory_bytes"]) for p in history.get("samples", [])]
+        kept = [Sample(p["t"], p["cpu_percent"], p["memory_bytes"]) for p in history.get("samples", [])]
+        if len(kept) >= len(self.samples):
+            self.samples = kept
 
     def notice(self, text: str) -> None:
         """A line of jupyter-worker's own under the job's log (e.g. which values came back)."""
