@@ -52,7 +52,9 @@ def test_var_tmp_is_bounded_by_the_tmp_limit_like_tmp(sh):
 
 @pytest.mark.parametrize("work", ["tmpfs", "bound folder", "disk image"])
 def test_a_folder_under_work_is_shown_at_its_own_path_in_the_jobs_work(sh, work):
-    with made_folder("/var/tmp") as data, made_folder("/var/tmp", 0o700) as state:
+    # The state folder in /tmp, where the executor keeps its own: a disk image needs a filesystem a
+    # loop device can sit on (the VM lane's /var/tmp is the host's, through 9p).
+    with made_folder("/var/tmp") as data, made_folder("/tmp", 0o700) as state:
         with open(os.path.join(data, "in.txt"), "w") as f:
             f.write("input")
         work_dir, limits = None, Limits(disk_mb=16) if work == "disk image" else Limits()
@@ -216,7 +218,7 @@ def test_the_doctor_tells_where_roots_jobs_get_id_mapped_binds_and_mounts_nothin
     assert places and all(problem is None or isinstance(problem, str) for problem in places.values())
     lines = [line for line in render(report).splitlines() if line.startswith("mounts from ")]
     assert len(lines) == len(places)
-    assert all(("id-mapped" in line) == (places[line.split()[2].rstrip(":")] is None) for line in lines)
+    assert all((": id-mapped" in line) == (places[line.split()[2].rstrip(":")] is None) for line in lines)
 
 
 @contextlib.contextmanager

@@ -65,9 +65,10 @@ def roots_folder():
     """root's private folder for one test, outside pytest's tree; it must end as it was made."""
     place = tempfile.mkdtemp(prefix="jupyter-worker-test-idmap-", dir="/var/tmp")
     os.chmod(place, 0o700)
-    if idmap_problem(place) is not None:
+    problem = idmap_problem(place)
+    if problem is not None:
         shutil.rmtree(place)
-        pytest.skip(f"no id-mapped mounts here: {idmap_problem(place)}")
+        pytest.skip(f"no id-mapped mounts here: {problem}")
     try:
         yield place
     finally:
