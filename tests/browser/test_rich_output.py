@@ -29,9 +29,10 @@ def test_a_table_and_a_figure_appear_under_the_widget_and_a_jobs_script_never_ru
     )
     place(lab, "charts.ipynb", notebook)
     open_and_run_all(page, lab, "charts.ipynb")
-    widget = page.locator(".jp-Notebook .widget-vbox").filter(has_text="charts")
+    # once the job has ended its output is its lasting form, the display output in it (widgets.py)
+    widget = page.locator(".jp-Notebook .jp-OutputArea-output").filter(has_text="charts").first
     expect(widget.get_by_text("exit code 0")).to_be_visible(timeout=90_000)
-    output = widget.locator(".widget-output")
+    output = widget
     expect(output.locator("table td", has_text="Oslo")).to_be_visible(timeout=30_000)
     figure = output.locator("img[src^='data:image/png']")
     expect(figure).to_be_visible(timeout=30_000)
