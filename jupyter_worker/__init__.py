@@ -16,10 +16,13 @@ def _jupyter_labextension_paths() -> list[dict]:
 
 
 def load_ipython_extension(ipython) -> None:
-    """%load_ext jupyter_worker: the %%worker and %worker magics."""
-    from .magics import WorkerMagics  # noqa: PLC0415 - IPython only where the magics are loaded
+    """%load_ext jupyter_worker: the %%worker and %worker magics, and errors of the Python API
+    shown in one line."""
+    from .errors import WorkerError  # noqa: PLC0415
+    from .magics import WorkerMagics, one_line_error  # noqa: PLC0415 - IPython only where the magics are loaded
 
     ipython.register_magics(WorkerMagics)
+    ipython.set_custom_exc((WorkerError,), one_line_error)
 
 
 def __getattr__(name: str):

@@ -61,6 +61,14 @@ def _usage(prog: str, message: str) -> NoReturn:
     raise UsageError(f"{prog}: {message}")
 
 
+def one_line_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+    """IPython's handler for a WorkerError from the Python API (job.wait(), run(), attach()): one
+    line naming the reason, made inert, not the client's internal frames (set_custom_exc)."""
+    line = [f"{etype.__name__}: {inert(str(value))}"]
+    shell._showtraceback(etype, value, line)
+    return line
+
+
 class JobInterrupted(KeyboardInterrupt):
     """A --wait cell was interrupted and its job stopped: IPython shows this one line."""
 

@@ -51,3 +51,9 @@ def test_attach_shows_a_running_job_live_with_its_stop_button(kernel, fresh_kern
 def test_attach_refuses_an_unknown_job_in_one_line(fresh_kernel):
     reply = run_cell(fresh_kernel, "%worker attach ffffffff")
     assert reply["status"] == "error" and len(reply["traceback"]) <= 2
+
+
+def test_an_error_of_the_python_api_is_one_line_naming_its_reason_not_the_clients_frames(fresh_kernel):
+    reply = run_cell(fresh_kernel, "import jupyter_worker\njupyter_worker.attach('ffffffff')")
+    assert reply["status"] == "error" and reply["ename"] == "WorkerError"
+    assert reply["traceback"] == ["WorkerError: no job ffffffff"]

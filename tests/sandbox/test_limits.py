@@ -92,9 +92,10 @@ def escaping_tree(marker: str, ignore_term: bool) -> list[str]:
 
 def test_a_timeout_kills_the_sleeper_and_its_escaped_grandchildren(sandbox):
     marker = f"jw-marker-{uuid.uuid4().hex}"
-    with sandbox.launch(LaunchSpec(escaping_tree(marker, False), limits=Limits(timeout_s=3))) as job:
+    # Long enough for the tree to be seen whole on a loaded or emulated machine (the VM lane).
+    with sandbox.launch(LaunchSpec(escaping_tree(marker, False), limits=Limits(timeout_s=15))) as job:
         wait_for_processes(marker, 3)
-        outcome = job.wait(timeout=15)
+        outcome = job.wait(timeout=35)
     assert outcome is not None and outcome.reason is Reason.TIMEOUT
     assert outcome.status is JobStatus.FAILED
     assert host_processes_with(marker) == []
