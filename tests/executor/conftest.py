@@ -68,6 +68,14 @@ def run_as(daemon: Daemon, user: str, job: dict) -> JobRecord:
     return as_user(user, lambda: Client(daemon.socket).run(job))
 
 
+def folder_of(user: pwd.struct_passwd, mode: int = 0o755) -> str:
+    """An empty folder of the user's own in their home (the artifacts tests' destinations)."""
+    folder = tempfile.mkdtemp(prefix="artifacts-", dir=user.pw_dir)
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    os.chmod(folder, mode)
+    return folder
+
+
 def ended(daemon: Daemon, user: str, job: dict) -> dict:
     """Submit as user, wait with Job.wait (as they would: a failed job is no error here), and
     return the ended record as a dict."""

@@ -9,14 +9,13 @@ import pwd
 import shutil
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
 from jupyter_worker.jobs import Job
-from tests.executor.conftest import as_user, ended, run_as, wait_for
+from tests.executor.conftest import as_user, ended, folder_of, run_as, wait_for
 
 SOCKET = "python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('/work/sock')\""
 PLANTED = (
@@ -24,14 +23,6 @@ PLANTED = (
     " && printf png > plots/a.png && echo log > run.log && chmod 777 run.log && head -c 3000000 /dev/zero > big.bin"
     " && ln -s /etc/shadow shadow-link && ln -s /etc etc-link && mkfifo pipe && " + SOCKET
 )
-
-
-def folder_of(user: pwd.struct_passwd, mode: int = 0o755) -> str:
-    """An empty folder of the user's own in their home."""
-    folder = tempfile.mkdtemp(prefix="artifacts-", dir=user.pw_dir)
-    os.chown(folder, user.pw_uid, user.pw_gid)
-    os.chmod(folder, mode)
-    return folder
 
 
 @pytest.fixture

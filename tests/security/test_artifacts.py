@@ -21,7 +21,7 @@ from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.executor.workfiles import MAX_SCANNED
 from jupyter_worker.jobs import Job, JobFailed
 from jupyter_worker.sandbox.mounts import idmap_problem
-from tests.executor.conftest import as_user, ended, run_as, started_daemon, wait_for
+from tests.executor.conftest import as_user, ended, folder_of, run_as, started_daemon, wait_for
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,24 +33,16 @@ def daemon(users):
         yield running
 
 
-def folder_of(users, name: str, mode: int = 0o755) -> str:
-    entry = users[name]
-    folder = tempfile.mkdtemp(prefix="artifacts-", dir=entry.pw_dir)
-    os.chown(folder, entry.pw_uid, entry.pw_gid)
-    os.chmod(folder, mode)
-    return folder
-
-
 @pytest.fixture
 def alices(users):
-    folder = folder_of(users, ALICE)
+    folder = folder_of(users[ALICE])
     yield folder
     shutil.rmtree(folder)
 
 
 @pytest.fixture
 def bobs(users):
-    folder = folder_of(users, BOB)
+    folder = folder_of(users[BOB])
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -228,7 +220,7 @@ def test_files_a_job_ran_as_nobody_left_come_back_to_root_owned_by_root_never_by
 
 @pytest.mark.parametrize("flags", [["--Policy.artifacts_timeout_s=1", "--Policy.max_artifacts_files=100000"]])
 def test_a_job_leaving_more_files_than_can_be_copied_in_time_is_cut_off_with_a_note(users, flags):
-    folder = folder_of(users, ALICE)
+    folder = folder_of(users[ALICE])
     try:
         with started_daemon(flags) as slow:
             script = "cd /work && mkdir m && cd m && seq 1 30000 | xargs touch"
@@ -247,7 +239,7 @@ SWAP = 'cd "$F" && mv out out.orig && ln -s "$VICTIM" out && echo evil > /work/e
 
 def test_a_job_swapping_its_writable_artifacts_folder_for_a_link_elsewhere_gets_nothing_written_there(daemon, users):
     alice = users[ALICE]
-    folder, victim = folder_of(users, ALICE), folder_of(users, ALICE)
+    folder, victim = folder_of(users[ALICE]), folder_of(users[ALICE])
     os.mkdir(os.path.join(folder, "out"))
     os.chown(os.path.join(folder, "out"), alice.pw_uid, alice.pw_gid)
     try:
