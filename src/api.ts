@@ -13,6 +13,10 @@ export interface Capabilities {
   executor: { available: boolean; problem: string | null; embedded: boolean };
   policy: Policy | null;
   default_network: string | null;
+  /** Where jobs may run ('local', and 'slurm' when the executor has Slurm on). */
+  backends?: string[] | null;
+  /** Slurm's partitions this user may pick and the one a job gets without asking. */
+  slurm?: { partitions?: string[] | null; default_partition?: string | null } | null;
 }
 
 export interface WorkEntry {

@@ -3,13 +3,15 @@
  * types another: read-only at its own path in the job and its working directory, so
  * `python3 train.py` runs the user's script), mounts, a name, a field per limit of the executor's table (from `capabilities`:
  * label, unit, this user's default as placeholder, maximum as hint; values take units as on the
- * command line) and the network mode. A refusal (here or by the server) is shown in the form.
+ * command line) and the network mode. Where the executor offers Slurm (`capabilities.backends`),
+ * a "Where" choice (this host or the cluster) and, for the cluster, Slurm's partition (those
+ * `capabilities` lists), account and QoS. A refusal (here or by the server) is shown in the form.
  */
 import { Widget } from '@lumino/widgets';
 
 import { Capabilities, WorkerAPI, WorkerError } from './api';
 import { h } from './dom';
-import { FollowedFolder, Job, LimitField, inert, jobRequest, limitFields } from './model';
+import { Backends, FollowedFolder, Job, LimitField, PLACEMENT_LABELS, backendChoice, inert, jobRequest, limitFields } from './model';
 
 export class NewJobForm extends Widget {
   private fields: LimitField[] = [];
@@ -20,6 +22,13 @@ export class NewJobForm extends Widget {
   private readonly followed = new FollowedFolder();
   private browsedPath = '';
   private readonly network: HTMLSelectElement;
+  private readonly where: HTMLDivElement;
+  private readonly backend: HTMLSelectElement;
+  private readonly placementBox: HTMLDivElement;
+  private readonly partition: HTMLSelectElement;
+  private readonly account: HTMLInputElement;
+  private readonly qos: HTMLInputElement;
+  private backends: Backends = { offered: false, partitions: [], defaultPartition: '' };
   private readonly limits: HTMLDivElement;
   private readonly error: HTMLDivElement;
   private readonly inputs = new Map<string, HTMLInputElement>();
@@ -48,6 +57,20 @@ export class NewJobForm extends Widget {
     });
     this.network = h('select', { name: 'network' });
     this.drawNetworks(['none', 'host']);
+    this.backend = h('select', { class: 'jw-backend', name: 'backend', title: 'This host runs the job in its sandbox; the cluster runs it in the same sandbox on a Slurm node' },
+      h('option', { value: 'local' }, 'Local: this host'),
+      h('option', { value: 'slurm' }, 'Slurm: the cluster'));
+    this.backend.addEventListener('change', () => this.drawPlacement());
+    this.partition = h('select', { class: 'jw-partition', name: 'partition' });
+    this.account = h('input', { class: 'jw-account', name: 'account', placeholder: 'your default', autocomplete: 'off', title: "Slurm's --account (empty: your default)" });
+    this.qos = h('input', { class: 'jw-qos', name: 'qos', placeholder: 'the default', autocomplete: 'off', title: "Slurm's --qos (empty: the default)" });
+    // Wrappers carry `hidden`: the fields' own display style would show them regardless.
+    this.placementBox = h('div', { class: 'jw-placement', hidden: true },
+      h('div', { class: 'jw-limits' },
+        labelled(PLACEMENT_LABELS.partition, this.partition),
+        labelled(PLACEMENT_LABELS.account, this.account),
+        labelled(PLACEMENT_LABELS.qos, this.qos)));
+    this.where = h('div', { class: 'jw-where', hidden: true }, labelled('Where', this.backend, 'the cluster: the same sandbox on a node'), this.placementBox);
     this.limits = h('div', { class: 'jw-limits' });
     this.error = h('div', { class: 'jw-form-error', role: 'alert' });
     this.node.append(
@@ -55,6 +78,7 @@ export class NewJobForm extends Widget {
       labelled('Folder', this.folder, 'runs here; read-only in the job'),
       labelled('Mounts', this.mounts, 'SRC:DST[:rw], relative to the folder'),
       labelled('Name', this.name),
+      this.where,
       this.limits,
       labelled('Network', this.network),
       this.error,
@@ -77,6 +101,28 @@ export class NewJobForm extends Widget {
     this.drawNetworks(policy.network_modes ?? ['none', 'host']);
     const preferred = capabilities.default_network || policy.default_network;
     this.network.value = preferred && preferred !== 'auto' ? preferred : '';
+    this.configureBackends(backendChoice(capabilities));
+  }
+
+  /** The "Where" choice, shown only when the executor offers Slurm. */
+  private configureBackends(backends: Backends): void {
+    this.backends = backends;
+    this.where.hidden = !backends.offered;
+    if (!backends.offered) {
+      this.backend.value = 'local';
+    }
+    const chosen = this.partition.value;
+    this.partition.replaceChildren(
+      h('option', { value: '' }, backends.defaultPartition ? `the default (${backends.defaultPartition})` : "the cluster's default"),
+      ...backends.partitions.map(name => h('option', { value: name }, name))
+    );
+    this.partition.value = backends.partitions.includes(chosen) ? chosen : '';
+    this.drawPlacement();
+  }
+
+  /** Partition, account and QoS: only for a job sent to the cluster. */
+  private drawPlacement(): void {
+    this.placementBox.hidden = !(this.backends.offered && this.backend.value === 'slurm');
   }
 
   /** The modes the executor offers; '' leaves the choice to its default. */
@@ -144,7 +190,10 @@ export class NewJobForm extends Widget {
           network: this.network.value,
           limits,
           folder: this.folder.value,
-          mounts: this.mounts.value
+          mounts: this.mounts.value,
+          ...(this.backends.offered && this.backend.value === 'slurm'
+            ? { backend: 'slurm', partition: this.partition.value, account: this.account.value, qos: this.qos.value }
+            : {})
         },
         this.fields
       );

@@ -25,6 +25,7 @@ import {
   isFinished,
   jobTitle,
   limitWords,
+  placeWords,
   queueWords,
   sizeLabel,
   supersedes
@@ -207,8 +208,10 @@ export class JobView extends Widget {
     const ofLimit = memoryLimit ? ` of ${formatBytes(memoryLimit)} limit` : '';
     const peakMemory = metrics.memory_peak_bytes ?? Math.max(0, ...this.usage.samples.map(s => s.memory_bytes));
     const queued = queueWords(job);
+    const place = placeWords(job);
     const rows: [string, string][] = [
       ...(queued ? [['Queue', queued] as [string, string]] : []),
+      ...(place ? [['Where', place] as [string, string]] : []),
       ['Command', formatCommand(job.command)],
       ['User', job.owner],
       ['Started', formatTime(job.started_at)],

@@ -63,6 +63,13 @@ export interface Job {
   metrics: Metrics;
   /** While QUEUED: where it stands (1 = next to start) and why it waits, in words. */
   queue?: QueueInfo | null;
+  /** Where it runs: 'local' (this host's sandbox) or 'slurm' (a cluster node's). */
+  backend?: string;
+  /** The cluster node it runs (or ran) on, once the backend placed it. */
+  node?: string | null;
+  /** What the job asked of the backend (partition, account, qos) and, once known, its
+   * slurm_job_id. */
+  placement?: Record<string, string> | null;
 }
 
 export interface QueueInfo {
@@ -123,6 +130,25 @@ export function queueWords(job: Pick<Job, 'status' | 'queue'>): string | null {
   const { position, reason } = job.queue;
   const place = position <= 1 ? 'next to start' : `${ordinal(position)} in line`;
   return reason ? `${place}: ${reason}` : place;
+}
+
+/** Where a job runs, for the list's second line: 'on n2' once a node has it, else null. */
+export function nodeWords(job: Pick<Job, 'node'>): string | null {
+  return job.node ? `on ${job.node}` : null;
+}
+
+/** Where a job runs, for its details: 'Slurm job 123 on n2 (partition debug, account lab)',
+ * 'Slurm, not placed yet (partition debug)'; null for a job of this host. */
+export function placeWords(job: Pick<Job, 'backend' | 'node' | 'placement'>): string | null {
+  if (!job.backend || job.backend === 'local') {
+    return job.node ? `on ${job.node}` : null;
+  }
+  const placement = job.placement ?? {};
+  const name = job.backend === 'slurm' ? 'Slurm' : job.backend;
+  const asked = PLACEMENT_KEYS.filter(key => placement[key]).map(key => `${PLACEMENT_LABELS[key].toLowerCase()} ${placement[key]}`);
+  const id = placement.slurm_job_id ? ` job ${placement.slurm_job_id}` : '';
+  const where = job.node ? ` on ${job.node}` : id ? '' : ', not placed yet';
+  return `${name}${id}${where}${asked.length ? ` (${asked.join(', ')})` : ''}`;
 }
 
 /** Seconds the job has run (to now while it runs); null before it starts. */
@@ -671,6 +697,38 @@ export function limitFields(policy: Policy): LimitField[] {
   });
 }
 
+/** What the form offers as "Where": the backends `capabilities` names (the local sandbox
+ * always; Slurm when the executor has it on) and Slurm's partitions. */
+export interface Backends {
+  /** Slurm is offered: the form shows its "Where" choice. */
+  offered: boolean;
+  partitions: string[];
+  defaultPartition: string;
+}
+
+/** The part of a `capabilities` answer that says where jobs may run. The server may carry it at
+ * the top level or inside the executor's policy: either is read. */
+export interface BackendCapabilities {
+  backends?: string[] | null;
+  slurm?: { partitions?: string[] | null; default_partition?: string | null } | null;
+  policy?: { backends?: unknown; slurm?: unknown; [setting: string]: unknown } | null;
+}
+
+export function backendChoice(capabilities: BackendCapabilities | null | undefined): Backends {
+  const policy = capabilities?.policy ?? {};
+  const backends = capabilities?.backends ?? (Array.isArray(policy.backends) ? (policy.backends as string[]) : []);
+  const slurm = capabilities?.slurm ?? (policy.slurm as BackendCapabilities['slurm']) ?? {};
+  const offered = Array.isArray(backends) && backends.includes('slurm');
+  const partitions = offered && Array.isArray(slurm.partitions) ? slurm.partitions.filter(p => typeof p === 'string' && p !== '') : [];
+  return { offered, partitions, defaultPartition: offered ? (slurm.default_partition ?? '') : '' };
+}
+
+export const PLACEMENT_KEYS = ['partition', 'account', 'qos'] as const;
+export type PlacementKey = (typeof PLACEMENT_KEYS)[number];
+export const PLACEMENT_LABELS: Record<PlacementKey, string> = { partition: 'Partition', account: 'Account', qos: 'QoS' };
+/** A Slurm name as the executor takes it (jupyter_worker/spec.py Placement). */
+const SLURM_NAME = /^[A-Za-z0-9_.+-]{1,64}$/;
+
 export interface JobForm {
   command: string;
   name: string;
@@ -681,6 +739,12 @@ export interface JobForm {
   folder: string;
   /** SRC:DST[:rw] mounts, one a line or comma-separated. */
   mounts: string;
+  /** Where: 'local' or '' (this host, the default) or 'slurm'. */
+  backend?: string;
+  /** Slurm's partition, account and QoS ('' = the cluster's default); sent only with Slurm. */
+  partition?: string;
+  account?: string;
+  qos?: string;
 }
 
 /** The form's mounts as the REST body's SRC:DST[:ro|:rw] strings, or an Error naming a malformed
@@ -757,6 +821,24 @@ export function jobRequest(form: JobForm, fields: LimitField[]): Record<string, 
   }
   if (form.network) {
     body.network = form.network;
+  }
+  const backend = (form.backend ?? '').trim();
+  if (backend !== '' && backend !== 'local') {
+    body.backend = backend;
+    const placement: Record<string, string> = {};
+    for (const key of PLACEMENT_KEYS) {
+      const value = (form[key] ?? '').trim();
+      if (value === '') {
+        continue;
+      }
+      if (!SLURM_NAME.test(value)) {
+        throw new Error(`${PLACEMENT_LABELS[key].toLowerCase()}: '${value}' is not a Slurm name (letters, digits, _ . + -; at most 64)`);
+      }
+      placement[key] = value;
+    }
+    if (Object.keys(placement).length > 0) {
+      body.placement = placement;
+    }
   }
   return body;
 }

@@ -26,6 +26,7 @@ import {
   inert,
   isFinished,
   jobTitle,
+  nodeWords,
   queueWords,
   shortTime,
   visibleColumns
@@ -251,7 +252,7 @@ export class JobsPanel extends Widget {
       h('td', { class: 'jw-col-status' }, badge(job)),
       h('td', { class: 'jw-col-job jw-name', title: tip },
         h('div', { class: 'jw-label' }, label),
-        h('div', { class: queued ? 'jw-sub jw-queue' : 'jw-sub' }, queued ?? [...(this.table.classList.contains('jw-hide-duration') && job.started_at ? [formatDuration(durationOf(job, now))] : []), job.owner, shortTime(job.started_at, now)].join(' · '))),
+        h('div', { class: queued ? 'jw-sub jw-queue' : 'jw-sub' }, queued ?? [...(this.table.classList.contains('jw-hide-duration') && job.started_at ? [formatDuration(durationOf(job, now))] : []), job.owner, shortTime(job.started_at, now), ...(nodeWords(job) ? [nodeWords(job)] : [])].join(' · '))),
       h('td', { class: 'jw-col-duration' }, formatDuration(durationOf(job, now))),
       h('td', { class: 'jw-col-memory', title: 'peak memory' }, formatBytes(job.metrics?.memory_peak_bytes ?? job.metrics?.memory_bytes)),
       h('td', { class: 'jw-col-cpu', title: 'CPU time' }, cpu === undefined ? '-' : `${cpu.toFixed(2)} s`)
