@@ -474,8 +474,55 @@ class Artifacts:
         return {"destination": self.destination, "patterns": list(self.patterns)}
 
 
+class BackendName(str, enum.Enum):
+    """Where a job runs: this host's sandbox, or a node of a Slurm cluster (executor/slurm/)."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
+_PLACEMENT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where on a cluster a job asks to go: passed to the scheduler as they are (Slurm's
+    --partition, --account, --qos), each a plain name."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in self.to_dict().items():
+            if not isinstance(value, str) or not _PLACEMENT_RE.fullmatch(value):
+                raise SpecError(f"{key}: up to 64 letters, digits and . _ + -")
+
+    @classmethod
+    def from_value(cls, value: Any) -> Placement | None:
+        """None, a Placement, or {"partition", "account", "qos"} (each optional)."""
+        if value is None or isinstance(value, Placement):
+            return value
+        if not isinstance(value, dict) or set(value) - {"partition", "account", "qos"}:
+            raise SpecError("placement: an object with partition, account and qos (each optional)")
+        placement = cls(**{key: item for key, item in value.items() if item not in (None, "")})
+        return placement if placement.to_dict() else None
+
+    def to_dict(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+def _backend(value: Any) -> BackendName:
+    try:
+        return BackendName(value)
+    except ValueError:
+        raise SpecError(f"backend: {shown(value)} is not one of local, slurm") from None
+
+
 _REQUEST_FIELDS = {
     "command",
+    "backend",
+    "placement",
     "artifacts",
     "name",
     "limits",
@@ -506,9 +553,15 @@ class JobRequest:
     holder: str | None = None
     display: bool = False  # a display pipe in the job (DISPLAY_FD_ENV), read into the log's "display" stream
     artifacts: Artifacts | None = None  # /work's files copied to a folder of the requester's at the end
+    backend: BackendName = BackendName.LOCAL
+    placement: Placement | None = None  # a cluster backend's partition, account, qos
 
     def __post_init__(self) -> None:
         self.command = validate_argv(self.command)
+        self.backend = _backend(self.backend)
+        self.placement = Placement.from_value(self.placement)
+        if self.placement is not None and self.backend is BackendName.LOCAL:
+            raise SpecError("partition, account and qos are for a cluster backend: add backend slurm")
         self.holder = None if self.holder is None else validate_holder(self.holder)
         if not isinstance(self.display, bool):
             raise SpecError("display: true or false")
@@ -551,6 +604,8 @@ class JobRequest:
         data["mounts"] = [m.to_dict() for m in self.mounts]
         data["network"] = self.network.value if self.network else None
         data["artifacts"] = self.artifacts.to_dict() if self.artifacts else None
+        data["backend"] = self.backend.value
+        data["placement"] = self.placement.to_dict() if self.placement else None
         return data
 
 
@@ -579,7 +634,7 @@ def describe_ending(job: JobRecord) -> str:
         Reason.TIMEOUT: f"timed out after {duration_words(job.limits.timeout_s or 0)}",
         Reason.STOPPED: f"stopped by {job.stopped_by or 'request'}",
         Reason.START_ERROR: f"could not start: {job.error}",
-        Reason.LOST: "lost: its supervisor vanished",
+        Reason.LOST: f"lost: {job.error or 'its supervisor vanished'}",
     }
     return words[job.reason] if job.reason else job.status.value.lower()
 
@@ -615,6 +670,10 @@ class JobRecord:
     # QUEUED only: {"position": 1 = next to start, "reason": why it waits, in words}; set by the
     # executor when it shows the record (service.Executor), null in every other state
     queue: dict[str, Any] | None = None
+    backend: str = BackendName.LOCAL.value
+    node: str | None = None  # the cluster node it runs or ran on (a cluster backend's jobs)
+    # a cluster backend's: partition, account, qos as asked, and the cluster's id of it (slurm_job_id)
+    placement: dict[str, str] | None = None
 
     @property
     def finished(self) -> bool:

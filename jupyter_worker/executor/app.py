@@ -97,7 +97,7 @@ class ExecutorApp(Application):
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()
         backend = LocalBackend(sandbox, policy.log_max_bytes)
-        executor = Executor(policy, store, backend, self.state_dir, self.root_runs_as)
+        executor = Executor(policy, store, {backend.name: backend}, self.state_dir, self.root_runs_as)
         server = Server(executor, self.socket, self.admin_group or None, self.viewer_group or None)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

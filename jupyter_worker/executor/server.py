@@ -279,7 +279,9 @@ class Server:
         return {}
 
     def _capabilities(self, caller: Caller, request: Request) -> dict[str, Any]:
-        return {"policy": _policy(self.executor, caller)}
+        backends = self.executor.supervision.backends
+        described = {name: backend.describe() for name, backend in backends.items() if name != "local"}
+        return {"policy": _policy(self.executor, caller), "backends": list(backends), **described}
 
     # ---- the operations that keep the connection
 
@@ -315,7 +317,10 @@ class Server:
 
     async def _follow(self, caller: Caller, request: Request, writer: asyncio.StreamWriter) -> None:
         request_id = request.get("id")
-        events = self.executor.follow(caller, _job_ref(request), _whole(request, "offset", 0, 0))
+        raw = request.get("raw", False)
+        if not isinstance(raw, bool):
+            raise WorkerError(ErrorReason.INVALID, "raw: true or false")
+        events = self.executor.follow(caller, _job_ref(request), _whole(request, "offset", 0, 0), raw)
         first = await anext(events)  # a job the caller may not see is refused before "following"
         await _send(writer, protocol.ok(request_id, following=True))
         await _send(writer, _event(request_id, first))

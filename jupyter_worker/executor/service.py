@@ -5,7 +5,9 @@
 
 Every state change is written to the store before anyone is told. Where a job runs is the
 backend's business (executor/supervision.py): the executor starts it there, hears how it ended,
-and after a restart of its own attaches to the jobs that were running. Who may do what is in
+and after a restart of its own attaches to the jobs that were running. A job for a cluster backend
+(Slurm: executor/slurm/) skips this host's queue: it is handed over at once and stays QUEUED, with
+the cluster's reason, until the cluster runs it. Who may do what is in
 executor/access.py, which finished jobs go in executor/retention.py.
 """
 
@@ -26,7 +28,7 @@ from ..limits import Limits
 from ..sandbox import LaunchSpec
 from ..sandbox import disk as sandbox_disk
 from ..sandbox.output import Chunk, read_chunks
-from ..spec import JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
+from ..spec import BackendName, JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
 from . import artifacts, capacity, history, retention, waits, workfiles
 from .access import Caller, Role, runs_as
 from .folders import JobFolder, empty_trash
@@ -51,12 +53,14 @@ class ListQuery:
 
 
 class Executor:
-    def __init__(self, policy: Policy, store: JobStore, backend: Backend, state_dir: str, root_runs_as: str):
+    def __init__(
+        self, policy: Policy, store: JobStore, backends: dict[str, Backend], state_dir: str, root_runs_as: str
+    ):
         self.policy = policy
         self.store = store
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.root_runs_as = root_runs_as
-        self.supervision = Supervision(backend, store, self._ended)
+        self.supervision = Supervision(backends, store, self._ended, self._progress)
         self.list_watchers: set[asyncio.Queue] = set()
         self.network = IsolatedNetwork(policy)
         self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
@@ -65,6 +69,7 @@ class Executor:
         self._scheduling = self._again = False
         self.capacity = capacity.host()  # what this host can give a job (executor/capacity.py)
         self._queue: dict[str, dict[str, Any]] = {}  # each QUEUED job's place and reason (_schedule_once)
+        self._remote_waits: dict[str, dict[str, Any]] = {}  # a cluster's reason for each job it holds
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
     async def start(self) -> None:
@@ -92,6 +97,9 @@ class Executor:
         """Check the request against the policy, record it QUEUED, and start it if there is room."""
         caller.check_run()
         caller.check_owner(request.owner)
+        if request.backend.value not in self.supervision.backends:
+            why = "ask the administrator to enable it (docs/slurm.md)"
+            raise WorkerError(ErrorReason.UNSUPPORTED, f"backend {request.backend.value!r} is not enabled here: {why}")
         self.policy.check_command(request.command)
         caller.check_sources([*request.python_prefixes, *(mount.source for mount in request.mounts)])
         place: dict[str, Any] = {}  # where --artifacts go, as resolved now (executor/artifacts.py)
@@ -100,13 +108,15 @@ class Executor:
             place = artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, groups)
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
-        self.capacity.check(request.limits)  # more than the host has: refused whatever the policy says
-        limits = self.capacity.lowered(self.policy.limits_for(request.limits, allowance))
-        limits = self._disk_checked(limits, request.limits, allowance)
+        local = request.backend is BackendName.LOCAL
+        limits = self.policy.limits_for(request.limits, allowance)
+        if local:  # a cluster node's capacity and disk are its own executor's to check
+            self.capacity.check(request.limits)  # more than the host has: refused whatever the policy says
+            limits = self._disk_checked(self.capacity.lowered(limits), request.limits, allowance)
         allowed = self.networks_for(caller, allowance)
         default = self.network.default_mode(self.policy.default_network, allowed)
         network = self.policy.network_for(request, default, allowed, owner)
-        if network is NetworkMode.ISOLATED and (problem := self.network.problem()):
+        if local and network is NetworkMode.ISOLATED and (problem := self.network.problem()):
             raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
         if request.holder is not None:
             self.holds.check(caller.uid, request.holder)
@@ -141,10 +151,15 @@ class Executor:
             network=network.value,
             created_at=time.time(),
             artifacts={**request.artifacts.to_dict(), **place} if request.artifacts else None,
+            backend=request.backend.value,
+            placement=request.placement.to_dict() if request.placement else None,
         )
         self.store.add(record, launch.to_dict(), request.holder)
         self._announce(record)
-        self.schedule()
+        if local:
+            self.schedule()
+        else:
+            self._hand_over(record)
         return self._with_usage(self.store.get(job_id) or record)
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
@@ -194,7 +209,8 @@ class Executor:
         """A running job's record carries its usage now, not the last one persisted; a queued
         job's its place in the queue and why it waits."""
         record.metrics = self.supervision.usage(record.id) or record.metrics
-        record.queue = self._queue.get(record.id) if record.status is JobStatus.QUEUED else None
+        queued = record.status is JobStatus.QUEUED
+        record.queue = (self._queue.get(record.id) or self._remote_waits.get(record.id)) if queued else None
         return record
 
     def list(self, caller: Caller, query: ListQuery) -> tuple[list[JobRecord], int | None]:
@@ -223,7 +239,7 @@ class Executor:
         if record.finished:
             return record
         record.stopped_by = by
-        if record.status is JobStatus.QUEUED:
+        if record.status is JobStatus.QUEUED and record.id not in self.supervision.live:
             self._finish(record, Outcome(Reason.STOPPED))
             return record
         self.store.save(record)
@@ -279,9 +295,12 @@ class Executor:
         launch = self.store.launch_of(record.id)
         return launch["uid"], launch["gid"]
 
-    async def follow(self, caller: Caller, job_ref: str, offset: int) -> AsyncIterator[dict[str, Any]]:
+    async def follow(
+        self, caller: Caller, job_ref: str, offset: int, raw: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         """Log chunks from offset on, status changes and metrics, until the job has ended and
-        its log is read to the end."""
+        its log is read to the end. raw: a log event per record, as stored (a head executor copies
+        a node's log record by record, so offsets stay the same: executor/slurm/)."""
         job_id = self.find(caller, job_ref).id
         log = self.folder(job_id).log
         newsroom = self.supervision.newsroom
@@ -293,7 +312,7 @@ class Executor:
                 wait_s = newsroom.watch_log(job_id, log)
                 record = self._current(job_id)
                 chunks, offset = read_chunks(log, offset, READ_MAX)
-                for event in _coalesce(chunks, offset):
+                for event in _raw(chunks, offset) if raw else _coalesce(chunks, offset):
                     yield event
                 if (record.status, record.queue) != status:  # a queued job's new place is news too
                     status = (record.status, record.queue)
@@ -355,7 +374,7 @@ class Executor:
     def _schedule_once(self) -> None:
         """One pass over the queue, oldest first; each job left waiting gets its place and the
         reason in words (executor/waits.py), announced when they change."""
-        running = self.store.with_status(JobStatus.RUNNING)
+        running = [r for r in self.store.with_status(JobStatus.RUNNING) if r.backend == BackendName.LOCAL.value]
         per_user: dict[str, int] = {}
         for record in running:
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
@@ -366,6 +385,8 @@ class Executor:
         waiting: list[tuple[JobRecord, str]] = []
         free: int | None = None  # the state folder's free bytes, read once a pass when needed
         for record in self.store.with_status(JobStatus.QUEUED):
+            if record.backend != BackendName.LOCAL.value:  # in a cluster's queue, not this host's
+                continue
             if total >= self.policy.max_concurrent_jobs:
                 waiting.append((record, waits.slots_full(total, self.policy.max_concurrent_jobs)))
                 continue
@@ -413,10 +434,43 @@ class Executor:
             if spec.network is NetworkMode.ISOLATED:
                 spec = dataclasses.replace(spec, link=self.network.lease(record.id))
                 self.store.set_launch(record.id, spec.to_dict())
-            self.supervision.start(Launch(record.id, spec, self.folder(record.id)))
+            self.supervision.start(record.backend, self._launch(record, spec))
         except (WorkerError, StartError) as exc:
             self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
             return
+        self._announce(record)
+
+    def _launch(self, record: JobRecord, spec: LaunchSpec) -> Launch:
+        placement = {k: v for k, v in (record.placement or {}).items() if k in ("partition", "account", "qos")}
+        return Launch(record.id, spec, self.folder(record.id), placement, record.owner)
+
+    def _hand_over(self, record: JobRecord) -> None:
+        """A cluster backend's job goes to it at once; it stays QUEUED until the cluster runs it."""
+        self._remote_waits[record.id] = {"position": None, "reason": f"being handed to {record.backend}"}
+        spec = LaunchSpec.from_dict(self.store.launch_of(record.id))
+        try:
+            self.supervision.start(record.backend, self._launch(record, spec))
+        except (WorkerError, StartError) as exc:
+            self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
+
+    def _progress(self, job_id: str, node: str | None, why: str | None, details: dict[str, str]) -> None:
+        """A cluster's word on a job it holds: still waiting (why), or running on node."""
+        record = self.store.get(job_id)
+        if record is None or record.finished:
+            return
+        placement = {**(record.placement or {}), **details}
+        if node is not None:
+            self._remote_waits.pop(job_id, None)
+            if record.status is JobStatus.RUNNING and record.node == node and placement == record.placement:
+                return
+            record.status, record.node, record.placement = JobStatus.RUNNING, node, placement
+            record.started_at = record.started_at or time.time()
+        else:
+            wait = {"position": None, "reason": why or "waiting"}
+            if self._remote_waits.get(job_id) == wait and placement == record.placement:
+                return
+            self._remote_waits[job_id], record.placement = wait, placement
+        self.store.save(record)
         self._announce(record)
 
     def _ended(self, job_id: str, outcome: Outcome) -> None:
@@ -477,6 +531,7 @@ class Executor:
     def _finish(self, record: JobRecord, outcome: Outcome) -> None:
         """-> COMPLETED, FAILED or STOPPED, as the outcome says; its slot goes to the next job."""
         self.network.release(record.id)
+        self._remote_waits.pop(record.id, None)
         record.status = outcome.status
         record.reason, record.exit_code, record.signal = outcome.reason, outcome.exit_code, outcome.signal
         record.error = clip(outcome.error)  # a start error may echo the request: bounded in the record
@@ -490,11 +545,14 @@ class Executor:
 
     def recover(self) -> None:
         """After a restart: follow the jobs that still run, and record how the others ended."""
-        for record in self.store.with_status(JobStatus.RUNNING):
+        remote = [r for r in self.store.with_status(JobStatus.QUEUED) if r.backend != BackendName.LOCAL.value]
+        for record in [*self.store.with_status(JobStatus.RUNNING), *remote]:
             spec = LaunchSpec.from_dict(self.store.launch_of(record.id))
             if spec.link is not None:
                 self.network.reserve(record.id, spec.link)
-            self.supervision.attach(Launch(record.id, spec, self.folder(record.id)))
+            if record.status is JobStatus.QUEUED:
+                self._remote_waits[record.id] = {"position": None, "reason": f"waiting at {record.backend}"}
+            self.supervision.attach(record.backend, self._launch(record, spec))
         self.network.sweep()
 
     def retain(self, sizes: dict[str, int]) -> None:
@@ -520,6 +578,20 @@ class Executor:
             job_ids = [entry[0] for entry in self.store.finished_oldest_first()]
             self.retain(await asyncio.to_thread(self.sizes, job_ids))
             await asyncio.sleep(retention.RETAIN_EVERY_S)
+
+
+def _raw(chunks: list[Chunk], end: int) -> list[dict[str, Any]]:
+    """A log event per record, as stored (follow with raw)."""
+    return [
+        {
+            "event": "log",
+            "offset": chunk.offset,
+            "stream": chunk.stream_name,
+            "data": chunk.data,
+            "next_offset": chunks[index + 1].offset if index + 1 < len(chunks) else end,
+        }
+        for index, chunk in enumerate(chunks)
+    ]
 
 
 def _coalesce(chunks: list[Chunk], end: int) -> list[dict[str, Any]]:

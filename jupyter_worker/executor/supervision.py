@@ -41,12 +41,15 @@ _LOG_EVENTS = libc.IN_MODIFY | libc.IN_DELETE_SELF | libc.IN_MOVE_SELF
 
 @dataclass(frozen=True)
 class Launch:
-    """A job as a backend gets it: its id, the LaunchSpec built when it was submitted, its folder
-    (where its log and result are kept, whichever backend runs it)."""
+    """A job as a backend gets it: its id, the LaunchSpec built when it was submitted (its uid and
+    gid say whom it runs as, on whichever host), its folder (where its log, result and returned
+    files are kept, whichever backend runs it), where on a cluster it asked to go, and its owner."""
 
     id: str
     spec: LaunchSpec
     folder: JobFolder
+    placement: dict[str, str] = dataclasses.field(default_factory=dict)
+    owner: str = ""
 
 
 class StartError(Exception):
@@ -61,6 +64,13 @@ class JobEvents(Protocol):
     def exited(self, job_id: str, outcome: Outcome) -> None: ...
 
     def lost(self, job_id: str, why: str) -> None: ...
+
+    def waiting(self, job_id: str, why: str, details: dict[str, str]) -> None:
+        """Still waiting in the backend's own queue (a cluster's): why, in words; details (the
+        cluster's id of the job) go into the record's placement."""
+
+    def running(self, job_id: str, node: str, details: dict[str, str]) -> None:
+        """It runs now, on node."""
 
 
 class JobHandle(abc.ABC):
@@ -77,7 +87,17 @@ class JobHandle(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """A place where jobs run."""
+    """A place where jobs run. A backend whose jobs wait in a queue of its own (a cluster's) reports
+    waiting, then running; the local backend's jobs run as soon as they start."""
+
+    name = "local"
+
+    def describe(self) -> dict[str, Any]:
+        """What capabilities and the doctor show of it (partitions a cluster offers...)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - most backends keep nothing beyond their jobs' handles
+        """The executor stops; its jobs go on (they are attached again at the next start)."""
 
     @abc.abstractmethod
     def start(self, launch: Launch, events: JobEvents) -> JobHandle:
@@ -183,21 +203,38 @@ class _Live:
 class Supervision:
     """The running jobs the executor follows; each one's end goes to on_end(job_id, outcome)."""
 
-    def __init__(self, backend: Backend, store: JobStore, on_end: Callable[[str, Outcome], None]):
-        self.backend = backend
+    def __init__(
+        self,
+        backends: dict[str, Backend],
+        store: JobStore,
+        on_end: Callable[[str, Outcome], None],
+        on_progress: Callable[[str, str | None, str | None, dict[str, str]], None] | None = None,
+    ):
+        self.backends = backends
         self.store = store
         self.on_end = on_end
+        # a cluster's word on a job: (job id, node when it runs, why when it waits, details)
+        self.on_progress = on_progress
         self.live: dict[str, _Live] = {}
         self.newsroom = Newsroom()
 
-    def start(self, launch: Launch) -> None:
+    def start(self, backend: str, launch: Launch) -> None:
         series = history.Series(os.path.join(launch.folder.dir, history.FILE_NAME))
-        self.live[launch.id] = _Live(self.backend.start(launch, self), series)
+        self.live[launch.id] = _Live(self.backends[backend].start(launch, self), series)
 
-    def attach(self, launch: Launch) -> None:
-        handle = self.backend.attach(launch, self)
-        if handle is not None:
-            self.live[launch.id] = _Live(handle, history.Series.resume(launch.folder.dir))
+    def attach(self, backend: str, launch: Launch) -> None:
+        chosen = self.backends.get(backend)
+        if chosen is None:  # a job of a backend since turned off: nobody can follow it
+            self.lost(launch.id, f"the {backend} backend is not enabled in this executor any more")
+            return
+        # recorded live before attaching: a backend may report the job's end while attaching
+        live = _Live(_Detached(), history.Series.resume(launch.folder.dir))
+        self.live[launch.id] = live
+        handle = chosen.attach(launch, self)
+        if handle is None:
+            self.live.pop(launch.id, None)
+        elif launch.id in self.live:
+            live.handle = handle
 
     def stop(self, job_id: str, grace_s: float | None) -> None:
         live = self.live.get(job_id)
@@ -238,6 +275,14 @@ class Supervision:
         self._forget(job_id)
         self.on_end(job_id, Outcome(Reason.LOST, error=why))
 
+    def waiting(self, job_id: str, why: str, details: dict[str, str]) -> None:
+        if job_id in self.live and self.on_progress is not None:
+            self.on_progress(job_id, None, why, details)
+
+    def running(self, job_id: str, node: str, details: dict[str, str]) -> None:
+        if job_id in self.live and self.on_progress is not None:
+            self.on_progress(job_id, node, None, details)
+
     def _forget(self, job_id: str) -> None:
         live = self.live.pop(job_id, None)
         if live is not None:
@@ -274,4 +319,16 @@ class Supervision:
         self.flush()
         for job_id in list(self.live):
             self._forget(job_id)
+        for backend in self.backends.values():
+            backend.close()
         self.newsroom.close()
+
+
+class _Detached(JobHandle):
+    """The handle of a job while its backend attaches to it: nothing to stop or detach yet."""
+
+    def stop(self, grace_s: float | None) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 HEADER = struct.Struct(">BI")
 STDOUT, STDERR, NOTICE, DISPLAY = 1, 2, 3, 4
 STREAM_NAMES = {STDOUT: "stdout", STDERR: "stderr", NOTICE: "notice", DISPLAY: "display"}
+STREAM_NUMBERS = {name: number for number, name in STREAM_NAMES.items()}
 MAX_RECORD = 256 << 10
 DISPLAY_SHARE = 4  # the display stream may take a quarter of the log cap
 

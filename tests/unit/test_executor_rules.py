@@ -168,11 +168,11 @@ def test_supervision_follows_a_job_through_any_backend_and_keeps_its_usage(tmp_p
     store.add(job, {})
     ended: list[tuple[str, Outcome]] = []
     backend = _ElsewhereBackend()
-    supervision = Supervision(backend, store, lambda job_id, outcome: ended.append((job_id, outcome)))
+    supervision = Supervision({"elsewhere": backend}, store, lambda job_id, outcome: ended.append((job_id, outcome)))
     launch = Launch(job.id, LaunchSpec(argv=["sleep", "1"], uid=ALICE, gid=ALICE), JobFolder(str(tmp_path)))
 
     async def scenario() -> None:
-        supervision.start(launch)
+        supervision.start("elsewhere", launch)
         with supervision.news(job.id) as news:
             assert supervision.usage(job.id) == {}
             backend.events.metrics(job.id, Usage(cpu_seconds=1.5))
@@ -181,7 +181,7 @@ def test_supervision_follows_a_job_through_any_backend_and_keeps_its_usage(tmp_p
         assert store.get(job.id).metrics["cpu_seconds"] == 1.5
         supervision.stop(job.id, 2.0)
         backend.events.exited(job.id, Outcome(Reason.STOPPED))
-        supervision.attach(launch)
+        supervision.attach("elsewhere", launch)
 
     asyncio.run(scenario())
     assert backend.handles[job.id].stopped == [2.0] and not backend.handles[job.id].attached
