@@ -1,0 +1,172 @@
+"""The head-relay handshake (relaylink.py): only an answer made with the job's secret, for this
+connection's nonce and a known verb, gets past the relay; anything else is closed without a reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from jupyter_worker import relaylink
+
+SECRET = bytes(range(32))
+
+
+async def _with_relay(
+    body: Callable[[int, list[str | None]], Awaitable[Any]], timeout: float = relaylink.HANDSHAKE_S, reply: str = "ok"
+) -> tuple[Any, list[str | None]]:
+    """A loopback relay that accepts with SECRET and answers reply to a good verb; body(port, verbs)
+    runs against it; returns body's result and the verbs (or Nones) accept returned."""
+    verbs: list[str | None] = []
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        verb = await relaylink.accept(reader, writer, SECRET, timeout)
+        verbs.append(verb)
+        if verb is not None:
+            writer.write(f"{reply}\n".encode())
+            await writer.drain()
+            writer.close()
+        done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await body(port, verbs)
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        server.close()
+    return result, verbs
+
+
+async def _raw(port: int, send: Callable[[str], bytes]) -> bytes:
+    """Read the greeting, send what send(nonce) makes, and return all the relay says after it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    greeting = (await reader.readline()).decode()
+    assert greeting.startswith("JW-RELAY 1 ")
+    writer.write(send(greeting.split()[2]))
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return rest
+
+
+def test_an_answer_made_with_the_secret_is_accepted_with_its_verb():
+    async def body(port: int, verbs: list) -> Any:
+        _reader, writer = await relaylink.open_relay("127.0.0.1", port, SECRET, "pipe")
+        writer.close()
+        return True
+
+    assert asyncio.run(_with_relay(body)) == (True, ["pipe"])
+
+
+def test_a_release_before_the_job_ended_is_told_to_wait():
+    async def body(port: int, verbs: list) -> Any:
+        with pytest.raises(relaylink.RelayWait, match="still runs its job"):
+            await relaylink.open_relay("127.0.0.1", port, SECRET, "release")
+
+    assert asyncio.run(_with_relay(body, reply="wait"))[1] == ["release"]
+
+
+def test_a_wrong_secret_is_closed_without_a_reply():
+    async def body(port: int, verbs: list) -> Any:
+        with pytest.raises(relaylink.RelayError, match="refused us"):
+            await relaylink.open_relay("127.0.0.1", port, b"\1" * 32, "pipe")
+
+    assert asyncio.run(_with_relay(body))[1] == [None]
+
+
+def test_an_unknown_verb_is_refused_even_with_a_good_mac():
+    async def body(port: int, verbs: list) -> bytes:
+        return await _raw(port, lambda nonce: f"{relaylink.answer_mac(SECRET, nonce, 'shell')} shell\n".encode())
+
+    assert asyncio.run(_with_relay(body)) == (b"", [None])
+
+
+def test_a_mac_made_for_one_verb_does_not_open_the_other():
+    async def body(port: int, verbs: list) -> bytes:
+        return await _raw(port, lambda nonce: f"{relaylink.answer_mac(SECRET, nonce, 'release')} pipe\n".encode())
+
+    assert asyncio.run(_with_relay(body)) == (b"", [None])
+
+
+def test_an_overlong_line_is_refused_at_once_without_waiting_for_a_newline():
+    async def body(port: int, verbs: list) -> bytes:
+        return await _raw(port, lambda nonce: b"a" * (relaylink.MAX_LINE + 50))
+
+    started = time.monotonic()
+    assert asyncio.run(_with_relay(body)) == (b"", [None])
+    assert time.monotonic() - started < relaylink.HANDSHAKE_S
+
+
+def test_silence_is_closed_after_the_handshake_timeout():
+    async def body(port: int, verbs: list) -> bytes:
+        return await _raw(port, lambda nonce: b"")
+
+    started = time.monotonic()
+    assert asyncio.run(_with_relay(body, timeout=0.3)) == (b"", [None])
+    assert 0.3 <= time.monotonic() - started < 5
+
+
+def test_an_answer_replayed_to_another_nonce_is_refused():
+    recorded: list[str] = []
+
+    def record(nonce: str) -> bytes:
+        recorded.append(f"{relaylink.answer_mac(SECRET, nonce, 'pipe')} pipe\n")
+        return recorded[0].encode()
+
+    async def body(port: int, verbs: list) -> tuple[bytes, bytes]:
+        first = await _raw(port, record)
+        second = await _raw(port, lambda nonce: recorded[0].encode())
+        return first, second
+
+    (first, second), verbs = asyncio.run(_with_relay(body))
+    assert first == b"ok\n"
+    assert second == b""
+    assert verbs == ["pipe", None]
+
+
+def test_bytes_that_are_not_printable_ascii_are_refused():
+    async def body(port: int, verbs: list) -> bytes:
+        return await _raw(port, lambda nonce: f"{relaylink.answer_mac(SECRET, nonce, 'pipe')} pipe\x1b\n".encode())
+
+    assert asyncio.run(_with_relay(body)) == (b"", [None])
+
+
+def test_a_relay_that_is_not_there_is_an_error_in_words():
+    async def body() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        await relaylink.open_relay("127.0.0.1", port, SECRET, "pipe")
+
+    with pytest.raises(relaylink.RelayError, match=r"the relay at 127\.0\.0\.1:\d+ cannot be reached"):
+        asyncio.run(body())
+
+
+def test_a_peer_that_is_not_a_relay_is_an_error_in_words():
+    async def body() -> None:
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"SSH-2.0-OpenSSH\n")
+            await writer.drain()
+
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        try:
+            await relaylink.open_relay("127.0.0.1", server.sockets[0].getsockname()[1], SECRET, "pipe")
+        finally:
+            server.close()
+
+    with pytest.raises(relaylink.RelayError, match="did not greet as a jupyter-worker relay"):
+        asyncio.run(body())
+
+
+def test_the_secret_is_the_bytes_its_hex_spells():
+    secret = relaylink.new_secret()
+    assert relaylink.secret_key(secret) == bytes.fromhex(secret)
+    for bad in ("", "ab", secret.upper(), secret + "0", None):
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            relaylink.secret_key(bad)  # type: ignore[arg-type]
