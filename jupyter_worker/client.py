@@ -144,7 +144,11 @@ class _Requests:
     def delete(self, job_id: str) -> Any:
         return self._call("delete", {"job_id": job_id}, lambda r: None)
 
-    def capabilities(self) -> Any:
+    def capabilities(self, whole: bool = False) -> Any:
+        """The policy as it applies to the caller; whole: also the backends offered ("backends",
+        and each cluster backend's description under its name)."""
+        if whole:
+            return self._call("capabilities", {}, lambda r: {k: v for k, v in r.items() if k not in ("id", "ok")})
         return self._call("capabilities", {}, lambda r: r["policy"])
 
 

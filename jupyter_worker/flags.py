@@ -18,7 +18,18 @@ from typing import Any, NoReturn
 from . import limits as limit_table
 from .errors import SpecError
 from .limits import Limits
-from .spec import Artifacts, JobRequest, Mount, NetworkMode, parse_env_assignment, python_prefixes, shown
+from .spec import (
+    PLACEMENT_KEYS,
+    Artifacts,
+    BackendName,
+    JobRequest,
+    Mount,
+    NetworkMode,
+    Placement,
+    parse_env_assignment,
+    python_prefixes,
+    shown,
+)
 
 Fail = Callable[[str, str], NoReturn]  # (the parser's prog, what is wrong)
 
@@ -65,6 +76,14 @@ def add_job_flags(
             help="when the job ends, copy /work's files (or those matching) into DIR, as you; a name "
             "taken keeps yours, the copy gets -ID8 before its extension",
         )
+        cluster = parser.add_argument_group("where it runs (docs/slurm.md)")
+        cluster.add_argument(
+            "--backend",
+            choices=[name.value for name in BackendName],
+            help="local: this host (default); slurm: a node of the Slurm cluster, in the same sandbox",
+        )
+        for key in PLACEMENT_KEYS:
+            cluster.add_argument(f"--{key}", metavar="NAME", help=f"Slurm's --{key} (with --backend slurm)")
     if command:
         parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     return parser
@@ -81,13 +100,16 @@ def job_request(
     cwd: str | None = None,
     in_folder: bool = True,
     artifacts: str | Artifacts | Mapping[str, Any] | None = None,
+    backend: str | None = None,
+    placement: Mapping[str, str | None] | None = None,
 ) -> JobRequest:
     """A typed request. Limits are parsed once (units, bounds; unknown names refused); a mount
     SRC:DST[:rw] is taken relative to cwd (default: this process's folder).
 
     in_folder: the job runs in that folder, shown read-only at its own path unless a mount of it
     is given ('.:.:rw' makes it writable), so relative paths work; /work stays the job's own.
-    Otherwise (--no-cwd) it starts in /work and shows no host folder but its mounts."""
+    Otherwise (--no-cwd) it starts in /work and shows no host folder but its mounts.
+    backend: local or slurm; placement: the cluster's partition, account, qos (each optional)."""
     here = os.path.realpath(cwd) if cwd else os.getcwd()
     parsed = [m if isinstance(m, Mount) else Mount.parse(m, cwd=here) for m in mounts]
     place: dict[str, Any] = {}
@@ -110,6 +132,8 @@ def job_request(
         network=network,
         python_prefixes=python_prefixes(),
         artifacts=wanted,
+        backend=backend or BackendName.LOCAL,
+        placement=Placement.from_value({k: v for k, v in (placement or {}).items() if v is not None}),
         **place,
     )
 
@@ -132,4 +156,6 @@ def request_from_flags(args: argparse.Namespace, command: list[str] | None = Non
         cwd=args.cwd,
         in_folder=not args.no_cwd,
         artifacts=getattr(args, "artifacts", None),
+        backend=getattr(args, "backend", None),
+        placement={key: getattr(args, key, None) for key in PLACEMENT_KEYS},
     )

@@ -146,6 +146,12 @@ def job_lines(record: JobRecord) -> list[str]:
         f"StartTime: {clock(record.started_at)}",
         f"Limits:    {', '.join(record.limits.words())}",  # in words with units: 'Timeout 1h', never 3600.0
     ]
+    if record.backend != "local":  # where on the cluster: its node, partition and the cluster's id
+        place = {**(record.placement or {}), **({"node": record.node} if record.node else {})}
+        shown = ", ".join(f"{key} {inert(str(value))}" for key, value in place.items())
+        lines.append(f"Backend:   {inert(record.backend)}" + (f" ({shown})" if shown else ""))
+    if record.queue and record.queue.get("reason"):
+        lines.append(f"Waiting:   {inert(str(record.queue['reason']))}")
     if record.stopped_by:
         lines.append(f"StoppedBy: {inert(record.stopped_by)}")
     metrics = record.metrics

@@ -170,6 +170,10 @@ def run(
     mounts: list[str] | None = None,
     cwd: str | None = None,
     artifacts: str | dict[str, Any] | None = None,
+    backend: str | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
     socket: str | None = None,
     timeout: str | float | None = None,
     **limits: Any,
@@ -187,7 +191,9 @@ def run(
     mounts are SRC:DST[:rw] ('.:.:rw' makes that folder writable). network is none, host or
     isolated. artifacts is DIR[:GLOB,...] (relative to cwd) or a dict of destination, patterns: when
     the job ends the executor copies /work's files into a new folder there, DIR/ID8 (the job id's
-    first 8 characters), as you; DIR is made if missing. timeout is another name for timeout_s. Limits not given
+    first 8 characters), as you; DIR is made if missing. backend="slurm" runs it on a node of the
+    Slurm cluster (in the same sandbox), where partition, account and qos pass to Slurm as they are.
+    timeout is another name for timeout_s. Limits not given
     come from the executor; sizes and durations take units (memory_mb="1G", timeout_s="10m"). The limits:
 
     {limits}"""
@@ -195,6 +201,7 @@ def run(
         if limits.get("timeout_s") is not None:
             raise SpecError("timeout: give timeout or timeout_s, not both")
         limits["timeout_s"] = timeout
+    where = {"backend": backend, "placement": {"partition": partition, "account": account, "qos": qos}}
     if not callable(code_or_command):
         if args or kwargs:
             raise SpecError("run: arguments are for a function: run(fn, *args, kwargs={...})")
@@ -208,6 +215,7 @@ def run(
             name=name,
             cwd=cwd,
             artifacts=artifacts,
+            **where,
         )
         with Client(socket) as client:
             return Job(client.run(request), socket)
@@ -230,6 +238,7 @@ def run(
                 name=name or getattr(code_or_command, "__name__", None),
                 cwd=cwd,
                 artifacts=artifacts,
+                **where,
             )
             job = Job(client.run(request), socket)
     except BaseException:

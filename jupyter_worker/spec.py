@@ -481,7 +481,8 @@ class BackendName(str, enum.Enum):
     SLURM = "slurm"
 
 
-_PLACEMENT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+_PLACEMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+PLACEMENT_KEYS = ("partition", "account", "qos")
 
 
 @dataclass(frozen=True)
@@ -496,14 +497,14 @@ class Placement:
     def __post_init__(self) -> None:
         for key, value in self.to_dict().items():
             if not isinstance(value, str) or not _PLACEMENT_RE.fullmatch(value):
-                raise SpecError(f"{key}: up to 64 letters, digits and . _ + -")
+                raise SpecError(f"{key}: up to 64 letters, digits and . _ + - (not first)")
 
     @classmethod
     def from_value(cls, value: Any) -> Placement | None:
         """None, a Placement, or {"partition", "account", "qos"} (each optional)."""
         if value is None or isinstance(value, Placement):
             return value
-        if not isinstance(value, dict) or set(value) - {"partition", "account", "qos"}:
+        if not isinstance(value, dict) or set(value) - set(PLACEMENT_KEYS):
             raise SpecError("placement: an object with partition, account and qos (each optional)")
         placement = cls(**{key: item for key, item in value.items() if item not in (None, "")})
         return placement if placement.to_dict() else None

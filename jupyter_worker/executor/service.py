@@ -28,7 +28,18 @@ from ..limits import Limits
 from ..sandbox import LaunchSpec
 from ..sandbox import disk as sandbox_disk
 from ..sandbox.output import Chunk, read_chunks
-from ..spec import BackendName, JobRecord, JobRequest, JobStatus, NetworkMode, Outcome, Reason, clip, default_name
+from ..spec import (
+    PLACEMENT_KEYS,
+    BackendName,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    NetworkMode,
+    Outcome,
+    Reason,
+    clip,
+    default_name,
+)
 from . import artifacts, capacity, history, retention, waits, workfiles
 from .access import Caller, Role, runs_as
 from .folders import JobFolder, empty_trash
@@ -441,7 +452,7 @@ class Executor:
         self._announce(record)
 
     def _launch(self, record: JobRecord, spec: LaunchSpec) -> Launch:
-        placement = {k: v for k, v in (record.placement or {}).items() if k in ("partition", "account", "qos")}
+        placement = {k: v for k, v in (record.placement or {}).items() if k in PLACEMENT_KEYS}
         return Launch(record.id, spec, self.folder(record.id), placement, record.owner)
 
     def _hand_over(self, record: JobRecord) -> None:

@@ -267,13 +267,16 @@ class CapabilitiesHandler(WorkerHandler):
     @authorized
     async def get(self) -> None:
         """What this host can enforce, the executor's defaults and maxima, and how to reach it."""
+        offered: dict[str, Any] = {"backends": []}
         try:
-            policy = await self.client.capabilities()
+            whole = await self.client.capabilities(whole=True)
         except WorkerError as exc:
             policy = None
             problem = self.worker.executor_problem or str(exc)
         else:
             problem = None
+            policy = whole.pop("policy")
+            offered = whole
         executor = {
             "socket": self.worker.socket,
             "available": policy is not None,
@@ -281,7 +284,8 @@ class CapabilitiesHandler(WorkerHandler):
             "embedded": self.worker.embedded is not None,
         }
         network = self.worker.default_network or None
-        self.finish({"executor": executor, "policy": policy, "host": diagnose(), "default_network": network})
+        body = {"executor": executor, "policy": policy, "host": diagnose(), "default_network": network}
+        self.finish({**offered, **body})
 
 
 class OpenAPIHandler(WorkerHandler):
