@@ -84,8 +84,8 @@ def runtime_residue() -> list[str]:
 
 
 def network_residue() -> list[str]:
-    """Our links (job veths, test bridges and veths) and nftables tables."""
-    found = [name for name in os.listdir("/sys/class/net") if name.startswith(("jwv", "jwt-", "jw-br"))]
+    """Our links (job veths, test bridges and veths, Slurm test clusters' bridges) and nftables tables."""
+    found = [name for name in os.listdir("/sys/class/net") if name.startswith(("jwv", "jwt-", "jw-br", "jwsl"))]
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
         found += [line for line in tables.splitlines() if "jupyter_worker" in line]

@@ -1,0 +1,26 @@
+"""The Slurm tests' cluster: one real cluster (munge, slurmctld, three slurmd in namespaces, a
+jupyter-worker executor per node) for the whole session, built once the test users exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import is_root
+from tests.slurm.cluster import SlurmCluster, missing_programs
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(users):
+    """A running cluster; skipped, saying why, without root or without Slurm and munge."""
+    if not is_root():
+        pytest.skip("the Slurm test cluster needs root (namespaces, daemons, test users)")
+    missing = missing_programs()
+    if missing:
+        pytest.skip(
+            f"Slurm and munge are not installed here ({', '.join(missing)} missing): "
+            "apt-get install slurmctld slurmd slurm-client munge"
+        )
+    with SlurmCluster() as cluster:
+        print(f"\nSlurm test cluster up in {cluster.timings['up_s']:.2f}s ({cluster.timings})")
+        yield cluster
+    print(f"\nSlurm test cluster down in {cluster.timings['down_s']:.2f}s")
