@@ -43,8 +43,9 @@ def check_executor(socket: str | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"socket": path, "reachable": False}
     try:
         with Client(path, timeout=10) as client:
-            policy = client.capabilities()
+            offered = client.capabilities(whole=True)
             identity = client.identity
+        policy = offered.get("policy") or {}
     except WorkerError as exc:
         return found | {"why_not": exc.message}
     except OSError as exc:  # a folder it may not enter, a timeout
@@ -56,6 +57,8 @@ def check_executor(socket: str | None = None) -> dict[str, Any]:
         "allowed_networks": policy.get("allowed_networks", []),
         "network_modes": policy.get("network_modes", []),
         "default_network": policy.get("default_network"),
+        "backends": offered.get("backends", ["local"]),
+        "slurm": offered.get("slurm"),
     }
 
 
@@ -229,8 +232,21 @@ def render(report: dict[str, Any]) -> str:
         lines.append(_check(False, f"kernelspec {spec['name']}: {spec['why_not']}"))
     else:
         lines.append(_check(True, f"kernelspec {spec['name']}: {spec['path']}, runs {spec['python']} with the magics"))
+    if executor["reachable"]:
+        lines.append(_check(True, f"backends: {', '.join(executor.get('backends', ['local']))}"))
+        if executor.get("slurm") is not None:
+            lines.append(f"  {_slurm_line(executor['slurm'])}")
     lines.append("network modes:")
     for mode, check in report["networks"].items():
         lines.append(f"  {_check(check['works'], f'{mode:<9} ' + (check.get('what') or check['why_not']))}")
     lines += ["", "host (for the admin):", *("  " + line for line in render_host(report["host"]).splitlines())]
     return "\n".join(lines)
+
+
+def _slurm_line(slurm: dict[str, Any]) -> str:
+    """The Slurm backend as its executor describes it: the partitions, or why it cannot submit."""
+    if slurm.get("problem"):
+        return _check(False, f"slurm: {slurm['problem']}")
+    default = slurm.get("default_partition")
+    partitions = ", ".join(f"{p}{' (default)' if p == default else ''}" for p in slurm.get("partitions", []))
+    return _check(True, f"slurm: partitions {partitions or 'none listed'}")
