@@ -73,7 +73,9 @@ export interface Job {
 }
 
 export interface QueueInfo {
-  position: number;
+  /** 1 = next to start; null for a job waiting in a cluster's queue (its place there is the
+   * cluster's, not ours). */
+  position: number | null;
   reason: string;
 }
 
@@ -122,12 +124,16 @@ function ordinal(n: number): string {
 }
 
 /** A queued job's place and reason: "next to start: 4 of 4 running slots in use",
- * "3rd in line: you have 2 jobs running, your maximum"; null unless it is queued with a place. */
+ * "3rd in line: you have 2 jobs running, your maximum"; a job in a cluster's queue (no place of
+ * ours) by its reason alone: "waiting for resources on the cluster"; null unless it is queued. */
 export function queueWords(job: Pick<Job, 'status' | 'queue'>): string | null {
   if (job.status !== 'QUEUED' || !job.queue) {
     return null;
   }
   const { position, reason } = job.queue;
+  if (position === null || position === undefined) {
+    return reason || 'waiting';
+  }
   const place = position <= 1 ? 'next to start' : `${ordinal(position)} in line`;
   return reason ? `${place}: ${reason}` : place;
 }

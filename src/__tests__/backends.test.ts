@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { JobForm, backendChoice, jobRequest, nodeWords, placeWords } from '../model';
+import { JobForm, backendChoice, jobRequest, nodeWords, placeWords, queueWords } from '../model';
 import { job } from './fixtures';
 
 const form = (over: Partial<JobForm>): JobForm => ({ command: 'python3 train.py', name: '', network: '', limits: {}, folder: '', mounts: '', ...over });
@@ -64,5 +64,14 @@ describe('a job placed on a node says where', () => {
     assert.equal(placeWords(running), 'Slurm job 123 on n2 (partition debug, account lab)');
     assert.equal(placeWords(job({ backend: 'slurm', status: 'QUEUED', placement: { slurm_job_id: '7' } })), 'Slurm job 7');
     assert.equal(placeWords(job({ backend: 'slurm', status: 'QUEUED', placement: { qos: 'high' } })), 'Slurm, not placed yet (qos high)');
+  });
+});
+
+describe("a job waiting in Slurm's queue says why, with no place of ours", () => {
+  it("shows the cluster's reason alone", () => {
+    assert.equal(queueWords(job({ status: 'QUEUED', queue: { position: null, reason: 'waiting for resources on the cluster' } })), 'waiting for resources on the cluster');
+  });
+  it('still gives a local job its place', () => {
+    assert.equal(queueWords(job({ status: 'QUEUED', queue: { position: 1, reason: '4 of 4 running slots in use' } })), 'next to start: 4 of 4 running slots in use');
   });
 });
