@@ -4,8 +4,8 @@
  * `python3 train.py` runs the user's script), mounts, a name, a field per limit of the executor's table (from `capabilities`:
  * label, unit, this user's default as placeholder, maximum as hint; values take units as on the
  * command line) and the network mode. Where the executor offers Slurm (`capabilities.backends`),
- * a "Where" choice (this host or the cluster) and, for the cluster, Slurm's partition (those
- * `capabilities` lists), account and QoS. A refusal (here or by the server) is shown in the form.
+ * a "Where" choice (this host or the cluster) and, for the cluster, Slurm's partition (among
+ * those `capabilities` lists; typed where it lists none), account and QoS. A refusal (here or by the server) is shown in the form.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -26,6 +26,10 @@ export class NewJobForm extends Widget {
   private readonly backend: HTMLSelectElement;
   private readonly placementBox: HTMLDivElement;
   private readonly partition: HTMLSelectElement;
+  /** The partition typed, where capabilities list none to choose from. */
+  private readonly partitionTyped: HTMLInputElement;
+  private readonly partitionField: HTMLLabelElement;
+  private readonly partitionTypedField: HTMLLabelElement;
   private readonly account: HTMLInputElement;
   private readonly qos: HTMLInputElement;
   private backends: Backends = { offered: false, partitions: [], defaultPartition: '' };
@@ -62,12 +66,16 @@ export class NewJobForm extends Widget {
       h('option', { value: 'slurm' }, 'Slurm: the cluster'));
     this.backend.addEventListener('change', () => this.drawPlacement());
     this.partition = h('select', { class: 'jw-partition', name: 'partition' });
+    this.partitionTyped = h('input', { class: 'jw-partition-typed', name: 'partition-typed', placeholder: "the cluster's default", autocomplete: 'off', title: "Slurm's --partition (empty: the default)" });
+    this.partitionField = labelled(PLACEMENT_LABELS.partition, this.partition);
+    this.partitionTypedField = labelled(PLACEMENT_LABELS.partition, this.partitionTyped);
     this.account = h('input', { class: 'jw-account', name: 'account', placeholder: 'your default', autocomplete: 'off', title: "Slurm's --account (empty: your default)" });
     this.qos = h('input', { class: 'jw-qos', name: 'qos', placeholder: 'the default', autocomplete: 'off', title: "Slurm's --qos (empty: the default)" });
     // Wrappers carry `hidden`: the fields' own display style would show them regardless.
     this.placementBox = h('div', { class: 'jw-placement', hidden: true },
       h('div', { class: 'jw-limits' },
-        labelled(PLACEMENT_LABELS.partition, this.partition),
+        this.partitionField,
+        this.partitionTypedField,
         labelled(PLACEMENT_LABELS.account, this.account),
         labelled(PLACEMENT_LABELS.qos, this.qos)));
     this.where = h('div', { class: 'jw-where', hidden: true }, labelled('Where', this.backend, 'the cluster: the same sandbox on a node'), this.placementBox);
@@ -117,6 +125,11 @@ export class NewJobForm extends Widget {
       ...backends.partitions.map(name => h('option', { value: name }, name))
     );
     this.partition.value = backends.partitions.includes(chosen) ? chosen : '';
+    // A list to choose from where capabilities give one, else a field to type the name in.
+    const listed = backends.partitions.length > 0;
+    this.partitionField.style.display = listed ? '' : 'none';
+    this.partitionTypedField.style.display = listed ? 'none' : '';
+    this.partitionTyped.placeholder = backends.defaultPartition ? `the default (${backends.defaultPartition})` : "the cluster's default";
     this.drawPlacement();
   }
 
@@ -192,7 +205,7 @@ export class NewJobForm extends Widget {
           folder: this.folder.value,
           mounts: this.mounts.value,
           ...(this.backends.offered && this.backend.value === 'slurm'
-            ? { backend: 'slurm', partition: this.partition.value, account: this.account.value, qos: this.qos.value }
+            ? { backend: 'slurm', partition: this.backends.partitions.length > 0 ? this.partition.value : this.partitionTyped.value, account: this.account.value, qos: this.qos.value }
             : {})
         },
         this.fields
