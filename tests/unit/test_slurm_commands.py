@@ -1,0 +1,335 @@
+"""The Slurm backend's pure parts: sbatch's options, the batch script, squeue's JSON, the relay's
+Comment, reasons in words, endings (jupyter_worker/executor/slurm/commands.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_worker.executor.slurm import commands
+from jupyter_worker.executor.slurm.backend import complete_length, node_job_request
+from jupyter_worker.executor.slurm.config import SlurmBackendConfig
+from jupyter_worker.limits import Limits
+from jupyter_worker.sandbox import LaunchSpec
+from jupyter_worker.sandbox.output import HEADER
+from jupyter_worker.spec import Reason
+
+# What Slurm 22.05.8's `squeue --json` said on the test cluster (tests/slurm/cluster.py): three
+# jobs filling the nodes and one waiting; then their ends (cancelled, completed with a relay's
+# Comment, `exit 3`). Fields trimmed to those the backend reads and a few more; values as seen.
+_META = {
+    "plugin": {"type": "openapi/v0.0.38", "name": "Slurm OpenAPI v0.0.38"},
+    "Slurm": {"version": {"major": 22, "micro": 8, "minor": 5}, "release": "22.05.8"},
+}
+
+
+def _job(job_id, state, reason, node, comment, *, exit_code):
+    return {
+        "job_id": job_id,
+        "job_state": state,
+        "state_reason": reason,
+        "nodes": node,
+        "batch_host": node,
+        "comment": comment,
+        "exit_code": exit_code,
+        "name": "wrap",
+        "user_id": 65534,
+        "user_name": "nobody",
+        "partition": "debug",
+    }
+
+
+PENDING_SAMPLE = json.dumps(
+    {
+        "meta": _META,
+        "errors": [],
+        "jobs": [
+            _job(1, "RUNNING", "None", "n1", "", exit_code=0),
+            _job(2, "RUNNING", "None", "n2", "", exit_code=0),
+            _job(3, "RUNNING", "None", "n3", "", exit_code=0),
+            _job(4, "PENDING", "Resources", "", "", exit_code=0),
+        ],
+    }
+)
+FINAL_SAMPLE = json.dumps(
+    {
+        "meta": _META,
+        "errors": [],
+        "jobs": [
+            _job(1, "CANCELLED", "None", "n1", "", exit_code=15),
+            _job(4, "COMPLETED", "None", "n2", "jw1:port=123,job=abc", exit_code=0),
+            _job(5, "FAILED", "NonZeroExitCode", "n2", "", exit_code=768),
+        ],
+    }
+)
+
+
+def state(**fields) -> commands.SlurmState:
+    return commands.SlurmState(**{"job_id": "7", "state": "FAILED", **fields})
+
+
+# ---- sbatch's options
+
+
+def test_sbatch_args_map_memory_cpu_and_timeout_with_the_margin_rounded_up_to_minutes():
+    limits = Limits.parse({"memory_mb": "512M", "cpu_percent": 150, "timeout_s": "10m"})
+    args = commands.sbatch_args(limits, {}, "jw-12345678", 120)
+    assert "--mem=512M" in args
+    assert "--cpus-per-task=2" in args
+    assert "--time=12" in args
+    assert args[:4] == ["--parsable", "--job-name=jw-12345678", "--output=/dev/null", "--chdir=/tmp"]
+
+
+def test_sbatch_args_round_a_timeout_and_margin_up_to_the_next_whole_minute():
+    assert "--time=2" in commands.sbatch_args(Limits.parse({"timeout_s": 61}), {}, "jw-x", 0)
+    assert "--time=1" in commands.sbatch_args(Limits.parse({"timeout_s": 1}), {}, "jw-x", 0)
+    assert "--time=3" in commands.sbatch_args(Limits.parse({"timeout_s": 30}), {}, "jw-x", 120)
+
+
+def test_sbatch_args_ask_at_least_one_cpu_for_a_small_cpu_share():
+    assert "--cpus-per-task=1" in commands.sbatch_args(Limits.parse({"cpu_percent": 10}), {}, "jw-x", 0)
+    assert "--cpus-per-task=3" in commands.sbatch_args(Limits.parse({"cpu_percent": 201}), {}, "jw-x", 0)
+
+
+def test_sbatch_args_leave_out_limits_that_are_not_set():
+    args = commands.sbatch_args(Limits(), {}, "jw-x", 120)
+    assert not [a for a in args if a.startswith(("--mem", "--cpus-per-task", "--time", "--partition"))]
+
+
+def test_sbatch_args_pass_the_placement_through_and_skip_empty_parts():
+    args = commands.sbatch_args(Limits(), {"partition": "gpu", "account": "", "qos": "high"}, "jw-x", 0)
+    assert "--partition=gpu" in args and "--qos=high" in args
+    assert not [a for a in args if a.startswith("--account")]
+
+
+# ---- the batch script
+
+
+def _run_script(script: str, tmp_path) -> str:
+    """The script run by sh with a stand-in python that prints its stdin."""
+    python = tmp_path / "fake python"
+    python.write_text("#!/bin/sh\ncat\n")
+    python.chmod(0o755)
+    path = tmp_path / "script.sh"
+    path.write_text(script)
+    done = subprocess.run(["sh", str(path)], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_the_batch_script_hands_the_step_request_to_the_relay_unchanged(tmp_path):
+    request = commands.step_request({"command": ["echo", "hi"]}, "/run/x/%n.sock", "ab" * 32, 600)
+    script = commands.batch_script(str(tmp_path / "fake python"), request)
+    assert script.startswith("#!/bin/sh\n")
+    assert "-I -m jupyter_worker.slurmstep" in script
+    assert json.loads(_run_script(script, tmp_path)) == request
+
+
+def test_a_hostile_step_request_cannot_end_the_heredoc_or_reach_the_shell(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = [
+        "JW_STEP_0000000000000000",
+        f"\nJW_STEP_x\ntouch {marker}\n",
+        f"$(touch {marker})",
+        f"`touch {marker}`",
+        "'; touch x; '",
+        "\r\n#SBATCH --uid=0\n",
+        "\u2028\u2029\x00\x1b",
+    ]
+    request = commands.step_request({"command": evil, "env": {"A": "$HOME"}}, "/s", "00" * 32, 1)
+    script = commands.batch_script(str(tmp_path / "fake python"), request)
+    assert script.count("\n") == 4  # shebang, exec, the one-line request, the delimiter
+    assert json.loads(_run_script(script, tmp_path)) == request
+    assert not marker.exists()
+
+
+def test_the_relays_python_path_is_quoted_in_the_batch_script():
+    script = commands.batch_script("/opt/my env/bin/python; rm -rf /", {"version": 1})
+    assert "exec '/opt/my env/bin/python; rm -rf /' -I -m" in script
+
+
+# ---- squeue --json (22.05)
+
+
+def test_squeue_json_of_slurm_22_05_is_read_with_states_reasons_and_nodes():
+    states = commands.parse_squeue(PENDING_SAMPLE)
+    assert set(states) == {"1", "2", "3", "4"}
+    assert states["1"].running and states["1"].node == "n1"
+    assert states["4"].waiting and states["4"].reason == "Resources" and states["4"].node == ""
+
+
+def test_squeue_json_exit_codes_are_wait_statuses_split_into_code_and_signal():
+    states = commands.parse_squeue(FINAL_SAMPLE)
+    assert (states["5"].state, states["5"].exit_code, states["5"].signal) == ("FAILED", 3, None)
+    assert (states["1"].state, states["1"].exit_code, states["1"].signal) == ("CANCELLED", None, 15)
+    assert (states["4"].exit_code, states["4"].comment) == (0, "jw1:port=123,job=abc")
+    assert all(s.final for s in states.values())
+
+
+def test_squeue_json_is_filtered_to_the_wanted_jobs():
+    # 22.05's squeue --json lists every job whatever --jobs says
+    assert set(commands.parse_squeue(FINAL_SAMPLE, {"5", "99"})) == {"5"}
+
+
+def test_squeue_json_of_later_versions_with_state_lists_and_exit_objects_is_read():
+    later = {
+        "jobs": [
+            {
+                "job_id": 9,
+                "job_state": ["RUNNING", "COMPLETING"],
+                "exit_code": {"status": ["SIGNALED"], "return_code": {"set": True, "number": 0}, "signal": {"id": 9}},
+                "user_id": {"set": True, "number": 1000},
+            }
+        ]
+    }
+    found = commands.parse_squeue(json.dumps(later))["9"]
+    assert (found.state, found.signal, found.user_id) == ("RUNNING", 9, 1000)
+
+
+def test_squeue_output_that_is_not_its_json_is_one_error_in_words():
+    for bad in ("", "squeue: error: slurm_load_jobs error: Unable to contact slurm controller", "[]", '{"jobs": 1}'):
+        with pytest.raises(commands.SlurmError):
+            commands.parse_squeue(bad)
+
+
+def test_squeue_entries_of_the_wrong_shape_are_skipped():
+    text = json.dumps({"jobs": [1, "x", {"job_id": "12"}, {"job_id": True}, {"job_id": 3, "job_state": 5}]})
+    states = commands.parse_squeue(text)
+    assert list(states) == ["3"] and states["3"].state == ""
+
+
+# ---- the relay's Comment
+
+
+def test_a_relays_port_comment_is_read():
+    assert commands.parse_comment("jw1:port=40123,job=0f3c-77aa") == commands.Comment(40123, "0f3c-77aa")
+
+
+def test_a_relays_error_comment_is_read_escaped_and_cut():
+    found = commands.parse_comment("jw1:error=no jupyter-worker executor on node n3 (/run/x.sock: missing)")
+    assert found.error == "no jupyter-worker executor on node n3 (/run/x.sock: missing)"
+    hostile = commands.parse_comment("jw1:error=\x1b[31mred\u202e" + "x" * 1000)
+    assert hostile.error is not None and "\x1b" not in hostile.error and "\u202e" not in hostile.error
+    assert "\\x1b" in hostile.error and len(hostile.error) <= commands.MAX_WORDS
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "",
+        "hello",
+        "jw1:port=0,job=a",
+        "jw1:port=70000,job=a",
+        "jw1:port=123456,job=a",
+        "jw1:port=80,job=../../etc",
+        "jw1:port=80,job=a b",
+        "jw1:port=80,job=a,port=81",
+        "jw1:port=-1,job=a",
+        "jw1:port=80",
+        "JW1:port=80,job=a",
+        "jw2:port=80,job=a",
+        None,
+    ],
+)
+def test_a_comment_that_is_not_the_relays_says_nothing(comment):
+    assert commands.parse_comment(comment) == commands.Comment()
+
+
+def test_node_addresses_are_read_from_scontrol_show_node():
+    line = "NodeName=n1 Arch=x86_64 CoresPerSocket=2 NodeAddr=203.0.113.146 NodeHostName=n1 Version=22.05.8"
+    assert commands.parse_node_addr(line) == "203.0.113.146"
+    assert commands.parse_node_addr("NodeName=n1 NodeHostName=n1") is None
+    assert commands.parse_node_addr("NodeName=n1 NodeAddr=a;b") is None
+
+
+# ---- words and endings
+
+
+def test_slurm_reasons_are_said_in_words_with_the_code():
+    assert commands.waiting_words("Resources") == "Slurm: waiting for resources on the cluster (Resources)"
+    assert commands.waiting_words("Priority") == "Slurm: waiting behind higher-priority jobs (Priority)"
+    assert "limit of its QOS" in commands.waiting_words("QOSMaxCpuPerUserLimit")
+    assert commands.waiting_words("SomethingNew") == "Slurm: SomethingNew"
+    assert commands.waiting_words("Bad\x1b[2J") == "Slurm: Bad\\x1b[2J"
+
+
+def test_endings_without_the_nodes_outcome_map_to_our_reasons():
+    assert commands.final_outcome(state(state="CANCELLED", signal=15)).reason is Reason.STOPPED
+    assert commands.final_outcome(state(state="TIMEOUT")).reason is Reason.TIMEOUT
+    assert commands.final_outcome(state(state="OUT_OF_MEMORY")).reason is Reason.OOM
+    lost = commands.final_outcome(state(state="NODE_FAIL", batch_host="n2"))
+    assert lost.reason is Reason.LOST and "n2" in (lost.error or "")
+    assert commands.final_outcome(state(state="BOOT_FAIL")).reason is Reason.LOST
+
+
+def test_a_relay_that_could_not_run_the_job_ends_it_as_a_start_error_with_its_words():
+    ended = commands.final_outcome(state(state="FAILED", exit_code=3, comment="jw1:error=no executor on n3"))
+    assert (ended.reason, ended.error) == (Reason.START_ERROR, "no executor on n3")
+
+
+def test_other_endings_are_lost_with_slurms_words():
+    ended = commands.final_outcome(state(state="FAILED", reason="JobLaunchFailure", signal=9))
+    assert ended.reason is Reason.LOST
+    assert "FAILED, JobLaunchFailure, signal 9" in (ended.error or "")
+
+
+def test_the_nodes_outcome_is_read_strictly():
+    record = {
+        "reason": "exit",
+        "exit_code": 3,
+        "signal": None,
+        "error": None,
+        "metrics": {"cpu_seconds": 1.5, "memory_peak_bytes": 100, "pids": "x", "bogus": 1, "oom_kills": -1},
+    }
+    outcome = commands.node_outcome(record)
+    assert (outcome.reason, outcome.exit_code) == (Reason.EXIT, 3)
+    assert (outcome.usage.cpu_seconds, outcome.usage.memory_peak_bytes, outcome.usage.pids) == (1.5, 100, 0)
+    assert outcome.usage.oom_kills == 0
+    assert commands.node_outcome({"reason": "pwned"}).reason is Reason.LOST
+    assert commands.node_outcome("x").reason is Reason.LOST
+    odd = commands.node_outcome({"reason": "signal", "exit_code": 999, "signal": 9, "error": "\x1b" * 5000})
+    assert (odd.exit_code, odd.signal) == (None, 9) and len(odd.error or "") <= 2000
+
+
+def test_sbatch_output_gives_the_job_id_or_an_error_in_words():
+    assert commands.parse_job_id("123\n") == "123"
+    assert commands.parse_job_id("123;cluster\n") == "123"
+    with pytest.raises(commands.SlurmError):
+        commands.parse_job_id("Submitted batch job 123")
+    err = "sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed\n"
+    assert commands.first_error(err) == "invalid partition specified: nope"
+    assert commands.first_error("", "") == "no word from Slurm"
+    assert commands.first_error("\x1b]0;x\x07 evil") == "\\x1b]0;x\\x07 evil"
+
+
+# ---- the backend's helpers
+
+
+def test_a_partial_last_log_record_is_cut_off_for_resuming(tmp_path):
+    log = tmp_path / "log"
+    whole = HEADER.pack(1, 3) + b"abc" + HEADER.pack(2, 0)
+    log.write_bytes(whole + HEADER.pack(1, 10) + b"abc")
+    assert complete_length(str(log)) == len(whole)
+    assert log.read_bytes() == whole
+    log.write_bytes(whole + b"\x01\x00")
+    assert complete_length(str(log)) == len(whole)
+    assert complete_length(str(tmp_path / "none")) == 0
+
+
+def test_the_node_job_request_carries_the_job_but_not_the_heads_own_fields():
+    spec = LaunchSpec(argv=["python3", "-c", "1"], env={"A": "1"}, uid=1000, gid=1000, display=True)
+    request = node_job_request(spec, "jw-12345678")
+    assert request["command"] == ["python3", "-c", "1"] and request["display"] is True
+    assert not {"owner", "holder", "artifacts", "backend", "placement"} & set(request)
+
+
+def test_every_slurm_setting_has_help_and_the_section_is_named_slurm_backend():
+    for name, trait in SlurmBackendConfig.class_traits(config=True).items():
+        assert trait.help, name
+    config = Config()
+    config.SlurmBackend.poll_s = 0.25
+    assert SlurmBackendConfig(config=config).poll_s == 0.25
+    env = SlurmBackendConfig(slurm_conf="/x/slurm.conf").env()
+    assert env == {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SLURM_CONF": "/x/slurm.conf"}
