@@ -8,7 +8,9 @@ before a byte reaches the node executor:
     head -> relay:  <hmac-sha256(secret, nonce + b" " + verb): 64 hex> <verb>\\n
 
 verb is "pipe" (the relay answers "ok\\n" and then pipes bytes to a new connection to the node
-executor) or "release" (it answers "ok\\n" once the node job has ended and exits, or "wait\\n").
+executor, or "unavailable\\n" if it cannot connect there) or "release" (it answers "ok\\n" once
+the node job has ended, and exits, or "wait\\n" while it runs). The HMAC key is the 32 bytes the
+step request's 64 hex digits spell (secret_key).
 A fresh nonce per connection makes a recorded answer worthless on another connection; the verb is
 inside the MAC, so an answer cannot be turned from one verb into the other. A bad line, a wrong MAC
 or silence for HANDSHAKE_S closes the connection without a reply. Lines are read a byte at a time,
@@ -138,6 +140,8 @@ async def open_relay(
     if reply == "ok":
         return reader, writer
     await _close(writer)
+    if reply == "unavailable" and verb == "pipe":
+        raise RelayError(f"{where} cannot reach the node's jupyter-worker executor")
     if reply == "wait" and verb == "release":
         raise RelayWait(f"{where} still runs its job: release it once the job has ended")
     if reply is None:

@@ -25,7 +25,7 @@ import pytest
 
 from jupyter_worker import protocol, relaylink
 from jupyter_worker.client import Client
-from jupyter_worker.slurmstep import EXIT_ERROR, EXIT_SIGNALLED
+from jupyter_worker.slurmstep import EXIT_ERROR, EXIT_SIGNALLED, MAX_CONNECTIONS
 from tests.executor.conftest import Daemon, wait_for
 
 ALICE = "jwtest-alice"
@@ -282,3 +282,37 @@ def test_a_bad_step_request_is_told_in_the_comment_and_exit_3(relays):
     relay = relays({"command": ["true"], "holder": "someone-else"}, "/run/x.sock")
     assert relay.exit_status() == EXIT_ERROR
     assert relay.comments() == ["jw1:error=bad step request: job: holder is not for the node"]
+
+
+def test_a_relay_the_head_never_releases_exits_0_after_lingering(daemon, relays):
+    relay = relays({"command": ["true"]}, node_socket(daemon), linger_s=1)
+    _, job_id = relay.published()
+    assert relay.exit_status() == 0
+    with Client(daemon.socket) as client:
+        assert client.get(job_id).status == "COMPLETED"
+
+
+def test_the_relay_holds_at_most_16_connections_at_once(daemon, relays):
+    relay = relays({"command": ["sleep", "300"]}, node_socket(daemon))
+    port, _ = relay.published()
+
+    async def crowd() -> tuple[bytes, bytes]:
+        held = []
+        for _ in range(MAX_CONNECTIONS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await reader.readline()).startswith(b"JW-RELAY 1 ")
+            held.append(writer)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        turned_away = await asyncio.wait_for(reader.read(), 3)  # closed at once, not even greeted
+        writer.close()
+        for writer in held:
+            writer.close()
+        await asyncio.sleep(0.5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        greeted = await asyncio.wait_for(reader.readline(), 3)
+        writer.close()
+        return turned_away, greeted
+
+    turned_away, greeted = asyncio.run(crowd())
+    assert turned_away == b""
+    assert greeted.startswith(b"JW-RELAY 1 ")

@@ -1,16 +1,19 @@
 """The head-relay handshake (relaylink.py): only an answer made with the job's secret, for this
-connection's nonce and a known verb, gets past the relay; anything else is closed without a reply."""
+connection's nonce and a known verb, gets past the relay; anything else is closed without a reply.
+And the relay's pure parts (slurmstep.py): its step request and the Comments it leaves."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from jupyter_worker import relaylink
+from jupyter_worker import relaylink, slurmstep
 
 SECRET = bytes(range(32))
 
@@ -170,3 +173,92 @@ def test_the_secret_is_the_bytes_its_hex_spells():
     for bad in ("", "ab", secret.upper(), secret + "0", None):
         with pytest.raises(ValueError, match="64 lowercase hex"):
             relaylink.secret_key(bad)  # type: ignore[arg-type]
+
+
+# ---- the relay's pure parts (slurmstep.py): its step request and its Comments
+
+
+def _step(**changes: Any) -> bytes:
+    request = {"version": 1, "job": {"command": ["true"]}, "socket": "/nodes/%n/executor.sock"}
+    request |= {"secret": "ab" * 32, "linger_s": 600, **changes}
+    return json.dumps(request).encode()
+
+
+def test_a_step_request_names_the_nodes_socket_and_the_secret_as_bytes():
+    step = slurmstep.parse_request(_step(), "n3")
+    assert step.socket == "/nodes/n3/executor.sock"
+    assert step.secret == b"\xab" * 32 and step.linger_s == 600
+    assert step.job.command == ["true"] and step.job.holder is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"version": 2}, "not version 1"),
+        ({"extra": 1}, "unknown field(s) extra"),
+        ({"job": {"command": []}}, "job: "),
+        ({"job": {"command": ["true"], "holder": "x"}}, "holder is not for the node"),
+        ({"job": {"command": ["true"], "owner": "root"}}, "owner is not for the node"),
+        ({"job": {"command": ["true"], "backend": "slurm"}}, "backend local"),
+        ({"socket": "relative.sock"}, "absolute path"),
+        ({"socket": "/" + "x" * 200}, "at most 107 bytes"),
+        ({"secret": "short"}, "64 lowercase hex"),
+        ({"linger_s": -1}, "linger_s"),
+        ({"linger_s": True}, "linger_s"),
+    ],
+)
+def test_a_bad_step_request_is_refused_in_words(changes: dict, words: str):
+    with pytest.raises(slurmstep.StepError, match=re.escape(words)):
+        slurmstep.parse_request(_step(**changes), "n3")
+
+
+def test_a_step_request_that_is_not_json_or_too_large_is_refused():
+    for raw, words in ((b"{", "must hold JSON"), (b" " * (slurmstep.MAX_REQUEST_BYTES + 1), "larger than")):
+        with pytest.raises(slurmstep.StepError, match=words):
+            slurmstep.parse_request(raw, "n3")
+
+
+def test_a_node_name_that_is_not_one_is_not_put_into_the_socket_path():
+    with pytest.raises(slurmstep.StepError, match="not a node name"):
+        slurmstep.parse_request(_step(), "../etc")
+
+
+def test_the_comment_is_set_by_scontrol_update_of_the_slurm_job():
+    calls: list[list[str]] = []
+
+    def record(argv: list[str]) -> int:
+        calls.append(argv)
+        return 0
+
+    env = {"JUPYTER_WORKER_SLURM_BIN": "/opt/slurm/bin"}
+    assert slurmstep.set_comment("42", slurmstep.port_comment(4711, "abc123"), record, env)
+    assert calls == [["/opt/slurm/bin/scontrol", "update", "JobId=42", "Comment=jw1:port=4711,job=abc123"]]
+    assert not slurmstep.set_comment("42", "x", lambda argv: 1, env)
+
+
+def test_scontrol_comes_from_path_without_the_setting(tmp_path):
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text("#!/bin/sh\n")
+    scontrol.chmod(0o755)
+    assert slurmstep.scontrol_path({"PATH": str(tmp_path)}) == str(scontrol)
+
+
+def test_error_words_in_a_comment_are_printable_ascii_and_short():
+    comment = slurmstep.error_comment("bad \x1b[31m 'job' \"x\" \\ é \u202e" + "z" * 400)
+    assert comment.startswith("jw1:error=bad \\x1b[31m \\x27job\\x27 \\x22x\\x22 \\x5c \\xe9 \\u202ezz")
+    words = comment.removeprefix("jw1:error=")
+    assert len(words) == slurmstep.MAX_WORDS and words.endswith("...")
+    assert words.isascii() and words.isprintable()
+
+
+def test_the_relay_outside_slurm_says_so_and_exits_3(capsys):
+    assert asyncio.run(slurmstep.step(_step(), {})) == slurmstep.EXIT_ERROR
+    assert "no SLURM_JOB_ID" in capsys.readouterr().err
+
+
+def test_the_relay_without_a_node_name_leaves_the_words_in_the_comment():
+    calls: list[list[str]] = []
+    code = asyncio.run(slurmstep.step(_step(), {"SLURM_JOB_ID": "7", "PATH": ""}, lambda argv: calls.append(argv) or 0))
+    assert code == slurmstep.EXIT_ERROR
+    assert calls[0][1:3] == ["update", "JobId=7"]
+    assert calls[0][3].startswith("Comment=jw1:error=the relay found no SLURMD_NODENAME")
