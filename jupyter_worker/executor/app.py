@@ -22,7 +22,10 @@ from .local import LocalBackend
 from .policy import Policy, group_exists
 from .server import Server
 from .service import Executor
+from .slurm.backend import SlurmBackend
+from .slurm.config import SlurmBackendConfig
 from .store import JobStore
+from .supervision import Backend
 
 DEFAULT_SOCKET = "/run/jupyter-worker/executor.sock"
 DEFAULT_STATE_DIR = "/var/lib/jupyter-worker"
@@ -31,7 +34,7 @@ DEFAULT_STATE_DIR = "/var/lib/jupyter-worker"
 class ExecutorApp(Application):
     name = "jupyter-worker-executor"
     description = "The jupyter-worker executor: runs sandboxed jobs for local clients (as root)."
-    classes = (Policy,)
+    classes = (Policy, SlurmBackendConfig)
 
     socket = Unicode(DEFAULT_SOCKET, help="Unix socket clients connect to").tag(config=True)
     state_dir = Unicode(DEFAULT_STATE_DIR, help="jobs database, logs and work folders").tag(config=True)
@@ -96,8 +99,11 @@ class ExecutorApp(Application):
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()
-        backend = LocalBackend(sandbox, policy.log_max_bytes)
-        executor = Executor(policy, store, {backend.name: backend}, self.state_dir, self.root_runs_as)
+        backends: dict[str, Backend] = {"local": LocalBackend(sandbox, policy.log_max_bytes)}
+        slurm = SlurmBackendConfig(parent=self)
+        if slurm.enabled:  # jobs that ask for it go to the cluster (docs/slurm.md)
+            backends["slurm"] = SlurmBackend(slurm, policy.log_max_bytes)
+        executor = Executor(policy, store, backends, self.state_dir, self.root_runs_as)
         server = Server(executor, self.socket, self.admin_group or None, self.viewer_group or None)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

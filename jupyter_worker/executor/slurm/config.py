@@ -48,7 +48,7 @@ class SlurmBackendConfig(Configurable):
     @classmethod
     def section_names(cls) -> list[str]:
         """Configured as `SlurmBackend` (c.SlurmBackend.enabled, --SlurmBackend.enabled=True)."""
-        return ["SlurmBackend"]
+        return ["SlurmBackend", cls.__name__]  # the latter as --help-all names it
 
     def command(self, name: str) -> str:
         """The path of a Slurm command (sbatch, squeue...)."""
