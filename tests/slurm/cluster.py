@@ -463,6 +463,8 @@ class SlurmCluster:
                 f"RealMemory={NODE_MEMORY_MB} State=UNKNOWN"
             )
         lines.append(f"PartitionName=debug Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP")
+        # a partition per node (only-n1...): a test places a job on the node it means
+        lines += [f"PartitionName=only-{name} Nodes={name} MaxTime=INFINITE State=UP" for name in self.nodes]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         os.chmod(self.conf, 0o644)
