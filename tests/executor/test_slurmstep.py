@@ -316,3 +316,28 @@ def test_the_relay_holds_at_most_16_connections_at_once(daemon, relays):
     turned_away, greeted = asyncio.run(crowd())
     assert turned_away == b""
     assert greeted.startswith(b"JW-RELAY 1 ")
+
+
+@pytest.mark.executor_flags("--Policy.hold_grace_s=4")
+def test_the_relay_holds_again_after_the_node_executor_restarts(daemon, relays):
+    relay = relays({"command": ["sleep", "300"]}, node_socket(daemon))
+    port, job_id = relay.published()
+    daemon.stop()
+    daemon.start()
+    time.sleep(6)  # past the grace period: a relay that had not held again would have lost the job
+    with Client(daemon.socket) as client:
+        assert client.get(job_id).status == "RUNNING"
+        hello = asyncio.run(_hello_only(port))
+        assert hello["user"] == ALICE  # and it still pipes to the restarted executor
+        relay.process.send_signal(signal.SIGTERM)
+        assert relay.exit_status(timeout=5) == EXIT_SIGNALLED
+        record = wait_for(lambda: (r := client.get(job_id)).finished and r, what="the node job to stop")
+    assert record.status == "STOPPED"
+
+
+async def _hello_only(port: int) -> dict:
+    reader, writer = await relaylink.open_relay("127.0.0.1", port, KEY, "pipe")
+    try:
+        return await _exchange(reader, writer, {"op": "hello", "id": 1, "version": protocol.VERSION})
+    finally:
+        writer.close()
