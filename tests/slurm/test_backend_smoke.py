@@ -98,3 +98,13 @@ def test_a_bad_partition_is_a_start_error_in_sbatchs_words(head):
     final = ended(head, job.id)
     assert (final["status"], final["reason"]) == ("FAILED", "start_error")
     assert "invalid partition specified: nope" in final["error"]
+
+
+def test_capabilities_show_the_slurm_backend_with_the_clusters_partitions(head):
+    def described() -> dict[str, Any]:
+        return call(head, "_call", "capabilities", {}, lambda r: r)
+
+    found = wait_for(lambda: (d := described()).get("slurm", {}).get("partitions") and d, 10, "the partitions")
+    assert "slurm" in found["backends"]
+    assert "debug" in found["slurm"]["partitions"] and found["slurm"]["default_partition"] == "debug"
+    assert found["slurm"]["problem"] is None

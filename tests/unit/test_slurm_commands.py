@@ -333,3 +333,13 @@ def test_every_slurm_setting_has_help_and_the_section_is_named_slurm_backend():
     assert SlurmBackendConfig(config=config).poll_s == 0.25
     env = SlurmBackendConfig(slurm_conf="/x/slurm.conf").env()
     assert env == {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "SLURM_CONF": "/x/slurm.conf"}
+
+
+def test_partitions_and_the_default_one_are_read_from_scontrol():
+    out = (
+        "PartitionName=debug AllowGroups=ALL AllowAccounts=ALL Default=YES QoS=N/A State=UP\n"
+        "PartitionName=gpu AllowGroups=ALL Default=NO State=UP\n"
+        "PartitionName=bad;name Default=YES\n"
+    )
+    assert commands.parse_partitions(out) == (["debug", "gpu"], "debug")
+    assert commands.parse_partitions("") == ([], None)

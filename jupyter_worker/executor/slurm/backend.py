@@ -55,6 +55,7 @@ PIECE = 1 << 20  # bytes of a /work file read in one request
 MAX_PULLED_ENTRIES = 100_000  # files and folders brought back, at most
 MAX_PATH_BYTES = 4000
 LOG_SLACK = 1 << 20  # the head's log may pass the log cap by the node's final notices
+DESCRIBE_S = 30.0  # how old the partitions shown by describe() may be
 
 
 class SlurmBackend(Backend):
@@ -69,12 +70,38 @@ class SlurmBackend(Backend):
         self._poller: asyncio.Task | None = None
         self._addresses: dict[str, str] = {}  # node name -> NodeAddr
         self._tasks: set[asyncio.Task] = set()  # releases: they outlive their jobs' records
+        self._description: dict[str, Any] = {
+            "partitions": [],
+            "default_partition": config.default_partition or None,
+            "problem": None,
+        }
+        self._described_at = -DESCRIBE_S
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "default_partition": self.config.default_partition or None,
-            "max_return_mb": self.config.max_return_mb,
+        """What capabilities and the doctor show: the partitions Slurm lists and the default one,
+        or the problem that keeps jobs from being submitted. Asked of Slurm in the background (at
+        most every DESCRIBE_S); the first answer may still be on its way."""
+        if time.monotonic() - self._described_at > DESCRIBE_S:
+            self._described_at = time.monotonic()
+            with contextlib.suppress(RuntimeError):  # no event loop: the last answer is shown
+                self._spawn(self.refresh())
+        return dict(self._description)
+
+    async def refresh(self) -> dict[str, Any]:
+        """Ask Slurm for its partitions now (scontrol show partition, as root)."""
+        try:
+            rc, out, err = await self._as_root("scontrol", "show", "partition", "-o")
+            problem = None if rc == 0 else f"Slurm does not answer: {commands.first_error(err, out)}"
+        except SlurmError as exc:
+            rc, out, problem = -1, "", f"Slurm does not answer: {exc}"
+        names, default = commands.parse_partitions(out) if rc == 0 else ([], None)
+        self._described_at = time.monotonic()
+        self._description = {
+            "partitions": names,
+            "default_partition": self.config.default_partition or default,
+            "problem": problem,
         }
+        return dict(self._description)
 
     # ---- the seam
 

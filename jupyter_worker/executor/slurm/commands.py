@@ -307,6 +307,19 @@ def parse_node_addr(out: str) -> str | None:
     return addr if re.fullmatch(r"[0-9A-Za-z.:_-]{1,253}", addr) else None
 
 
+def parse_partitions(out: str) -> tuple[list[str], str | None]:
+    """The partitions in `scontrol show partition -o` (one line each) and the default one."""
+    names, default = [], None
+    for line in out.splitlines():
+        found = re.search(r"(?:^|\s)PartitionName=([0-9A-Za-z_.+-]{1,64})(?:\s|$)", line)
+        if not found:
+            continue
+        names.append(found.group(1))
+        if re.search(r"(?:^|\s)Default=YES(?:\s|$)", line):
+            default = found.group(1)
+    return names, default
+
+
 def valid_node_name(name: str) -> bool:
     return bool(re.fullmatch(r"[0-9A-Za-z._-]{1,64}", name or ""))
 
