@@ -3,14 +3,19 @@ Comment, reasons in words, endings (jupyter_worker/executor/slurm/commands.py)."
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 import subprocess
+from typing import Any
 
 import pytest
 from traitlets.config import Config
 
+from jupyter_worker.executor.slurm import backend as backend_module
 from jupyter_worker.executor.slurm import commands
-from jupyter_worker.executor.slurm.backend import complete_length, node_job_request
+from jupyter_worker.executor.slurm.backend import _Pull, complete_length, node_job_request
 from jupyter_worker.executor.slurm.config import SlurmBackendConfig
 from jupyter_worker.limits import Limits
 from jupyter_worker.sandbox import LaunchSpec
@@ -343,3 +348,82 @@ def test_partitions_and_the_default_one_are_read_from_scontrol():
     )
     assert commands.parse_partitions(out) == (["debug", "gpu"], "debug")
     assert commands.parse_partitions("") == ([], None)
+
+
+class HostileNode:
+    """A node executor's answers as a relay that is not ours could give them (the job's user can
+    point the Comment at a listener of their own): names that climb out, links, devices, files
+    larger than they said, a folder that pages forever."""
+
+    def __init__(self, tree: dict[str, Any], endless: str | None = None):
+        self.tree = tree
+        self.endless = endless
+        self.calls = 0
+
+    async def call(self, op: str, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        path = params["path"]
+        if op == "files":
+            if path == self.endless:
+                return {"entries": [], "next_offset": params["offset"] + 1}
+            folder = self.tree
+            for part in [p for p in path.split("/") if p]:
+                folder = folder[part]
+            entries = [
+                {"name": name, "kind": kind, "size": len(value) if kind == "file" else None}
+                for name, value in folder.items()
+                for kind in [("directory" if isinstance(value, dict) else value if isinstance(value, str) else "file")]
+            ]
+            return {"entries": entries, "next_offset": None}
+        data = self._file(path)
+        piece = data[params["offset"] : params["offset"] + params["max_bytes"]]
+        return {"data": base64.b64encode(piece).decode(), "size": len(data)}
+
+    def _file(self, path: str) -> bytes:
+        value: Any = self.tree
+        for part in path.split("/"):
+            value = value[part]
+        return value
+
+
+def pull(tmp_path, node: HostileNode, budget: int = 1 << 20) -> _Pull:
+    work = tmp_path / "work"
+    work.mkdir()
+    found = _Pull(node, "job", os.getuid(), os.getgid(), budget)  # type: ignore[arg-type]
+    top = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        asyncio.run(found.folder("", top))
+    finally:
+        os.close(top)
+    return found
+
+
+def test_work_brought_back_keeps_plain_files_and_folders_and_skips_links_devices_and_unsafe_names(tmp_path):
+    tree = {
+        "a.txt": b"hello",
+        "sub": {"b.bin": b"\x00" * 10, "..": b"climb", "link": "symlink"},
+        "../../escape": b"x",
+        "dev": "device",
+        "ctl\x1b[2J": b"x",
+        ".": b"x",
+    }
+    found = pull(tmp_path, HostileNode(tree))
+    work = tmp_path / "work"
+    assert (work / "a.txt").read_bytes() == b"hello"
+    assert (work / "sub" / "b.bin").read_bytes() == b"\x00" * 10
+    assert sorted(p.name for p in work.rglob("*")) == ["a.txt", "b.bin", "sub"]
+    assert not (tmp_path / "escape").exists()
+    assert found.skipped == 6
+
+
+def test_work_brought_back_stops_at_its_cap_without_a_file_cut_short(tmp_path):
+    found = pull(tmp_path, HostileNode({"a": b"1" * 600, "b": b"2" * 600}), budget=1000)
+    assert found.capped
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["a"]
+
+
+def test_a_folder_that_pages_forever_ends_the_pull(tmp_path, monkeypatch):
+    monkeypatch.setattr(backend_module, "MAX_PULLED_ENTRIES", 50)
+    node = HostileNode({"loop": {}}, endless="loop")
+    found = pull(tmp_path, node)
+    assert found.capped and node.calls <= 52

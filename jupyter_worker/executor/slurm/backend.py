@@ -582,12 +582,17 @@ class _Pull:
         self.budget = budget
         self.taken = 0
         self.entries = 0
+        self.pages = 0
         self.skipped = 0
         self.capped = False
 
     async def folder(self, where: str, fd: int) -> None:
         offset: int | None = 0
         while offset is not None:
+            self.pages += 1
+            if self.pages > MAX_PULLED_ENTRIES:  # a peer paging forever (a relay that is not ours)
+                self.capped = True
+                return
             page = await self.connection.call("files", job_id=self.node_job, path=where, offset=offset)
             for entry in page.get("entries") or []:
                 await self._entry(where, fd, entry)
