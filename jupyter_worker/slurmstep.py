@@ -34,7 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,6 +53,7 @@ MAX_LINGER_S = 7 * 86400
 POLL_S = 1.0
 PIPE_CHUNK = 1 << 16
 SCONTROL_TIMEOUT_S = 60
+SUBMIT_TIMEOUT_S = 60
 BIN_ENV = "JUPYTER_WORKER_SLURM_BIN"
 DEFAULT_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 # what the head sets in the step request and the relay must not take from it: the relay names the
@@ -330,11 +331,19 @@ async def step(raw: bytes, env: Mapping[str, str], run: Runner = run_quietly) ->
     if why is not None:
         return give_up(f"no jupyter-worker executor on node {node} ({request.socket}: {why})")
     client = AsyncClient(request.socket)
-    try:
+
+    async def hold_and_submit() -> tuple[Hold, JobRecord]:
         hold = await client.hold(holder)  # first: the job must never run unheld
-        record = await client.run(replace(request.job, holder=holder))
+        return hold, await client.run(replace(request.job, holder=holder))
+
+    try:
+        hold, record = await asyncio.wait_for(hold_and_submit(), SUBMIT_TIMEOUT_S)
     except WorkerError as exc:
-        return give_up(exc.message)
+        return give_up(exc.message)  # the node executor refused: its own words
+    except TimeoutError:
+        return give_up(f"the jupyter-worker executor on node {node} did not answer within {SUBMIT_TIMEOUT_S} s")
+    except OSError as exc:
+        return give_up(f"no jupyter-worker executor on node {node} ({request.socket}: {exc.strerror or exc})")
 
     relay = Relay(request, client, hold, holder, record)
     try:
@@ -350,7 +359,7 @@ async def step(raw: bytes, env: Mapping[str, str], run: Runner = run_quietly) ->
         server.close()  # not wait_closed: it would wait for the pipes, which end with the process
 
 
-async def _until_signalled(work: asyncio.Future[int]) -> int:
+async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
     """work's result, or EXIT_SIGNALLED at once on SIGTERM/SIGINT (scancel, Slurm's time limit):
     the process ends, its hold closes and the node executor stops the job."""
     loop = asyncio.get_running_loop()
