@@ -32,9 +32,10 @@ SETTINGS = {
 
 
 class Lab:
-    """`jupyter lab` on loopback in a folder of its own; the extension starts an embedded executor."""
+    """`jupyter lab` on loopback in a folder of its own; the extension starts an embedded executor,
+    or talks to the executor at socket when one is given (tests/slurm: a head executor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, socket: str = "") -> None:
         self.root = tempfile.mkdtemp(prefix="jupyter-worker-lab-")
         os.chmod(self.root, 0o755)
         self.state = tempfile.mkdtemp(prefix="jupyter-worker-lab-state-")
@@ -59,9 +60,11 @@ class Lab:
             f"--ServerApp.root_dir={self.root}",
             "--LabApp.expose_app_in_browser=True",
             "--LabApp.news_url=",
-            f"--JupyterWorker.socket={self.state}/executor.sock",
+            f"--JupyterWorker.socket={socket or f'{self.state}/executor.sock'}",
             f"--JupyterWorker.embedded_state_dir={self.state}/executor",
         ]
+        if socket:
+            command.append("--JupyterWorker.embedded_executor=False")
         self.log = open(os.path.join(self.state, "lab.log"), "wb")
         self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_until_up()
