@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import pwd
@@ -34,17 +35,21 @@ NODE = "n7"
 SECRET = relaylink.new_secret()
 KEY = relaylink.secret_key(SECRET)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Slurm runs `PYTHON -I -m jupyter_worker.slurmstep` with the package installed on the node. -I
-# puts neither the working folder nor $PYTHONPATH on the path, so here the same module of this
-# checkout is run as __main__ with the checkout put on the path first (whatever the venv installed).
-RELAY = [
-    sys.executable,
-    "-I",
-    "-c",
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "runpy.run_module('jupyter_worker.slurmstep', run_name='__main__', alter_sys=True)",
-    REPO,
-]
+
+
+@functools.cache
+def relay_command() -> list[str]:
+    """As Slurm runs it: `PYTHON -I -m jupyter_worker.slurmstep`, where this checkout is the package
+    installed; else (-I puts neither the working folder nor $PYTHONPATH on the path) the same module
+    of this checkout, run as __main__ with the checkout put on the path first."""
+    probe = [sys.executable, "-I", "-c", "import jupyter_worker; print(jupyter_worker.__file__)"]
+    found = subprocess.run(probe, cwd="/", capture_output=True, text=True, check=False).stdout.strip()
+    if found == os.path.join(REPO, "jupyter_worker", "__init__.py"):
+        return [sys.executable, "-I", "-m", "jupyter_worker.slurmstep"]
+    run_module = "runpy.run_module('jupyter_worker.slurmstep', run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-I", "-c", f"import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); {run_module}", REPO]
+
+
 SCONTROL = '#!/bin/sh\nprintf "%s\\n" "$*" >> "$(dirname "$0")/calls"\n'
 
 
@@ -71,7 +76,7 @@ class Relay:
     @staticmethod
     def _start(env: dict[str, str], user: pwd.struct_passwd, stderr: Any) -> subprocess.Popen:
         return subprocess.Popen(
-            RELAY,
+            relay_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
