@@ -4,12 +4,13 @@ runs on the node its partition names, which the list and the job's view say."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Lab, chromium, open_job, open_panel, rest, screenshotted_page
+from tests.browser.conftest import ARTIFACTS, Lab, chromium, open_job, open_panel, rest, screenshotted_page
 from tests.browser.test_new_job_folder import new_job_form
 from tests.executor.conftest import Daemon, started_daemon
 from tests.slurm.test_slurm_jobs import head_flags
@@ -55,6 +56,8 @@ def test_the_form_offers_slurm_and_its_partitions_and_the_job_runs_on_the_node_i
     panel.locator("select[name=partition]").select_option("only-n2")
     panel.locator("input[name=command]").fill("echo from the cluster")
     panel.locator("input[name=name]").fill("panel-on-slurm")
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "test_the_form_offers_slurm_the_form.png"))
     panel.get_by_role("button", name="Start").click()
     job, view = open_job(page, "panel-on-slurm")
     expect(view.locator(".jw-badge")).to_have_text("exit code 0", timeout=60_000)
