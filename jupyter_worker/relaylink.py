@@ -5,12 +5,15 @@ connection proves it knows the job's secret (32 random bytes the head put in the
 before a byte reaches the node executor:
 
     relay -> head:  JW-RELAY 1 <nonce: 64 hex>\\n
-    head -> relay:  <hmac-sha256(secret, nonce + b" " + verb): 64 hex> <verb>\\n
+    head -> relay:  <hmac-sha256(secret, nonce + b" " + verb): 64 hex> <verb> <head nonce: 64 hex>\\n
+    relay -> head:  <reply> <hmac-sha256(secret, head nonce + b" " + reply): 64 hex>\\n
 
-verb is "pipe" (the relay answers "ok\\n" and then pipes bytes to a new connection to the node
-executor, or "unavailable\\n" if it cannot connect there) or "release" (it answers "ok\\n" once
-the node job has ended, and exits, or "wait\\n" while it runs). The HMAC key is the 32 bytes the
-step request's 64 hex digits spell (secret_key).
+verb is "pipe" (the relay replies "ok" and then pipes bytes to a new connection to the node
+executor, or "unavailable" if it cannot connect there) or "release" (it replies "ok" once the node
+job has ended, and exits, or "wait" while it runs). The HMAC key is the 32 bytes the step
+request's 64 hex digits spell (secret_key). Each side proves it knows the secret on a nonce of the
+other's: a process that took the port of a dead relay can neither reach the node executor nor feed
+the head a log or an outcome of its own making.
 A fresh nonce per connection makes a recorded answer worthless on another connection; the verb is
 inside the MAC, so an answer cannot be turned from one verb into the other. A bad line, a wrong MAC
 or silence for HANDSHAKE_S closes the connection without a reply. Lines are read a byte at a time,
@@ -26,6 +29,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from . import protocol
 
@@ -39,7 +43,8 @@ READ_LIMIT = protocol.MAX_FRAME + protocol.LENGTH.size
 
 _HEX64 = "[0-9a-f]{64}"
 _GREETING_RE = re.compile(rf"{GREETING} ({_HEX64})")
-_ANSWER_RE = re.compile(rf"({_HEX64}) ([a-z]{{1,16}})")
+_ANSWER_RE = re.compile(rf"({_HEX64}) ([a-z]{{1,16}}) ({_HEX64})")
+_REPLY_RE = re.compile(rf"([a-z]{{1,16}}) ({_HEX64})")
 
 
 class RelayError(OSError):
@@ -64,6 +69,19 @@ def secret_key(secret_hex: str) -> bytes:
 
 def answer_mac(secret: bytes, nonce: str, verb: str) -> str:
     return hmac.new(secret, nonce.encode() + b" " + verb.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A connection whose head proved it knows the secret: its verb, and the nonce on which the
+    relay signs its reply."""
+
+    verb: str
+    head_nonce: str
+
+    def reply(self, secret: bytes, word: str) -> bytes:
+        """The relay's reply line ("ok", "wait", "unavailable"), signed for the head."""
+        return f"{word} {answer_mac(secret, self.head_nonce, word)}\n".encode()
 
 
 async def read_line(reader: asyncio.StreamReader) -> str | None:
@@ -91,9 +109,10 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 async def accept(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes, timeout: float = HANDSHAKE_S
-) -> str | None:
-    """The relay's side: greet with a fresh nonce and check the answer. Returns the verb, or None
-    after closing the connection (no reply) for a bad line, a wrong MAC or nothing within timeout."""
+) -> Accepted | None:
+    """The relay's side: greet with a fresh nonce and check the answer. Returns the verb and the
+    head's nonce (reply with Accepted.reply), or None after closing the connection (no reply) for
+    a bad line, a wrong MAC or nothing within timeout."""
     nonce = secrets.token_hex(32)
     try:
         writer.write(f"{GREETING} {nonce}\n".encode())
@@ -103,10 +122,10 @@ async def accept(
         line = None
     match = _ANSWER_RE.fullmatch(line) if line is not None else None
     if match is not None:
-        given, verb = match.groups()
+        given, verb, head_nonce = match.groups()
         # compare_digest: the time taken says nothing about how much of a guessed MAC was right
         if verb in VERBS and hmac.compare_digest(given, answer_mac(secret, nonce, verb)):
-            return verb
+            return Accepted(verb, head_nonce)
     await _close(writer)
     return None
 
@@ -149,6 +168,16 @@ async def open_relay(
     raise RelayError(f"{where} answered {reply[:40]!r}")
 
 
+def _signed_reply(line: str | None, secret: bytes, head_nonce: str, where: str) -> str | None:
+    """The relay's reply word, once its signature on our nonce is checked; None if it closed."""
+    if line is None:
+        return None
+    match = _REPLY_RE.fullmatch(line)
+    if match is None or not hmac.compare_digest(match.group(2), answer_mac(secret, head_nonce, match.group(1))):
+        raise RelayError(f"{where} did not prove it knows the job's secret: not the job's relay")
+    return match.group(1)
+
+
 async def _handshake(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes, verb: str, where: str
 ) -> str | None:
@@ -157,6 +186,7 @@ async def _handshake(
     match = _GREETING_RE.fullmatch(line) if line is not None else None
     if match is None:
         raise RelayError(f"{where} did not greet as a jupyter-worker relay")
-    writer.write(f"{answer_mac(secret, match.group(1), verb)} {verb}\n".encode())
+    head_nonce = secrets.token_hex(32)
+    writer.write(f"{answer_mac(secret, match.group(1), verb)} {verb} {head_nonce}\n".encode())
     await writer.drain()
-    return await read_line(reader)
+    return _signed_reply(await read_line(reader), secret, head_nonce, where)

@@ -211,28 +211,30 @@ class Relay:
             return
         self.connections += 1
         try:
-            verb = await relaylink.accept(reader, writer, self.step.secret)
-            if verb == "pipe":
-                await self._pipe(reader, writer)
-            elif verb == "release":
-                await self._release(writer)
+            accepted = await relaylink.accept(reader, writer, self.step.secret)
+            if accepted is not None and accepted.verb == "pipe":
+                await self._pipe(reader, writer, accepted)
+            elif accepted is not None and accepted.verb == "release":
+                await self._release(writer, accepted)
         except OSError:
             pass  # the head went away; nothing to tell anyone
         finally:
             self.connections -= 1
             writer.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accepted: relaylink.Accepted
+    ) -> None:
         """Bytes both ways between the head and a new connection to the node executor, which sees
         this process's uid: the user's. Ends when the node executor closes its side (it does once
         the head has closed its own, or at the end of a follow)."""
         try:
             node_reader, node_writer = await asyncio.open_unix_connection(self.step.socket)
         except OSError:
-            writer.write(b"unavailable\n")
+            writer.write(accepted.reply(self.step.secret, "unavailable"))
             await writer.drain()
             return
-        writer.write(b"ok\n")
+        writer.write(accepted.reply(self.step.secret, "ok"))
         await writer.drain()
         to_node = asyncio.create_task(_pump(reader, node_writer))
         try:
@@ -241,12 +243,13 @@ class Relay:
             to_node.cancel()
             node_writer.close()
 
-    async def _release(self, writer: asyncio.StreamWriter) -> None:
+    async def _release(self, writer: asyncio.StreamWriter, accepted: relaylink.Accepted) -> None:
         if not self.ended.is_set():
-            writer.write(b"wait\n")  # the head releases only after it saw the end; a race at worst
+            # the head releases only after it saw the end; a race at worst
+            writer.write(accepted.reply(self.step.secret, "wait"))
             await writer.drain()
             return
-        writer.write(b"ok\n")
+        writer.write(accepted.reply(self.step.secret, "ok"))
         await writer.drain()
         self.released.set()
 

@@ -27,10 +27,10 @@ async def _with_relay(
     done = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        verb = await relaylink.accept(reader, writer, SECRET, timeout)
-        verbs.append(verb)
-        if verb is not None:
-            writer.write(f"{reply}\n".encode())
+        accepted = await relaylink.accept(reader, writer, SECRET, timeout)
+        verbs.append(accepted.verb if accepted is not None else None)
+        if accepted is not None:
+            writer.write(accepted.reply(SECRET, reply))
             await writer.drain()
             writer.close()
         done.set()
@@ -55,6 +55,14 @@ async def _raw(port: int, send: Callable[[str], bytes]) -> bytes:
     rest = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     return rest
+
+
+HEAD_NONCE = "ab" * 32
+
+
+def _answer(nonce: str, signed_verb: str, verb: str) -> bytes:
+    """The head's answer line: a MAC made for signed_verb, naming verb."""
+    return f"{relaylink.answer_mac(SECRET, nonce, signed_verb)} {verb} {HEAD_NONCE}\n".encode()
 
 
 def test_an_answer_made_with_the_secret_is_accepted_with_its_verb():
@@ -84,14 +92,14 @@ def test_a_wrong_secret_is_closed_without_a_reply():
 
 def test_an_unknown_verb_is_refused_even_with_a_good_mac():
     async def body(port: int, verbs: list) -> bytes:
-        return await _raw(port, lambda nonce: f"{relaylink.answer_mac(SECRET, nonce, 'shell')} shell\n".encode())
+        return await _raw(port, lambda nonce: _answer(nonce, "shell", "shell"))
 
     assert asyncio.run(_with_relay(body)) == (b"", [None])
 
 
 def test_a_mac_made_for_one_verb_does_not_open_the_other():
     async def body(port: int, verbs: list) -> bytes:
-        return await _raw(port, lambda nonce: f"{relaylink.answer_mac(SECRET, nonce, 'release')} pipe\n".encode())
+        return await _raw(port, lambda nonce: _answer(nonce, "release", "pipe"))
 
     assert asyncio.run(_with_relay(body)) == (b"", [None])
 
@@ -118,7 +126,7 @@ def test_an_answer_replayed_to_another_nonce_is_refused():
     recorded: list[str] = []
 
     def record(nonce: str) -> bytes:
-        recorded.append(f"{relaylink.answer_mac(SECRET, nonce, 'pipe')} pipe\n")
+        recorded.append(f"{relaylink.answer_mac(SECRET, nonce, 'pipe')} pipe {HEAD_NONCE}\n")
         return recorded[0].encode()
 
     async def body(port: int, verbs: list) -> tuple[bytes, bytes]:
@@ -127,9 +135,33 @@ def test_an_answer_replayed_to_another_nonce_is_refused():
         return first, second
 
     (first, second), verbs = asyncio.run(_with_relay(body))
-    assert first == b"ok\n"
+    assert first == f"ok {relaylink.answer_mac(SECRET, HEAD_NONCE, 'ok')}\n".encode()
     assert second == b""
     assert verbs == ["pipe", None]
+
+
+def test_a_listener_that_does_not_know_the_secret_is_not_taken_for_the_relay():
+    """Whoever took the port of a dead relay greets like one and says ok; its ok is not signed
+    with the job's secret, so the head refuses it before reading a byte of protocol from it."""
+
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"JW-RELAY 1 {'0' * 64}\n".encode())
+        await reader.readline()
+        writer.write(f"ok {'1' * 64}\n".encode())
+        await writer.drain()
+
+    async def scenario() -> str:
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await relaylink.open_relay("127.0.0.1", port, SECRET, "pipe")
+        except relaylink.RelayError as exc:
+            return str(exc)
+        finally:
+            server.close()
+        return "accepted"
+
+    assert "did not prove it knows the job's secret" in asyncio.run(scenario())
 
 
 def test_bytes_that_are_not_printable_ascii_are_refused():
