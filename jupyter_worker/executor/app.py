@@ -18,6 +18,7 @@ from traitlets.config import Application
 
 from ..limits import LIMITS
 from ..sandbox import Sandbox
+from . import service_unit
 from .local import LocalBackend
 from .policy import Policy, group_exists
 from .server import Server
@@ -44,6 +45,9 @@ class ExecutorApp(Application):
     standbys = Int(2, help="sandboxes kept prepared ahead of jobs").tag(config=True)
     config_file = Unicode("", help="configuration file (Python or JSON)").tag(config=True)
     exit_with_parent = Bool(False, help="stop when the process that started this one ends").tag(config=True)
+    install_service = Bool(
+        False, help="install this executor as the systemd service jupyter-worker-executor, start it, and exit"
+    ).tag(config=True)
 
     aliases = {  # noqa: RUF012 - traitlets reads this class attribute
         "socket": "ExecutorApp.socket",
@@ -56,6 +60,10 @@ class ExecutorApp(Application):
     }
     flags = {  # noqa: RUF012 - traitlets reads this class attribute
         "exit-with-parent": ({"ExecutorApp": {"exit_with_parent": True}}, "stop when the parent process ends"),
+        "install-service": (
+            {"ExecutorApp": {"install_service": True}},
+            "install and start the systemd service with these settings (a Slurm node's setup: docs/slurm.md)",
+        ),
     }
 
     def initialize(self, argv: list[str] | None = None) -> None:
@@ -68,6 +76,9 @@ class ExecutorApp(Application):
         if os.geteuid() != 0:
             self.log.critical("the executor must run as root")
             self.exit(2)
+        if self.install_service:
+            self._install_service()
+            return
         try:
             policy = Policy(parent=self)
         except TraitError as exc:
@@ -81,6 +92,21 @@ class ExecutorApp(Application):
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         asyncio.run(self.serve(policy))
+
+    def _install_service(self) -> None:
+        """The unit of docs/deployment.md running this environment's executor with the socket and
+        state folder given here (when not the defaults), enabled and started."""
+        options = []
+        if self.socket != DEFAULT_SOCKET:
+            options += ["--socket", self.socket]
+        if self.state_dir != DEFAULT_STATE_DIR:
+            options += ["--state-dir", self.state_dir]
+        config_file = os.path.abspath(self.config_file) if self.config_file else ""
+        try:
+            print(service_unit.install(self.socket, config_file, options))
+        except (OSError, RuntimeError) as exc:
+            self.log.critical("could not install the service: %s", exc)
+            self.exit(1)
 
     def _unknown_groups(self) -> list[str]:
         """A role group that does not exist would grant nothing, quietly: a typo refused at start."""
