@@ -46,7 +46,7 @@ class ExecutorApp(Application):
     config_file = Unicode("", help="configuration file (Python or JSON)").tag(config=True)
     exit_with_parent = Bool(False, help="stop when the process that started this one ends").tag(config=True)
     install_service = Bool(
-        False, help="install this executor as the systemd service jupyter-worker-executor, start it, and exit"
+        False, help="install this executor as the systemd service jupyter-worker.service, start it, and exit"
     ).tag(config=True)
 
     aliases = {  # noqa: RUF012 - traitlets reads this class attribute
