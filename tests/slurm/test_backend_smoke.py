@@ -108,3 +108,11 @@ def test_capabilities_show_the_slurm_backend_with_the_clusters_partitions(head):
     assert "slurm" in found["backends"]
     assert "debug" in found["slurm"]["partitions"] and found["slurm"]["default_partition"] == "debug"
     assert found["slurm"]["problem"] is None
+
+
+def test_a_job_with_a_small_memory_limit_is_not_killed_by_slurm_for_its_relays_memory(head):
+    # Slurm's --mem covers the batch step, the relay; the job's own memory is the node executor's
+    request = {"command": ["sh", "-c", "sleep 4; echo small"], "backend": "slurm", "limits": {"memory_mb": 8}}
+    job = call(head, "run", request)
+    final = ended(head, job.id)
+    assert (final["status"], final["reason"]) == ("COMPLETED", "exit"), final

@@ -82,7 +82,7 @@ def state(**fields) -> commands.SlurmState:
 def test_sbatch_args_map_memory_cpu_and_timeout_with_the_margin_rounded_up_to_minutes():
     limits = Limits.parse({"memory_mb": "512M", "cpu_percent": 150, "timeout_s": "10m"})
     args = commands.sbatch_args(limits, {}, "jw-12345678", 120)
-    assert "--mem=512M" in args
+    assert "--mem=576M" in args  # with the relay's own 64 MiB
     assert "--cpus-per-task=2" in args
     assert "--time=12" in args
     assert args[:4] == ["--parsable", "--job-name=jw-12345678", "--output=/dev/null", "--chdir=/tmp"]

@@ -27,7 +27,11 @@ JOB_NAME_PREFIX = "jw-"
 COMMENT_PREFIX = "jw1:"
 MAX_WORDS = 300  # a Slurm reason or a relay's error, as shown
 COMMAND_TIMEOUT_S = 30.0
-MAX_OUTPUT = 64 << 20  # bytes of a command's output read at most (squeue --json of a big cluster)
+MAX_OUTPUT = 64 << 20
+# --mem covers the Slurm job's own processes: the relay (a small Python), beside the job's memory
+# (which the node executor's cgroup enforces); a cluster confining jobs by cgroups would otherwise
+# kill the relay of a job with a small limit.
+RELAY_MEMORY_MB = 64  # bytes of a command's output read at most (squeue --json of a big cluster)
 
 # Slurm job states (squeue's job_state) by what they mean for the head.
 WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"})
@@ -102,11 +106,12 @@ def job_name(job_id: str) -> str:
 
 def sbatch_args(limits: Limits, placement: dict[str, str], job_name: str, margin_s: int) -> list[str]:
     """sbatch's options for a job (the command itself not included): our limits as Slurm's (so
-    Slurm places the job where they fit), the placement as asked; output goes nowhere (the log
-    comes through the relay), in a folder every user can enter."""
+    Slurm places the job where they fit; memory with the relay's own RELAY_MEMORY_MB), the
+    placement as asked; output goes nowhere (the log comes through the relay), in a folder every
+    user can enter."""
     args = ["--parsable", f"--job-name={job_name}", "--output=/dev/null", "--chdir=/tmp", "--nodes=1", "--ntasks=1"]
     if limits.memory_mb is not None:
-        args.append(f"--mem={int(limits.memory_mb)}M")
+        args.append(f"--mem={int(limits.memory_mb) + RELAY_MEMORY_MB}M")
     if limits.cpu_percent is not None:
         args.append(f"--cpus-per-task={max(1, math.ceil(limits.cpu_percent / 100))}")
     if limits.timeout_s is not None:
