@@ -200,9 +200,15 @@ class SlurmCluster:
         """Take whole nodes (all by default) with long sleeps as user, so the next job waits; the
         Slurm job ids, once all run. Cancel them with cancel()."""
         count = len(self.nodes) if nodes is None else nodes
-        ids = [self.sbatch("--exclusive", "--nodes=1", "--wrap", "sleep 3600", user=user) for _ in range(count)]
-        for job_id in ids:
-            self.wait_state(job_id, "RUNNING")
+        ids: list[str] = []
+        try:
+            for _ in range(count):
+                ids.append(self.sbatch("--exclusive", "--nodes=1", "--wrap", "sleep 3600", user=user))
+            for job_id in ids:
+                self.wait_state(job_id, "RUNNING", timeout=60)
+        except BaseException:
+            self.cancel(*ids)  # never leave a full cluster behind for the next test
+            raise
         return ids
 
     def cancel(self, *job_ids: str, wait: bool = True) -> None:
@@ -212,6 +218,15 @@ class SlurmCluster:
         self.slurm("scancel", *job_ids, check=False)
         if wait:
             _wait(lambda: not self._active(job_ids), 30, f"jobs {', '.join(job_ids)} to end")
+
+    def cancel_all(self, grace_s: float = 0) -> list[str]:
+        """Cancel every job still pending or running after grace_s (time to end by themselves,
+        e.g. a relay the head is releasing) and wait for them to end; the ids cancelled."""
+        deadline = time.monotonic() + grace_s
+        while (active := tuple(self._active())) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.cancel(*active)
+        return list(active)
 
     def stop_node_executor(self, name: str) -> None:
         """Stop the node's executor (and every job on it): the node has no jupyter-worker now."""
@@ -558,9 +573,7 @@ class SlurmCluster:
     def _cancel_all(self) -> None:
         if self._slurmctld is None or self._slurmctld.poll() is not None:
             return
-        active = tuple(self._active())
-        if active:
-            self.cancel(*active)
+        self.cancel_all()
 
     def _kill_strays(self) -> None:
         """A job step's slurmstepd or a job a node executor started and lost: none may outlive us."""

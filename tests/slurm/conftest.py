@@ -21,6 +21,17 @@ def slurm_cluster(users):
             "apt-get install slurmctld slurmd slurm-client munge"
         )
     with SlurmCluster() as cluster:
-        print(f"\nSlurm test cluster up in {cluster.timings['up_s']:.2f}s ({cluster.timings})")
+        print(f"\nSlurm test cluster in {cluster.folder} up in {cluster.timings['up_s']:.2f}s ({cluster.timings})")
         yield cluster
     print(f"\nSlurm test cluster down in {cluster.timings['down_s']:.2f}s")
+
+
+@pytest.fixture(autouse=True)
+def slurm_jobs_cancelled_after_each_test(request):
+    """A test's Slurm jobs end with it (a job left running, or a relay still lingering, would hold
+    a node and hang the next test that needs the whole cluster)."""
+    yield
+    if "slurm_cluster" in request.fixturenames:
+        left = request.getfixturevalue("slurm_cluster").cancel_all(grace_s=5)
+        if left:
+            print(f"cancelled Slurm jobs left by {request.node.name}: {', '.join(left)}")

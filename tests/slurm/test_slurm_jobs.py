@@ -219,6 +219,9 @@ def test_kill_9_of_the_head_mid_job_then_a_restart_loses_nothing(slurm_cluster):
             final = ended(daemon, "jwtest-alice", job_id)
             assert (final["status"], final["exit_code"]) == ("COMPLETED", 0), final
             assert log_of(daemon, "jwtest-alice", job_id) == expected
+            # the restarted head released the relay too: its Slurm job ended by itself
+            slurm_id = final["placement"]["slurm_job_id"]
+            assert slurm_cluster.wait_state(slurm_id, "COMPLETED", "FAILED", "CANCELLED")["JobState"] == "COMPLETED"
 
 
 def test_a_worker_cell_with_backend_slurm_runs_on_a_node_with_its_widget(slurm_cluster, head):
