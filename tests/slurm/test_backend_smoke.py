@@ -116,3 +116,9 @@ def test_a_job_with_a_small_memory_limit_is_not_killed_by_slurm_for_its_relays_m
     job = call(head, "run", request)
     final = ended(head, job.id)
     assert (final["status"], final["reason"]) == ("COMPLETED", "exit"), final
+
+
+def test_every_ended_jobs_relay_is_released_and_its_slurm_job_done(slurm_cluster, head):
+    job = call(head, "run", {"command": ["echo", "last"], "backend": "slurm"})
+    ended(head, job.id)
+    wait_for(lambda: not slurm_cluster._active(), 15, f"no Slurm job left running ({slurm_cluster._active()})")
