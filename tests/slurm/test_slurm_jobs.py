@@ -96,11 +96,12 @@ def test_two_jobs_land_on_two_different_nodes(slurm_cluster, head):
     # each asks for two CPUs: a whole node of this cluster
     request = on_slurm(["sleep", "4"], limits={"cpu_percent": 200})
     first, second = (submit(head, "jwtest-alice", request) for _ in range(2))
-    both = wait_for(
-        lambda: [r for j in (first, second) if (r := record(head, "jwtest-alice", j))["status"] == "RUNNING"],
-        30,
-        "both jobs to run",
-    )
+
+    def both_running() -> list[dict] | None:
+        running = [r for j in (first, second) if (r := record(head, "jwtest-alice", j))["status"] == "RUNNING"]
+        return running if len(running) == 2 else None
+
+    both = wait_for(both_running, 30, "both jobs to run")
     assert len(both) == 2 and both[0]["node"] != both[1]["node"]
     assert all(ended(head, "jwtest-alice", j)["status"] == "COMPLETED" for j in (first, second))
 
