@@ -54,6 +54,7 @@ FINAL_WAIT_S = 30.0  # a follower still connected this long after Slurm said the
 PIECE = 1 << 20  # bytes of a /work file read in one request
 MAX_PULLED_ENTRIES = 100_000  # files and folders brought back, at most
 MAX_PATH_BYTES = 4000
+MAX_PULLED_DEPTH = 100  # folders within folders: the walk is recursive, Python's stack is not endless
 LOG_SLACK = 1 << 20  # the head's log may pass the log cap by the node's final notices
 DESCRIBE_S = 30.0  # how old the partitions shown by describe() may be
 
@@ -401,7 +402,8 @@ class SlurmBackend(Backend):
         if pull.capped:
             notes.append(f"/work brought back from the node up to {self.config.max_return_mb} MiB")
         if pull.skipped:
-            notes.append(f"{pull.skipped} entries of /work not brought back (links, special files, unsafe names)")
+            why = "links, special files, unsafe names, folders too deep"
+            notes.append(f"{pull.skipped} entries of /work not brought back ({why})")
         return "; ".join(notes) or None
 
     async def _release(self, job: _Job) -> None:
@@ -610,6 +612,7 @@ class _Pull:
             or kind not in ("directory", "file")
             or self.entries > MAX_PULLED_ENTRIES
             or len(path.encode()) > MAX_PATH_BYTES
+            or path.count("/") >= MAX_PULLED_DEPTH
         ):
             self.skipped += 1
             return

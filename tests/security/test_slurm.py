@@ -1,0 +1,57 @@
+"""Attacks on the Slurm backend by the cluster's users (jupyter_worker/executor/slurm/,
+jupyter_worker/slurmstep.py, jupyter_worker/relaylink.py): a job's user controls what its node
+job leaves in /work, its Slurm job's Comment and so which listener the head takes for its relay;
+every other cluster user can reach a relay's port (it is in the Comment). Each test tries one attack
+and finds it defended; a real cluster where Slurm is in play (tests/slurm/cluster.py), loopback where
+the logic is the relay's own."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import tests.executor.conftest as executor_conftest
+from tests.conftest import is_root
+from tests.executor.conftest import Daemon, started_daemon
+from tests.slurm.cluster import SlurmCluster, missing_programs
+from tests.slurm.test_backend_smoke import LAUNCHER, call, ended
+
+
+@pytest.fixture(scope="module")
+def cluster(users) -> Iterator[SlurmCluster]:
+    """This module's own cluster (down before the suite's residue check), skipped where it cannot run."""
+    if not is_root() or missing_programs():
+        pytest.skip("the Slurm test cluster needs root, Slurm and munge (tests/slurm/conftest.py)")
+    with SlurmCluster() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def head(cluster) -> Iterator[Daemon]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(executor_conftest, "EXECUTOR", [sys.executable, "-c", LAUNCHER])
+        with started_daemon(cluster.head_config(poll_s=0.2, linger_s=60)) as daemon:
+            yield daemon
+
+
+@pytest.fixture(autouse=True)
+def slurm_jobs_cancelled(request):
+    yield
+    if "cluster" in request.fixturenames:
+        request.getfixturevalue("cluster").cancel_all(grace_s=5)
+
+
+@pytest.mark.slurm
+def test_a_work_folder_nested_past_pythons_recursion_limit_does_not_lose_the_job_or_keep_its_relay(cluster, head):
+    # 600 folders deep is a path of 1200 bytes: the node makes it, the head walked it recursively
+    script = 'p=$(printf "d/%.0s" $(seq 600)); mkdir -p "$p" && echo deep > "${p}f.txt" && echo z > z.txt && echo made'
+    job = call(head, "run", {"command": ["sh", "-c", script], "backend": "slurm"})
+    final = ended(head, job.id)
+    assert (final["status"], final["reason"], final["exit_code"]) == ("COMPLETED", "exit", 0), final
+    log = b"".join(c.data for c in call(head, "logs", job.id)[0])
+    assert b"made" in log and b"could not be brought back" not in log, log
+    assert {"d", "z.txt"} <= {e["name"] for e in call(head, "files", job.id)["entries"]}
+    fields = cluster.wait_state(final["placement"]["slurm_job_id"], "COMPLETED", "FAILED", "CANCELLED")
+    assert fields["JobState"] == "COMPLETED"  # the relay was released, not left to linger
