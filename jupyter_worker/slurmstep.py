@@ -201,20 +201,35 @@ class Relay:
         self.holder = holder
         self.record = record
         self.connections = 0
+        self.handshakes: dict[asyncio.StreamWriter, None] = {}  # connections not yet proven, oldest first
         self.ended = asyncio.Event()
         self.released = asyncio.Event()
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One TCP connection: the handshake, then what its verb asks."""
+        """One TCP connection: the handshake, then what its verb asks. Only connections that proved
+        they know the secret count against MAX_CONNECTIONS; of those still in their handshake the
+        oldest gives way to a new one, so idle connections of someone without the secret (the port
+        is in the Comment, which every cluster user reads) never lock the head out."""
         if self.connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        if len(self.handshakes) >= MAX_CONNECTIONS:
+            next(iter(self.handshakes)).close()  # its handshake reads the end and gives up
+        self.handshakes[writer] = None
+        try:
+            accepted = await relaylink.accept(reader, writer, self.step.secret)
+        except OSError:
+            accepted = None
+        finally:
+            self.handshakes.pop(writer, None)
+        if accepted is None:
             writer.close()
             return
         self.connections += 1
         try:
-            accepted = await relaylink.accept(reader, writer, self.step.secret)
-            if accepted is not None and accepted.verb == "pipe":
+            if accepted.verb == "pipe":
                 await self._pipe(reader, writer, accepted)
-            elif accepted is not None and accepted.verb == "release":
+            elif accepted.verb == "release":
                 await self._release(writer, accepted)
         except OSError:
             pass  # the head went away; nothing to tell anyone

@@ -297,7 +297,7 @@ def test_a_relay_the_head_never_releases_exits_0_after_lingering(daemon, relays)
         assert client.get(job_id).status == "COMPLETED"
 
 
-def test_the_relay_holds_at_most_16_connections_at_once(daemon, relays):
+def test_the_relay_holds_at_most_16_handshakes_at_once_the_oldest_giving_way(daemon, relays):
     relay = relays({"command": ["sleep", "300"]}, node_socket(daemon))
     port, _ = relay.published()
 
@@ -306,16 +306,13 @@ def test_the_relay_holds_at_most_16_connections_at_once(daemon, relays):
         for _ in range(MAX_CONNECTIONS):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             assert (await reader.readline()).startswith(b"JW-RELAY 1 ")
-            held.append(writer)
+            held.append((reader, writer))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        turned_away = await asyncio.wait_for(reader.read(), 3)  # closed at once, not even greeted
+        greeted = await asyncio.wait_for(reader.readline(), 3)  # a newcomer is greeted...
+        turned_away = await asyncio.wait_for(held[0][0].read(), 3)  # ...and the oldest closed
         writer.close()
-        for writer in held:
+        for _, writer in held:
             writer.close()
-        await asyncio.sleep(0.5)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        greeted = await asyncio.wait_for(reader.readline(), 3)
-        writer.close()
         return turned_away, greeted
 
     turned_away, greeted = asyncio.run(crowd())

@@ -7,12 +7,15 @@ the logic is the relay's own."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 import tests.executor.conftest as executor_conftest
+from jupyter_worker import relaylink, slurmstep
+from jupyter_worker.spec import JobRequest
 from tests.conftest import is_root
 from tests.executor.conftest import Daemon, started_daemon
 from tests.slurm.cluster import SlurmCluster, missing_programs
@@ -55,3 +58,28 @@ def test_a_work_folder_nested_past_pythons_recursion_limit_does_not_lose_the_job
     assert {"d", "z.txt"} <= {e["name"] for e in call(head, "files", job.id)["entries"]}
     fields = cluster.wait_state(final["placement"]["slurm_job_id"], "COMPLETED", "FAILED", "CANCELLED")
     assert fields["JobState"] == "COMPLETED"  # the relay was released, not left to linger
+
+
+def test_another_users_idle_connections_to_a_relays_port_do_not_lock_the_head_out():
+    # the port is in the Slurm job's Comment, which every cluster user reads: an attacker without
+    # the secret opens the relay's connection slots and sends nothing, again as each times out
+    secret = bytes(range(32))
+    step = slurmstep.StepRequest(JobRequest(command=["true"]), "/nonexistent.sock", secret, 0.0)
+    relay = slurmstep.Relay(step, None, None, "slurm-1", None)  # type: ignore[arg-type]
+
+    async def attack() -> str:
+        server = await asyncio.start_server(relay.connection, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4 * slurmstep.MAX_CONNECTIONS)]
+        await asyncio.sleep(0.2)
+        try:
+            await relaylink.open_relay("127.0.0.1", port, secret, "pipe", timeout=3)
+            return "piped"
+        except relaylink.RelayError as exc:
+            return str(exc)  # "cannot reach the node's ...": the relay took the head's connection
+        finally:
+            for _, writer in idle:
+                writer.close()
+            server.close()
+
+    assert "cannot reach the node's jupyter-worker executor" in asyncio.run(attack())
