@@ -260,6 +260,8 @@ class Relay:
 
     async def _release(self, writer: asyncio.StreamWriter, accepted: relaylink.Accepted) -> None:
         if not self.ended.is_set():
+            await self._check()  # the head releases once it saw the end: it is likely over here too
+        if not self.ended.is_set():
             # the head releases only after it saw the end; a race at worst
             writer.write(accepted.reply(self.step.secret, "wait"))
             await writer.drain()
@@ -280,17 +282,27 @@ class Relay:
                 except (WorkerError, OSError):
                     continue
 
+    async def _check(self) -> None:
+        """Ask the node executor whether the node job has ended (ended is set once it has)."""
+        try:
+            record = await self.client.get(self.record.id)
+        except (WorkerError, OSError):
+            return  # a restarting node executor: ask again later
+        if record.finished:
+            self.record = record
+            self.ended.set()
+
     async def run(self) -> int:
         """Until the node job has ended and the head released us (or linger_s has passed)."""
         keeper = asyncio.create_task(self._keep_hold())
         try:
-            while not self.record.finished:
-                await asyncio.sleep(POLL_S)
-                try:
-                    self.record = await self.client.get(self.record.id)
-                except (WorkerError, OSError):
-                    continue  # a restarting node executor: ask again
-            self.ended.set()
+            if self.record.finished:
+                self.ended.set()
+            while not self.ended.is_set():
+                try:  # a release asks at once: the head saw the end
+                    await asyncio.wait_for(self.ended.wait(), POLL_S)
+                except TimeoutError:
+                    await self._check()
             try:
                 await asyncio.wait_for(self.released.wait(), self.step.linger_s)
             except TimeoutError:

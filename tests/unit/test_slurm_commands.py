@@ -205,6 +205,73 @@ def test_squeue_entries_of_the_wrong_shape_are_skipped():
     assert list(states) == ["3"] and states["3"].state == ""
 
 
+# ---- squeue's text form (the poll)
+
+MARK = "JW" + "0" * 32 + ":"
+
+
+def _line(*fields: str) -> str:
+    """One job as squeue prints it with squeue_env's format (id, state, reason, nodes, batch host,
+    name, user id, Comment)."""
+    return "".join(MARK + field for field in fields) + "\n"
+
+
+def test_squeue_text_form_is_read_with_states_reasons_nodes_and_comments():
+    # as Slurm 22.05.8 printed them on the test cluster: a pending job has no nodes, batch host n/a
+    out = _line("4", "PENDING", "Resources", "", "n/a", "jw-0a1b2c3d", "1000", "(null)") + _line(
+        "5", "RUNNING", "None", "n2", "n2", "jw-4e5f6a7b", "1001", "jw1:port=40123,job=0f3c-77aa"
+    )
+    states = commands.parse_squeue_text(out, MARK)
+    assert states["4"].waiting and states["4"].reason == "Resources" and states["4"].node == ""
+    assert states["4"].comment == "" and (states["4"].name, states["4"].user_id) == ("jw-0a1b2c3d", 1000)
+    assert states["5"].running and states["5"].node == "n2"
+    assert commands.parse_comment(states["5"].comment) == commands.Comment(40123, "0f3c-77aa")
+    assert set(commands.parse_squeue_text(out, MARK, {"5", "99"})) == {"5"}
+
+
+def test_a_comment_with_newlines_and_separators_cannot_forge_another_job_or_field():
+    # the Comment and the name are the user's to set: lines, bars, what looks like a record of
+    # another job; only a field preceded by the poll's secret mark counts
+    forged = "x|y\n" + "7|RUNNING|None|n1|n1|jw-x|0|jw1:port=1,job=a\n" + "JW" + "1" * 32 + ":7"
+    out = _line("6", "RUNNING", "None", "n1", "n1", "a\nname|", "1000", forged) + _line(
+        "8", "COMPLETED", "None", "n3", "n3", "jw-8", "1000", "jw1:port=2,job=b"
+    )
+    states = commands.parse_squeue_text(out, MARK)
+    assert set(states) == {"6", "8"}
+    assert states["6"].comment == forged and commands.parse_comment(states["6"].comment) == commands.Comment()
+    assert states["6"].name == "a\nname|" and states["8"].final
+
+
+def test_squeue_text_that_is_not_the_polls_form_is_one_error_in_words():
+    for bad in ("squeue: error: Invalid job id specified\n", "1|RUNNING\n", MARK + "1" + MARK + "RUNNING\n"):
+        with pytest.raises(commands.SlurmError):
+            commands.parse_squeue_text(bad, MARK)
+    assert commands.parse_squeue_text("", MARK) == {} and commands.parse_squeue_text("\n", MARK) == {}
+
+
+def test_squeue_text_skips_ids_that_are_not_plain_job_ids_and_odd_user_ids():
+    out = _line("12_3", "RUNNING", "None", "n1", "n1", "a", "1000", "") + _line(
+        "13", "running", "None", "n1", "n1", "b", "-1", ""
+    )
+    states = commands.parse_squeue_text(out, MARK)
+    assert list(states) == ["13"] and states["13"].running and states["13"].user_id is None
+
+
+def test_the_polls_mark_is_fresh_each_time_and_goes_to_squeue_in_its_environment():
+    first, second = commands.squeue_mark(), commands.squeue_mark()
+    assert first != second and len(first) >= 32
+    env = commands.squeue_env({"PATH": "/usr/bin"}, first)
+    assert env["PATH"] == "/usr/bin" and env["SQUEUE_FORMAT"].count(first) == len(commands.SQUEUE_FIELDS)
+    assert env["SQUEUE_FORMAT"].endswith(first + "%k")  # the Comment last: it runs to the next mark
+
+
+def test_squeue_is_asked_for_the_jobs_by_id_and_one_job_as_a_list():
+    assert commands.squeue_args(["12", "3", "12"]) == ["--noheader", "--states=all", "--jobs=3,12"]
+    # squeue fails for one id Slurm has forgotten, not for a list: the poll must see the job gone
+    assert commands.squeue_args(["5"]) == ["--noheader", "--states=all", "--jobs=5,5"]
+    assert commands.squeue_args(None) == ["--noheader", "--states=all"]
+
+
 # ---- the relay's Comment
 
 

@@ -4,9 +4,10 @@ A job is submitted with `sbatch` run as the job's own uid, gid and groups (munge
 uid to slurmctld; root's jobs go as the user root's jobs run as). Its batch step is the relay
 (jupyter_worker/slurmstep.py): it hands the job to the jupyter-worker executor on the node, so the
 job runs in the same sandbox with the same limits as a local one, and publishes a TCP port in the
-Slurm job's Comment. One poll task reads `squeue --json` for all the backend's jobs: a pending job
-is reported waiting with Slurm's reason in words, a running one running on its node; once the
-Comment names the port, a follower connects through the relay (relaylink.open_relay: an HMAC
+Slurm job's Comment. One poll task reads squeue (its light text form, by job id) for all the
+backend's jobs, every start_poll_s while one is starting, else every poll_s: a pending job is
+reported waiting with Slurm's reason in words, a running one running on its node; once the Comment
+names the port, a follower connects through the relay (relaylink.open_relay: an HMAC
 challenge on the job's secret) and speaks the executor protocol to the node executor: `follow`
 with raw records, each written verbatim into the head job's log (so offsets are the node's), the
 node's metrics forwarded; at the node job's end /work is pulled back into the head's folder, the
@@ -47,7 +48,8 @@ from .config import SlurmBackendConfig
 log = logging.getLogger(__name__)
 
 SLURM_FILE = "slurm.json"
-MISSING_POLLS = 3  # polls a job may be absent from squeue before it counts as gone
+MISSING_POLLS = 3  # polls (each poll_s apart at least) a job may be absent from squeue before it counts as gone
+START_WINDOW_S = 5.0  # a job is looked at every start_poll_s this long after its submission or its start
 FOLLOW_RETRY_S = 2.0  # after the relay could not be followed, while Slurm says it runs
 RELEASE_TRIES = 20
 FINAL_WAIT_S = 30.0  # a follower still connected this long after Slurm said the job ended is given up
@@ -77,6 +79,7 @@ class SlurmBackend(Backend):
             "problem": None,
         }
         self._described_at = -DESCRIBE_S
+        self._woken = asyncio.Event()
 
     def describe(self) -> dict[str, Any]:
         """What capabilities and the doctor show: the partitions Slurm lists and the default one,
@@ -183,6 +186,8 @@ class SlurmBackend(Backend):
             job.end(Outcome(Reason.START_ERROR, error=str(exc)))
             return
         job.set(slurm_job_id=slurm_id)
+        job.since = time.monotonic()
+        self._wake()
         job.events.waiting(job.id, "Slurm: submitted", {"slurm_job_id": slurm_id})
         if job.stop_asked:
             await self._scancel(job)
@@ -203,20 +208,32 @@ class SlurmBackend(Backend):
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
+    def _wake(self) -> None:
+        """Look at squeue now (a job was just submitted)."""
+        self._woken.set()
+
+    def _interval(self) -> float:
+        """poll_s, or start_poll_s while a job is starting: submitted or started within
+        START_WINDOW_S and not yet followed (its start, then its relay's port, is seen at once)."""
+        now = time.monotonic()
+        starting = any(
+            not j.ended and j.follower is None and not j.followed and now - j.since < START_WINDOW_S
+            for j in self.jobs.values()
+        )
+        return min(self.config.start_poll_s, self.config.poll_s) if starting else self.config.poll_s
+
     async def _poll_forever(self) -> None:
+        last = time.monotonic()
         while self.jobs:
-            await asyncio.sleep(self.config.poll_s)
+            # an interval from the last look's start: squeue's own time is part of it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), max(0.01, last + self._interval() - time.monotonic()))
+            self._woken.clear()
+            last = time.monotonic()
             watched = [j for j in self.jobs.values() if not j.ended and (j.slurm_id or j.searching)]
             if not watched:
                 continue
-            try:
-                rc, out, err = await self._as_root("squeue", "--json")
-                states = commands.parse_squeue(out) if rc == 0 else None
-                if states is None:
-                    log.info("squeue failed (%s); trying again", commands.first_error(err, out))
-            except SlurmError as exc:  # slurmctld restarting: nothing changes, the next poll tries again
-                log.info("squeue: %s; trying again", exc)
-                states = None
+            states = await self._squeue(watched)
             if states is None:
                 continue
             for job in watched:
@@ -227,12 +244,36 @@ class SlurmBackend(Backend):
                         log.exception("Slurm job of %s", job.id)
         self._poller = None
 
+    async def _squeue(self, watched: list[_Job]) -> dict[str, SlurmState] | None:
+        """The watched jobs as squeue shows them (its light text form, by id: every job when one
+        is searched for by name); None when squeue fails (slurmctld restarting: nothing changes,
+        the next poll tries again)."""
+        ids = None if any(j.searching for j in watched) else [j.slurm_id for j in watched if j.slurm_id]
+        mark = commands.squeue_mark()
+        command = [self.config.command("squeue"), *commands.squeue_args(ids)]
+        try:
+            rc, out, err = await commands.run_as(command, None, None, [], commands.squeue_env(self.config.env(), mark))
+            if rc == 0:
+                return commands.parse_squeue_text(out, mark)
+            log.info("squeue failed (%s); trying again", commands.first_error(err, out))
+        except SlurmError as exc:
+            log.info("squeue: %s; trying again", exc)
+        return None
+
+    def _absent(self, job: _Job) -> bool:
+        """Count a poll without the job; whether it has been absent long enough to be gone
+        (MISSING_POLLS polls and as many poll_s: fast polls do not shorten the wait)."""
+        now = time.monotonic()
+        if job.missing == 0:
+            job.missing_since = now
+        job.missing += 1
+        return job.missing >= MISSING_POLLS and now - job.missing_since >= MISSING_POLLS * self.config.poll_s
+
     def _update(self, job: _Job, states: dict[str, SlurmState]) -> None:
         if job.searching:
             found = self._found_by_name(job, states)
             if found is None:
-                job.missing += 1
-                if job.missing >= MISSING_POLLS:
+                if self._absent(job):
                     job.lose("the executor restarted while submitting to Slurm, and Slurm has no such job")
                 return
             job.set(slurm_job_id=found)
@@ -241,8 +282,7 @@ class SlurmBackend(Backend):
         if st is None:
             if job.follower is not None:  # the relay's word is awaited (Slurm may forget a job first)
                 return
-            job.missing += 1
-            if job.missing >= MISSING_POLLS:
+            if self._absent(job):
                 job.lose(f"Slurm no longer knows its job {job.slurm_id}, which never said how it ended")
             return
         job.missing = 0
@@ -259,6 +299,7 @@ class SlurmBackend(Backend):
         node = st.node
         if not job.reported_running and commands.valid_node_name(node):
             job.reported_running = True
+            job.since = time.monotonic()  # its relay's port is looked for every start_poll_s
             job.set(node=node)
             job.events.running(job.id, node, {"slurm_job_id": st.job_id})
         if st.running:
@@ -266,6 +307,7 @@ class SlurmBackend(Backend):
             if comment.port and comment.node_job and job.follower is None and time.monotonic() >= job.next_follow:
                 if job.state.get("port") != comment.port or job.state.get("node_job") != comment.node_job:
                     job.set(port=comment.port, node_job=comment.node_job, node=job.state.get("node") or node)
+                job.followed = True
                 job.follower = job.spawn(self._follow(job))
             return
         if not st.final:
@@ -276,6 +318,18 @@ class SlurmBackend(Backend):
             if time.monotonic() - job.final_seen < FINAL_WAIT_S:
                 return
             job.follower.cancel()
+        if not job.ending:
+            job.ending = True
+            job.spawn(self._end_by_slurm(job, st))
+
+    async def _end_by_slurm(self, job: _Job, st: SlurmState) -> None:
+        """End a job Slurm ended without the node's outcome, in Slurm's words: its exit status
+        from squeue --json (the poll's text form has none), else what the poll saw."""
+        try:
+            rc, out, _ = await self._as_root("squeue", "--json")
+            st = commands.parse_squeue(out, {st.job_id}).get(st.job_id, st) if rc == 0 else st
+        except SlurmError:
+            pass
         job.end(commands.final_outcome(st))
 
     @staticmethod
@@ -470,6 +524,10 @@ class _Job:
     reported_running: bool = False
     last_why: str | None = None
     missing: int = 0
+    missing_since: float = 0.0
+    since: float = field(default_factory=time.monotonic)  # submitted or started: looked at often until followed
+    followed: bool = False  # a follower was started once (its start is no longer awaited)
+    ending: bool = False  # Slurm said it ended without the node's outcome: being ended
     follower: asyncio.Task | None = None
     next_follow: float = 0.0
     warned_offsets: bool = False

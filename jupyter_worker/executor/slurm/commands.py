@@ -166,7 +166,78 @@ def words(text: str, limit: int = MAX_WORDS) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-# ---- squeue --json
+# ---- squeue's text form (the poll)
+
+# What the poll asks of squeue, one field a directive: job id, state, reason, nodes, batch host,
+# name, user id, Comment. The name and the Comment are the user's to set (any bytes, newlines too),
+# so no separator of ours can be trusted unless the user cannot know it: every field is preceded by
+# a fresh random mark, given to squeue in its environment (SQUEUE_FORMAT: a root process's
+# environment is root's to read, its argv everyone's). The Comment comes last: its record runs to
+# the next mark.
+SQUEUE_FIELDS = ("%i", "%T", "%r", "%N", "%B", "%j", "%U", "%k")
+_UNSET = ("(null)", "n/a")  # what squeue prints for a field without a value
+
+
+def squeue_mark() -> str:
+    """A fresh mark for one poll (squeue_env, parse_squeue_text)."""
+    return f"JW{secrets.token_hex(16)}:"
+
+
+def squeue_env(env: dict[str, str], mark: str) -> dict[str, str]:
+    """env with SQUEUE_FORMAT for the poll's text form: every field preceded by mark."""
+    return {**env, "SQUEUE_FORMAT": "".join(mark + field for field in SQUEUE_FIELDS)}
+
+
+def squeue_args(job_ids: list[str] | None) -> list[str]:
+    """squeue's options for the poll: the jobs given (every job when None), in any state, no header.
+    One id alone is given twice: squeue fails for a single job the controller has forgotten
+    ("Invalid job id specified") but not for a list, and the poll should see it gone."""
+    args = ["--noheader", "--states=all"]
+    if job_ids is not None:
+        ids = sorted(set(job_ids), key=lambda job_id: (len(job_id), job_id))
+        args.append("--jobs=" + ",".join(ids if len(ids) > 1 else ids * 2))
+    return args
+
+
+def parse_squeue_text(out: str, mark: str, wanted: set[str] | frozenset[str] | None = None) -> dict[str, SlurmState]:
+    """The poll's squeue output (squeue_env's format with mark) by Slurm job id, only those wanted
+    when given. Nothing but the mark separates fields, so no name or Comment can forge a field or
+    a job; an answer not in that form is a SlurmError (the poll tries again)."""
+    if not out.strip():
+        return {}
+    if not out.startswith(mark):
+        raise SlurmError(f"squeue answered in an unknown form: {words(out.splitlines()[0], 100)}")
+    parts = out.split(mark)[1:]
+    count = len(SQUEUE_FIELDS)
+    if len(parts) % count:
+        raise SlurmError("squeue answered a record with fields missing")
+    states: dict[str, SlurmState] = {}
+    for at in range(0, len(parts), count):
+        job_id, state, reason, nodes, batch_host, name, user_id, comment = parts[at : at + count]
+        comment = comment[:-1] if comment.endswith("\n") else comment  # the record's own line end
+        if not (job_id.isascii() and job_id.isdigit() and len(job_id) <= 20):
+            continue  # an array's or a heterogeneous job's element: never one of ours
+        if wanted is not None and job_id not in wanted:
+            continue
+        states[job_id] = SlurmState(
+            job_id=job_id,
+            state=state.strip().upper(),
+            reason=_field(reason),
+            nodes=_field(nodes),
+            comment=_field(comment),
+            name=name,
+            user_id=int(user_id) if user_id.isascii() and user_id.isdigit() and len(user_id) <= 10 else None,
+            batch_host=_field(batch_host),
+        )
+    return states
+
+
+def _field(value: str) -> str:
+    value = value.strip()
+    return "" if value in _UNSET else value
+
+
+# ---- squeue --json (a job's exit status, for an ending without the node's outcome)
 
 
 @dataclass(frozen=True)

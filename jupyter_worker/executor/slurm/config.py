@@ -30,6 +30,12 @@ class SlurmBackendConfig(Configurable):
         sys.executable, help="the Python on the nodes that has jupyter_worker (runs the job's relay step)"
     ).tag(config=True)
     poll_s = Float(1.0, help="seconds between two looks at squeue for the backend's jobs").tag(config=True)
+    start_poll_s = Float(
+        0.05,
+        help="seconds between two looks at squeue while a job is starting (submitted, not yet followed on "
+        "its node: its start is seen this soon); a job still pending after a few seconds is looked at "
+        "every poll_s",
+    ).tag(config=True)
     linger_s = Int(
         600, help="seconds a job's relay waits for this executor once the node job ended (to hand back logs and /work)"
     ).tag(config=True)
