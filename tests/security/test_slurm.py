@@ -8,6 +8,7 @@ the logic is the relay's own."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -17,7 +18,7 @@ import tests.executor.conftest as executor_conftest
 from jupyter_worker import relaylink, slurmstep
 from jupyter_worker.spec import JobRequest
 from tests.conftest import is_root
-from tests.executor.conftest import Daemon, started_daemon
+from tests.executor.conftest import Daemon, started_daemon, wait_for
 from tests.slurm.cluster import SlurmCluster, missing_programs
 from tests.slurm.test_backend_smoke import LAUNCHER, call, ended
 
@@ -83,3 +84,21 @@ def test_another_users_idle_connections_to_a_relays_port_do_not_lock_the_head_ou
             server.close()
 
     assert "cannot reach the node's jupyter-worker executor" in asyncio.run(attack())
+
+
+@pytest.mark.slurm
+def test_a_node_executor_that_never_answers_does_not_make_a_stop_hang_forever(cluster, head):
+    # the relay is alive and takes the head's connection, but what is behind it never answers (a
+    # hung node executor; a listener of the job's user's own, which knows the secret): a Stop that
+    # waits on it for ever is a Stop that nobody can make happen, an administrator's included
+    job = call(head, "run", {"command": ["sh", "-c", "echo up; sleep 300"], "backend": "slurm"})
+    wait_for(lambda: b"up" in b"".join(c.data for c in call(head, "logs", job.id)[0]), 30, "the job's output")
+    record = call(head, "get", job.id).to_dict()
+    executor = cluster.nodes[record["node"]].executor
+    executor.send_signal(signal.SIGSTOP)
+    try:
+        call(head, "stop", job.id, grace_s=0)
+        final = ended(head, job.id, timeout=90)
+    finally:
+        executor.send_signal(signal.SIGCONT)
+    assert (final["status"], final["reason"]) == ("STOPPED", "stopped"), final

@@ -59,6 +59,7 @@ MAX_PATH_BYTES = 4000
 MAX_PULLED_DEPTH = 100  # folders within folders: the walk is recursive, Python's stack is not endless
 LOG_SLACK = 1 << 20  # the head's log may pass the log cap by the node's final notices
 DESCRIBE_S = 30.0  # how old the partitions shown by describe() may be
+STOP_THROUGH_RELAY_S = 15.0  # a stop the relay's side does not answer in time goes to scancel
 
 
 class SlurmBackend(Backend):
@@ -484,15 +485,21 @@ class SlurmBackend(Backend):
             return  # still submitting: cancelled once sbatch said its id
         if job.state.get("port") and job.state.get("node_job") and job.follower is not None:
             try:
-                connection = await self._connect(job)
-                try:
-                    await connection.call("stop", job_id=job.state["node_job"], grace_s=grace_s)
-                finally:
-                    connection.close()
+                # bounded: a hung node executor, or a listener of the user's own, never answers
+                await asyncio.wait_for(self._stop_through_relay(job, grace_s), STOP_THROUGH_RELAY_S)
                 return
+            except TimeoutError:
+                log.info("job %s: stop through the relay not answered in %g s: scancel", job.id, STOP_THROUGH_RELAY_S)
             except (OSError, WorkerError, SlurmError) as exc:
                 log.info("job %s: stop through the relay failed (%s): scancel", job.id, exc)
         await self._scancel(job)
+
+    async def _stop_through_relay(self, job: _Job, grace_s: float | None) -> None:
+        connection = await self._connect(job)
+        try:
+            await connection.call("stop", job_id=job.state["node_job"], grace_s=grace_s)
+        finally:
+            connection.close()
 
     async def _scancel(self, job: _Job) -> None:
         try:
