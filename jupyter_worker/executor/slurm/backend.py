@@ -213,25 +213,36 @@ class SlurmBackend(Backend):
         """Look at squeue now (a job was just submitted)."""
         self._woken.set()
 
-    def _interval(self) -> float:
-        """poll_s, or start_poll_s while a job is starting: submitted or started within
-        START_WINDOW_S and not yet followed (its start, then its relay's port, is seen at once)."""
-        now = time.monotonic()
-        starting = any(
-            not j.ended and j.follower is None and not j.followed and now - j.since < START_WINDOW_S
-            for j in self.jobs.values()
+    @staticmethod
+    def _starting(job: _Job, now: float) -> bool:
+        """Submitted or started within START_WINDOW_S and not yet followed: its start, then its
+        relay's port, is looked for every start_poll_s."""
+        return (
+            not job.ended
+            and bool(job.slurm_id)
+            and job.follower is None
+            and not job.followed
+            and now - job.since < START_WINDOW_S
         )
-        return min(self.config.start_poll_s, self.config.poll_s) if starting else self.config.poll_s
 
     async def _poll_forever(self) -> None:
-        last = time.monotonic()
+        last = last_all = time.monotonic()
         while self.jobs:
-            # an interval from the last look's start: squeue's own time is part of it
+            # every start_poll_s while a job is starting (only those are asked: one job is
+            # squeue's light single-job request), all the jobs every poll_s; intervals run from
+            # the last look's start, so squeue's own time is part of them
+            fast = min(self.config.start_poll_s, self.config.poll_s)
+            starting = any(self._starting(j, time.monotonic()) for j in self.jobs.values())
+            due = min(last + fast, last_all + self.config.poll_s) if starting else last_all + self.config.poll_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), max(0.01, last + self._interval() - time.monotonic()))
+                await asyncio.wait_for(self._woken.wait(), max(0.005, due - time.monotonic()))
             self._woken.clear()
-            last = time.monotonic()
+            now = last = time.monotonic()
             watched = [j for j in self.jobs.values() if not j.ended and (j.slurm_id or j.searching)]
+            if now - last_all >= self.config.poll_s * 0.999:
+                last_all = now
+            else:
+                watched = [j for j in watched if self._starting(j, now)]
             if not watched:
                 continue
             states = await self._squeue(watched)
@@ -256,6 +267,8 @@ class SlurmBackend(Backend):
             rc, out, err = await commands.run_as(command, None, None, [], commands.squeue_env(self.config.env(), mark))
             if rc == 0:
                 return commands.parse_squeue_text(out, mark)
+            if ids and len(set(ids)) == 1 and commands.forgotten(err):
+                return {}  # the one job asked is no longer known to Slurm
             log.info("squeue failed (%s); trying again", commands.first_error(err, out))
         except SlurmError as exc:
             log.info("squeue: %s; trying again", exc)

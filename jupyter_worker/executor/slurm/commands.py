@@ -190,13 +190,17 @@ def squeue_env(env: dict[str, str], mark: str) -> dict[str, str]:
 
 def squeue_args(job_ids: list[str] | None) -> list[str]:
     """squeue's options for the poll: the jobs given (every job when None), in any state, no header.
-    One id alone is given twice: squeue fails for a single job the controller has forgotten
-    ("Invalid job id specified") but not for a list, and the poll should see it gone."""
+    (One job is squeue's light single-job request to slurmctld; a list fetches every job and
+    filters. A single job the controller has forgotten fails: see forgotten.)"""
     args = ["--noheader", "--states=all"]
     if job_ids is not None:
-        ids = sorted(set(job_ids), key=lambda job_id: (len(job_id), job_id))
-        args.append("--jobs=" + ",".join(ids if len(ids) > 1 else ids * 2))
+        args.append("--jobs=" + ",".join(sorted(set(job_ids), key=lambda job_id: (len(job_id), job_id))))
     return args
+
+
+def forgotten(err: str) -> bool:
+    """Whether squeue's failure for a single job says the controller does not know it."""
+    return "Invalid job id specified" in err
 
 
 def parse_squeue_text(out: str, mark: str, wanted: set[str] | frozenset[str] | None = None) -> dict[str, SlurmState]:
