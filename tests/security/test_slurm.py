@@ -8,14 +8,24 @@ the logic is the relay's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import tests.executor.conftest as executor_conftest
-from jupyter_worker import relaylink, slurmstep
+from jupyter_worker import protocol, relaylink, slurmstep
+from jupyter_worker.executor.folders import JobFolder
+from jupyter_worker.executor.slurm import backend as backend_module
+from jupyter_worker.executor.slurm.backend import SlurmBackend, _Job
+from jupyter_worker.executor.slurm.config import SlurmBackendConfig
+from jupyter_worker.executor.supervision import Launch
+from jupyter_worker.sandbox import LaunchSpec
 from jupyter_worker.spec import JobRequest
 from tests.conftest import is_root
 from tests.executor.conftest import Daemon, started_daemon, wait_for
@@ -102,3 +112,71 @@ def test_a_node_executor_that_never_answers_does_not_make_a_stop_hang_forever(cl
     finally:
         executor.send_signal(signal.SIGCONT)
     assert (final["status"], final["reason"]) == ("STOPPED", "stopped"), final
+
+
+class _Events:
+    """What the head's backend reports, kept."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, Any]] = []
+
+    def metrics(self, job_id, usage):
+        self.seen.append(("metrics", usage))
+
+    def exited(self, job_id, outcome):
+        self.seen.append(("exited", outcome))
+
+    def lost(self, job_id, why):
+        self.seen.append(("lost", why))
+
+    def waiting(self, job_id, why, details):
+        self.seen.append(("waiting", why))
+
+    def running(self, job_id, node, details):
+        self.seen.append(("running", node))
+
+
+FORGED = "\n2026-01-01 INFO root: policy changed by admin\x1b[2J" + "A" * (1 << 20)
+
+
+async def _users_own_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes) -> None:
+    """A listener of the job's user's own (they read the secret from their batch script and name
+    it in the Comment): it passes the handshake, then refuses every request with a forged text."""
+    accepted = await relaylink.accept(reader, writer, secret)
+    assert accepted is not None
+    writer.write(accepted.reply(secret, "ok"))
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            request = protocol.decode(await reader.readexactly(protocol.frame_length(await reader.readexactly(4))))
+            refusal = {"ok": False, "id": request.get("id"), "error": {"reason": "bad_request", "message": FORGED}}
+            if request.get("op") == "hello":
+                refusal = {"ok": True, "id": request["id"], "version": protocol.VERSION}
+            writer.write(protocol.encode(refusal))
+            await writer.drain()
+    writer.close()
+
+
+def test_a_users_own_relay_cannot_write_lines_of_its_making_into_the_heads_log(tmp_path, caplog):
+    secret_hex = relaylink.new_secret()
+    secret = relaylink.secret_key(secret_hex)
+    folder = JobFolder(str(tmp_path / "job"))
+    launch = Launch("job-1", LaunchSpec(argv=["true"], uid=65534, gid=65534), folder, {})
+    backend = SlurmBackend(SlurmBackendConfig(), log_cap=1 << 20)
+
+    async def follow() -> None:
+        server = await asyncio.start_server(lambda r, w: _users_own_relay(r, w, secret), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        os.makedirs(folder.work)
+        state = {"secret": secret_hex, "slurm_job_id": "7", "node": "n1", "port": port, "node_job": "x"}
+        job = _Job(backend, launch, _Events(), {**state, "released": False})
+        backend._addresses["n1"] = "127.0.0.1"
+        await backend._follow(job)  # refused: the head gives up for now, and says why in its log
+        await backend._stop(job, 0)  # a stop refused too, and then scancel (not there: logged)
+        server.close()
+
+    with caplog.at_level(logging.INFO, logger=backend_module.__name__):
+        asyncio.run(follow())
+    said = [record.getMessage() for record in caplog.records]
+    assert any("cannot follow its relay" in line for line in said), said
+    for line in said:
+        assert "\n" not in line and "\x1b" not in line and len(line) < 2000, line[:200]

@@ -406,7 +406,7 @@ class SlurmBackend(Backend):
                 while True:
                     message = await connection.read()
                     if message.get("ok") is False:
-                        raise WorkerError.from_dict(message.get("error"))
+                        raise _peer_error(message.get("error"))
                     event = message.get("event")
                     if event == "log":
                         offset = self._write_record(job, fd, message, offset)
@@ -426,7 +426,8 @@ class SlurmBackend(Backend):
             return offset
         if at != offset and not job.warned_offsets:
             job.warned_offsets = True
-            log.warning("job %s: the node's log offset %r is not the head's %d", job.id, at, offset)
+            shown = commands.words(repr(at), 100)
+            log.warning("job %s: the node's log offset %s is not the head's %d", job.id, shown, offset)
         try:
             data = base64.b64decode(message.get("data") or "", validate=True)
         except (binascii.Error, TypeError):
@@ -638,7 +639,7 @@ class _Connection:
         await self.writer.drain()
         reply = await self.read()
         if not reply.get("ok"):
-            raise WorkerError.from_dict(reply.get("error"))
+            raise _peer_error(reply.get("error"))
         return reply
 
     async def read(self) -> dict[str, Any]:
@@ -756,6 +757,13 @@ def node_job_request(spec: LaunchSpec, name: str) -> dict[str, Any]:
         "python_prefixes": list(spec.python_prefixes),
         "display": spec.display,
     }
+
+
+def _peer_error(data: Any) -> WorkerError:
+    """An error the relay's side sent, its words escaped and cut: a relay is its user's to make, and
+    the words reach the head's own log and the job's."""
+    error = WorkerError.from_dict(data)
+    return WorkerError(error.reason, commands.words(error.message))
 
 
 def _save(folder: str, state: dict[str, Any]) -> None:
