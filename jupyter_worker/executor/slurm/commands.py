@@ -27,11 +27,11 @@ JOB_NAME_PREFIX = "jw-"
 COMMENT_PREFIX = "jw1:"
 MAX_WORDS = 300  # a Slurm reason or a relay's error, as shown
 COMMAND_TIMEOUT_S = 30.0
-MAX_OUTPUT = 64 << 20
+MAX_OUTPUT = 64 << 20  # the stream buffer's limit for a command's output (squeue --json of a big cluster)
 # --mem covers the Slurm job's own processes: the relay (a small Python), beside the job's memory
 # (which the node executor's cgroup enforces); a cluster confining jobs by cgroups would otherwise
 # kill the relay of a job with a small limit.
-RELAY_MEMORY_MB = 64  # bytes of a command's output read at most (squeue --json of a big cluster)
+RELAY_MEMORY_MB = 64
 
 # Slurm job states (squeue's job_state) by what they mean for the head.
 WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"})
