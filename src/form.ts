@@ -73,13 +73,13 @@ export class NewJobForm extends Widget {
     this.qos = h('input', { class: 'jw-qos', name: 'qos', placeholder: 'the default', autocomplete: 'off', title: "Slurm's --qos (empty: the default)" });
     // Wrappers carry `hidden`: the fields' own display style would show them regardless.
     this.placementBox = h('div', { class: 'jw-placement', hidden: true },
-      h('div', { class: 'jw-limits' },
+      h('div', { class: 'jw-fields' },
         this.partitionField,
         this.partitionTypedField,
         labelled(PLACEMENT_LABELS.account, this.account),
         labelled(PLACEMENT_LABELS.qos, this.qos)));
     this.where = h('div', { class: 'jw-where', hidden: true }, labelled('Where', this.backend, 'the cluster: the same sandbox on a node'), this.placementBox);
-    this.limits = h('div', { class: 'jw-limits' });
+    this.limits = h('div', { class: 'jw-fields jw-limits' });
     this.error = h('div', { class: 'jw-form-error', role: 'alert' });
     this.node.append(
       labelled('Command', this.command),
