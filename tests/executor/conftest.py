@@ -158,9 +158,10 @@ class Daemon:
         return Client(self.socket)
 
 
-def stop_everything(daemon: Daemon) -> None:
-    """Stop every unfinished job and wait until all have ended, so nothing outlives the test."""
-    with daemon.client() as client:
+def stop_everything(client: Client) -> None:
+    """Stop every unfinished job the client sees and wait until all have ended, so nothing
+    outlives the test (a test daemon's, a Slurm test node's executor)."""
+    with client:
         jobs, _ = client.list(status=["QUEUED", "RUNNING"], limit=1000)
         for job in jobs:
             client.stop(job.id, grace_s=0)
@@ -188,7 +189,7 @@ def started_daemon(flags: list[str], state_dir: str = ""):
         try:
             if running.process is None:
                 running.start()
-            stop_everything(running)
+            stop_everything(running.client())
         finally:
             running.stop()
             shutil.rmtree(folder)

@@ -12,13 +12,11 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import tests.executor.conftest as executor_conftest
 from jupyter_worker import protocol, relaylink, slurmstep
 from jupyter_worker.executor.folders import JobFolder
 from jupyter_worker.executor.slurm import backend as backend_module
@@ -30,7 +28,7 @@ from jupyter_worker.spec import JobRequest
 from tests.conftest import is_root
 from tests.executor.conftest import Daemon, started_daemon, wait_for
 from tests.slurm.cluster import SlurmCluster, missing_programs
-from tests.slurm.test_backend_smoke import LAUNCHER, call, ended
+from tests.slurm.test_backend_smoke import call, ended
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +42,8 @@ def cluster(users) -> Iterator[SlurmCluster]:
 
 @pytest.fixture(scope="module")
 def head(cluster) -> Iterator[Daemon]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(executor_conftest, "EXECUTOR", [sys.executable, "-c", LAUNCHER])
-        with started_daemon(cluster.head_config(poll_s=0.2, linger_s=60)) as daemon:
-            yield daemon
+    with started_daemon(cluster.head_config(poll_s=0.2, linger_s=60)) as daemon:
+        yield daemon
 
 
 @pytest.fixture(autouse=True)

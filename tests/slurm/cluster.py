@@ -33,6 +33,7 @@ from typing import Any
 from jupyter_worker.client import Client, ExecutorUnavailable
 from jupyter_worker.executor.policy import group_exists
 from tests.conftest import ADMINS, VIEWERS, free_port
+from tests.executor.conftest import stop_everything
 
 NODES = ("n1", "n2", "n3")
 # documentation range (RFC 5737), never a private one; each cluster takes a free /28 of it
@@ -234,7 +235,7 @@ class SlurmCluster:
         if node.executor is None:
             return
         with contextlib.suppress(ExecutorUnavailable, OSError):
-            _stop_jobs(node)
+            stop_everything(node.client(timeout=10))
         _terminate(node.executor)
         node.executor = None
         with contextlib.suppress(FileNotFoundError):
@@ -615,16 +616,6 @@ def _terminate(process: subprocess.Popen | None, timeout: float = 20) -> None:
         process.kill()
         process.wait()
         raise ClusterError(f"{process.args[0]} (pid {process.pid}) ignored SIGTERM and was killed") from None
-
-
-def _stop_jobs(node: Node) -> None:
-    with node.client(timeout=10) as client:
-        jobs, _ = client.list(status=["QUEUED", "RUNNING"], limit=1000)
-        for job in jobs:
-            client.stop(job.id, grace_s=0)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and client.list(status=["QUEUED", "RUNNING"], limit=1000)[0]:
-            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -4,13 +4,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import tests.executor.conftest as executor_conftest
 from jupyter_worker.client import Client
 from tests.executor.conftest import Daemon, as_user, started_daemon, wait_for
 
@@ -19,36 +17,11 @@ pytestmark = pytest.mark.slurm
 ENDED = ("COMPLETED", "FAILED", "STOPPED")
 USER = "jwtest-alice"
 
-# The head as `jupyter-worker executor`, with the Slurm backend added where the app does not yet
-# build it from its config (so this test runs whichever lands first).
-LAUNCHER = """
-import sys
-import jupyter_worker.executor.app as app
-from jupyter_worker.executor.slurm import SlurmBackend, SlurmBackendConfig
-if "SlurmBackend" not in open(app.__file__).read():
-    made = app.Executor
-    def wired(policy, store, backends, *args, **kwargs):
-        config = SlurmBackendConfig(parent=app.ExecutorApp.instance())
-        slurm = SlurmBackend(config, policy.log_max_bytes)
-        return made(policy, store, {**backends, slurm.name: slurm}, *args, **kwargs)
-    app.Executor = wired
-    app.ExecutorApp.instance = classmethod(lambda cls, *a, **k: _app[0])
-    _app = []
-    _init = app.ExecutorApp.__init__
-    def remembered(self, *a, **k):
-        _init(self, *a, **k)
-        _app.append(self)
-    app.ExecutorApp.__init__ = remembered
-app.main(sys.argv[1:])
-"""
-
 
 @pytest.fixture(scope="module")
 def head(slurm_cluster) -> Iterator[Daemon]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(executor_conftest, "EXECUTOR", [sys.executable, "-c", LAUNCHER])
-        with started_daemon(slurm_cluster.head_config(poll_s=0.2, linger_s=60)) as daemon:
-            yield daemon
+    with started_daemon(slurm_cluster.head_config(poll_s=0.2, linger_s=60)) as daemon:
+        yield daemon
 
 
 def call(daemon: Daemon, method: str, *args: Any, **kwargs: Any) -> Any:
