@@ -170,7 +170,7 @@ class Executor:
         if local:
             self.schedule()
         else:
-            self._hand_over(record)
+            self._hand_over(record, launch)
         return self._with_usage(self.store.get(job_id) or record)
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
@@ -455,10 +455,9 @@ class Executor:
         placement = {k: v for k, v in (record.placement or {}).items() if k in PLACEMENT_KEYS}
         return Launch(record.id, spec, self.folder(record.id), placement, record.owner)
 
-    def _hand_over(self, record: JobRecord) -> None:
+    def _hand_over(self, record: JobRecord, spec: LaunchSpec) -> None:
         """A cluster backend's job goes to it at once; it stays QUEUED until the cluster runs it."""
         self._remote_waits[record.id] = {"position": None, "reason": f"being handed to {record.backend}"}
-        spec = LaunchSpec.from_dict(self.store.launch_of(record.id))
         try:
             self.supervision.start(record.backend, self._launch(record, spec))
         except (WorkerError, StartError) as exc:
