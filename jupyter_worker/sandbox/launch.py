@@ -259,6 +259,8 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
             raise RuntimeError(f"the job came with {len(stdio)} fds for its output, display {spec.display}")
         env = job_env(spec)
         _wait_for(lines.ready_fd)
+        # Forked while its standby was prepared at idle priority: the job runs at the normal one.
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         if spec.network is NetworkMode.HOST:
             libc.setns(lines.host_network_fd, libc.CLONE_NEWNET)
         os.close(lines.host_network_fd)

@@ -172,6 +172,14 @@ def test_a_cpuset_pins_the_job(sh):
     assert result.stdout.decode().split() == ["Cpus_allowed_list:", "0"]
 
 
+def test_a_job_runs_at_normal_priority_not_at_its_standbys_idle_one(run):
+    # The first job may take a standby still being prepared; the later ones take standbys made ahead.
+    script = "import os; print(os.sched_getscheduler(0) == os.SCHED_OTHER, os.getpriority(os.PRIO_PROCESS, 0))"
+    for _ in range(4):
+        result = run(["python3", "-c", script])
+        assert result.stdout.decode().split() == ["True", "0"], result.stderr
+
+
 def test_usage_is_reported(run):
     result = run(["python3", "-c", "x = bytearray(40 << 20); print(len(x))"], limits=Limits(memory_mb=256))
     usage = result.outcome.usage
