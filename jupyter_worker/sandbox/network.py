@@ -15,10 +15,8 @@ import functools
 import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +29,7 @@ from .launch_spec import JobLink
 
 TABLE_PREFIX = "jupyter_worker_"
 VETH_PREFIX = "jwv"
+JOB_IFNAME = "eth0"
 BLOCKED = (
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -263,8 +262,9 @@ def _write(path: str, value: str) -> None:
 
 
 def attach(link: JobLink | None, init_pid: int, rate_bps: int | None = None) -> None:
-    """Give the namespace of init_pid an eth0 on the bridge: veth made on the host, its peer moved
-    into the namespace and set up there (address, default route), the host end enslaved and up."""
+    """Give the namespace of init_pid an eth0 on the bridge: the veth pair made with its far end
+    already in that namespace (a move costs the kernel an RCU grace period: tens of milliseconds),
+    the host end enslaved and up, then eth0's address and default route set from inside."""
     if link is None:
         raise NetworkError("network 'isolated' needs a place on the executor's bridge; run it through the executor")
     try:
@@ -276,25 +276,23 @@ def attach(link: JobLink | None, init_pid: int, rate_bps: int | None = None) -> 
 
 
 def _attach(link: JobLink, init_pid: int, rate_bps: int | None) -> None:
-    peer = link.veth + "p"
-    with IPRoute() as ipr:
-        masters = ipr.link_lookup(ifname=link.bridge)
-        if not masters:
-            raise NetworkError(f"bridge {link.bridge} is missing (is the executor's isolated network up?)")
-        ipr.link("add", ifname=link.veth, kind="veth", peer=peer)
+    target = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_pid=init_pid)
-        _inside(init_pid, lambda: _configure_peer(peer, link, rate_bps))
-        with IPRoute() as ipr:
-            host_end = ipr.link_lookup(ifname=link.veth)[0]
-            if rate_bps is not None:
-                _shape(ipr, host_end, rate_bps)
-            ipr.link("set", index=host_end, master=masters[0])
-            ipr.link("set", index=host_end, state="up")
-    except Exception:
-        delete_links([link.veth])
-        raise
+            master = _index_of(ipr, link.bridge)
+            if master is None:
+                raise NetworkError(f"bridge {link.bridge} is missing (is the executor's isolated network up?)")
+            peer = {"ifname": JOB_IFNAME, "net_ns_fd": target}
+            ipr.link("add", ifname=link.veth, kind="veth", peer=peer, master=master, state="up")
+            try:
+                if rate_bps is not None:
+                    _shape(ipr, _index_of(ipr, link.veth), rate_bps)
+                _inside(target, lambda: _configure_peer(link, rate_bps))
+            except BaseException:
+                _delete(ipr, link.veth)
+                raise
+    finally:
+        os.close(target)
 
 
 def delete_links(names: list[str]) -> None:
@@ -303,12 +301,26 @@ def delete_links(names: list[str]) -> None:
     # here may be gone before the delete reaches it, which is what was wanted.
     with IPRoute() as ipr:
         for name in names:
-            for index in ipr.link_lookup(ifname=name):
-                try:
-                    ipr.link("del", index=index)
-                except NetlinkError as error:
-                    if error.code != errno.ENODEV:
-                        raise
+            _delete(ipr, name)
+
+
+def _index_of(ipr: IPRoute, name: str) -> int | None:
+    """A link's index by name, or None (one request: link_lookup dumps every link)."""
+    try:
+        return ipr.link("get", ifname=name)[0]["index"]
+    except NetlinkError as error:
+        if error.code == errno.ENODEV:
+            return None
+        raise
+
+
+def _delete(ipr: IPRoute, name: str) -> None:
+    for index in ipr.link_lookup(ifname=name):
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as error:
+            if error.code != errno.ENODEV:
+                raise
 
 
 def _shape(ipr: IPRoute, index: int, rate_bps: int) -> None:
@@ -318,47 +330,39 @@ def _shape(ipr: IPRoute, index: int, rate_bps: int) -> None:
     ipr.tc("add-class", "htb", index, 0x10010, parent=0x10000, rate=rate, ceil=rate)
 
 
-def _configure_peer(peer: str, link: JobLink, rate_bps: int | None) -> None:
+def _configure_peer(link: JobLink, rate_bps: int | None) -> None:
     """In the job's namespace: eth0 with its address and default route; the job's uploads shaped
     there, its downloads on the host end."""
     address = ipaddress.IPv4Interface(link.address)
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=peer)[0]
+        index = _index_of(ipr, JOB_IFNAME)
+        if index is None:
+            raise NetworkError(f"the job's {JOB_IFNAME} is missing from its namespace")
         if rate_bps is not None:
             _shape(ipr, index, rate_bps)
-        ipr.link("set", index=index, ifname="eth0")
         ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
         ipr.link("set", index=index, state="up")
         ipr.route("add", dst="0.0.0.0/0", gateway=link.gateway)
 
 
-def _inside(pid: int, action: Callable[[], None], timeout_s: float = 10.0) -> None:
-    """Run action in a child that has entered pid's network namespace (setns is per thread, so a
-    fork keeps this process where it is). Forked with no netlink socket open; a child that hangs
-    is killed and the job refused."""
-    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read_end)
+def _inside(target: int, action: Callable[[], None]) -> None:
+    """Run action with this thread in the network namespace target, then come back: a netlink
+    socket belongs to the namespace it was made in, and setns is per thread, so no fork is needed
+    (the supervisor is single-threaded; nothing else runs meanwhile). Not coming back refuses the
+    job (whose namespace, and this process's hold on it, end with it)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.setns(target, libc.CLONE_NEWNET)
         try:
-            libc.setns(target, libc.CLONE_NEWNET)
             action()
-        except BaseException as exc:
-            os.write(write_end, str(exc).encode()[:1000])
-            os._exit(1)
-        os._exit(0)
-    os.close(write_end)
-    os.close(target)
-    deadline = time.monotonic() + timeout_s
-    while (done := os.waitpid(child, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-            os.close(read_end)
-            raise NetworkError("configuring the job's eth0 took too long")
-        time.sleep(0.002)
-    with os.fdopen(read_end, "rb") as errors:
-        problem = errors.read().decode(errors="replace")
-    if done[1] != 0:
-        raise NetworkError(f"configuring the job's eth0: {problem or 'failed'}")
+        finally:
+            _come_back(home)
+    finally:
+        os.close(home)
+
+
+def _come_back(home: int) -> None:
+    try:
+        libc.setns(home, libc.CLONE_NEWNET)
+    except OSError as exc:
+        raise NetworkError(f"returning to the host's network namespace: {exc}") from None
