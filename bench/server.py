@@ -2,10 +2,12 @@
 
     python bench/server.py [--quick]      (as root)
 
-- submit to COMPLETED of /bin/true through REST (POST, then GET until terminal) beside the same
-  through the executor socket;
-- reading a 256 MiB job log of text lines through the websocket beside following it through the
-  executor socket.
+- submit to COMPLETED of /bin/true through REST (POST, then GET until it has ended; and POST, then
+  the job's stream websocket until its end, as the panel does) beside the same job through the
+  executor socket (run + follow), interleaved; one GET of a job beside the socket's get;
+- reading a 256 MiB job log of text lines through the stream websocket (binary frames, the panel's;
+  and the older text frames) beside following it through the executor socket, interleaved.
+Each figure is printed beside its anchor from the same run, with the ratio and the target.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import websocket_connect
+from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from jupyter_worker.client import Client
+from jupyter_worker.server.handlers import LOG_FRAME
 
 sys.path.insert(0, os.path.dirname(__file__))
 from executor import Daemon, run_to_end
@@ -62,61 +66,115 @@ class JupyterServer:
         data = json.dumps(body) if body is not None else None
         return HTTPRequest(self.base + path, method=method, body=data, headers={"Authorization": f"token {TOKEN}"})
 
+    async def websocket(self, path: str) -> WebSocketClientConnection:
+        url = (self.base + path).replace("http:", "ws:")
+        request = HTTPRequest(url, headers={"Authorization": f"token {TOKEN}"})
+        return await websocket_connect(request, max_message_size=64 << 20)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait()
 
 
+JOB = {"command": ["/bin/true"], "python_prefixes": []}  # the same job on each path
+
+
 async def rest_to_end(server: JupyterServer, http: AsyncHTTPClient) -> None:
-    job = json.loads((await http.fetch(server.request("jobs", "POST", {"command": ["/bin/true"]}))).body)
+    """POST, then GET until it has ended: a client with REST alone."""
+    job = json.loads((await http.fetch(server.request("jobs", "POST", JOB))).body)
     while job["status"] in ("QUEUED", "RUNNING"):
         job = json.loads((await http.fetch(server.request(f"jobs/{job['id']}"))).body)
     assert job["status"] == "COMPLETED", job
 
 
+async def rest_stream_to_end(server: JupyterServer, http: AsyncHTTPClient) -> None:
+    """POST, then the job's stream websocket until its end message: what the panel does."""
+    job = json.loads((await http.fetch(server.request("jobs", "POST", JOB))).body)
+    ws = await server.websocket(f"jobs/{job['id']}/stream?frames=binary")
+    while True:
+        message = await ws.read_message()
+        if isinstance(message, str) and json.loads(message)["type"] == "end":
+            break
+    ws.close()
+    assert json.loads(message)["job"]["status"] == "COMPLETED", message
+
+
+def line(label: str, values: list[float], anchor: tuple[float, float] | None, target: str = "") -> None:
+    p50, p95 = summary(values)
+    ratio = f"  {p50 / anchor[0]:.2f}x the anchor{target}" if anchor else "  (anchor)"
+    print(f"  {label:<44} p50 {p50:7.2f}  p95 {p95:7.2f}{ratio}")
+
+
 async def latency(server: JupyterServer, daemon: Daemon, runs: int) -> None:
+    """Interleaved samples, each path one run in turn, so load on the machine falls on all alike."""
     http = AsyncHTTPClient()
     client = Client(daemon.socket)
-    rest, sock = [], []
+    samples: dict[str, list[float]] = {"socket": [], "poll": [], "stream": [], "get": [], "socket get": []}
+    record = run_to_end(client, JOB)
     for _ in range(runs):
-        start = time.perf_counter()
-        await rest_to_end(server, http)
-        rest.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
-        run_to_end(client, {"command": ["/bin/true"], "python_prefixes": []})
-        sock.append((time.perf_counter() - start) * 1000)
-    print(f"submit to COMPLETED of /bin/true, {runs} runs each (ms)")
-    for name, values in (("REST (POST + GET until done)", rest), ("executor socket (run + follow)", sock)):
-        p50, p95 = summary(values)
-        print(f"  {name:<32} p50 {p50:7.2f}  p95 {p95:7.2f}")
-    print("  target: REST p50 <= 20 ms")
+        for name, action in (
+            ("socket", lambda: asyncio.to_thread(run_to_end, client, JOB)),
+            ("poll", lambda: rest_to_end(server, http)),
+            ("stream", lambda: rest_stream_to_end(server, http)),
+            ("get", lambda: http.fetch(server.request(f"jobs/{record.id}"))),
+            ("socket get", lambda: asyncio.to_thread(client.get, record.id)),
+        ):
+            start = time.perf_counter()
+            await action()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    anchor = summary(samples["socket"])
+    print(f"submit to COMPLETED of /bin/true, {runs} runs each, interleaved (ms)")
+    line("executor socket (run + follow)", samples["socket"], None)
+    line("REST (POST + GET until done)", samples["poll"], anchor, "; target <= 1.3x")
+    line("REST + websocket (POST + stream until end)", samples["stream"], anchor, "; target <= 1.3x")
+    print("one request for a job's record (ms)")
+    line("executor socket get", samples["socket get"], None)
+    line("REST GET jobs/{id}", samples["get"], summary(samples["socket get"]))
 
 
-async def log_throughput(server: JupyterServer, daemon: Daemon, mib: int) -> None:
+def socket_follow(client: Client, job_id: str) -> int:
+    return sum(len(e["data"]) for e in client.follow(job_id) if e["event"] == "log")
+
+
+async def websocket_read(server: JupyterServer, job_id: str, frames: str) -> int:
+    ws = await server.websocket(f"jobs/{job_id}/stream?offset=0&frames={frames}")
+    received = 0
+    while True:
+        message = await ws.read_message()
+        if isinstance(message, bytes):
+            received += len(message) - LOG_FRAME.size
+            continue
+        event = json.loads(message)
+        if event["type"] == "log":
+            received += event["size"]
+        elif event["type"] == "end":
+            break
+    ws.close()
+    return received
+
+
+async def log_throughput(server: JupyterServer, daemon: Daemon, mib: int, rounds: int) -> None:
+    """The whole log of an ended job, each way in turn, `rounds` times; MB/s (10^6 bytes)."""
     size = mib << 20
     client = Client(daemon.socket)
     script = f"yes 'a line of log text, as a job would print it' | head -c {size}"
     job = run_to_end(client, {"command": ["sh", "-c", script], "python_prefixes": []})
-    start = time.perf_counter()
-    got = sum(len(e["data"]) for e in client.follow(job.id) if e["event"] == "log")
-    socket_rate = got / (time.perf_counter() - start) / 1e6
-    request = server.request(f"jobs/{job.id}/stream?offset=0").url.replace("http:", "ws:")
-    ws = await websocket_connect(
-        HTTPRequest(request, headers={"Authorization": f"token {TOKEN}"}), max_message_size=64 << 20
-    )
-    start, received = time.perf_counter(), 0
-    while True:
-        message = json.loads(await ws.read_message())
-        if message["type"] == "log":
-            received += message["size"]
-        elif message["type"] == "end":
-            break
-    ws.close()
-    rate = received / (time.perf_counter() - start) / 1e6
-    print(
-        f"{mib} MiB job log: websocket {rate:.0f} MB/s ({received} bytes; target >= 100 MB/s) beside the "
-        f"executor socket's follow {socket_rate:.0f} MB/s ({got} bytes)"
-    )
+    rates: dict[str, list[float]] = {"socket": [], "binary": [], "text": []}
+    for _ in range(rounds):
+        for name, samples in rates.items():
+            start = time.perf_counter()
+            if name == "socket":
+                got = await asyncio.to_thread(socket_follow, client, job.id)
+            else:
+                got = await websocket_read(server, job.id, name)
+            assert got == size, (name, got)
+            samples.append(size / (time.perf_counter() - start) / 1e6)
+    anchor = statistics.median(rates["socket"])
+    print(f"reading a {mib} MiB job log, {rounds} rounds each, interleaved (MB/s, median)")
+    print(f"  {'executor socket follow':<44} {anchor:7.0f}  (anchor)")
+    for name, label in (("binary", "websocket, binary frames (the panel's)"), ("text", "websocket, text frames")):
+        rate = statistics.median(rates[name])
+        print(f"  {label:<44} {rate:7.0f}  {rate / anchor:.2f}x the anchor; target >= 1.0x")
 
 
 async def main_async(quick: bool) -> None:
@@ -126,7 +184,7 @@ async def main_async(quick: bool) -> None:
     try:
         await server.ready()
         await latency(server, daemon, 10 if quick else 50)
-        await log_throughput(server, daemon, 32 if quick else 256)
+        await log_throughput(server, daemon, 32 if quick else 256, 3 if quick else 5)
     finally:
         server.stop()
         daemon.stop()

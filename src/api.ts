@@ -5,7 +5,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { Job, JobStatus, LimitRow, MetricHistory, Policy } from './model';
+import { Job, JobStatus, LimitRow, LogFrameReader, MetricHistory, Policy } from './model';
 
 export class WorkerError extends Error {}
 
@@ -168,14 +168,22 @@ export class WorkerAPI {
     let ended = false;
     let disposed = false;
     let socket: WebSocket | null = null;
+    const frames = new LogFrameReader();
     const connect = () => {
-      socket = this.socket(`jobs/${id}/stream`, { offset: String(offset) });
+      // log chunks come as binary frames of raw bytes, everything else as JSON text
+      socket = this.socket(`jobs/${id}/stream`, { offset: String(offset), frames: 'binary' });
+      socket.binaryType = 'arraybuffer';
       socket.onmessage = message => {
+        if (typeof message.data !== 'string') {
+          const chunk = frames.read(message.data as ArrayBuffer);
+          if (chunk !== null) {
+            offset = chunk.nextOffset;
+            handlers.log(chunk.stream, chunk.text, offset);
+          }
+          return;
+        }
         const event = JSON.parse(message.data);
-        if (event.type === 'log') {
-          offset = event.next_offset;
-          handlers.log(event.stream, event.text, offset);
-        } else if (event.type === 'status') {
+        if (event.type === 'status') {
           handlers.job(event.job);
         } else if (event.type === 'metrics') {
           handlers.metrics(event.metrics);

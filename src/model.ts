@@ -603,6 +603,45 @@ export function chartPoints(values: number[], top: number, width: number, height
     .join(' ');
 }
 
+/** The streams of a log chunk's binary frame, by number (jupyter_worker/sandbox/output.py). */
+export const LOG_STREAMS: Record<number, string> = { 1: 'stdout', 2: 'stderr', 3: 'notice', 4: 'display' };
+/** A binary frame of the job stream websocket (?frames=binary): stream (1 byte), offset and
+ * next_offset (8 bytes each, big-endian), then the chunk's bytes as the job wrote them. */
+export const LOG_FRAME_HEADER = 17;
+
+export interface LogFrame {
+  stream: string;
+  offset: number;
+  nextOffset: number;
+  text: string;
+}
+
+/** Reads the binary log frames of one job's stream, in order, as text. Each stream has its own
+ * decoder that carries a character split between frames over to the next one (also across a
+ * reconnect, which resumes at the next frame's offset), and shows bytes that are not UTF-8 as
+ * U+FFFD. The text is for text nodes only (never HTML). Null for a frame too short to be one. */
+export class LogFrameReader {
+  private decoders = new Map<string, InstanceType<typeof TextDecoder>>();
+
+  read(frame: ArrayBuffer): LogFrame | null {
+    if (frame.byteLength < LOG_FRAME_HEADER) {
+      return null;
+    }
+    const view = new DataView(frame);
+    const stream = LOG_STREAMS[view.getUint8(0)] ?? 'stdout';
+    // offsets are at most 2^53 (docs/protocol.md): exact as numbers
+    const offset = view.getUint32(1) * 2 ** 32 + view.getUint32(5);
+    const nextOffset = view.getUint32(9) * 2 ** 32 + view.getUint32(13);
+    let decoder = this.decoders.get(stream);
+    if (decoder === undefined) {
+      decoder = new TextDecoder('utf-8');
+      this.decoders.set(stream, decoder);
+    }
+    const text = decoder.decode(new Uint8Array(frame, LOG_FRAME_HEADER), { stream: true });
+    return { stream, offset, nextOffset, text };
+  }
+}
+
 export interface LogLine {
   stream: string;
   text: string;

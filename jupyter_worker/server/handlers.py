@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from .. import protocol
 from ..client import AsyncClient
 from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
+from ..sandbox.output import STREAM_NUMBERS
 from ..spec import JobRecord, JobRequest, clip, python_prefixes, shown
 from .folders import place_in_folder, resolve_folder
 
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
 MAX_MESSAGE = 1000
+# a log chunk as a binary websocket frame (?frames=binary): this header, then the chunk's raw bytes
+LOG_FRAME = struct.Struct(">BQQ")  # stream (output.STREAM_NUMBERS), offset, next_offset
+FRAMES = ("text", "binary")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 
@@ -323,7 +328,8 @@ class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSoc
         """Refuse before the upgrade (with a JSON 4xx) what would fail once connected."""
         await self.worker.ensure_executor()
 
-    def events(self, *args: str) -> AsyncIterator[dict[str, Any]]:
+    def events(self, *args: str) -> AsyncIterator[dict[str, Any] | bytes]:
+        """Messages to send: a dict as a JSON text frame, bytes as a binary frame."""
         raise NotImplementedError
 
     def open(self, *args: str) -> None:  # type: ignore[override]
@@ -332,7 +338,8 @@ class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSoc
     async def _pump(self, *args: str) -> None:
         try:
             async for message in self.events(*args):
-                await self.write_message(json.dumps(message))
+                binary = isinstance(message, bytes)
+                await self.write_message(message if binary else json.dumps(message), binary=binary)
         except (websocket.WebSocketClosedError, WorkerError):
             pass
         finally:
@@ -345,7 +352,11 @@ class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSoc
 
 
 class JobStreamHandler(_Stream):
-    """ws …/jobs/{id}/stream?offset=N: log chunks from N, status and metrics, then end."""
+    """ws …/jobs/{id}/stream?offset=N&frames=text|binary: log chunks from N, status and metrics,
+    then end. frames=binary (the panel's): each log chunk is one binary frame, LOG_FRAME and the
+    chunk's bytes as the job wrote them; frames=text (the default, the older form): a JSON "log"
+    message with the bytes decoded as UTF-8 (an undecodable byte shown as U+FFFD). Every other
+    message is a JSON text frame in either form (docs/rest-api.md)."""
 
     async def check_request(self, job_id: str) -> None:  # type: ignore[override]
         await super().check_request()
@@ -355,13 +366,20 @@ class JobStreamHandler(_Stream):
             raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number") from None
         if not 0 <= self.offset <= protocol.MAX_INT:  # refused before the upgrade, not by a closed socket
             raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0")
+        self.frames = self.get_argument("frames", "text")
+        if self.frames not in FRAMES:
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"frames: {shown(self.frames)} is not text or binary")
         self.job_id = _visible(self.worker, await self.worker.client.get(job_id), job_id).id
 
-    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any] | bytes]:  # type: ignore[override]
+        binary = self.frames == "binary"
         async for event in AsyncClient(self.worker.socket).follow(self.job_id, self.offset):
             kind = event.pop("event", None)
             event.pop("id", None)
-            if kind == "log":
+            if kind == "log" and binary:
+                stream = STREAM_NUMBERS[event["stream"]]  # a stream this table lacks fails closed
+                yield LOG_FRAME.pack(stream, event["offset"], event["next_offset"]) + event["data"]
+            elif kind == "log":
                 chunk = _chunk(event["offset"], event["stream"], event["data"])
                 yield {"type": "log", "next_offset": event["next_offset"], **chunk}
             elif kind is not None:

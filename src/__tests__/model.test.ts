@@ -5,6 +5,7 @@ import {
   Job,
   JobList,
   LogBuffer,
+  LogFrameReader,
   UsageSeries,
   chartPoints,
   contentsFolder,
@@ -252,5 +253,49 @@ describe('inert', () => {
     assert.equal(inert('a\x1b]0;owned\x07\x9b2J\x7f\u202eb\u2066\u200b\ufeff\u2028'), 'a\\x1b]0;owned\\x07\\x9b2J\\x7f\\u202eb\\u2066\\u200b\\ufeff\\u2028');
     assert.equal(inert('line\n\ttab café 数据 🎉 $x$ <b>'), 'line\n\ttab café 数据 🎉 $x$ <b>');
     assert.equal(inert('lone \ud800 tag \u{e0001}'), 'lone \\ud800 tag \\U000e0001');
+  });
+});
+
+describe('LogFrameReader', () => {
+  const frame = (stream: number, offset: number, next: number, bytes: number[]): ArrayBuffer => {
+    const buffer = new ArrayBuffer(17 + bytes.length);
+    const view = new DataView(buffer);
+    view.setUint8(0, stream);
+    view.setUint32(1, Math.floor(offset / 2 ** 32));
+    view.setUint32(5, offset % 2 ** 32);
+    view.setUint32(9, Math.floor(next / 2 ** 32));
+    view.setUint32(13, next % 2 ** 32);
+    new Uint8Array(buffer, 17).set(bytes);
+    return buffer;
+  };
+
+  it('reads the stream, both offsets and the bytes of a frame as text', () => {
+    const reader = new LogFrameReader();
+    assert.deepEqual(reader.read(frame(2, 2 ** 40 + 5, 2 ** 40 + 12, [0x6f, 0x6b, 0x0a])), {
+      stream: 'stderr',
+      offset: 2 ** 40 + 5,
+      nextOffset: 2 ** 40 + 12,
+      text: 'ok\n'
+    });
+  });
+
+  it('joins a character split between two frames of a stream, even with another stream between', () => {
+    const reader = new LogFrameReader();
+    assert.equal(reader.read(frame(1, 0, 7, [0x61, 0xc3]))?.text, 'a');
+    assert.equal(reader.read(frame(2, 7, 13, [0x62]))?.text, 'b');
+    assert.equal(reader.read(frame(1, 13, 19, [0xa9]))?.text, '\u00e9');
+  });
+
+  it('shows bytes that are not UTF-8 as replacement characters and markup as text', () => {
+    const reader = new LogFrameReader();
+    const markup = Array.from(new TextEncoder().encode('<img src=x onerror=alert(1)>'));
+    assert.equal(reader.read(frame(1, 0, 9, [0xff, 0x41]))?.text, '\ufffdA');
+    assert.equal(reader.read(frame(1, 9, 50, markup))?.text, '<img src=x onerror=alert(1)>');
+  });
+
+  it('refuses a frame shorter than its header and names an unknown stream stdout', () => {
+    const reader = new LogFrameReader();
+    assert.equal(reader.read(new ArrayBuffer(5)), null);
+    assert.equal(reader.read(frame(9, 0, 6, [0x41]))?.stream, 'stdout');
   });
 });
