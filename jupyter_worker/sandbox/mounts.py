@@ -116,6 +116,7 @@ class RootPlan:
     work_mb: int | None = None  # the disk limit: the size of /work where it is a tmpfs
     requester_uid: int | None = None  # who asked: the binds are id-mapped to them if the job runs as
     requester_gid: int | None = None  # someone else (None: as the job's own uid and gid)
+    mapper: UserNamespaceChild | None = None  # made ahead for the id-mapping, if the init has one
 
     @property
     def maps_ids(self) -> bool:
@@ -391,10 +392,11 @@ def _job_mapping(tree: Tree, plan: RootPlan) -> int | None:
     if not plan.maps_ids:
         return None
     assert plan.requester_uid is not None and plan.requester_gid is not None
+    proc, requester, job = tree_path(tree, "/proc"), (plan.requester_uid, plan.requester_gid), (plan.uid, plan.gid)
     try:
-        return mapping_namespace(
-            tree_path(tree, "/proc"), (plan.requester_uid, plan.requester_gid), (plan.uid, plan.gid)
-        )
+        if plan.mapper is not None:
+            return plan.mapper.namespace(proc, requester, job)
+        return mapping_namespace(proc, requester, job)
     except OSError as exc:
         if exc.errno in _IDMAP_REFUSALS:
             return None
@@ -415,24 +417,42 @@ def mapping_namespace(proc: str, requester: tuple[int, int], job: tuple[int, int
     through proc, a procfs of this process's pid namespace; the namespace outlives the child as long
     as the handle is open. Raises OSError where the host refuses (user namespaces off: EPERM/ENOSPC).
     """
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # the child: in the new namespace, then wait to be told to end (a closed pipe)
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            libc.unshare(libc.CLONE_NEWUSER)
-            os.write(ready_w, b"1")
-            os.read(done_r, 1)
-        finally:
-            os._exit(0)
-    os.close(ready_w)
-    os.close(done_r)
+    child = UserNamespaceChild()
     try:
-        if os.read(ready_r, 1) != b"1":
+        return child.namespace(proc, requester, job)
+    finally:
+        child.reap()
+
+
+class UserNamespaceChild:
+    """A child in a new user namespace of its own, waiting for its maps (see mapping_namespace).
+
+    The fork is the slow part of an id-mapped bind (a copy of a Python process's page tables), so
+    a job's init makes one ahead, before its job exists, and ends it (reap) before the job runs:
+    it holds no descriptor but its own two pipes, and dies with the init's pid namespace.
+    """
+
+    def __init__(self) -> None:
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the child: in the new namespace, then wait to be told to end (a closed pipe)
+            try:
+                _close_all_but(ready_w, done_r)
+                libc.unshare(libc.CLONE_NEWUSER)
+                os.write(ready_w, b"1")
+                os.read(done_r, 1)
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(done_r)
+        self.pid, self._ready, self._done = pid, ready_r, done_w
+
+    def namespace(self, proc: str, requester: tuple[int, int], job: tuple[int, int]) -> int:
+        """Write the maps (once: a namespace's maps are set once) and open the namespace."""
+        if os.read(self._ready, 1) != b"1":
             raise OSError(errno.EPERM, "unshare(CLONE_NEWUSER) failed")
-        folder = os.open(f"{proc}/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        folder = os.open(f"{proc}/{self.pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, inside, outside in (("uid_map", requester[0], job[0]), ("gid_map", requester[1], job[1])):
                 fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=folder)
@@ -443,10 +463,29 @@ def mapping_namespace(proc: str, requester: tuple[int, int], job: tuple[int, int
             return os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=folder)
         finally:
             os.close(folder)
-    finally:
-        os.close(ready_r)
-        os.close(done_w)
-        os.waitpid(pid, 0)
+            self.end()  # single use: it exits while the binds are made
+
+    def end(self) -> None:
+        """Tell the child to end (the namespace lives on through any handle opened on it)."""
+        if self._done != -1:
+            os.close(self._done)
+            self._done = -1
+
+    def reap(self) -> None:
+        self.end()
+        if self._ready != -1:
+            os.close(self._ready)
+            self._ready = -1
+            os.waitpid(self.pid, 0)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every descriptor above stderr except those kept (a forked child's inherited lines)."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 _ID_END = 2**32 - 1  # (uid_t)-1 is no id
