@@ -99,6 +99,12 @@ def rehearse_parse() -> LaunchSpec:
     return LaunchSpec.from_dict(json.loads(json.dumps({"spec": LaunchSpec(["true"]).to_dict()}))["spec"])
 
 
+def _normal_priority() -> None:
+    """Prepared (at the idle priority its standby is prepared at): wait for the job, and run it, at
+    the normal one, so neither waits behind every running job on a busy host."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def _receive_job(job: socket.socket) -> tuple[bytes, list[int]]:
     """Wait for the job (spec and stdio: stdin, stdout, stderr and, with display, the display pipe);
     a closed line means there will be none."""
@@ -178,6 +184,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         job_pid, job_line, ready_w = _fork_job(context, lines, host_network, spared)
         mapper = UserNamespaceChild()
         user_name(rehearse_parse().uid)
+        _normal_priority()
         message, stdio = _receive_job(lines.job)
         socket.send_fds(job_line, [message], stdio)
         job_line.close()
@@ -279,14 +286,13 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
     spec = None
     try:
         job_env(rehearse_parse())
+        _normal_priority()
         message, stdio = _receive_job(lines.job)
         spec = LaunchSpec.from_dict(json.loads(message)["spec"])
         if len(stdio) != (DISPLAY_FD + 1 if spec.display else 3):
             raise RuntimeError(f"the job came with {len(stdio)} fds for its output, display {spec.display}")
         env = job_env(spec)
         _wait_for(lines.ready_fd)
-        # Forked while its standby was prepared at idle priority: the job runs at the normal one.
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         if spec.network is NetworkMode.HOST:
             libc.setns(lines.host_network_fd, libc.CLONE_NEWNET)
         os.close(lines.host_network_fd)

@@ -98,7 +98,8 @@ def _take_job(message: bytes, fds: list[int]) -> _Job:
 def standby(context: HostContext, link: socket.socket) -> None:
     """Prepare a sandbox, wait for the spawner to hand over a job, run it to its end.
 
-    Preparing runs at idle priority, so it never takes a CPU from a job being started. The link
+    Preparing runs at idle priority, so it never takes a CPU from a job being started; waiting runs
+    at the normal one, so a job handed over on a busy host is not left behind every running job. The link
     stays open until the job has started: its closing tells the spawner to prepare the next
     standby, whose mounts and cgroup moves would otherwise contend with this start. A link
     closed without a job means the spawner is shutting down: the sandbox is taken apart.
@@ -111,8 +112,8 @@ def standby(context: HostContext, link: socket.socket) -> None:
         problem = f"could not prepare the sandbox: {exc}"
     else:
         _rehearse(context, prepared)
-    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 5)
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 5)
     if not message:
         if prepared:
             _discard(prepared)
