@@ -1,8 +1,10 @@
 """The isolated network mode: a project bridge on the host, one veth pair per job, outbound NAT and
 an egress filter.
 
-Links, addresses and routes are made with pyroute2 (netlink); the rules are one `nft -f`
-transaction on the project's own table, whose chains match only traffic of the project's bridge.
+The bridge is made with pyroute2 (netlink), a job's veth, address and route with a few bare
+rtnetlink requests (no fork, no move between namespaces: they were most of an isolated start); the
+rules are one `nft -f` transaction on the project's own table, whose chains match only traffic of
+the project's bridge.
 Jobs on the bridge cannot reach the host (input from the bridge is dropped), each other (bridged
 frames between its ports are dropped), private, link-local and other special ranges, or IPv6;
 admins widen or narrow that with allow and deny lists. A job's veth dies with its namespace.
