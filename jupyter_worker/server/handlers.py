@@ -12,6 +12,7 @@ misconfigured a 5xx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
@@ -28,7 +29,7 @@ from tornado import web, websocket
 from tornado.log import gen_log
 
 from .. import protocol
-from ..client import AsyncClient
+from ..client import AsyncClient, ExecutorUnavailable
 from ..errors import ErrorReason, WorkerError
 from ..sandbox.doctor import diagnose
 from ..sandbox.output import STREAM_NUMBERS
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
 MAX_MESSAGE = 1000
+MAX_WAIT_S = 300  # a GET jobs/{id}?wait_s= holds its request and an executor connection at most this long
 # a log chunk as a binary websocket frame (?frames=binary): this header, then the chunk's raw bytes
 LOG_FRAME = struct.Struct(">BQQ")  # stream (output.STREAM_NUMBERS), offset, next_offset
 FRAMES = ("text", "binary")
@@ -186,7 +188,36 @@ class JobHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.finish((await self.visible_job(job_id)).to_dict())
+        """The job; ?wait_s=N: once it has ended, or after N seconds (at most MAX_WAIT_S) as it is then."""
+        wait_s = self.int_argument("wait_s", 0) or 0
+        if wait_s > MAX_WAIT_S:
+            raise WorkerError(ErrorReason.BAD_REQUEST, f"wait_s: a whole number of seconds from 0 to {MAX_WAIT_S}")
+        job = await self.visible_job(job_id)
+        if wait_s and not job.finished:
+            job = await self.ended_or_current(job, wait_s)
+        self.finish(job.to_dict())
+
+    async def ended_or_current(self, job: JobRecord, wait_s: int) -> JobRecord:
+        """Waits on a watch of the executor, not by polling: the watch is open before the job is
+        looked at again, so an ending between the two looks is not missed."""
+        changes = _ExecutorStream(self.worker.socket).changes()
+        try:
+            await anext(changes)  # subscribed
+            # outside the timeout: a request of the shared client is never cut off halfway
+            latest = [await self.visible_job(job.id)]
+
+            async def ended() -> None:
+                while not latest[0].finished:
+                    changed = await anext(changes)
+                    if changed is not None and changed.id == job.id:
+                        latest[0] = changed
+
+            await asyncio.wait_for(ended(), wait_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            await changes.aclose()
+        return latest[0]
 
     @web.authenticated
     @authorized
@@ -373,7 +404,7 @@ class JobStreamHandler(_Stream):
 
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any] | bytes]:  # type: ignore[override]
         binary = self.frames == "binary"
-        async for event in AsyncClient(self.worker.socket).follow(self.job_id, self.offset):
+        async for event in _ExecutorStream(self.worker.socket).follow(self.job_id, self.offset):
             kind = event.pop("event", None)
             event.pop("id", None)
             if kind == "log" and binary:
@@ -397,6 +428,46 @@ class JobEventsHandler(_Stream):
             job = event.get("job")
             if job is not None and (owner is None or job.owner == owner):
                 yield {"type": "job", "job": job.to_dict()}
+
+
+class _ExecutorStream(AsyncClient):
+    """A stream from the executor whose frames are read as plain JSON. The protocol's strict
+    decoding (protocol.load_object) guards the executor against its peers; here the peer is the
+    executor, whose frames are that protocol's own output, and its scans of every frame for
+    brackets and surrogate escapes would cost a third of the reading of a log stream."""
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            header = await reader.readexactly(protocol.LENGTH.size)
+            message = json.loads(await reader.readexactly(protocol.frame_length(header)))
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            raise WorkerError(ErrorReason.DISCONNECTED, "the executor closed the connection") from None
+        except ValueError:
+            raise WorkerError(ErrorReason.DISCONNECTED, "the executor sent a frame that is not JSON") from None
+        if not isinstance(message, dict):
+            raise WorkerError(ErrorReason.DISCONNECTED, "the executor sent a frame that is not a JSON object")
+        if message.get("ok") is False or "error" in message:
+            raise WorkerError.from_dict(message.get("error"))
+        return message
+
+    async def changes(self) -> AsyncIterator[JobRecord | None]:
+        """A watch: None once the executor has subscribed it (what changes after that comes), then
+        each job record that changes. Its own connection, closed when the iterator is."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.path, limit=protocol.MAX_FRAME + 4)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
+        try:
+            for number, request in enumerate(({"op": "hello", "version": protocol.VERSION}, {"op": "watch"})):
+                writer.write(protocol.encode({**request, "id": number}))
+                await self._read(reader)
+            yield None
+            while True:
+                message = await self._read(reader)
+                yield JobRecord.from_dict(message["job"]) if "job" in message else None
+        finally:
+            writer.close()
 
 
 def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:
