@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from importlib import resources
 from typing import Any
 
@@ -234,15 +234,18 @@ class Limits(_Fields):  # type: ignore[misc,valid-type]
     from_dict = parse
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _NAMES}  # every value is plain: no asdict walk
 
     def given(self) -> dict[str, Any]:
         """Only the limits that are set."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return {key: value for key, value in self.to_dict().items() if value is not None}
 
     def words(self) -> list[str]:
         """The set limits in words: ['Memory 512 MiB', 'Timeout 60 s']."""
         return [f"{r.label} {r.show(getattr(self, r.field))}" for r in LIMITS if getattr(self, r.field) is not None]
+
+
+_NAMES = tuple(r.field for r in LIMITS)
 
 
 def flag_values(args: Any) -> dict[str, Any]:

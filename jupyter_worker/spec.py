@@ -693,7 +693,9 @@ class JobRecord:
         return Outcome(self.reason, self.exit_code, self.signal).shell_code
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: its deep walk was the executor's largest cost per
+        # job (a record is encoded several times in its life). Containers are copied, as asdict did.
+        data = {name: _copied(getattr(self, name)) for name in _RECORD_NAMES}
         data["status"] = self.status.value
         data["reason"] = self.reason.value if self.reason else None
         data["limits"] = self.limits.to_dict()
@@ -712,3 +714,13 @@ class JobRecord:
 
 
 _RECORD_FIELDS = set(JobRecord.__dataclass_fields__)
+_RECORD_NAMES = tuple(JobRecord.__dataclass_fields__)
+
+
+def _copied(value: Any) -> Any:
+    """A JSON-like value with its lists and dicts copied (the record's own stay untouched)."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value

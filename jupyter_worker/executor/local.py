@@ -24,11 +24,20 @@ class LocalBackend(Backend):
         self.log_cap = log_cap
 
     def start(self, launch: Launch, events: JobEvents) -> JobHandle:
+        return self.complete(launch, self.begin(launch), events)
+
+    def begin(self, launch: Launch) -> RunningJob:
+        """The folder, its files and the spawner's answer: blocking work, fit for a thread."""
         try:
-            running = self._launch(launch)
+            return self._launch(launch)
         except (OSError, SandboxError) as exc:
             raise StartError(str(exc)) from None
-        return _LocalHandle(self, launch, running, events)
+
+    def complete(self, launch: Launch, begun: RunningJob, events: JobEvents) -> JobHandle:
+        return _LocalHandle(self, launch, begun, events)
+
+    def abandon(self, begun: RunningJob) -> None:
+        begun.close()
 
     def _launch(self, launch: Launch) -> RunningJob:
         """The supervisor gets the log and result files and the control socket's listener; the

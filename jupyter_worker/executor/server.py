@@ -320,12 +320,11 @@ class Server:
         raw = request.get("raw", False)
         if not isinstance(raw, bool):
             raise WorkerError(ErrorReason.INVALID, "raw: true or false")
-        events = self.executor.follow(caller, _job_ref(request), _whole(request, "offset", 0, 0), raw)
-        first = await anext(events)  # a job the caller may not see is refused before "following"
-        await _send(writer, protocol.ok(request_id, following=True))
-        await _send(writer, _event(request_id, first))
-        async for event in events:
-            await _send(writer, _event(request_id, event))
+        batches = self.executor.follow(caller, _job_ref(request), _whole(request, "offset", 0, 0), raw)
+        first = await anext(batches)  # a job the caller may not see is refused before "following"
+        await _send_all(writer, [protocol.ok(request_id, following=True), *(_event(request_id, e) for e in first)])
+        async for batch in batches:  # what one look found goes out in one write
+            await _send_all(writer, [_event(request_id, event) for event in batch])
 
 
 def _files_args(request: Request) -> tuple[str, str, int]:
@@ -500,4 +499,10 @@ async def _rest_of_frame(reader: asyncio.StreamReader, first: bytes) -> Request:
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     writer.write(protocol.encode(message))
+    await writer.drain()
+
+
+async def _send_all(writer: asyncio.StreamWriter, messages: list[dict[str, Any]]) -> None:
+    """Several frames in one write (one system call, one wakeup of the reader)."""
+    writer.write(b"".join(protocol.encode(message) for message in messages))
     await writer.drain()

@@ -95,6 +95,7 @@ class Executor:
     async def close(self) -> None:
         for task in [*self._tasks, *self._copies.values()]:
             task.cancel()
+        await self.supervision.starts_done()  # a job being started is running before we let go of it
         self.holds.close()
         self.supervision.close()
         self.network.close()
@@ -131,7 +132,7 @@ class Executor:
             raise WorkerError(ErrorReason.UNSUPPORTED, f"network 'isolated' is not available here: {problem}")
         if request.holder is not None:
             self.holds.check(caller.uid, request.holder)
-        self._check_queue(owner)
+        self._check_queue(owner, allowance)
         job_id = str(uuid.uuid4())
         uid, gid = runs_as(caller, self.root_runs_as)
         launch = LaunchSpec(
@@ -165,12 +166,13 @@ class Executor:
             backend=request.backend.value,
             placement=request.placement.to_dict() if request.placement else None,
         )
-        self.store.add(record, launch.to_dict(), request.holder)
-        self._announce(record)
-        if local:
-            self.schedule()
-        else:
-            self._hand_over(record, launch)
+        with self.store.batch():  # the job and its start (if it starts now): one commit, before the answer
+            self.store.add(record, launch.to_dict(), request.holder)
+            self._announce(record)
+            if local:
+                self.schedule({owner: allowance})
+            else:
+                self._hand_over(record, launch)
         return self._with_usage(self.store.get(job_id) or record)
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
@@ -193,9 +195,9 @@ class Executor:
         """Root and admins use every mode; others what the policy allows them (Policy.allowed_networks)."""
         return tuple(NetworkMode) if caller.role is Role.ADMIN else allowance.networks
 
-    def _check_queue(self, owner: str) -> None:
+    def _check_queue(self, owner: str, allowance: Allowance) -> None:
         """A user's waiting jobs are capped (Policy.max_queued_per_user): the queue is shared."""
-        cap = self.policy.allowance(owner).max_queued
+        cap = allowance.max_queued
         if cap and sum(r.owner == owner for r in self.store.with_status(JobStatus.QUEUED)) >= cap:
             why = "wait for some to start or stop some"
             raise WorkerError(ErrorReason.BUSY, f"{owner} already has {cap} jobs queued, the most allowed: {why}")
@@ -308,10 +310,11 @@ class Executor:
 
     async def follow(
         self, caller: Caller, job_ref: str, offset: int, raw: bool = False
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Log chunks from offset on, status changes and metrics, until the job has ended and
-        its log is read to the end. raw: a log event per record, as stored (a head executor copies
-        a node's log record by record, so offsets stay the same: executor/slurm/)."""
+        its log is read to the end; in batches, each what one look found (sent together). raw: a
+        log event per record, as stored (a head executor copies a node's log record by record, so
+        offsets stay the same: executor/slurm/)."""
         job_id = self.find(caller, job_ref).id
         log = self.folder(job_id).log
         newsroom = self.supervision.newsroom
@@ -323,17 +326,21 @@ class Executor:
                 wait_s = newsroom.watch_log(job_id, log)
                 record = self._current(job_id)
                 chunks, offset = read_chunks(log, offset, READ_MAX)
-                for event in _raw(chunks, offset) if raw else _coalesce(chunks, offset):
-                    yield event
+                batch = _raw(chunks, offset) if raw else _coalesce(chunks, offset)
+                shown = None  # the record as a dict, encoded once for the status and end events
                 if (record.status, record.queue) != status:  # a queued job's new place is news too
                     status = (record.status, record.queue)
-                    yield {"event": "status", "job": record.to_dict()}
+                    shown = record.to_dict()
+                    batch.append({"event": "status", "job": shown})
                 if record.metrics and record.metrics != metrics:
                     metrics = record.metrics
-                    yield {"event": "metrics", "metrics": metrics}
+                    batch.append({"event": "metrics", "metrics": metrics})
                 if record.finished and not chunks:
-                    yield {"event": "end", "job": record.to_dict(), "offset": offset}
+                    batch.append({"event": "end", "job": shown or record.to_dict(), "offset": offset})
+                    yield batch
                     return
+                if batch:
+                    yield batch
                 if chunks:  # more may be there than one read takes
                     continue
                 if wait_s is None:  # no timer: a quiet job's follower sleeps until there is news
@@ -364,8 +371,9 @@ class Executor:
 
     # ---- the state machine: start, end
 
-    def schedule(self) -> None:
-        """Start queued jobs, oldest first, while the global cap and each owner's own cap allow.
+    def schedule(self, known: dict[str, Allowance] | None = None) -> None:
+        """Start queued jobs, oldest first, while the global cap and each owner's own cap allow
+        (known: allowances the caller has just read, not read again).
 
         A job that ends while this runs (a start error, no room for its disk) asks for another pass
         instead of scheduling inside this one, whose list of queued jobs would then be stale (and a
@@ -378,18 +386,18 @@ class Executor:
             self._again = True
             while self._again:
                 self._again = False
-                self._schedule_once()
+                self._schedule_once(known or {})
         finally:
             self._scheduling = False
 
-    def _schedule_once(self) -> None:
+    def _schedule_once(self, known: dict[str, Allowance]) -> None:
         """One pass over the queue, oldest first; each job left waiting gets its place and the
         reason in words (executor/waits.py), announced when they change."""
         running = [r for r in self.store.with_status(JobStatus.RUNNING) if r.backend == BackendName.LOCAL.value]
         per_user: dict[str, int] = {}
         for record in running:
             per_user[record.owner] = per_user.get(record.owner, 0) + 1
-        caps: dict[str, int] = {}
+        caps = {owner: allowance.max_jobs for owner, allowance in known.items()}
         total = len(running)
         held = [self._disk_held(record) for record in running if record.limits.disk_mb is not None]
         no_room: list[JobRecord] = []
@@ -445,11 +453,18 @@ class Executor:
             if spec.network is NetworkMode.ISOLATED:
                 spec = dataclasses.replace(spec, link=self.network.lease(record.id))
                 self.store.set_launch(record.id, spec.to_dict())
-            self.supervision.start(record.backend, self._launch(record, spec))
-        except (WorkerError, StartError) as exc:
+        except WorkerError as exc:
             self._finish(record, Outcome(Reason.START_ERROR, error=str(exc)))
             return
+        # the folder, files and the engine's answer in a thread: the event loop goes on serving
+        self.supervision.start_soon(record.backend, self._launch(record, spec), self._start_failed)
         self._announce(record)
+
+    def _start_failed(self, job_id: str, why: str) -> None:
+        """A start that failed in its thread: the job ends with the error."""
+        record = self.store.get(job_id)
+        if record is not None and not record.finished:
+            self._finish(record, Outcome(Reason.START_ERROR, error=why))
 
     def _launch(self, record: JobRecord, spec: LaunchSpec) -> Launch:
         placement = {k: v for k, v in (record.placement or {}).items() if k in PLACEMENT_KEYS}
@@ -547,9 +562,10 @@ class Executor:
         record.error = clip(outcome.error)  # a start error may echo the request: bounded in the record
         record.metrics = outcome.usage.to_dict()
         record.finished_at = time.time()
-        self.store.save(record)
-        self._announce(record)
-        self.schedule()
+        with self.store.batch():  # its end and the starts it makes room for: one commit
+            self.store.save(record)
+            self._announce(record)
+            self.schedule()
 
     # ---- after a restart, and retention
 

@@ -73,6 +73,20 @@ class JobStore:
             raise
         self.db.execute("RELEASE atomic")
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes made inside are committed together, once, when it ends (also when it ends by
+        an exception: each write stands as it would alone). Nested, the outermost commits. Nothing
+        reads the database from another connection, so holding the transaction costs no one."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def add(self, record: JobRecord, launch: dict[str, Any], holder: str | None = None) -> None:
         """A new job, and in the same transaction its holder's claim on it."""
         with self._atomic():
@@ -100,8 +114,7 @@ class JobStore:
         )
 
     def save_many(self, records: list[JobRecord]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.batch():
             for record in records:
                 self.save(record)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import WorkerError
 from ..sandbox import LaunchSpec, libc
 from ..spec import Outcome, Reason, Usage
 from . import history
@@ -102,6 +104,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def start(self, launch: Launch, events: JobEvents) -> JobHandle:
         """Start the job; StartError (or a WorkerError) if it cannot be."""
+
+    def begin(self, launch: Launch) -> Any:
+        """The blocking part of a start (files, folders, talking to a helper process), run in a
+        thread off the event loop; whatever `complete` needs. StartError if the job cannot start.
+        By default nothing: `complete` starts the job."""
+        return None
+
+    def complete(self, launch: Launch, begun: Any, events: JobEvents) -> JobHandle:
+        """The rest of a start, on the event loop, given what `begin` returned."""
+        return self.start(launch, events)
+
+    def abandon(self, begun: Any) -> None:  # noqa: B027 - nothing to let go of by default
+        """A begun start nobody completes (the executor is stopping): the job goes on without us."""
 
     @abc.abstractmethod
     def attach(self, launch: Launch, events: JobEvents) -> JobHandle | None:
@@ -217,10 +232,52 @@ class Supervision:
         self.on_progress = on_progress
         self.live: dict[str, _Live] = {}
         self.newsroom = Newsroom()
+        self._starting: set[asyncio.Task] = set()
+        # one thread starts jobs, in the order they were started: as before, one start at a time
+        self._launcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-worker-start")
 
     def start(self, backend: str, launch: Launch) -> None:
         series = history.Series(os.path.join(launch.folder.dir, history.FILE_NAME))
         self.live[launch.id] = _Live(self.backends[backend].start(launch, self), series)
+
+    def start_soon(self, backend: str, launch: Launch, failed: Callable[[str, str], None]) -> None:
+        """Start the job with the blocking part of its start (Backend.begin) in a thread, so the
+        event loop goes on serving; failed(job_id, why) if it cannot start. The job is live from
+        now on: a stop asked meanwhile is carried out once it has started. The thread begins
+        after the current callback returns, so after the caller's store writes are committed
+        (a job is never running before its RUNNING is in the store)."""
+        live = _Live(_Starting(), history.Series(os.path.join(launch.folder.dir, history.FILE_NAME)))
+        self.live[launch.id] = live
+        starting = self._start_off_loop(self.backends[backend], launch, live, failed)
+        task = asyncio.get_running_loop().create_task(starting)
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start_off_loop(
+        self, backend: Backend, launch: Launch, live: _Live, failed: Callable[[str, str], None]
+    ) -> None:
+        starting = live.handle
+        try:
+            begun = await asyncio.get_running_loop().run_in_executor(self._launcher, backend.begin, launch)
+            if self.live.get(launch.id) is not live:  # the executor is stopping: the job runs on, attached after
+                backend.abandon(begun)
+                return
+            live.handle = backend.complete(launch, begun, self)
+        except Exception as exc:  # whatever it is, the job ends as a start error, never stays RUNNING
+            if not isinstance(exc, (StartError, WorkerError)):
+                logging.getLogger(__name__).exception("starting job %s", launch.id)
+            if self.live.get(launch.id) is live:
+                del self.live[launch.id]
+                failed(launch.id, str(exc) or type(exc).__name__)
+            return
+        self.newsroom.wake(launch.id)  # its log exists now: followers that found none look again
+        if isinstance(starting, _Starting) and starting.stopping and self.live.get(launch.id) is live:
+            live.handle.stop(starting.grace_s)
+
+    async def starts_done(self) -> None:
+        """Until the starts under way have begun or failed (a stop asked meanwhile reaches its job)."""
+        while self._starting:
+            await asyncio.wait(set(self._starting))
 
     def attach(self, backend: str, launch: Launch) -> None:
         chosen = self.backends.get(backend)
@@ -322,6 +379,20 @@ class Supervision:
         for backend in self.backends.values():
             backend.close()
         self.newsroom.close()
+
+
+class _Starting(JobHandle):
+    """The handle of a job while its start is under way: a stop is kept for when it has started."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.grace_s: float | None = None
+
+    def stop(self, grace_s: float | None) -> None:
+        self.stopping, self.grace_s = True, grace_s
+
+    def detach(self) -> None:
+        pass
 
 
 class _Detached(JobHandle):
