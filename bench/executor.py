@@ -142,19 +142,96 @@ def big_output(daemon: Daemon, gib: float) -> None:
     )
 
 
-def supervisor_pss_mib() -> tuple[int, float]:
-    count, total = 0, 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+def _pss_kib(pid: int) -> int:
+    """A process's proportional share of memory (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return int(next(line for line in f if line.startswith("Pss:")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _process_tree() -> dict[int, list[int]]:
+    """Every process's children, from /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def _descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _spawner_pid(daemon_pid: int, children: dict[int, list[int]]) -> int:
+    for pid in _descendants(daemon_pid, children):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"jupyter_worker.sandbox.spawner" not in f.read():
-                    continue
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += int(next(line for line in f if line.startswith("Pss:")).split()[1]) / 1024
-            count += 1
-        except (OSError, StopIteration):
+                if b"jupyter_worker.sandbox.spawner" in f.read():
+                    return pid
+        except OSError:
             pass
-    return count, total
+    raise RuntimeError("no spawner under the daemon")
+
+
+def job_pss_kib(daemon_pid: int) -> tuple[list[dict[str, int]], list[int]]:
+    """Per running job, the PSS (KiB) of every one of its processes: its supervisor (a child of the
+    spawner), the job's init and the job's own processes (every descendant of the supervisor, so a
+    daemonized orphan counts too). Also the standbys' PSS (supervisors whose tree runs no other
+    program than Python: no job yet). PSS charges each shared page to its sharers, so the per-job
+    sum is each job's share of the host memory its processes use."""
+    children = _process_tree()
+    spawner = _spawner_pid(daemon_pid, children)
+    python = _exe(spawner)
+    jobs, standbys = [], []
+    for supervisor in children.get(spawner, []):
+        inits = children.get(supervisor, [])
+        own = [pid for init in inits for pid in _descendants(init, children)]
+        pss = {
+            "supervisor": _pss_kib(supervisor),
+            "init": sum(map(_pss_kib, inits)),
+            "job": sum(map(_pss_kib, own)),
+        }
+        if any(_exe(pid) != python for pid in [*inits, *own]):
+            jobs.append(pss)
+        else:
+            standbys.append(sum(pss.values()))
+    return jobs, standbys
+
+
+def bwrap_sleepers_pss_kib(count: int) -> float:
+    """The anchor: `count` bwrap'd sleeps (bwrap as in bench/start_latency.py), each one's PSS
+    (KiB, every process of it), measured together as the jobs are."""
+    command = [*BWRAP[:-1], "sleep", "600"]
+    sleepers = [subprocess.Popen(command) for _ in range(count)]
+    try:
+        time.sleep(1.0)
+        children = _process_tree()
+        total = sum(_pss_kib(pid) for p in sleepers for pid in [p.pid, *_descendants(p.pid, children)])
+        running = sum(1 for p in sleepers if any(_exe(pid).endswith("/sleep") for pid in _descendants(p.pid, children)))
+        if running != count:
+            raise RuntimeError(f"only {running} of {count} bwrap'd sleeps are running")
+        return total / count
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
 
 
 def many_sleepers(daemon: Daemon, count: int) -> None:
@@ -164,11 +241,20 @@ def many_sleepers(daemon: Daemon, count: int) -> None:
     while client.list(status=["QUEUED"], limit=1)[0]:
         time.sleep(0.2)
     started = time.perf_counter() - start
-    processes, pss = supervisor_pss_mib()
+    time.sleep(1.0)  # the last jobs' inits settle into their running form
+    jobs, standbys = job_pss_kib(daemon.process.pid)
+    anchor = bwrap_sleepers_pss_kib(count)
+    per_job = sum(sum(job.values()) for job in jobs) / max(len(jobs), 1) / 1024
+    parts = {role: sum(job[role] for job in jobs) / max(len(jobs), 1) / 1024 for role in ("supervisor", "init", "job")}
     print(
         f"{count} running sleep jobs (all started in {started:.1f} s): daemon RSS {daemon.rss_mib():.0f} MiB "
-        f"(target < 300); {processes} spawner/supervisor/init processes, PSS {pss:.0f} MiB in all, "
-        f"{pss / count:.2f} MiB a job"
+        f"(target < 300); {len(jobs)} jobs measured"
+    )
+    print(
+        f"  PSS a job, every process of it: {per_job:.2f} MiB (supervisor {parts['supervisor']:.2f}, init "
+        f"{parts['init']:.2f}, the job's own {parts['job']:.2f}); target <= 2 MiB; a bwrap'd sleep "
+        f"{anchor / 1024:.2f} MiB ({per_job * 1024 / anchor:.1f}x); {len(standbys)} standbys "
+        f"{sum(standbys) / 1024:.1f} MiB in all"
     )
     for job_id in ids:
         client.stop(job_id, grace_s=0)

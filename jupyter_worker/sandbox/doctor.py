@@ -10,6 +10,7 @@ from .cgroups import ENFORCED, CgroupHost, kernel_at_least, swap_in_use
 from .devices import whole_disk
 from .disk import problem as disk_problem
 from .mounts import idmap_problem
+from .native import INIT_PATH, init_problem
 from .network import ipv4_forwarding, isolated_problem
 
 
@@ -53,6 +54,7 @@ def diagnose(cgroup_root: str = "/sys/fs/cgroup") -> dict[str, Any]:
             "tracking": host.tracker.dialect.tracking if host.tracker else None,
             "kill": host.can_kill(),
         },
+        "native_init": {"path": INIT_PATH, "why_not": init_problem()},
         "namespaces": sorted(os.listdir("/proc/self/ns")),
         "seccomp": _read("/proc/sys/kernel/seccomp/actions_avail") is not None,
         "features": {
@@ -104,6 +106,8 @@ def render(report: dict[str, Any]) -> str:
     for h in cg["hierarchies"]:
         controllers = ",".join(h["controllers"]) or "(no controllers)"
         lines.append(f"  v{h['version']} {h['mountpoint']}: {controllers}; own cgroup {h['own']}")
+    native = report["native_init"]
+    lines.append(f"native init:      {'NO - ' + native['why_not'] if native['why_not'] else native['path']}")
     lines.append(f"namespaces:       {' '.join(report['namespaces'])}")
     lines.append(f"seccomp:          {'yes' if report['seccomp'] else 'no'}")
     lines.append("limits:")

@@ -26,6 +26,7 @@ from ..spec import Outcome, Usage
 from .cgroups import CgroupHost
 from .control import unix_address
 from .launch_spec import LaunchSpec
+from .native import init_problem
 
 RUNTIME_PARENT = "/run"
 RUNTIME_PREFIX = "jupyter-worker-sandbox-"
@@ -163,6 +164,8 @@ class Sandbox:
     def start(self) -> None:
         if os.geteuid() != 0:
             raise SandboxError("the sandbox engine needs root; start the executor as root")
+        if problem := init_problem():
+            raise SandboxError(problem)
         if self._own_runtime_dir:
             self.runtime_dir = tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=RUNTIME_PARENT)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -35,6 +35,7 @@ from .mounts import (
     open_source,
     prepare_root,
 )
+from .native import INIT_NAME, open_init
 from .netns import loopback_up
 from .seccomp import LoadableFilter
 
@@ -177,6 +178,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)
         loopback_up()
         tree = prepare_root(context.new_root)
+        native_init = open_init()
         spared = _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
         _shed_inheritable_privileges()
@@ -200,8 +202,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
     except BaseException as exc:
         _report(lines.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
-    _become_quiet_init(stdio, lines.error_fd)
-    _reap(job_pid, lines.status_fd)
+    _become_native_init(native_init, job_pid, lines)
 
 
 def _fork_job(
@@ -222,25 +223,17 @@ def _fork_job(
     return pid, job_ours, ready_w
 
 
-def _become_quiet_init(stdio: list[int], error_fd: int) -> None:
-    """Hold nothing of the job's: its output ends when its processes end."""
-    null = os.open("/dev/null", os.O_RDWR)
-    for target in range(3):
-        os.dup2(null, target)
-    for fd in {null, error_fd, *stdio} - {0, 1, 2}:
-        os.close(fd)
-
-
-def _reap(job_pid: int, status_fd: int) -> NoReturn:
-    """Reap every orphan; when the job itself ends, report its wait status and end the namespace."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if pid == job_pid:
-            os.write(status_fd, STATUS.pack(status))
-            os._exit(0)
+def _become_native_init(native_init: int, job_pid: int, lines: InitLines) -> NoReturn:
+    """Exec the native init (native/init.c), which holds nothing of the job's (its output ends when
+    its processes end), reaps every orphan and, when the job process ends, writes its wait status
+    to the status pipe and exits, ending the namespace. The error pipe is close-on-exec: its EOF
+    tells the supervisor the exec happened; otherwise the supervisor reads why it did not."""
+    os.set_inheritable(lines.status_fd, True)
+    try:
+        os.execve(native_init, [INIT_NAME, str(job_pid), str(lines.status_fd)], {})
+    except OSError as exc:
+        _report(lines.error_fd, f"sandbox setup failed: could not exec the native init: {exc}")
+    os._exit(125)
 
 
 def _arrange_fds(stdio: list[int], error_fd: int) -> int:

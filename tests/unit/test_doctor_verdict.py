@@ -10,6 +10,7 @@ HOST = {
     "root": False,
     "kernel": "6.1",
     "cgroup": {"mode": "v2", "root": "/sys/fs/cgroup", "hierarchies": [], "tracking": "v2", "kill": "cgroup.kill"},
+    "native_init": {"path": "/venv/jupyter_worker/sandbox/native/jw-init", "why_not": None},
     "namespaces": ["pid"],
     "seccomp": True,
     "limits": {},

@@ -1,0 +1,108 @@
+"""A running job's pid 1 is the native init (sandbox/native/init.c), not a Python interpreter: it
+holds nothing of the job's, reaps orphans, and reports the job's end as the Python init did."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from jupyter_worker.limits import Limits
+from jupyter_worker.sandbox import LaunchSpec, Sandbox, SandboxError, native
+from jupyter_worker.sandbox.doctor import diagnose, render
+from jupyter_worker.spec import Reason
+from tests.conftest import is_root
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="the sandbox engine needs root")
+
+
+def started_pid(job) -> int:
+    event = next(job.events(timeout=10))
+    assert event["event"] == "started", event
+    return event["pid"]
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    folder = f"/proc/{pid}/fd"
+    return {int(fd): os.readlink(f"{folder}/{fd}") for fd in os.listdir(folder)}
+
+
+def test_a_running_jobs_pid_1_is_the_native_init_with_no_capabilities_and_only_dev_null_and_its_status_pipe(
+    sandbox,
+):
+    with sandbox.launch(LaunchSpec(["sleep", "30"], limits=Limits(timeout_s=60))) as job:
+        init = started_pid(job)
+        deadline = time.monotonic() + 5
+        while len(fd_targets(init)) != 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the job may start a moment before its init's exec has closed what it held
+        assert os.readlink(f"/proc/{init}/exe") == native.INIT_PATH
+        with open(f"/proc/{init}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        assert status["NSpid"].split()[-1] == "1"
+        assert status["SigCgt"].strip() == "0000000000000000"  # no handler: pid 1's signal semantics
+        assert {status[cap].strip() for cap in ("CapPrm", "CapEff", "CapBnd")} == {"0000000000000000"}
+        fds = fd_targets(init)
+        assert {fds[0], fds[1], fds[2]} == {"/dev/null"}
+        others = [target for fd, target in fds.items() if fd > 2]
+        assert len(others) == 1 and others[0].startswith("pipe:"), fds  # the status pipe, nothing else
+        job.stop(grace_s=5)
+        outcome = job.wait(timeout=30)
+    assert outcome is not None and outcome.reason is Reason.STOPPED
+
+
+@pytest.mark.parametrize(
+    ("script", "reason", "code", "signum"),
+    [
+        ("exit 0", Reason.EXIT, 0, None),
+        ("exit 7", Reason.EXIT, 7, None),
+        ("kill -TERM $$", Reason.SIGNAL, None, signal.SIGTERM),
+        ("kill -SEGV $$", Reason.SIGNAL, None, signal.SIGSEGV),
+    ],
+)
+def test_the_native_init_reports_the_jobs_exit_code_or_signal(sh, script, reason, code, signum):
+    outcome = sh(script).outcome
+    assert (outcome.reason, outcome.exit_code, outcome.signal) == (reason, code, signum)
+
+
+def test_the_job_ends_when_its_process_does_though_a_daemonized_orphan_lives_on(sh):
+    start = time.monotonic()
+    result = sh("setsid sleep 60 </dev/null >/dev/null 2>&1 & (sleep 0.2 &); echo out; exit 3")
+    assert result.outcome.reason is Reason.EXIT and result.outcome.exit_code == 3
+    assert result.stdout == b"out\n"
+    assert time.monotonic() - start < 10
+
+
+def test_the_native_init_reaps_orphans_while_the_job_runs(sandbox):
+    script = "for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 30"
+    with sandbox.launch(LaunchSpec(["/bin/sh", "-c", script], limits=Limits(timeout_s=60))) as job:
+        init = started_pid(job)
+        time.sleep(1.0)
+        zombies = []
+        for task in os.listdir(f"/proc/{init}/task"):
+            with open(f"/proc/{init}/task/{task}/children") as f:
+                for child in f.read().split():
+                    with open(f"/proc/{child}/stat") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            zombies.append(child)
+        assert zombies == []
+        job.stop(grace_s=0)
+        assert job.wait(timeout=30).reason is Reason.STOPPED
+
+
+def test_a_timeout_still_ends_a_job_under_the_native_init(run):
+    start = time.monotonic()
+    outcome = run(["sleep", "30"], limits=Limits(timeout_s=1)).outcome
+    assert outcome.reason is Reason.TIMEOUT
+    assert time.monotonic() - start < 15
+
+
+def test_the_engine_refuses_to_start_without_the_native_init_and_doctor_says_why(monkeypatch, tmp_path):
+    missing = str(tmp_path / "jw-init")
+    monkeypatch.setattr(native, "INIT_PATH", missing)
+    with pytest.raises(SandboxError, match=f"the native init {missing} is missing"):
+        Sandbox(runtime_dir=str(tmp_path / "run")).start()
+    report = diagnose()
+    assert report["native_init"]["why_not"].startswith(f"the native init {missing} is missing")
+    assert f"native init:      NO - the native init {missing} is missing" in render(report)
