@@ -10,6 +10,7 @@ with display, the display pipe at DISPLAY_FD (3); nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -23,7 +24,7 @@ from typing import NoReturn
 from ..spec import NetworkMode
 from . import libc
 from .cgroups import CgroupHost, JobCgroup
-from .launch_spec import DISPLAY_FD, LaunchSpec, job_env, user_name
+from .launch_spec import DISPLAY_FD, LaunchSpec, job_env
 from .mounts import (
     DEFAULT_TMP_MB,
     Bind,
@@ -34,6 +35,7 @@ from .mounts import (
     finish_root,
     open_source,
     prepare_root,
+    write_identity,
 )
 from .native import INIT_NAME, open_init
 from .netns import loopback_up
@@ -104,6 +106,18 @@ def _normal_priority() -> None:
     """Prepared (at the idle priority its standby is prepared at): wait for the job, and run it, at
     the normal one, so neither waits behind every running job on a busy host."""
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def _rehearse_finish(new_root: str) -> None:
+    """The start of _finish_sandbox for a sample job (see rehearse_parse): its binds opened as its
+    requester, and its identity files written (a job's own replace them). Best effort, as every
+    rehearsal: one that fails costs the job time, nothing else."""
+    with contextlib.suppress(Exception):
+        spec = rehearse_parse()
+        for bind in _open_binds(spec):
+            os.close(bind.fd)
+        plan = RootPlan(new_root, spec.uid, spec.gid, spec.user, spec.hostname, DEFAULT_TMP_MB, None, [], False)
+        write_identity(plan)
 
 
 def _receive_job(job: socket.socket) -> tuple[bytes, list[int]]:
@@ -185,7 +199,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         _wait_for(lines.placed_fd)
         job_pid, job_line, ready_w = _fork_job(context, lines, host_network, spared)
         mapper = UserNamespaceChild()
-        user_name(rehearse_parse().uid)
+        _rehearse_finish(context.new_root)
         _normal_priority()
         message, stdio = _receive_job(lines.job)
         socket.send_fds(job_line, [message], stdio)
@@ -278,7 +292,8 @@ def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) ->
     """Become the job: own session, no privileges, scrubbed environment, seccomp, exec."""
     spec = None
     try:
-        job_env(rehearse_parse())
+        with contextlib.suppress(Exception):
+            job_env(rehearse_parse())  # best effort
         _normal_priority()
         message, stdio = _receive_job(lines.job)
         spec = LaunchSpec.from_dict(json.loads(message)["spec"])

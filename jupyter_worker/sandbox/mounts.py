@@ -339,7 +339,7 @@ def prepare_root(new_root: str) -> Tree:
 
 def finish_root(tree: Tree, plan: RootPlan) -> None:
     """Add what this job needs (its user, /work, /tmp sizes, mounts), then pivot into the root."""
-    _write_identity(plan)
+    write_identity(plan)
     ops: list[tuple[str, Callable[[Tree], None]]] = [
         ("/tmp", lambda t: _mount_tmpfs(t, "/tmp", plan.tmp_mb)),
         ("/var/tmp", lambda t: _mount_tmpfs(t, "/var/tmp", plan.tmp_mb)),
@@ -552,7 +552,7 @@ def _copy_system_files(root: str) -> None:
     os.mkdir(os.path.join(root, "var"), 0o755)  # /var/tmp: a tmpfs of the job's (finish_root)
 
 
-def _write_identity(plan: RootPlan) -> None:
+def write_identity(plan: RootPlan) -> None:
     """passwd and group holding the job's user, so whoami and getpass work; hostname and hosts."""
     group_name = "nogroup" if plan.gid == 65534 else plan.user
     files = {

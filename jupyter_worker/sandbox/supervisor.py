@@ -9,6 +9,7 @@ With capture (control.Capture) it also owns the job's output and writes its outc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -152,11 +153,13 @@ def standby(context: HostContext, link: socket.socket) -> None:
 
 def _rehearse(context: HostContext, prepared: _Prepared) -> None:
     """Walk, before the job asks, the code its start and end take here: parse, refusals, usage, the
-    outcome's event (launch.rehearse_parse says why). Its usage is read on a copy of the cgroup."""
-    spec = rehearse_parse()
-    context.cgroups.refusals(spec.limits)
-    usage = JobCgroup(context.cgroups, prepared.cgroup.dirs).usage()
-    json.dumps({"event": "exit", "outcome": _classify(0, usage).to_dict()})
+    outcome's event (launch.rehearse_parse says why). Its usage is read on a copy of the cgroup.
+    Best effort: a rehearsal that fails costs the job time, nothing else."""
+    with contextlib.suppress(Exception):
+        spec = rehearse_parse()
+        context.cgroups.refusals(spec.limits)
+        usage = JobCgroup(context.cgroups, prepared.cgroup.dirs).usage()
+        json.dumps({"event": "exit", "outcome": _classify(0, usage).to_dict()})
 
 
 def _make_disk(job: _Job) -> JobDisk | None:
