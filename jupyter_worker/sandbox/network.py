@@ -321,6 +321,7 @@ class _Rtnl:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+        self.sock.settimeout(10.0)  # the kernel answers at once; no answer refuses the job, never hangs it
         self.sock.bind((0, 0))
         self.seq = 0
 
