@@ -17,6 +17,10 @@ from ..sandbox import CaptureFiles, RunningJob, Sandbox, SandboxError, unix_addr
 from ..spec import Outcome
 from .supervision import Backend, JobEvents, JobHandle, Launch, StartError
 
+# The result file until a supervisor takes the job (its first word, the cgroup, replaces this before
+# the job's command may run): found after a restart with no supervisor to reach, the job never ran.
+UNSTARTED = b'{"unstarted": true}'
+
 
 class LocalBackend(Backend):
     def __init__(self, sandbox: Sandbox, log_cap: int):
@@ -46,9 +50,10 @@ class LocalBackend(Backend):
         folder.make(launch.spec.uid, launch.spec.gid)
         flags = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         log = os.open(folder.log, flags | os.O_WRONLY | os.O_APPEND, 0o600)
-        result = os.open(folder.result, flags | os.O_WRONLY, 0o600)
+        result = os.open(folder.result, flags | os.O_WRONLY | os.O_TRUNC, 0o600)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
+            os.write(result, UNSTARTED)
             if os.path.exists(folder.control):
                 os.unlink(folder.control)
             with unix_address(folder.control) as address:
@@ -65,7 +70,10 @@ class LocalBackend(Backend):
         try:
             running = RunningJob.attach(launch.folder.control, launch.id)
         except OSError:
-            self.settle(launch, events)
+            if launch.folder.read_result().get("unstarted"):  # the executor stopped before handing it over
+                events.unstarted(launch.id)
+            else:
+                self.settle(launch, events)
             return None
         return _LocalHandle(self, launch, running, events)
 

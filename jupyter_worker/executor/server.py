@@ -221,9 +221,13 @@ class Server:
                 await _send(writer, protocol.failed(request_id, exc))
 
     async def _answer(self, caller: Caller, request: Request) -> dict[str, Any]:
-        """handle, with a listing (up to workfiles.MAX_SCANNED names) in a thread, off the loop."""
+        """handle, with a listing (up to workfiles.MAX_SCANNED names) in a thread, off the loop,
+        and a run answered once its job has started."""
         if request.get("op") == "files":
             return await self.executor.work_listing_off_loop(caller, *_files_args(request))
+        if request.get("op") == "run":  # answered once the job has started (its start is off the loop)
+            job = await self.executor.submit_started(caller, JobRequest.from_dict(request.get("job")))
+            return {"job": job.to_dict()}
         return self.handle(caller, request)
 
     def handle(self, caller: Caller, request: Request) -> dict[str, Any]:

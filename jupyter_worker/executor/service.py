@@ -71,7 +71,7 @@ class Executor:
         self.store = store
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.root_runs_as = root_runs_as
-        self.supervision = Supervision(backends, store, self._ended, self._progress)
+        self.supervision = Supervision(backends, store, self._ended, self._progress, self._unstarted)
         self.list_watchers: set[asyncio.Queue] = set()
         self.network = IsolatedNetwork(policy)
         self.holds = Holds(store, policy.hold_grace_s, self._stop_held)
@@ -174,6 +174,16 @@ class Executor:
             else:
                 self._hand_over(record, launch)
         return self._with_usage(self.store.get(job_id) or record)
+
+    async def submit_started(self, caller: Caller, request: JobRequest) -> JobRecord:
+        """submit, answered once a job that starts at once has been handed to its supervisor
+        (its start runs off the event loop meanwhile): a job acknowledged RUNNING is running, and
+        a kill -9 of the executor after the answer finds it and its outcome (executor/local.py)."""
+        record = self.submit(caller, request)
+        if record.status is JobStatus.RUNNING and record.backend == BackendName.LOCAL.value:
+            await self.supervision.started(record.id)
+            record = self._with_usage(self.store.get(record.id) or record)
+        return record
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
         """A disk limit this host cannot enforce refuses the job when the request asked for it or a
@@ -580,6 +590,17 @@ class Executor:
                 self._remote_waits[record.id] = {"position": None, "reason": f"waiting at {record.backend}"}
             self.supervision.attach(record.backend, self._launch(record, spec))
         self.network.sweep()
+
+    def _unstarted(self, job_id: str) -> None:
+        """A job recorded RUNNING that never reached its supervisor (the executor was stopped in
+        between): QUEUED again, so the scheduling after recover starts it (it never ran: it cannot
+        run twice)."""
+        record = self.store.get(job_id)
+        if record is None or record.status is not JobStatus.RUNNING:
+            return
+        self.network.release(job_id)
+        record.status, record.started_at = JobStatus.QUEUED, None
+        self.store.save(record)
 
     def retain(self, sizes: dict[str, int]) -> None:
         """Delete the finished jobs retention picks (executor/retention.py), given their folders'

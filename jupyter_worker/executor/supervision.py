@@ -67,6 +67,10 @@ class JobEvents(Protocol):
 
     def lost(self, job_id: str, why: str) -> None: ...
 
+    def unstarted(self, job_id: str) -> None:
+        """Found after a restart: the executor stopped before the job reached where it runs, so it
+        never ran; it waits to be started again."""
+
     def waiting(self, job_id: str, why: str, details: dict[str, str]) -> None:
         """Still waiting in the backend's own queue (a cluster's): why, in words; details (the
         cluster's id of the job) go into the record's placement."""
@@ -224,15 +228,17 @@ class Supervision:
         store: JobStore,
         on_end: Callable[[str, Outcome], None],
         on_progress: Callable[[str, str | None, str | None, dict[str, str]], None] | None = None,
+        on_unstarted: Callable[[str], None] | None = None,
     ):
         self.backends = backends
         self.store = store
         self.on_end = on_end
         # a cluster's word on a job: (job id, node when it runs, why when it waits, details)
         self.on_progress = on_progress
+        self.on_unstarted = on_unstarted
         self.live: dict[str, _Live] = {}
         self.newsroom = Newsroom()
-        self._starting: set[asyncio.Task] = set()
+        self._starting: dict[str, asyncio.Task] = {}  # the jobs whose start is under way
         # one thread starts jobs, in the order they were started: as before, one start at a time
         self._launcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-worker-start")
 
@@ -250,8 +256,8 @@ class Supervision:
         self.live[launch.id] = live
         starting = self._start_off_loop(self.backends[backend], launch, live, failed)
         task = asyncio.get_running_loop().create_task(starting)
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._starting[launch.id] = task
+        task.add_done_callback(lambda _: self._starting.pop(launch.id, None))
 
     async def _start_off_loop(
         self, backend: Backend, launch: Launch, live: _Live, failed: Callable[[str, str], None]
@@ -274,10 +280,16 @@ class Supervision:
         if isinstance(starting, _Starting) and starting.stopping and self.live.get(launch.id) is live:
             live.handle.stop(starting.grace_s)
 
+    async def started(self, job_id: str) -> None:
+        """Until the job's start under way (if any) has handed it to its backend, or failed."""
+        task = self._starting.get(job_id)
+        if task is not None:
+            await asyncio.wait({task})  # not cancelled with the waiter: the start goes on
+
     async def starts_done(self) -> None:
         """Until the starts under way have begun or failed (a stop asked meanwhile reaches its job)."""
         while self._starting:
-            await asyncio.wait(set(self._starting))
+            await asyncio.wait(set(self._starting.values()))
 
     def attach(self, backend: str, launch: Launch) -> None:
         chosen = self.backends.get(backend)
@@ -331,6 +343,11 @@ class Supervision:
     def lost(self, job_id: str, why: str) -> None:
         self._forget(job_id)
         self.on_end(job_id, Outcome(Reason.LOST, error=why))
+
+    def unstarted(self, job_id: str) -> None:
+        self.live.pop(job_id, None)
+        if self.on_unstarted is not None:
+            self.on_unstarted(job_id)
 
     def waiting(self, job_id: str, why: str, details: dict[str, str]) -> None:
         if job_id in self.live and self.on_progress is not None:

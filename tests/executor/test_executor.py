@@ -166,6 +166,22 @@ def test_a_crash_of_the_executor_loses_nothing(daemon):
         assert final.status == "STOPPED"
 
 
+@pytest.mark.executor_flags("--Policy.max_concurrent_jobs=4", "--Policy.max_jobs_per_user=0")
+def test_a_kill_of_the_executor_right_after_many_submits_loses_no_acknowledged_job(daemon):
+    script = "echo start {0}; sleep 0.{1}; echo end {0}; exit {2}"
+    with daemon.client() as client:
+        ids = [client.run({"command": ["sh", "-c", script.format(i, i % 4, i % 3)]}).id for i in range(24)]
+    daemon.kill_hard()  # at once: some jobs are starting, some running, some waiting, some ended
+    daemon.start()
+    with daemon.client() as client:
+        for i, job_id in enumerate(ids):
+            final = wait_for(lambda job_id=job_id: (j := client.get(job_id)).finished and j, 60, what=f"job {i}")
+            status = "COMPLETED" if i % 3 == 0 else "FAILED"
+            assert (final.status, final.reason, final.exit_code) == (status, "exit", i % 3)
+            log = b"".join(c.data for c in client.logs(job_id)[0])
+            assert log == f"start {i}\nend {i}\n".encode()
+
+
 def test_a_stop_asked_for_just_before_the_executor_stops_is_carried_out(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["sleep", "300"]})
