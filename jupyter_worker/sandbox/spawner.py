@@ -63,7 +63,8 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
             if link is not sock:
                 starting.remove(link)
                 link.close()
-                pool.append(_new_standby(context, sock, [*pool, *starting]))
+                if len(pool) < pool_size:  # a burst that emptied the pool must not grow it for good
+                    pool.append(_new_standby(context, sock, [*pool, *starting]))
         if sock not in ready:
             continue
         message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 5)
