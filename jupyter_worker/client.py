@@ -173,7 +173,9 @@ class Client(_Requests):
             self._sock.close()
             self._sock = None
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, *then: tuple[str, dict[str, Any]]) -> socket.socket:
+        """A greeted connection. Requests in then go with the hello, in one write (the executor
+        answers in order): a stream costs one round trip, not two; their refusals raise."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(self.timeout)
         try:
@@ -184,18 +186,27 @@ class Client(_Requests):
         except PermissionError:  # the socket, or a folder on its way, is closed to this user
             sock.close()
             raise WorkerError(ErrorReason.FORBIDDEN, f"{self.path}: this user may not reach that socket") from None
-        self.identity = self._exchange(sock, "hello", {"version": protocol.VERSION})
+        try:
+            replies = self._exchange(sock, ("hello", {"version": protocol.VERSION}), *then)
+        except BaseException:
+            sock.close()
+            raise
+        self.identity = replies[0]
         return sock
 
-    def _exchange(self, sock: socket.socket, op: str, params: dict[str, Any]) -> dict[str, Any]:
-        self._next_id += 1
+    def _exchange(self, sock: socket.socket, *requests: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send the requests in one write, then read their responses in order (the first refusal raises)."""
+        frames = []
+        for op, params in requests:
+            self._next_id += 1
+            frames.append(protocol.encode({"op": op, "id": self._next_id, **params}))
         try:
-            sock.sendall(protocol.encode({"op": op, "id": self._next_id, **params}))
+            sock.sendall(b"".join(frames))
         except (BrokenPipeError, ConnectionResetError):
             # The executor may refuse a connection (busy) and close it before reading a word: its
             # refusal is then already waiting to be read.
             pass
-        return _result(self._read(sock))
+        return [_result(self._read(sock)) for _ in requests]
 
     @staticmethod
     def _read(sock: socket.socket) -> dict[str, Any]:
@@ -205,17 +216,12 @@ class Client(_Requests):
     def _call(self, op: str, params: dict[str, Any], pick: Callable[[dict[str, Any]], Any]) -> Any:
         if self._sock is None:
             self._sock = self._connect()
-        return pick(self._exchange(self._sock, op, params))
+        return pick(self._exchange(self._sock, (op, params))[0])
 
     def _stream(self, op: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Subscribe now (so nothing after this call is missed); events come as they are iterated."""
-        sock = self._connect()
+        sock = self._connect((op, params))
         sock.settimeout(None)
-        try:
-            self._exchange(sock, op, params)
-        except BaseException:
-            sock.close()
-            raise
         return self._events(sock)
 
     def _events(self, sock: socket.socket) -> Iterator[dict[str, Any]]:
@@ -271,22 +277,34 @@ class AsyncClient(_Requests):
             self._streams[1].close()
             self._streams = None
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, *then: tuple[str, dict[str, Any]]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A greeted connection; requests in then go with the hello, in one write (as Client._connect)."""
         try:
             streams = await asyncio.open_unix_connection(self.path, limit=protocol.MAX_FRAME + 4)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
-        self.identity = await self._exchange(streams, "hello", {"version": protocol.VERSION})
+        try:
+            replies = await self._exchange_all(streams, ("hello", {"version": protocol.VERSION}), *then)
+        except BaseException:
+            streams[1].close()
+            raise
+        self.identity = replies[0]
         return streams
 
     async def _exchange(self, streams, op: str, params: dict[str, Any]) -> dict[str, Any]:
-        self._next_id += 1
+        return (await self._exchange_all(streams, (op, params)))[0]
+
+    async def _exchange_all(self, streams, *requests: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        frames = []
+        for op, params in requests:
+            self._next_id += 1
+            frames.append(protocol.encode({"op": op, "id": self._next_id, **params}))
         try:
-            streams[1].write(protocol.encode({"op": op, "id": self._next_id, **params}))
+            streams[1].write(b"".join(frames))
             await streams[1].drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # as in Client._exchange: a refusal may be waiting to be read
-        return _result(await self._read(streams[0]))
+        return [_result(await self._read(streams[0])) for _ in requests]
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -315,9 +333,8 @@ class AsyncClient(_Requests):
         return self._call_async(op, params, pick)
 
     async def _stream(self, op: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        streams = await self._connect()
+        streams = await self._connect((op, params))
         try:
-            await self._exchange(streams, op, params)
             while True:
                 event = _stream_event(await self._read(streams[0]))
                 yield event

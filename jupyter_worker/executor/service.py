@@ -182,7 +182,8 @@ class Executor:
         record = self.submit(caller, request)
         if record.status is JobStatus.RUNNING and record.backend == BackendName.LOCAL.value:
             await self.supervision.started(record.id)
-            record = self._with_usage(self.store.get(record.id) or record)
+            if record.id not in self.supervision.live:  # its start failed (or it ended already): as stored
+                record = self._with_usage(self.store.get(record.id) or record)
         return record
 
     def _disk_checked(self, limits: Limits, asked: Limits, allowance: Allowance) -> Limits:
@@ -403,13 +404,13 @@ class Executor:
     def _schedule_once(self, known: dict[str, Allowance]) -> None:
         """One pass over the queue, oldest first; each job left waiting gets its place and the
         reason in words (executor/waits.py), announced when they change."""
-        running = [r for r in self.store.with_status(JobStatus.RUNNING) if r.backend == BackendName.LOCAL.value]
+        running = [job for job in self.store.running() if job[2] == BackendName.LOCAL.value]
         per_user: dict[str, int] = {}
-        for record in running:
-            per_user[record.owner] = per_user.get(record.owner, 0) + 1
+        for _, owner, _, _ in running:
+            per_user[owner] = per_user.get(owner, 0) + 1
         caps = {owner: allowance.max_jobs for owner, allowance in known.items()}
         total = len(running)
-        held = [self._disk_held(record) for record in running if record.limits.disk_mb is not None]
+        held = [self._disk_held(job_id, disk_mb) for job_id, _, _, disk_mb in running if disk_mb is not None]
         no_room: list[JobRecord] = []
         waiting: list[tuple[JobRecord, str]] = []
         free: int | None = None  # the state folder's free bytes, read once a pass when needed
@@ -450,9 +451,9 @@ class Executor:
             if before.get(record.id) != self._queue[record.id]:
                 self._announce(record)
 
-    def _disk_held(self, record: JobRecord) -> tuple[int, int]:
+    def _disk_held(self, job_id: str, disk_mb: int) -> tuple[int, int]:
         """A running job's disk limit and what its image takes already, in bytes."""
-        return record.limits.disk_mb << 20, sandbox_disk.allocated_bytes(self.folder(record.id).image)
+        return disk_mb << 20, sandbox_disk.allocated_bytes(self.folder(job_id).image)
 
     def _start(self, record: JobRecord) -> None:
         """QUEUED -> RUNNING; an isolated job leases its place on the bridge first."""

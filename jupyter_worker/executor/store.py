@@ -182,6 +182,16 @@ class JobStore:
         )
         return [_record(text) for (text,) in rows]
 
+    def running(self) -> list[tuple[str, str, str, int | None]]:
+        """(id, owner, backend, disk limit in MiB) of every RUNNING job: what scheduling counts,
+        read by SQLite from the stored JSON without decoding whole records (it runs at every
+        submit and every end, however many jobs run)."""
+        return self.db.execute(
+            "SELECT id, json_extract(record, '$.owner'), json_extract(record, '$.backend'),"
+            " json_extract(record, '$.limits.disk_mb') FROM jobs WHERE status = ? ORDER BY seq",
+            (JobStatus.RUNNING.value,),
+        ).fetchall()
+
     def finished_oldest_first(self) -> list[tuple[str, float]]:
         return self.db.execute(
             "SELECT id, finished_at FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at"
