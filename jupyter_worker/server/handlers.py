@@ -110,6 +110,14 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
         """A job this server's user may see; others answer 404 like jobs that do not exist."""
         return _visible(self.worker, await self.client.get(job_id), job_id)
 
+    async def job_ref(self, job_id: str) -> str:
+        """The id to ask the executor about: as given where the executor itself shows this server
+        only its user's jobs (no get first: it refuses another's job as not_found), else the id of
+        a job looked up and found visible."""
+        if self.worker.owner_filter() is None:
+            return job_id
+        return (await self.visible_job(job_id)).id
+
     def body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
             raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
@@ -222,8 +230,7 @@ class JobHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
-        job = await self.visible_job(job_id)
-        await self.client.delete(job.id)
+        await self.client.delete(await self.job_ref(job_id))
         self.set_status(204)
         self.finish()
 
@@ -232,9 +239,8 @@ class StopHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def post(self, job_id: str) -> None:
-        job = await self.visible_job(job_id)
         grace = self.body().get("grace_s")
-        self.finish((await self.client.stop(job.id, grace)).to_dict())
+        self.finish((await self.client.stop(await self.job_ref(job_id), grace)).to_dict())
 
 
 class LogsHandler(WorkerHandler):
@@ -242,10 +248,9 @@ class LogsHandler(WorkerHandler):
     @authorized
     async def get(self, job_id: str) -> None:
         """Log chunks from ?offset= (text, stream, offset) and the offset to read next."""
-        job = await self.visible_job(job_id)
         offset = self.int_argument("offset", 0)
         max_bytes = min(self.int_argument("max_bytes", 512 << 10) or 1, 512 << 10)
-        chunks, next_offset, finished = await self.client.logs(job.id, offset, max_bytes)
+        chunks, next_offset, finished = await self.client.logs(await self.job_ref(job_id), offset, max_bytes)
         self.finish(
             {
                 "chunks": [_chunk(c.offset, c.stream, c.data) for c in chunks],
@@ -261,8 +266,7 @@ class MetricsHandler(WorkerHandler):
     async def get(self, job_id: str) -> None:
         """The job's metric history: {"samples": [{t, cpu_percent, memory_bytes, pids}],
         "memory_limit_bytes", "cpu_limit_percent"}, the whole run (executor/history.py)."""
-        job = await self.visible_job(job_id)
-        self.finish(await self.client.metrics(job.id))
+        self.finish(await self.client.metrics(await self.job_ref(job_id)))
 
 
 class FilesHandler(WorkerHandler):
@@ -271,9 +275,8 @@ class FilesHandler(WorkerHandler):
     async def get(self, job_id: str) -> None:
         """?path=sub/folder&offset=N: a page of a folder of the job's /work (never following the
         job's links); next_offset says where the next page starts."""
-        job = await self.visible_job(job_id)
         offset = self.int_argument("offset", 0) or 0
-        self.finish(await self.client.files(job.id, self.get_argument("path", ""), offset))
+        self.finish(await self.client.files(await self.job_ref(job_id), self.get_argument("path", ""), offset))
 
 
 class DownloadHandler(WorkerHandler):

@@ -30,6 +30,9 @@ def test_each_users_server_shows_only_that_users_jobs(servers, users):
     for method, path in (
         ("GET", f"jobs/{job['id']}"),
         ("GET", f"jobs/{job['id']}/logs"),
+        ("GET", f"jobs/{job['id']}/metrics"),
+        ("GET", f"jobs/{job['id']}/files"),
+        ("GET", f"jobs/{job['id']}/files/download?path=x"),
         ("POST", f"jobs/{job['id']}/stop"),
         ("DELETE", f"jobs/{job['id']}"),
     ):
