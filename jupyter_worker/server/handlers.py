@@ -427,7 +427,7 @@ class JobEventsHandler(_Stream):
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
         owner = self.worker.owner_filter()
-        async for event in AsyncClient(self.worker.socket).watch():
+        async for event in _ExecutorStream(self.worker.socket).watch():
             job = event.get("job")
             if job is not None and (owner is None or job.owner == owner):
                 yield {"type": "job", "job": job.to_dict()}
