@@ -24,7 +24,7 @@ from ..errors import SpecError
 from .cgroups import CgroupError, CgroupHost
 from .launch import HostContext
 from .seccomp import compile_filter
-from .supervisor import standby
+from .supervisor import rehearse_shared, standby
 
 _MAX_REQUEST = 1 << 20
 
@@ -52,6 +52,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     context = prepare(cgroup_root, runtime_dir)
+    rehearse_shared(context)
     gc.freeze()
     pool = [_new_standby(context, sock, []) for _ in range(pool_size)]
     starting: list[socket.socket] = []
