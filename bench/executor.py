@@ -205,8 +205,8 @@ def _spawner_pid(daemon_pid: int, children: dict[int, list[int]]) -> int:
 def job_pss_kib(daemon_pid: int) -> tuple[list[dict[str, int]], list[int]]:
     """Per running job, the PSS (KiB) of every one of its processes: its supervisor (a child of the
     spawner), the job's init and the job's own processes (every descendant of the supervisor, so a
-    daemonized orphan counts too). Also the standbys' PSS (supervisors whose tree runs no other
-    program than Python: no job yet). PSS charges each shared page to its sharers, so the per-job
+    daemonized orphan counts too). Also the standbys' PSS (supervisors whose job process is still
+    Python: no job yet). PSS charges each shared page to its sharers, so the per-job
     sum is each job's share of the host memory its processes use."""
     children = _process_tree()
     spawner = _spawner_pid(daemon_pid, children)
@@ -220,7 +220,7 @@ def job_pss_kib(daemon_pid: int) -> tuple[list[dict[str, int]], list[int]]:
             "init": sum(map(_pss_kib, inits)),
             "job": sum(map(_pss_kib, own)),
         }
-        if any(_exe(pid) != python for pid in [*inits, *own]):
+        if any(_exe(pid) != python for pid in own):  # the command runs: not a standby's job process
             jobs.append(pss)
         else:
             standbys.append(sum(pss.values()))
@@ -252,6 +252,9 @@ def many_sleepers(daemon: Daemon, count: int) -> None:
     ids = [client.run({"command": ["sleep", "600"], "python_prefixes": []}).id for _ in range(count)]
     while client.list(status=["QUEUED"], limit=1)[0]:
         time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while len(job_pss_kib(daemon.process.pid)[0]) < count and time.monotonic() < deadline:
+        time.sleep(0.2)  # a run is answered once handed over: wait until every command runs
     started = time.perf_counter() - start
     time.sleep(1.0)  # the last jobs' inits settle into their running form
     jobs, standbys = job_pss_kib(daemon.process.pid)
