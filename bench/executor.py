@@ -233,10 +233,14 @@ def bwrap_sleepers_pss_kib(count: int) -> float:
     command = [*BWRAP[:-1], "sleep", "600"]
     sleepers = [subprocess.Popen(command) for _ in range(count)]
     try:
-        time.sleep(1.0)
-        children = _process_tree()
+        deadline, running, children = time.monotonic() + 30, 0, {}
+        while running < count and time.monotonic() < deadline:
+            time.sleep(0.5)  # a loaded host takes a while to start them all
+            children = _process_tree()
+            running = sum(
+                1 for p in sleepers if any(_exe(pid).endswith("/sleep") for pid in _descendants(p.pid, children))
+            )
         total = sum(_pss_kib(pid) for p in sleepers for pid in [p.pid, *_descendants(p.pid, children)])
-        running = sum(1 for p in sleepers if any(_exe(pid).endswith("/sleep") for pid in _descendants(p.pid, children)))
         if running != count:
             raise RuntimeError(f"only {running} of {count} bwrap'd sleeps are running")
         return total / count
