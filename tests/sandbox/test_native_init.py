@@ -4,7 +4,9 @@ holds nothing of the job's, reaps orphans, and reports the job's end as the Pyth
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -106,3 +108,19 @@ def test_the_engine_refuses_to_start_without_the_native_init_and_doctor_says_why
     report = diagnose()
     assert report["native_init"]["why_not"].startswith(f"the native init {missing} is missing")
     assert f"native init:      NO - the native init {missing} is missing" in render(report)
+
+
+def test_a_native_init_on_a_noexec_filesystem_is_named_as_the_problem(monkeypatch, tmp_path):
+    place = tmp_path / "noexec"
+    place.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec", "jw-test-noexec", str(place)], check=True)
+    try:
+        copy = place / native.INIT_NAME
+        shutil.copy2(native.INIT_PATH, copy)
+        monkeypatch.setattr(native, "INIT_PATH", str(copy))
+        assert (
+            native.init_problem()
+            == f"the native init {copy} is on a filesystem mounted noexec: install where programs may run"
+        )
+    finally:
+        subprocess.run(["umount", str(place)], check=True)

@@ -21,6 +21,8 @@ def init_problem() -> str | None:
             "jupyter_worker/sandbox/native/init.c with the system's C compiler: install gcc and libc6-dev), "
             "or build it in a checkout with `python hatch_build.py`"
         )
+    if os.statvfs(INIT_PATH).f_flag & os.ST_NOEXEC:
+        return f"the native init {INIT_PATH} is on a filesystem mounted noexec: install where programs may run"
     if not os.access(INIT_PATH, os.X_OK):
         return f"the native init {INIT_PATH} is not executable"
     return None
