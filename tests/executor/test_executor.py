@@ -177,7 +177,7 @@ def test_a_kill_of_the_executor_right_after_many_submits_loses_no_acknowledged_j
         for i, job_id in enumerate(ids):
             final = wait_for(lambda job_id=job_id: (j := client.get(job_id)).finished and j, 60, what=f"job {i}")
             status = "COMPLETED" if i % 3 == 0 else "FAILED"
-            assert (final.status, final.reason, final.exit_code) == (status, "exit", i % 3)
+            assert (final.status, final.reason, final.exit_code) == (status, "exit", i % 3), final.error
             log = b"".join(c.data for c in client.logs(job_id)[0])
             assert log == f"start {i}\nend {i}\n".encode()
 
