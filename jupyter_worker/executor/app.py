@@ -125,7 +125,8 @@ class ExecutorApp(Application):
         store = JobStore(os.path.join(self.state_dir, "jobs.db"))
         sandbox = Sandbox(runtime_dir=os.path.join(self.state_dir, "run"), standbys=self.standbys)
         sandbox.start()
-        backends: dict[str, Backend] = {"local": LocalBackend(sandbox, policy.log_max_bytes)}
+        jobs_dir = os.path.join(self.state_dir, "jobs")  # job folders are made ahead there (executor/local.py)
+        backends: dict[str, Backend] = {"local": LocalBackend(sandbox, policy.log_max_bytes, jobs_dir)}
         slurm = SlurmBackendConfig(parent=self)
         if slurm.enabled:  # jobs that ask for it go to the cluster (docs/slurm.md)
             backends["slurm"] = SlurmBackend(slurm, policy.log_max_bytes)

@@ -5,27 +5,135 @@ Each job's supervisor process owns the job's output (the log file in its folder)
 restarted executor connects to it again, or reads from the result file how the job ended. A job
 whose supervisor and outcome are both gone is lost; what is left of it (its cgroup, by the name
 the result file gave) is killed and removed.
+
+A job's folder is made ahead (`Spares`): a thread keeps a few folders ready under jobs/.spare-*, with
+/work, the log, the result file and the control socket's listener, so a start only renames one to
+the job's id and gives /work to the job's uid (on this host's ext4, making those five files costs
+the kernel more than the rest of the executor's work for a job). A stopped executor's spares
+are removed at the next start; a job's folder that exists already (a start tried before a
+restart) is used as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import contextlib
 import os
+import shutil
 import socket
+import uuid
+from dataclasses import dataclass
 
 from ..sandbox import CaptureFiles, RunningJob, Sandbox, SandboxError, unix_address
 from ..spec import Outcome
+from .folders import JobFolder
 from .supervision import Backend, JobEvents, JobHandle, Launch, StartError
 
 # The result file until a supervisor takes the job (its first word, the cgroup, replaces this before
 # the job's command may run): found after a restart with no supervisor to reach, the job never ran.
 UNSTARTED = b'{"unstarted": true}'
+SPARE_PREFIX = ".spare-"
+SPARES = 4  # folders kept ready: a start takes one, the thread makes the next meanwhile
+
+
+@dataclass
+class _Spare:
+    """A folder made ahead, and its open files: the log, the result file, the listening socket."""
+
+    dir: str
+    log: int
+    result: int
+    listener: socket.socket
+
+    def close(self) -> None:
+        os.close(self.log)
+        os.close(self.result)
+        self.listener.close()
+
+
+class Spares:
+    """Folders made ahead by a thread of their own (see the module's docstring)."""
+
+    def __init__(self, jobs_dir: str, count: int = SPARES):
+        self.jobs_dir = jobs_dir
+        self.count = count
+        self.ready: collections.deque[_Spare] = collections.deque()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jupyter-worker-spares")
+        self._thread.submit(self._sweep_then_fill)
+
+    def take(self) -> _Spare | None:
+        """A ready folder (None if none is); the thread makes another."""
+        try:
+            spare = self.ready.popleft()
+        except IndexError:
+            spare = None
+        with contextlib.suppress(RuntimeError):  # closed: the executor is stopping
+            self._thread.submit(self._fill)
+        return spare
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        while self.ready:
+            self.ready.popleft().close()
+
+    def _sweep_then_fill(self) -> None:
+        """A stopped executor's spares first (no job has them), then the pool."""
+        with contextlib.suppress(OSError):  # as the executor makes it: root's alone
+            os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.jobs_dir):
+                if name.startswith(SPARE_PREFIX):
+                    shutil.rmtree(os.path.join(self.jobs_dir, name), ignore_errors=True)
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.ready) < self.count:
+            try:
+                self.ready.append(self._make())
+            except OSError:  # a full disk, say: starts make their folders themselves meanwhile
+                return
+
+    def _make(self) -> _Spare:
+        folder = JobFolder(os.path.join(self.jobs_dir, SPARE_PREFIX + uuid.uuid4().hex))
+        folder.make(0, 0)
+        log, result, listener = _open_files(folder)
+        return _Spare(folder.dir, log, result, listener)
+
+
+def _open_files(folder: JobFolder) -> tuple[int, int, socket.socket]:
+    """The log, the result file (saying unstarted) and the control socket's listener, in folder."""
+    flags = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    log = os.open(folder.log, flags | os.O_WRONLY | os.O_APPEND, 0o600)
+    result = os.open(folder.result, flags | os.O_WRONLY | os.O_TRUNC, 0o600)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        os.write(result, UNSTARTED)
+        if os.path.exists(folder.control):
+            os.unlink(folder.control)
+        with unix_address(folder.control) as address:
+            listener.bind(address)
+        os.chmod(folder.control, 0o600)
+        listener.listen(8)
+    except BaseException:
+        os.close(log)
+        os.close(result)
+        listener.close()
+        raise
+    return log, result, listener
 
 
 class LocalBackend(Backend):
-    def __init__(self, sandbox: Sandbox, log_cap: int):
+    def __init__(self, sandbox: Sandbox, log_cap: int, jobs_dir: str | None = None):
+        """jobs_dir: where job folders are made ahead (Spares); None: each start makes its own."""
         self.sandbox = sandbox
         self.log_cap = log_cap
+        self.spares = Spares(jobs_dir) if jobs_dir is not None else None
+
+    def close(self) -> None:
+        if self.spares is not None:
+            self.spares.close()
 
     def start(self, launch: Launch, events: JobEvents) -> JobHandle:
         return self.complete(launch, self.begin(launch), events)
@@ -46,25 +154,30 @@ class LocalBackend(Backend):
     def _launch(self, launch: Launch) -> RunningJob:
         """The supervisor gets the log and result files and the control socket's listener; the
         executor keeps only its own connection."""
-        folder = launch.folder
-        folder.make(launch.spec.uid, launch.spec.gid)
-        flags = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        log = os.open(folder.log, flags | os.O_WRONLY | os.O_APPEND, 0o600)
-        result = os.open(folder.result, flags | os.O_WRONLY | os.O_TRUNC, 0o600)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        log, result, listener = self._folder(launch)
         try:
-            os.write(result, UNSTARTED)
-            if os.path.exists(folder.control):
-                os.unlink(folder.control)
-            with unix_address(folder.control) as address:
-                listener.bind(address)
-            os.chmod(folder.control, 0o600)
-            listener.listen(8)
             return self.sandbox.launch_captured(launch.spec, CaptureFiles(log, result, listener.fileno(), self.log_cap))
         finally:
             os.close(log)
             os.close(result)
             listener.close()
+
+    def _folder(self, launch: Launch) -> tuple[int, int, socket.socket]:
+        """The job's folder, /work its uid's, and its open files: a spare renamed to the job's id
+        when one is ready (and the job has no folder yet), else made now."""
+        folder, spec = launch.folder, launch.spec
+        spare = self.spares.take() if self.spares is not None and not os.path.exists(folder.dir) else None
+        if spare is not None:
+            try:
+                os.rename(spare.dir, folder.dir)
+                os.chown(folder.work, spec.uid, spec.gid)
+                return spare.log, spare.result, spare.listener
+            except OSError:
+                spare.close()
+                if os.path.isdir(spare.dir):  # not renamed: it is nobody's
+                    shutil.rmtree(spare.dir, ignore_errors=True)
+        folder.make(spec.uid, spec.gid)
+        return _open_files(folder)
 
     def attach(self, launch: Launch, events: JobEvents) -> JobHandle | None:
         try:

@@ -182,6 +182,23 @@ def test_a_kill_of_the_executor_right_after_many_submits_loses_no_acknowledged_j
             assert log == f"start {i}\nend {i}\n".encode()
 
 
+def test_the_folders_a_killed_executor_made_ahead_are_removed_at_its_next_start(daemon):
+    jobs = os.path.join(daemon.state_dir, "jobs")
+
+    def spares() -> set[str]:
+        return {name for name in os.listdir(jobs) if name.startswith(".spare-")}
+
+    before = wait_for(spares, what="folders made ahead")
+    daemon.kill_hard()
+    daemon.start()
+    wait_for(lambda: not before & spares(), what="the killed executor's spares to be removed")
+    with daemon.client() as client:
+        job = client.run({"command": ["sh", "-c", "echo ok"]})
+        final = wait_for(lambda: (j := client.get(job.id)).finished and j, what="the job")
+        assert (final.status, client.logs(job.id)[0][0].data) == ("COMPLETED", b"ok\n")
+    assert oct(os.stat(jobs).st_mode & 0o777) == oct(0o700)
+
+
 def test_a_stop_asked_for_just_before_the_executor_stops_is_carried_out(daemon):
     with daemon.client() as client:
         job = client.run({"command": ["sleep", "300"]})
