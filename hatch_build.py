@@ -17,15 +17,24 @@ import tempfile
 
 SOURCE = os.path.join("jupyter_worker", "sandbox", "native", "init.c")
 BINARY = os.path.join("jupyter_worker", "sandbox", "native", "jw-init")
+# The job process's last steps (job.c), built the same way beside it.
+JOB_SOURCE = os.path.join("jupyter_worker", "sandbox", "native", "job.c")
+JOB_BINARY = os.path.join("jupyter_worker", "sandbox", "native", "jw-job")
 
 
 def build_native_init(root: str) -> str:
-    """Compile init.c next to itself; returns the binary's path. The binary is replaced by a rename,
-    so an engine running the old one (an editable install in use) never sees a half-written file."""
-    source, binary = os.path.join(root, SOURCE), os.path.join(root, BINARY)
+    """Compile init.c (and job.c) next to itself; returns the init's path."""
+    _build(root, JOB_SOURCE, JOB_BINARY)
+    return _build(root, SOURCE, BINARY)
+
+
+def _build(root: str, source: str, binary: str) -> str:
+    """Compile one source; the binary is replaced by a rename, so an engine running the old one (an
+    editable install in use) never sees a half-written file."""
+    source, binary = os.path.join(root, source), os.path.join(root, binary)
     compiler = shlex.split(os.environ.get("CC") or "cc")
     flags = shlex.split(os.environ.get("CFLAGS") or "-O2")
-    fd, partial = tempfile.mkstemp(prefix="jw-init.", dir=os.path.dirname(binary))
+    fd, partial = tempfile.mkstemp(prefix=os.path.basename(binary) + ".", dir=os.path.dirname(binary))
     os.close(fd)
     try:
         command = [*compiler, *flags, "-static", "-Wall", "-Wextra", "-o", partial, source]
@@ -61,6 +70,7 @@ class NativeInitHook(BuildHookInterface):  # type: ignore[misc,valid-type]
         build_native_init(self.root)
         # the binary is gitignored, which hatch would otherwise take as "leave out"
         build_data["artifacts"].append("/" + BINARY.replace(os.sep, "/"))
+        build_data["artifacts"].append("/" + JOB_BINARY.replace(os.sep, "/"))
         if version == "standard":
             # a static executable: any Python 3 on this platform, so no interpreter or ABI in the tag
             build_data["pure_python"] = False

@@ -2,7 +2,8 @@
 
 The init joins the job's cgroups before anything else, enters fresh mount, uts, ipc and net
 namespaces and builds the shared part of the root, all before a job exists; given a job, it adds
-the job's own mounts, pivots, enters a fresh cgroup namespace and forks the job. The job drops every
+the job's own mounts and pivots. The job process, forked before any job too, execs the native job
+stage (native/job.c) at once; told the job, it enters a fresh cgroup namespace, drops every
 privilege, applies seccomp last and execs the command. Setup errors travel to the supervisor over a
 close-on-exec pipe, so an empty pipe at EOF proves the exec happened. The job inherits fds 0-2 and,
 with display, the display pipe at DISPLAY_FD (3); nothing else.
@@ -29,6 +30,7 @@ from .mounts import (
     DEFAULT_TMP_MB,
     Bind,
     RootPlan,
+    SetupError,
     Tree,
     UserNamespaceChild,
     acting_as,
@@ -39,9 +41,9 @@ from .mounts import (
 )
 from .native import INIT_NAME, open_init
 from .netns import loopback_up
-from .seccomp import LoadableFilter
 
 _HIGH_FD = 100
+JOB_STAGE_NAME = "jw-job"
 STATUS = struct.Struct("i")
 
 
@@ -52,6 +54,7 @@ class HostContext:
     cgroups: CgroupHost
     seccomp_program: bytes
     new_root: str
+    job_stage: int  # native/jw-job, opened once: a rebuild of the package never reaches a running engine
 
 
 @dataclass(frozen=True)
@@ -167,17 +170,6 @@ def _finish_sandbox(
     libc.sethostname(spec.hostname)
 
 
-@dataclass(frozen=True)
-class _JobLines:
-    """What the job process gets from its init: the job (forwarded), 'the sandbox is ready', the
-    host's network namespace (for network 'host'), and whether the init's OOM shield needs undoing."""
-
-    job: socket.socket
-    ready_fd: int
-    host_network_fd: int
-    reset_oom: bool
-
-
 def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoReturn:
     """Pid 1 of the job's pid namespace: prepare the sandbox, take a job, start it, reap, report.
 
@@ -195,17 +187,19 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         native_init = open_init()
         spared = _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
-        _shed_inheritable_privileges()
         _wait_for(lines.placed_fd)
-        job_pid, job_line, ready_w = _fork_job(context, lines, host_network, spared)
+        # Before the shedding: the job stage's exec keeps root's capabilities only with a bounding
+        # set; it sheds the same itself (native/job.c).
+        job_pid, job_line, ready_w = _fork_job(context, lines, host_network)
+        _shed_inheritable_privileges()
         mapper = UserNamespaceChild()
         _rehearse_finish(context.new_root)
         _normal_priority()
         message, stdio = _receive_job(lines.job)
-        socket.send_fds(job_line, [message], stdio)
-        job_line.close()
         request = json.loads(message)
         spec = LaunchSpec.from_dict(request["spec"])
+        socket.send_fds(job_line, [_job_order(spec, spared)], stdio)
+        job_line.close()
         if spec.network is NetworkMode.HOST:
             libc.setns(host_network, libc.CLONE_NEWNET)
         os.close(host_network)
@@ -219,22 +213,66 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
     _become_native_init(native_init, job_pid, lines)
 
 
-def _fork_job(
-    context: HostContext, lines: InitLines, host_network: int, reset_oom: bool
-) -> tuple[int, socket.socket, int]:
-    """Fork the job process ahead of its job; it is born inside every job cgroup."""
+def _fork_job(context: HostContext, lines: InitLines, host_network: int) -> tuple[int, socket.socket, int]:
+    """Fork the job process ahead of its job; it is born inside every job cgroup and execs the native
+    job stage (native/job.c) at once, so the command's exec later tears down a few pages, not a
+    copy of this Python process (~0.1 ms a MiB here)."""
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    syscall_filter = LoadableFilter(context.seccomp_program)
     pid = os.fork()
     if pid == 0:
-        job_ours.close()
-        os.close(ready_w)
-        lines.job.close()
-        job_main(_JobLines(job_theirs, ready_r, host_network, reset_oom), lines.error_fd, syscall_filter)
+        try:
+            fds = [job_theirs.fileno(), ready_r, lines.error_fd, host_network]
+            _exec_job_stage(context.job_stage, fds, context.seccomp_program)
+        except BaseException as exc:
+            _report(lines.error_fd, f"sandbox setup failed: could not exec the job stage: {exc}")
+        os._exit(127)
     job_theirs.close()
     os.close(ready_r)
     return pid, job_ours, ready_w
+
+
+def _exec_job_stage(job_stage: int, fds: list[int], seccomp_program: bytes) -> NoReturn:
+    """Exec jw-job (by its fd) with its lines at fds 3-6 (job line, ready, error pipe, host
+    network) and the seccomp program at 7, each in job.c's order; nothing else but 0-2 goes with it."""
+    program = os.memfd_create("jw-seccomp", os.MFD_CLOEXEC)
+    os.write(program, seccomp_program)
+    os.lseek(program, 0, os.SEEK_SET)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in [*fds, program, job_stage]]
+    for target, fd in enumerate(high[:-1], start=3):
+        os.dup2(fd, target, inheritable=True)
+    stage = high[-1]  # close-on-exec: fexecve of a binary needs no fd after the exec
+    os.closerange(3 + len(fds) + 1, stage)
+    os.closerange(stage + 1, os.sysconf("SC_OPEN_MAX"))
+    try:
+        os.execve(stage, [JOB_STAGE_NAME], {})
+    except OSError as exc:
+        _report(5, f"sandbox setup failed: could not exec the job stage: {exc}")  # the error pipe, at 5 now
+    os._exit(127)
+
+
+def _job_order(spec: LaunchSpec, reset_oom: bool) -> bytes:
+    """What jw-job needs of the job, as its NUL-terminated fields (job.c): uid, gid, host network,
+    reset the OOM score, display, cwd, user, then argv and env, each counted. No field may hold a
+    NUL (the spec's checks refuse them; checked again, so no field can shift into the next)."""
+    env = job_env(spec)
+    fields = [
+        str(spec.uid),
+        str(spec.gid),
+        str(int(spec.network is NetworkMode.HOST)),
+        str(int(reset_oom)),
+        str(int(spec.display)),
+        spec.cwd,
+        spec.user,
+        str(len(spec.argv)),
+        *spec.argv,
+        str(len(env)),
+        *(f"{name}={value}" for name, value in env.items()),
+    ]
+    encoded = [os.fsencode(field) for field in fields]
+    if any(b"\0" in field for field in encoded):
+        raise SetupError("the command or its environment holds a NUL byte")
+    return b"\0".join(encoded) + b"\0"
 
 
 def _become_native_init(native_init: int, job_pid: int, lines: InitLines) -> NoReturn:
@@ -250,18 +288,6 @@ def _become_native_init(native_init: int, job_pid: int, lines: InitLines) -> NoR
     os._exit(125)
 
 
-def _arrange_fds(stdio: list[int], error_fd: int) -> int:
-    """0-2 become the job's stdio, DISPLAY_FD its display pipe if it has one (both inherited), the
-    next fd the close-on-exec error pipe; everything else is closed. Returns the error pipe's fd."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for fd in [*stdio, error_fd]]
-    for target, fd in enumerate(high[:-1]):
-        os.dup2(fd, target, inheritable=True)
-    error = len(high) - 1
-    os.dup2(high[-1], error, inheritable=False)
-    os.closerange(error + 1, os.sysconf("SC_OPEN_MAX"))
-    return error
-
-
 def _reset_signals() -> None:
     """Python ignores SIGPIPE and SIGXFSZ, the spawner SIGCHLD; ignored signals survive exec."""
     for signum in range(1, signal.NSIG):
@@ -275,57 +301,8 @@ def _reset_signals() -> None:
 
 
 def _shed_inheritable_privileges() -> None:
-    """What the job inherits at fork: no capability bounding set, default signals, no core dumps."""
+    """What the init's native init inherits at exec: no capability bounding set, default signals,
+    no core dumps (the job stage sheds the same for the job: native/job.c)."""
     libc.empty_bounding_set()
     _reset_signals()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _drop_privileges(spec: LaunchSpec) -> None:
-    os.setgroups([])
-    os.setresgid(spec.gid, spec.gid, spec.gid)
-    os.setresuid(spec.uid, spec.uid, spec.uid)
-    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-
-
-def job_main(lines: _JobLines, error_fd: int, syscall_filter: LoadableFilter) -> NoReturn:
-    """Become the job: own session, no privileges, scrubbed environment, seccomp, exec."""
-    spec = None
-    try:
-        with contextlib.suppress(Exception):
-            job_env(rehearse_parse())  # best effort
-        _normal_priority()
-        message, stdio = _receive_job(lines.job)
-        spec = LaunchSpec.from_dict(json.loads(message)["spec"])
-        if len(stdio) != (DISPLAY_FD + 1 if spec.display else 3):
-            raise RuntimeError(f"the job came with {len(stdio)} fds for its output, display {spec.display}")
-        env = job_env(spec)
-        _wait_for(lines.ready_fd)
-        if spec.network is NetworkMode.HOST:
-            libc.setns(lines.host_network_fd, libc.CLONE_NEWNET)
-        os.close(lines.host_network_fd)
-        libc.unshare(libc.CLONE_NEWCGROUP)
-        os.setsid()
-        if lines.reset_oom:
-            _set_oom_score_adj(0)
-        error_fd = _arrange_fds(stdio, error_fd)
-        _drop_privileges(spec)
-        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _enter_cwd(spec.cwd, spec.user)
-        os.umask(0o022)
-        syscall_filter.install()
-        os.execvpe(spec.argv[0], spec.argv, env)
-    except FileNotFoundError:
-        _report(error_fd, f"command not found: {spec.argv[0] if spec else '?'}")
-    except PermissionError:
-        _report(error_fd, f"permission denied: {spec.argv[0] if spec else '?'}")
-    except BaseException as exc:
-        _report(error_fd, f"could not start the command: {exc}")
-    os._exit(127)
-
-
-def _enter_cwd(cwd: str, user: str) -> None:
-    try:
-        os.chdir(cwd)
-    except OSError as exc:  # who was refused: root's jobs run as another user (docs/sandbox.md)
-        raise RuntimeError(f"working directory {cwd}: {exc.strerror} (to {user}, whom the job runs as)") from None

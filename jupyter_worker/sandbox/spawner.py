@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from .cgroups import CgroupError, CgroupHost
 from .launch import HostContext
+from .native import JOB_STAGE_PATH
 from .seccomp import compile_filter
 from .supervisor import rehearse_shared, standby
 
@@ -39,7 +40,8 @@ def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
     new_root = os.path.join(runtime_dir, "root")
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
     os.makedirs(new_root, mode=0o700, exist_ok=True)
-    return HostContext(host, compile_filter(), new_root)
+    job_stage = os.open(JOB_STAGE_PATH, os.O_PATH | os.O_CLOEXEC)
+    return HostContext(host, compile_filter(), new_root, job_stage)
 
 
 @dataclass

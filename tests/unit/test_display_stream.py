@@ -14,7 +14,6 @@ from jupyter_worker.errors import SpecError
 from jupyter_worker.formatting import LogWriter as TextWriter
 from jupyter_worker.formatting import follow_log
 from jupyter_worker.sandbox.control import Capture
-from jupyter_worker.sandbox.launch import _arrange_fds
 from jupyter_worker.sandbox.launch_spec import DISPLAY_FD, LaunchSpec, job_env
 from jupyter_worker.sandbox.output import DISPLAY, HEADER, NOTICE, STDOUT, Chunk, LogWriter, read_chunks
 from jupyter_worker.spec import DISPLAY_FD_ENV, JobRequest
@@ -129,35 +128,6 @@ def test_capture_reads_a_display_pipe_only_when_asked(log, tmp_path):
     with_display.log.close()
     plain.log.close()
     assert streams(log) == [("display", bundle(7))]
-
-
-def test_the_job_sees_its_display_pipe_at_the_fixed_fd_and_the_error_pipe_is_closed_at_exec():
-    """_arrange_fds in a child: what is open after it, and what an exec would keep."""
-
-    def arranged(with_display: bool) -> dict:
-        report_r, report_w = os.pipe()
-        error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        display_r, display_w = os.pipe()
-        null = os.open(os.devnull, os.O_RDWR)
-        stdio = [null, report_w, null, *([display_w] if with_display else [])]
-        pid = os.fork()
-        if pid == 0:
-            try:
-                error = _arrange_fds(stdio, error_w)
-                fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) != error + 1)
-                kept = [fd for fd in fds if os.get_inheritable(fd)]
-                os.write(1, json.dumps({"error": error, "open": fds, "inherited": kept}).encode())
-            finally:
-                os._exit(0)
-        for fd in (report_w, error_w, display_w, null, error_r, display_r):
-            os.close(fd)
-        os.waitpid(pid, 0)
-        with os.fdopen(report_r, "rb") as report:
-            return json.loads(report.read())
-
-    # listdir's own fd is the one past the error pipe, and gone by the time it is read
-    assert arranged(False) == {"error": 3, "open": [0, 1, 2, 3], "inherited": [0, 1, 2]}
-    assert arranged(True) == {"error": 4, "open": [0, 1, 2, 3, 4], "inherited": [0, 1, 2, DISPLAY_FD]}
 
 
 def test_only_a_job_with_display_gets_the_variable_naming_its_fd():

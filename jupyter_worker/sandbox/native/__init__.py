@@ -11,10 +11,18 @@ import os
 
 INIT_NAME = "jw-init"
 INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), INIT_NAME)
+# The job process's last steps (job.c): exec'd ahead by the job process, built beside the init.
+JOB_STAGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jw-job")
 
 
 def init_problem() -> str | None:
-    """Why the native init cannot run here, or None."""
+    """Why the native init (or the job stage beside it) cannot run here, or None."""
+    if not os.path.isfile(JOB_STAGE_PATH) or not os.access(JOB_STAGE_PATH, os.X_OK):
+        return (
+            f"the native job stage {JOB_STAGE_PATH} is missing or not executable: reinstall jupyter-worker "
+            "(pip install builds it from jupyter_worker/sandbox/native/job.c with the system's C compiler), "
+            "or build it in a checkout with `python hatch_build.py`"
+        )
     if not os.path.isfile(INIT_PATH):
         return (
             f"the native init {INIT_PATH} is missing: reinstall jupyter-worker (pip install builds it from "
