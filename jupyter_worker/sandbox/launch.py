@@ -112,11 +112,12 @@ def _normal_priority() -> None:
 
 
 def _rehearse_finish(new_root: str) -> None:
-    """The start of _finish_sandbox for a sample job (see rehearse_parse): its binds opened as its
-    requester, and its identity files written (a job's own replace them). Best effort, as every
-    rehearsal: one that fails costs the job time, nothing else."""
+    """The start of _finish_sandbox for a sample job (see rehearse_parse): its order for the job
+    stage made, its binds opened as its requester, and its identity files written (a job's own
+    replace them). Best effort, as every rehearsal: one that fails costs the job time, nothing else."""
     with contextlib.suppress(Exception):
         spec = rehearse_parse()
+        _job_order(spec, reset_oom=True)
         for bind in _open_binds(spec):
             os.close(bind.fd)
         plan = RootPlan(new_root, spec.uid, spec.gid, spec.user, spec.hostname, DEFAULT_TMP_MB, None, [], False)
