@@ -7,9 +7,12 @@ jobs/<id>/          0700, root's: only the executor crosses it (the sandbox bind
     work.img        with a disk limit: the job's /work, an ext4 image of disk_mb (sandbox/disk.py),
                     mounted only in the job's mount namespace, kept after the job as its /work
     log             the job's output, framed (sandbox/output.py), appended by its supervisor
-    result          the supervisor's word on the job: its cgroup, then how it ended
+    result          the supervisor's word on the job: its cgroup, then how it ended (before a
+                    supervisor took the job, {"unstarted": true}: executor/local.py)
     control         the supervisor's listening socket, for reattaching after a restart
 jobs/.trash-<id>    a deleted job's folder, renamed away at once and removed by a thread of its own
+jobs/.spare-<hex>   a folder made ahead, with its files, renamed to a job's id when it starts
+                    (executor/local.py: Spares); a stopped executor's are removed at the next start
 """
 
 from __future__ import annotations
