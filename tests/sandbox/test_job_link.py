@@ -19,7 +19,13 @@ from pyroute2 import IPRoute
 from jupyter_worker.sandbox import libc, network
 from jupyter_worker.sandbox.launch_spec import JobLink
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.skipif(
+        os.geteuid() == 0 and network.isolated_problem() is not None,
+        reason=f"this kernel cannot run isolated jobs: {network.isolated_problem()}",
+    ),
+]
 
 BRIDGE = "jwt-brl"  # in a namespace of the test's own; the range is a documentation one
 GATEWAY = "198.51.100.1"
