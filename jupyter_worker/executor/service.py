@@ -82,6 +82,7 @@ class Executor:
         self._queue: dict[str, dict[str, Any]] = {}  # each QUEUED job's place and reason (_schedule_once)
         self._remote_waits: dict[str, dict[str, Any]] = {}  # a cluster's reason for each job it holds
         self._random = b""  # random bytes for the next job ids (_new_id)
+        self._submitted: dict[str, LaunchSpec] = {}  # the LaunchSpec submit just stored, for _start
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
 
     async def start(self) -> None:
@@ -171,7 +172,11 @@ class Executor:
             self.store.add(record, launch.to_dict(), request.holder)
             self._announce(record)
             if local:
-                self.schedule({owner: allowance})
+                self._submitted[job_id] = launch  # not read back from the store if it starts now
+                try:
+                    self.schedule({owner: allowance})
+                finally:
+                    self._submitted.pop(job_id, None)
             else:
                 self._hand_over(record, launch)
         return self._with_usage(self.store.get(job_id) or record)
@@ -466,7 +471,7 @@ class Executor:
 
     def _start(self, record: JobRecord) -> None:
         """QUEUED -> RUNNING; an isolated job leases its place on the bridge first."""
-        spec = LaunchSpec.from_dict(self.store.launch_of(record.id))
+        spec = self._submitted.pop(record.id, None) or LaunchSpec.from_dict(self.store.launch_of(record.id))
         record.status, record.started_at = JobStatus.RUNNING, time.time()
         self.store.save(record)
         try:
