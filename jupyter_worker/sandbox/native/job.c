@@ -171,9 +171,15 @@ static ssize_t receive(char *data, size_t size, int *fds, int *count) {
         got = recvmsg(JOB_FD, &header, MSG_CMSG_CLOEXEC);
     } while (got < 0 && errno == EINTR);
     *count = 0;
+    if (got < 0) {
+        return -1;  /* the header (and its control buffer) holds nothing the kernel wrote */
+    }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&header); c != NULL; c = CMSG_NXTHDR(&header, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (n < 0 || n > MAX_STDIO - *count) {
+                return -1;  /* more fds than the job's stdio: refused, never copied past the array */
+            }
             memcpy(fds + *count, CMSG_DATA(c), sizeof(int) * (size_t)n);
             *count += n;
         }
