@@ -327,12 +327,12 @@ int main(void) {
         fail_errno("could not start the command: setsid");
     }
     if (order.reset_oom) {
+        /* the init's -1000 must not pass to the job: failing to reset it stops the start */
         int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t ignored = write(fd, "0", 1);
-            (void)ignored;
-            close(fd);
+        if (fd < 0 || write(fd, "0", 1) != 1) {
+            fail_errno("could not start the command: resetting oom_score_adj");
         }
+        close(fd);
     }
     arrange_fds(stdio, count);
     if (setgroups(0, NULL) != 0 || setresgid(order.gid, order.gid, order.gid) != 0 ||
