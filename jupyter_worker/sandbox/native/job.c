@@ -157,6 +157,9 @@ static int parse_order(char *data, size_t size, struct order *order) {
         order->env == NULL || cursor != end) {
         return -1;
     }
+    if (order->cwd[0] != '/') {
+        return -1;  /* relative to what? the stage's cwd is "/" only by its own chdir */
+    }
     return 0;
 }
 
@@ -288,11 +291,16 @@ static void shed_inheritable_privileges(void) {
 int main(void) {
     size_t filter_size = 0;
     prctl(PR_SET_DUMPABLE, 0);
+    if (chdir("/") != 0) {  /* hold no host folder while standing by: the job's cwd comes later */
+        fail_errno("could not start the command: chdir /");
+    }
     shed_inheritable_privileges();
     struct sock_filter *filter = (struct sock_filter *)read_all(FILTER_FD, MAX_FILTER, &filter_size);
     close(FILTER_FD);
     struct sched_param normal = {0};
-    sched_setscheduler(0, SCHED_OTHER, &normal);  /* prepared at idle; waits and runs at normal */
+    if (sched_setscheduler(0, SCHED_OTHER, &normal) != 0) {  /* prepared at idle; waits and runs at normal */
+        fail_errno("could not start the command: sched_setscheduler");
+    }
 
     char *data = malloc(MAX_ORDER);
     int stdio[MAX_STDIO], count = 0;
