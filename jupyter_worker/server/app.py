@@ -29,6 +29,7 @@ from traitlets import Bool, Enum, Float, Unicode, default
 from ..client import HOLDER_ENV, AsyncClient, ExecutorUnavailable, socket_path
 from ..errors import ErrorReason, WorkerError
 from .handlers import AUTH_RESOURCE, handlers
+from .waits import JobWaits
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
 UNFINISHED = ["RUNNING", "QUEUED"]
@@ -72,6 +73,7 @@ class JupyterWorker(ExtensionApp):
     def initialize_settings(self) -> None:
         os.environ["JUPYTER_WORKER_SOCKET"] = self.socket
         self.client = AsyncClient(self.socket)
+        self.waits = JobWaits(self.socket)  # GET jobs/{id}?wait_s=: one executor watch for them all
         self.embedded: subprocess.Popen | None = None
         self.executor_problem: str | None = None
         self._checked: asyncio.Future | None = None
@@ -213,6 +215,7 @@ class JupyterWorker(ExtensionApp):
             await asyncio.gather(self._holding, return_exceptions=True)
             os.environ.pop(HOLDER_ENV, None)
             self.log.info("jupyter-worker: released this server's hold; the executor stops its jobs")
+        self.waits.close()
         await self.client.close()
         if self.embedded is not None and self.embedded.poll() is None:
             self.embedded.terminate()

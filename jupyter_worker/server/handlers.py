@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
 MAX_MESSAGE = 1000
-MAX_WAIT_S = 300  # a GET jobs/{id}?wait_s= holds its request and an executor connection at most this long
+MAX_WAIT_S = 300  # a GET jobs/{id}?wait_s= holds its request at most this long (on the shared watch: waits.py)
 # a log chunk as a binary websocket frame (?frames=binary): this header, then the chunk's raw bytes
 LOG_FRAME = struct.Struct(">BQQ")  # stream (output.STREAM_NUMBERS), offset, next_offset
 FRAMES = ("text", "binary")
@@ -206,26 +206,16 @@ class JobHandler(WorkerHandler):
         self.finish(job.to_dict())
 
     async def ended_or_current(self, job: JobRecord, wait_s: int) -> JobRecord:
-        """Waits on a watch of the executor, not by polling: the watch is open before the job is
-        looked at again, so an ending between the two looks is not missed."""
-        changes = _ExecutorStream(self.worker.socket).changes()
-        try:
-            await anext(changes)  # subscribed
-            # outside the timeout: a request of the shared client is never cut off halfway
-            latest = [await self.visible_job(job.id)]
+        """Waits on the server's one shared watch of the executor (server/waits.py), not by polling
+        and not on a connection of its own; a client that goes ends its wait at once."""
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return await self.worker.waits.until_ended(job.id, lambda: self.visible_job(job.id), wait_s, self._gone)
 
-            async def ended() -> None:
-                while not latest[0].finished:
-                    changed = await anext(changes)
-                    if changed is not None and changed.id == job.id:
-                        latest[0] = changed
-
-            await asyncio.wait_for(ended(), wait_s)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            await changes.aclose()
-        return latest[0]
+    def on_connection_close(self) -> None:
+        gone = getattr(self, "_gone", None)
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+        super().on_connection_close()
 
     @web.authenticated
     @authorized

@@ -3,6 +3,7 @@ Through a real Jupyter server and a real executor."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -55,3 +56,61 @@ async def test_a_wait_on_a_job_that_does_not_exist_is_not_found_at_once(jp_fetch
     began = time.monotonic()
     code, error = await refusal(jp_fetch("api", "worker", "jobs", "ffffffff", params={"wait_s": "60"}))
     assert (code, error["reason"]) == (404, ErrorReason.NOT_FOUND.value) and time.monotonic() - began < 10
+
+
+def executor_connections(socket_path: str) -> int:
+    """Connections the executor has accepted and still holds open: its end of each is a socket
+    bound to its path, connected (state 03 in /proc/net/unix; the listening one is 01)."""
+    with open("/proc/net/unix") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    return sum(1 for row in rows if len(row) == 8 and row[7] == socket_path and row[5] == "03")
+
+
+async def dropped_waits(serverapp, job_id: str, count: int) -> list[asyncio.StreamWriter]:
+    """count GET ?wait_s=MAX_WAIT_S requests sent on connections of their own, left open: the
+    caller drops them by closing the writers."""
+    path = f"{serverapp.base_url}api/worker/jobs/{job_id}?wait_s={MAX_WAIT_S}"
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {serverapp.identity_provider.token}\r\n\r\n"
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", serverapp.port)
+        writer.write(head.encode())
+        writers.append(writer)
+    return writers
+
+
+async def test_many_waits_dropped_by_their_client_leave_no_executor_connection_behind(
+    jp_fetch, jp_serverapp, executor_socket
+):
+    waits = jp_serverapp.web_app.settings["jupyter_worker"].waits
+    job = await submitted(jp_fetch, ["sleep", "300"])
+    try:
+        before = executor_connections(executor_socket)
+        for _ in range(2):
+            writers = await dropped_waits(jp_serverapp, job["id"], 60)
+            deadline = time.monotonic() + 20
+            while waits.count < 60 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert waits.count == 60 and waits.watching
+            # sixty waits share one watch: one executor connection beside those the server had
+            assert executor_connections(executor_socket) <= before + 1
+            for writer in writers:
+                writer.close()
+            deadline = time.monotonic() + 10
+            while (waits.count or executor_connections(executor_socket) > before) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert waits.count == 0 and not waits.watching  # each wait ended with its client, the watch with the last
+            assert executor_connections(executor_socket) <= before
+        # a wait still answers at the job's end
+        still = asyncio.ensure_future(waited(jp_fetch, job["id"], "60"))
+        await asyncio.sleep(1)
+        assert not still.done() and waits.count == 1
+    finally:
+        body = json.dumps({"grace_s": 0})
+        await jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body=body)
+    stopped, took = await still
+    assert stopped["status"] == "STOPPED" and took < 30
+    deadline = time.monotonic() + 10
+    while executor_connections(executor_socket) > before and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert waits.count == 0 and not waits.watching and executor_connections(executor_socket) <= before
