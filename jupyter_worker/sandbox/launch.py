@@ -302,8 +302,10 @@ def _reset_signals() -> None:
 
 
 def _shed_inheritable_privileges() -> None:
-    """What the init's native init inherits at exec: no capability bounding set, default signals,
-    no core dumps (the job stage sheds the same for the job: native/job.c)."""
+    """What the init's native init inherits at exec: no capability bounding set, no inheritable
+    capabilities, default signals, no core dumps (the job stage sheds the same for the job:
+    native/job.c; the native init drops every capability itself)."""
     libc.empty_bounding_set()
+    libc.clear_inheritable_capabilities()
     _reset_signals()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -186,6 +186,21 @@ def empty_bounding_set() -> None:
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
 
 
+_SYS_CAPGET = 125
+_SYS_CAPSET = 126
+_CAP_VERSION_3 = 0x20080522
+
+
+def clear_inheritable_capabilities() -> None:
+    """capget, inheritable set to none, capset: an inheritable set (an older container runtime leaves
+    it full) would otherwise outlive an exec as root, and the program exec'd would keep everything."""
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two of {effective, permitted, inheritable}
+    _check(_libc.syscall(_SYS_CAPGET, header, data), "capget")
+    data[2] = data[5] = 0
+    _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
+
+
 # inotify(7): the executor wakes a job's followers when its log grows, instead of polling it.
 IN_MODIFY = 0x00000002
 IN_DELETE_SELF = 0x00000400

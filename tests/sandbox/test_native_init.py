@@ -3,6 +3,7 @@ holds nothing of the job's, reaps orphans, and reports the job's end as the Pyth
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -16,6 +17,9 @@ from jupyter_worker.sandbox import LaunchSpec, Sandbox, SandboxError, native
 from jupyter_worker.sandbox.doctor import diagnose, render
 from jupyter_worker.spec import Reason
 from tests.conftest import is_root
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="the sandbox engine needs root")
 
@@ -53,6 +57,44 @@ def test_a_running_jobs_pid_1_is_the_native_init_with_no_capabilities_and_only_d
         job.stop(grace_s=5)
         outcome = job.wait(timeout=30)
     assert outcome is not None and outcome.reason is Reason.STOPPED
+
+
+def set_inheritable_capabilities(full: bool) -> None:
+    """This process's inheritable set: all it may hold (as an older container runtime leaves it) or none."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    assert libc.syscall(125, header, data) == 0
+    data[2], data[5] = (data[1], data[4]) if full else (0, 0)
+    assert libc.syscall(126, header, data) == 0, ctypes.get_errno()
+
+
+def capabilities(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    return {name: status[name].strip() for name in ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+
+
+def test_an_executor_with_a_full_inheritable_set_gives_neither_the_native_init_nor_the_job_any_capability(
+    runtime_dir,
+):
+    set_inheritable_capabilities(full=True)
+    try:
+        engine = Sandbox(runtime_dir=runtime_dir)
+        engine.start()  # its spawner inherits the full inheritable set, and every init and job after it
+    finally:
+        set_inheritable_capabilities(full=False)
+    none = dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapAmb"), "0000000000000000")
+    try:
+        with engine.launch(LaunchSpec(["sleep", "30"], limits=Limits(timeout_s=60))) as job:
+            init = started_pid(job)
+            with open(f"/proc/{init}/task/{init}/children") as f:
+                (command,) = f.read().split()
+            assert capabilities(init) == none
+            assert capabilities(int(command)) == none
+            job.stop(grace_s=0)
+            assert job.wait(timeout=30).reason is Reason.STOPPED
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@
  *
  *     jw-init JOB_PID STATUS_FD
  *
- * It holds nothing of the job's (0-2 become /dev/null, every other fd but STATUS_FD is closed), so
- * the job's output ends when its processes end; it reaps every orphan; when JOB_PID ends it writes
+ * It drops every capability (it needs none) and holds nothing of the job's (0-2 become /dev/null,
+ * every other fd but STATUS_FD is closed), so the job's output ends when its processes end; it reaps every orphan; when JOB_PID ends it writes
  * that wait status (a native int, struct "i") to STATUS_FD and exits 0. Signals are left as the
  * Python init left them (default dispositions, nothing blocked): as pid 1 it ignores every signal
  * but SIGKILL and SIGSTOP from its ancestors' namespaces, and every signal from inside.
@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -64,6 +65,15 @@ static int close_fds(unsigned int first, unsigned int last) {
         close((int)fd); /* EBADF for most: nothing was open there */
     }
     return 0;
+}
+
+/* No capability in any set: pid 1 of the job's namespace needs none, and an inheritable set (an
+ * older container runtime leaves it full) must not outlive the exec that made this process. */
+static int drop_capabilities(void) {
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3];
+    memset(none, 0, sizeof none);
+    return (int)syscall(SYS_capset, &header, none);
 }
 
 /* 0-2 on /dev/null, nothing else open but `keep`: the init holds no end of the job's pipes. */
@@ -131,7 +141,7 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     /* exec made us dumpable again; the Python init was not (its memory is root's business) */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || hold_nothing((int)status_fd) != 0) {
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || drop_capabilities() != 0 || hold_nothing((int)status_fd) != 0) {
         return EXIT_SETUP;
     }
     reap((pid_t)job, (int)status_fd);

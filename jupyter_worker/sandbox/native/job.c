@@ -16,8 +16,9 @@
  * (0/1), reset the OOM score (0/1), display (0/1), cwd, user name, argc, argv..., envc, env...
  * ("NAME=value"); validated by the supervisor and the init (no field holds a NUL).
  *
- * At start it sheds what the Python init shed before forking it (the bounding set, signals, core
- * dumps): it is forked before, so that its exec keeps root's capabilities for the steps below.
+ * At start it sheds what the Python init shed before forking it (the bounding set, the inheritable
+ * set, signals, core dumps): it is forked before, so that its exec keeps root's capabilities for
+ * the steps below.
  * Then, in the order job_main used to: the host network for 'host', a new cgroup namespace, its
  * own session, the OOM score back to 0, fds 0-2 (and 3) the job's and the error pipe next (every
  * other fd closed), no groups, the job's gid and uid, no new privileges, SIGKILL at the init's
@@ -28,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -270,6 +272,19 @@ static void shed_inheritable_privileges(void) {
             }
             fail_errno("could not start the command: emptying the capability bounding set");
         }
+    }
+    /* An inheritable set (an older container runtime leaves it full) would survive the exec of the
+     * command as root's file capabilities do not: a job stage exec'd as root would keep everything. */
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) != 0) {
+        fail_errno("could not start the command: reading capabilities");
+    }
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) {
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &header, data) != 0) {
+        fail_errno("could not start the command: clearing inheritable capabilities");
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
         fail_errno("could not start the command: clearing ambient capabilities");
