@@ -206,12 +206,10 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         os.close(host_network)
         _finish_sandbox(spec, tree, context.new_root, request.get("work_device"), mapper)
         _wait_for(lines.limits_set_fd)
-        os.write(ready_w, b"1")
-        os.close(ready_w)
     except BaseException as exc:
         _report(lines.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
-    _become_native_init(native_init, job_pid, lines)
+    _become_native_init(native_init, job_pid, lines, ready_w)
 
 
 def _fork_job(context: HostContext, lines: InitLines, host_network: int) -> tuple[int, socket.socket, int]:
@@ -276,14 +274,17 @@ def _job_order(spec: LaunchSpec, reset_oom: bool) -> bytes:
     return b"\0".join(encoded) + b"\0"
 
 
-def _become_native_init(native_init: int, job_pid: int, lines: InitLines) -> NoReturn:
+def _become_native_init(native_init: int, job_pid: int, lines: InitLines, ready_w: int) -> NoReturn:
     """Exec the native init (native/init.c), which holds nothing of the job's (its output ends when
-    its processes end), reaps every orphan and, when the job process ends, writes its wait status
-    to the status pipe and exits, ending the namespace. The error pipe is close-on-exec: its EOF
-    tells the supervisor the exec happened; otherwise the supervisor reads why it did not."""
+    its processes end), then releases the job (ready_w), reaps every orphan and, when the job
+    process ends, writes its wait status to the status pipe and exits, ending the namespace. The
+    job is released only by it: a failed exec leaves the job process to read EOF and end, so no
+    command runs without the native init in place. The error pipe is close-on-exec: its EOF tells
+    the supervisor the exec happened; otherwise the supervisor reads why it did not."""
     os.set_inheritable(lines.status_fd, True)
+    os.set_inheritable(ready_w, True)
     try:
-        os.execve(native_init, [INIT_NAME, str(job_pid), str(lines.status_fd)], {})
+        os.execve(native_init, [INIT_NAME, str(job_pid), str(lines.status_fd), str(ready_w)], {})
     except OSError as exc:
         _report(lines.error_fd, f"sandbox setup failed: could not exec the native init: {exc}")
     os._exit(125)

@@ -167,3 +167,28 @@ def test_a_native_init_on_a_noexec_filesystem_is_named_as_the_problem(monkeypatc
         )
     finally:
         subprocess.run(["umount", str(place)], check=True)
+
+
+def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_when_it_cannot_start():
+    status_r, status_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    held_r, held_w = os.pipe()  # stands for a job's output pipe the Python init held at its exec
+    child = subprocess.Popen(
+        [native.INIT_PATH, str(os.getpid()), str(status_w), str(ready_w)], pass_fds=[status_w, ready_w, held_w]
+    )
+    for fd in (status_w, ready_w, held_w):
+        os.close(fd)
+    try:
+        assert os.read(ready_r, 2) == b"1"
+        assert os.read(held_r, 1) == b""  # closed before the release: the job's output ends with it
+        assert os.read(ready_r, 1) == b""
+        assert child.wait(timeout=10) == 0  # no child at all: nothing to report
+    finally:
+        for fd in (status_r, ready_r, held_r):
+            os.close(fd)
+    ready_r, ready_w = os.pipe()
+    refused = subprocess.Popen([native.INIT_PATH, "1", str(ready_w)], pass_fds=[ready_w])  # no ready fd
+    os.close(ready_w)
+    assert refused.wait(timeout=10) == 2
+    assert os.read(ready_r, 1) == b""  # never released: the job process reads EOF and ends
+    os.close(ready_r)

@@ -1,14 +1,17 @@
 /*
  * jw-init: pid 1 of a job's pid namespace once its job runs (docs/sandbox.md).
  *
- * The Python init (sandbox/launch.py) builds the sandbox, forks and releases the job process, then
- * execs this program (by an fd opened before pivot_root: the host path is not visible inside the
- * new root) so that a running job costs a few pages, not a Python interpreter.
+ * The Python init (sandbox/launch.py) builds the sandbox and forks the job process, then execs this
+ * program (by an fd opened before pivot_root: the host path is not visible inside the new root) so
+ * that a running job costs a few pages, not a Python interpreter.
  *
- *     jw-init JOB_PID STATUS_FD
+ *     jw-init JOB_PID STATUS_FD READY_FD
  *
  * It drops every capability (it needs none) and holds nothing of the job's (0-2 become /dev/null,
- * every other fd but STATUS_FD is closed), so the job's output ends when its processes end; it reaps every orphan; when JOB_PID ends it writes
+ * every other fd but STATUS_FD and READY_FD is closed), then releases the job: one byte '1' on
+ * READY_FD, which it closes. So no command runs unless this init is in place (a failed exec, or a
+ * failed step here, leaves the job process to read EOF and end). The job's output ends when its
+ * processes end; it reaps every orphan; when JOB_PID ends it writes
  * that wait status (a native int, struct "i") to STATUS_FD and exits 0. Signals are left as the
  * Python init left them (default dispositions, nothing blocked): as pid 1 it ignores every signal
  * but SIGKILL and SIGSTOP from its ancestors' namespaces, and every signal from inside.
@@ -76,8 +79,14 @@ static int drop_capabilities(void) {
     return (int)syscall(SYS_capset, &header, none);
 }
 
-/* 0-2 on /dev/null, nothing else open but `keep`: the init holds no end of the job's pipes. */
-static int hold_nothing(int keep) {
+/* 0-2 on /dev/null, nothing else open but `keep` and `also`: the init holds no end of the job's
+ * pipes. */
+static int hold_nothing(int keep, int also) {
+    if (keep > also) {
+        int swap = keep;
+        keep = also;
+        also = swap;
+    }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0) {
         return -1;
@@ -90,7 +99,8 @@ static int hold_nothing(int keep) {
     if (null > 2 && close(null) != 0) {
         return -1;
     }
-    if (close_fds(3, (unsigned int)keep - 1) != 0 || close_fds((unsigned int)keep + 1, UINT_MAX) != 0) {
+    if (close_fds(3, (unsigned int)keep - 1) != 0 || close_fds((unsigned int)keep + 1, (unsigned int)also - 1) != 0 ||
+        close_fds((unsigned int)also + 1, UINT_MAX) != 0) {
         return -1;
     }
     return 0;
@@ -132,16 +142,23 @@ static void reap(pid_t job, int status_fd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
+    if (argc != 4) {
         return EXIT_USAGE;
     }
     long job = parse_number(argv[1], 1, INT_MAX);
     long status_fd = parse_number(argv[2], 3, INT_MAX);
-    if (job < 0 || status_fd < 0 || fcntl((int)status_fd, F_GETFD) < 0) {
+    long ready_fd = parse_number(argv[3], 3, INT_MAX);
+    if (job < 0 || status_fd < 0 || ready_fd < 0 || status_fd == ready_fd || fcntl((int)status_fd, F_GETFD) < 0 ||
+        fcntl((int)ready_fd, F_GETFD) < 0) {
         return EXIT_USAGE;
     }
     /* exec made us dumpable again; the Python init was not (its memory is root's business) */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || drop_capabilities() != 0 || hold_nothing((int)status_fd) != 0) {
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || drop_capabilities() != 0 ||
+        hold_nothing((int)status_fd, (int)ready_fd) != 0) {
+        return EXIT_SETUP;
+    }
+    /* holding nothing, with nothing: only now may the command run */
+    if (write_all((int)ready_fd, "1", 1) != 0 || close((int)ready_fd) != 0) {
         return EXIT_SETUP;
     }
     reap((pid_t)job, (int)status_fd);
