@@ -190,6 +190,9 @@ class Sandbox:
             self.close()
             raise SandboxError("the sandbox spawner failed to start (see its output above)")
         self.info = json.loads(hello)
+        if "error" in self.info:  # the spawner refused (an untrusted native binary): one clear error
+            self.close()
+            raise SandboxError(self.info["error"])
 
     def close(self) -> None:
         if self._sock is not None:

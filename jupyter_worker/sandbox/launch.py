@@ -39,7 +39,7 @@ from .mounts import (
     prepare_root,
     write_identity,
 )
-from .native import INIT_NAME, open_init
+from .native import INIT_NAME
 from .netns import loopback_up
 
 _HIGH_FD = 100
@@ -55,6 +55,7 @@ class HostContext:
     seccomp_program: bytes
     new_root: str
     job_stage: int  # native/jw-job, opened once: a rebuild of the package never reaches a running engine
+    native_init: int  # native/jw-init, the same; both checked as opened (native.open_trusted)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,6 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWNET)
         loopback_up()
         tree = prepare_root(context.new_root)
-        native_init = open_init()
         spared = _set_oom_score_adj(-1000)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
         _wait_for(lines.placed_fd)
@@ -209,7 +209,7 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
     except BaseException as exc:
         _report(lines.error_fd, f"sandbox setup failed: {exc}")
         os._exit(125)
-    _become_native_init(native_init, job_pid, lines, ready_w)
+    _become_native_init(context.native_init, job_pid, lines, ready_w)
 
 
 def _fork_job(context: HostContext, lines: InitLines, host_network: int) -> tuple[int, socket.socket, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from .cgroups import CgroupError, CgroupHost
 from .launch import HostContext
-from .native import JOB_STAGE_PATH
+from .native import INIT_PATH, JOB_STAGE_PATH, UntrustedBinary, open_trusted
 from .seccomp import compile_filter
 from .supervisor import rehearse_shared, standby
 
@@ -31,7 +31,9 @@ _MAX_REQUEST = 1 << 20
 
 
 def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
-    """Everything jobs share, done once: cgroup layout and delegation, the seccomp program."""
+    """Everything jobs share, done once: cgroup layout and delegation, the seccomp program, and the
+    native binaries, opened once and checked on what was opened (open_trusted): no standby opens
+    them by path, so a binary swapped after the check never runs."""
     host = CgroupHost.detect(cgroup_root)
     try:
         host.enable_v2_controllers()
@@ -40,8 +42,9 @@ def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
     new_root = os.path.join(runtime_dir, "root")
     os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
     os.makedirs(new_root, mode=0o700, exist_ok=True)
-    job_stage = os.open(JOB_STAGE_PATH, os.O_PATH | os.O_CLOEXEC)
-    return HostContext(host, compile_filter(), new_root, job_stage)
+    job_stage = open_trusted(JOB_STAGE_PATH)
+    native_init = open_trusted(INIT_PATH)
+    return HostContext(host, compile_filter(), new_root, job_stage, native_init)
 
 
 @dataclass
@@ -53,7 +56,11 @@ class _Standby:
 def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    context = prepare(cgroup_root, runtime_dir)
+    try:
+        context = prepare(cgroup_root, runtime_dir)
+    except UntrustedBinary as exc:
+        sock.send(json.dumps({"ready": False, "error": str(exc)}).encode())  # the engine's one error
+        return
     rehearse_shared(context)
     gc.freeze()
     pool = [_new_standby(context, sock, []) for _ in range(pool_size)]

@@ -169,6 +169,38 @@ def test_a_native_init_on_a_noexec_filesystem_is_named_as_the_problem(monkeypatc
         subprocess.run(["umount", str(place)], check=True)
 
 
+@pytest.mark.parametrize(
+    ("modes", "problem"),
+    [
+        ((0o775, 0o755, 0), "is not owned by root or is writable by others than root"),
+        ((0o755, 0o755, 65534), "is not owned by root or is writable by others than root"),
+        ((0o755, 0o757, 0), "is writable by its group or others"),
+    ],
+)
+def test_the_engine_refuses_a_native_binary_someone_but_root_could_have_written(monkeypatch, tmp_path, modes, problem):
+    binary_mode, folder_mode, owner = modes
+    folder = tmp_path / "native"
+    folder.mkdir()
+    for name, path in (("INIT_PATH", native.INIT_PATH), ("JOB_STAGE_PATH", native.JOB_STAGE_PATH)):
+        copy = folder / os.path.basename(path)
+        shutil.copy2(path, copy)
+        os.chown(copy, owner, 0)
+        copy.chmod(binary_mode)
+        monkeypatch.setattr(native, name, str(copy))
+    folder.chmod(folder_mode)
+    with pytest.raises(SandboxError, match=f"the .*native binary {folder}/jw-.* {problem}"):
+        Sandbox(runtime_dir=str(tmp_path / "run")).start()
+    with pytest.raises(native.UntrustedBinary, match=problem):
+        os.close(native.open_trusted(str(folder / native.INIT_NAME)))
+
+
+def test_the_spawner_holds_each_native_binary_open_once_for_every_standby(sandbox, run):
+    opened = sorted(fd_targets(sandbox._process.pid).values())
+    assert opened.count(os.path.realpath(native.INIT_PATH)) == 1
+    assert opened.count(os.path.realpath(native.JOB_STAGE_PATH)) == 1
+    assert run(["true"]).outcome.reason is Reason.EXIT
+
+
 def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_when_it_cannot_start():
     status_r, status_w = os.pipe()
     ready_r, ready_w = os.pipe()
