@@ -25,7 +25,7 @@ from ..errors import SpecError
 from ..spec import Outcome, Usage
 from .cgroups import CgroupHost
 from .control import unix_address
-from .launch_spec import LaunchSpec
+from .launch_spec import MAX_LAUNCH_MESSAGE, LaunchSpec, fit_launch_messages
 from .native import init_problem
 
 RUNTIME_PARENT = "/run"
@@ -169,6 +169,7 @@ class Sandbox:
         if self._own_runtime_dir:
             self.runtime_dir = tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=RUNTIME_PARENT)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fit_launch_messages(ours, theirs)
         command = [
             sys.executable,
             "-I",
@@ -236,7 +237,10 @@ class Sandbox:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             with self._lock:
-                socket.send_fds(self._sock, [json.dumps(request).encode()], [*fds, theirs.fileno()])
+                message = json.dumps(request).encode()
+                if len(message) > MAX_LAUNCH_MESSAGE - 4096:  # the supervisor adds a little on its way
+                    raise SpecError("the command, its environment and its mounts are too large in all")
+                socket.send_fds(self._sock, [message], [*fds, theirs.fileno()])
                 reply = self._sock.recv(65536)
         finally:
             theirs.close()

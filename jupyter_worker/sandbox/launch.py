@@ -25,7 +25,7 @@ from typing import NoReturn
 from ..spec import NetworkMode
 from . import libc
 from .cgroups import CgroupHost, JobCgroup
-from .launch_spec import DISPLAY_FD, LaunchSpec, job_env
+from .launch_spec import DISPLAY_FD, MAX_LAUNCH_MESSAGE, LaunchSpec, fit_launch_messages, job_env
 from .mounts import (
     DEFAULT_TMP_MB,
     Bind,
@@ -128,7 +128,7 @@ def _rehearse_finish(new_root: str) -> None:
 def _receive_job(job: socket.socket) -> tuple[bytes, list[int]]:
     """Wait for the job (spec and stdio: stdin, stdout, stderr and, with display, the display pipe);
     a closed line means there will be none."""
-    message, stdio, _, _ = socket.recv_fds(job, 1 << 20, DISPLAY_FD + 1)
+    message, stdio, _, _ = socket.recv_fds(job, MAX_LAUNCH_MESSAGE, DISPLAY_FD + 1)
     if not message:
         os._exit(0)
     job.close()
@@ -217,6 +217,7 @@ def _fork_job(context: HostContext, lines: InitLines, host_network: int) -> tupl
     job stage (native/job.c) at once, so the command's exec later tears down a few pages, not a
     copy of this Python process (~0.1 ms a MiB here)."""
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fit_launch_messages(job_ours, job_theirs)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,22 @@ from ..spec import (
 
 NOBODY = 65534
 DISPLAY_FD = 3  # a job with display writes its display output here (the next fd after stdio)
+# The largest launch request (JSON) the engine's lines carry in one SEQPACKET message: the spec's
+# bounds allow some 128 KiB of command and 128 KiB of environment, each byte up to 6 as JSON
+# (\u0001), and 32 mounts and 8 prefixes of 4 KiB paths; a unix socket refuses a message larger than
+# its send buffer (EMSGSIZE), whose default (net.core.wmem_default) is some 200 KiB.
+MAX_LAUNCH_MESSAGE = 8 << 20
+_SO_SNDBUFFORCE = 32  # socket(7); Python's socket module does not name it
+
+
+def fit_launch_messages(*socks: socket.socket) -> None:
+    """Send buffers large enough for MAX_LAUNCH_MESSAGE on the lines a launch request travels; past
+    net.core.wmem_max as root (SO_SNDBUFFORCE). Memory is only used while a message is in flight."""
+    for sock in socks:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, MAX_LAUNCH_MESSAGE)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_LAUNCH_MESSAGE)
 
 
 @dataclass(frozen=True)

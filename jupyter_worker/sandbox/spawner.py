@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from .cgroups import CgroupError, CgroupHost
 from .launch import HostContext
+from .launch_spec import MAX_LAUNCH_MESSAGE, fit_launch_messages
 from .native import INIT_PATH, JOB_STAGE_PATH, UntrustedBinary, open_trusted
 from .seccomp import compile_filter
 from .supervisor import rehearse_shared, standby
-
-_MAX_REQUEST = 1 << 20
 
 
 def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
@@ -77,7 +76,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
                     pool.append(_new_standby(context, sock, [*pool, *starting]))
         if sock not in ready:
             continue
-        message, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 5)
+        message, fds, _, _ = socket.recv_fds(sock, MAX_LAUNCH_MESSAGE, 5)
         if not message:
             break
         if not pool:
@@ -106,6 +105,7 @@ def _launch(message: bytes, fds: list[int], standby: _Standby) -> dict:
 def _new_standby(context: HostContext, sock: socket.socket, others: list) -> _Standby:
     """Fork a standby; it must not hold the caller's socket or any other standby's link."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fit_launch_messages(ours, theirs)
     pid = os.fork()
     if pid == 0:
         try:

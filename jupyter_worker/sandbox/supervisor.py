@@ -28,7 +28,7 @@ from .control import Capture, Channels
 from .devices import io_devices
 from .disk import DiskError, JobDisk
 from .launch import STATUS, HostContext, InitLines, init_main, rehearse_parse
-from .launch_spec import LaunchSpec
+from .launch_spec import MAX_LAUNCH_MESSAGE, LaunchSpec, fit_launch_messages
 from .mounts import acting_as
 
 METRICS_INTERVAL_S = 1.0
@@ -114,7 +114,7 @@ def standby(context: HostContext, link: socket.socket) -> None:
     else:
         _rehearse(context, prepared)
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    message, fds, _, _ = socket.recv_fds(link, 1 << 20, 5)
+    message, fds, _, _ = socket.recv_fds(link, MAX_LAUNCH_MESSAGE, 5)
     if not message:
         if prepared:
             _discard(prepared)
@@ -212,6 +212,7 @@ def _close_all(fds: list[int]) -> None:
 def _prepare(context: HostContext) -> _Prepared:
     cgroup = context.cgroups.create(uuid.uuid4().hex)
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fit_launch_messages(job_ours, job_theirs)
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     limits_r, limits_w = os.pipe2(os.O_CLOEXEC)

@@ -15,7 +15,7 @@ import pytest
 from jupyter_worker.limits import Limits
 from jupyter_worker.sandbox import LaunchSpec, Sandbox, SandboxError, native
 from jupyter_worker.sandbox.doctor import diagnose, render
-from jupyter_worker.spec import Reason
+from jupyter_worker.spec import MAX_COMMAND_BYTES, MAX_ENV_BYTES, Reason, validate_argv, validate_env
 from tests.conftest import is_root
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -199,6 +199,22 @@ def test_the_spawner_holds_each_native_binary_open_once_for_every_standby(sandbo
     assert opened.count(os.path.realpath(native.INIT_PATH)) == 1
     assert opened.count(os.path.realpath(native.JOB_STAGE_PATH)) == 1
     assert run(["true"]).outcome.reason is Reason.EXIT
+
+
+def test_the_largest_command_and_environment_the_spec_accepts_start(run):
+    # each byte \x01, 6 bytes as JSON: the largest request the spec lets through the engine's lines
+    filler = "\x01" * 1000
+    argv = ["/bin/sh", "-c", 'printf "%s %s" "$#" "${#V0}"', "sh"]
+    argv += [filler] * ((MAX_COMMAND_BYTES - sum(len(a) + 1 for a in argv)) // 1001)
+    argv.append("x" * (MAX_COMMAND_BYTES - sum(len(a) + 1 for a in argv) - 1))
+    env = {f"V{i}": filler for i in range(MAX_ENV_BYTES // 1004)}
+    env["LAST"] = "y" * (MAX_ENV_BYTES - sum(len(n) + len(v) + 2 for n, v in env.items()) - len("LAST") - 2)
+    assert validate_argv(argv) and validate_env(env)  # both at their limits exactly
+    assert sum(len(a) + 1 for a in argv) == MAX_COMMAND_BYTES
+    assert sum(len(n) + len(v) + 2 for n, v in env.items()) == MAX_ENV_BYTES
+    result = run(argv, env=env)
+    assert result.outcome.reason is Reason.EXIT and result.outcome.exit_code == 0, result.outcome
+    assert result.stdout == f"{len(argv) - 4} 1000".encode()
 
 
 def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_when_it_cannot_start():
