@@ -3,6 +3,7 @@ holds nothing of the job's, reaps orphans, and reports the job's end as the Pyth
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -240,3 +241,27 @@ def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_w
     assert refused.wait(timeout=10) == 2
     assert os.read(ready_r, 1) == b""  # never released: the job process reads EOF and ends
     os.close(ready_r)
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in map(int, f.read().split()):
+                found += [child, *descendants(child)]
+    return found
+
+
+def test_a_standing_by_job_stage_holds_no_host_folder_as_its_cwd(sandbox):
+    built = os.stat(native.JOB_STAGE_PATH)
+    stages = []
+    deadline = time.monotonic() + 10
+    while not stages and time.monotonic() < deadline:
+        for pid in descendants(sandbox._process.pid):
+            with contextlib.suppress(OSError):
+                running = os.stat(f"/proc/{pid}/exe")
+                if (running.st_dev, running.st_ino) == (built.st_dev, built.st_ino):
+                    stages.append(pid)
+        time.sleep(0.05)
+    assert stages  # the standbys' job processes, waiting for a job
+    assert {os.readlink(f"/proc/{pid}/cwd") for pid in stages} == {"/"}
