@@ -183,7 +183,12 @@ class LocalBackend(Backend):
         try:
             running = RunningJob.attach(launch.folder.control, launch.id)
         except OSError:
-            if launch.folder.read_result().get("unstarted"):  # the executor stopped before handing it over
+            # never handed over: the executor stopped before a supervisor had the job's files, which
+            # says its result file (still unstarted), or which it had not yet made (no result file,
+            # maybe no folder: killed before or within _folder); a supervisor only ever writes to a
+            # result file that exists, so a missing one means no supervisor ever had the job
+            folder = launch.folder
+            if folder.read_result().get("unstarted") or not os.path.lexists(folder.result):
                 events.unstarted(launch.id)
             else:
                 self.settle(launch, events)

@@ -15,6 +15,9 @@ import pytest
 
 from jupyter_worker.client import AsyncClient, Client
 from jupyter_worker.errors import WorkerError
+from jupyter_worker.executor.folders import JobFolder
+from jupyter_worker.executor.store import JobStore
+from jupyter_worker.spec import JobStatus
 from tests.executor.conftest import EXECUTOR, SLEEP, as_user, ask_as, job_status, run_as, started_daemon, wait_for
 
 
@@ -180,6 +183,37 @@ def test_a_kill_of_the_executor_right_after_many_submits_loses_no_acknowledged_j
             assert (final.status, final.reason, final.exit_code) == (status, "exit", i % 3), final.error
             log = b"".join(c.data for c in client.logs(job_id)[0])
             assert log == f"start {i}\nend {i}\n".encode()
+
+
+def test_a_job_recorded_running_whose_folder_or_result_file_was_never_made_runs_after_a_kill(daemon):
+    """The executor killed after recording jobs RUNNING but before making one's folder (or its
+    result file): no supervisor ever had them, so the next start queues them again and runs them
+    once, rather than settling them as lost. Made by hand: a kill -9 at that instant is a race."""
+    with daemon.client() as client:
+        ids = [client.run({"command": ["sh", "-c", f"echo once {i}"]}).id for i in range(2)]
+        for job_id in ids:
+            wait_for(lambda job_id=job_id: client.get(job_id).finished, what="the job")
+    daemon.kill_hard()
+    store = JobStore(os.path.join(daemon.state_dir, "jobs.db"))
+    try:
+        for job_id in ids:
+            record = store.get(job_id)
+            assert record is not None
+            record.status, record.reason, record.exit_code, record.finished_at = JobStatus.RUNNING, None, None, None
+            store.save(record)
+    finally:
+        store.close()
+    folders = [JobFolder.of(os.path.join(daemon.state_dir, "jobs"), job_id) for job_id in ids]
+    shutil.rmtree(folders[0].dir)  # killed before its folder was made
+    shutil.rmtree(folders[1].dir)
+    folders[1].make(0, 0)  # killed after its folder was made, before its files were
+    daemon.start()
+    with daemon.client() as client:
+        for i, job_id in enumerate(ids):
+            final = wait_for(lambda job_id=job_id: (j := client.get(job_id)).finished and j, 60, what=f"job {i}")
+            assert (final.status, final.reason, final.exit_code) == ("COMPLETED", "exit", 0), final.error
+            log = b"".join(c.data for c in client.logs(job_id)[0])
+            assert log == f"once {i}\n".encode()  # run once, from its new folder
 
 
 def test_the_folders_a_killed_executor_made_ahead_are_removed_at_its_next_start(daemon):
