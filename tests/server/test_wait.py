@@ -8,6 +8,7 @@ import json
 import time
 
 from jupyter_worker.errors import ErrorReason
+from jupyter_worker.server import waits as waits_module
 from jupyter_worker.server.handlers import MAX_WAIT_S
 from tests.server.test_errors import refusal
 
@@ -114,3 +115,22 @@ async def test_many_waits_dropped_by_their_client_leave_no_executor_connection_b
     while executor_connections(executor_socket) > before and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert waits.count == 0 and not waits.watching and executor_connections(executor_socket) <= before
+
+
+async def test_waits_beyond_the_servers_bound_are_refused_as_busy(jp_fetch, jp_serverapp, monkeypatch):
+    monkeypatch.setattr(waits_module, "MAX_WAITS", 3)
+    waits = jp_serverapp.web_app.settings["jupyter_worker"].waits
+    job = await submitted(jp_fetch, ["sleep", "300"])
+    writers = await dropped_waits(jp_serverapp, job["id"], 3)
+    try:
+        deadline = time.monotonic() + 20
+        while waits.count < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        code, error = await refusal(jp_fetch("api", "worker", "jobs", job["id"], params={"wait_s": "60"}))
+        assert (code, error["reason"]) == (503, ErrorReason.BUSY.value) and "waiting requests" in error["message"]
+        current = json.loads((await jp_fetch("api", "worker", "jobs", job["id"])).body)  # a plain get still answers
+        assert current["status"] in ("QUEUED", "RUNNING")
+    finally:
+        for writer in writers:
+            writer.close()
+        await jp_fetch("api", "worker", "jobs", job["id"], "stop", method="POST", body=json.dumps({"grace_s": 0}))
