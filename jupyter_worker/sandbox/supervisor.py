@@ -211,6 +211,15 @@ def _close_all(fds: list[int]) -> None:
 
 def _prepare(context: HostContext) -> _Prepared:
     cgroup = context.cgroups.create(uuid.uuid4().hex)
+    try:
+        return _prepare_in(cgroup, context)
+    except BaseException:  # a standby that could not be prepared leaves no cgroup behind
+        cgroup.kill()
+        cgroup.remove()
+        raise
+
+
+def _prepare_in(cgroup: JobCgroup, context: HostContext) -> _Prepared:
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fit_launch_messages(job_ours, job_theirs)
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
