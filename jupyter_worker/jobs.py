@@ -11,6 +11,7 @@ a list is a command. Everything goes through the executor (jupyter_worker.client
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -100,7 +101,9 @@ class Job:
         """Block until the job ends (printing its output if stream, its display stream's bytes to
         on_display); raise JobFailed unless it completed."""
         with self._client() as client:
-            writer = LogWriter(stdout, stderr, on_display=on_display) if stream else None
+            # someone else's job (an admin's): its bytes shown inert, as the CLI's `log` shows them
+            others = self._record.owner_uid != os.getuid()
+            writer = LogWriter(stdout, stderr, inert=others, on_display=on_display) if stream else None
             self._record = follow_log(client.follow(self.id), writer)
         if self.inputs is not None:  # the job has ended: its --in values are no longer needed
             self.inputs.remove()

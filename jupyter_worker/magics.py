@@ -288,7 +288,9 @@ class WorkerMagics(Magics):
             elif "-f" in rest[1:]:
                 _stream_detachable(Job(client.get(rest[0])))
             else:
-                print(Job(client.get(rest[0])).logs(), end="")
+                record = client.get(rest[0])
+                text = Job(record).logs()  # someone else's job (an admin's look): inert, as the CLI's `log`
+                print(inert(text, keep="\n\t") if record.owner_uid != os.getuid() else text, end="")
 
     @staticmethod
     def _list(client: Client, words: list[str]) -> None:

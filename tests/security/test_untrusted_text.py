@@ -165,6 +165,16 @@ def test_the_magics_show_alices_text_escaped_in_html_and_inert_in_plain_text(hos
             assert "\x1b" not in plain and not hidden(plain)
 
 
+@pytest.mark.parametrize("follow", [False, True], ids=["logs", "logs-f"])
+def test_alices_log_read_with_the_magics_by_root_fails_to_reach_roots_terminal_raw(hostile, shell, follow):
+    _, jobs = hostile
+    with capture_output() as captured:
+        shell.run_line_magic("worker", f"logs {jobs['prints'].id}" + (" -f" if follow else ""))
+    shown = captured.stdout + captured.stderr
+    assert "\\x1b]0;owned\\x07" in shown and "ok" in shown, shown
+    assert "\x1b" not in shown and not hidden(shown), shown
+
+
 def test_the_rest_listing_carries_alices_text_as_json_and_a_refusal_never_echoes_a_huge_input(hostile):
     daemon, jobs = hostile
     with logged_user_server(ALICE, daemon.socket) as (server, _):
