@@ -137,6 +137,20 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
         return number
 
 
+def requester(handler: JupyterHandler) -> str | None:
+    """Who asks, for the caps one requester may not exceed (server/waits.py): under JupyterHub a
+    user or service other than the server's owner, as "kind:name" (the hub vouches for it); None for
+    the owner. Outside a hub everyone who holds the server's token or login is its owner: Jupyter
+    names each token request a new random user, so no name of its own can key a cap."""
+    hub_user = getattr(handler.current_user, "hub_user", None)
+    if not isinstance(hub_user, dict):
+        return None
+    kind, name = hub_user.get("kind"), hub_user.get("name")
+    if kind == "user" and name == os.environ.get("JUPYTERHUB_USER"):
+        return None
+    return f"{kind}:{name}"
+
+
 def _visible(worker: JupyterWorker, job: JobRecord, job_id: str) -> JobRecord:
     """The job, if this server's user may see it (a server seeing every job shows its user's only)."""
     owner = worker.owner_filter()
@@ -209,7 +223,8 @@ class JobHandler(WorkerHandler):
         """Waits on the server's one shared watch of the executor (server/waits.py), not by polling
         and not on a connection of its own; a client that goes ends its wait at once."""
         self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        return await self.worker.waits.until_ended(job.id, lambda: self.visible_job(job.id), wait_s, self._gone)
+        waits = self.worker.waits
+        return await waits.until_ended(job.id, lambda: self.visible_job(job.id), wait_s, self._gone, requester(self))
 
     def on_connection_close(self) -> None:
         gone = getattr(self, "_gone", None)
