@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import struct
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -46,6 +47,9 @@ MAX_WAIT_S = 300  # a GET jobs/{id}?wait_s= holds its request at most this long 
 # a log chunk as a binary websocket frame (?frames=binary): this header, then the chunk's raw bytes
 LOG_FRAME = struct.Struct(">BQQ")  # stream (output.STREAM_NUMBERS), offset, next_offset
 FRAMES = ("text", "binary")
+JUPYTER_QUERY = ("token", "_xsrf")  # Jupyter's own, read by its login (a websocket's token: the panel's)
+Taken = dict[str, dict[str, bool]]  # method -> the query parameters it takes (True: may repeat)
+_WHOLE = re.compile(r"[0-9]{1,19}")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 
@@ -90,7 +94,42 @@ class _Refusals(web.RequestHandler):
             APIHandler.write_error(self, status_code, **kwargs)  # type: ignore[arg-type]
 
 
-class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
+class _Query(web.RequestHandler):
+    """The query parameters of a route, checked once, before the route reads any: `query` names
+    what each method takes (True: it may repeat). Anything else, or a parameter given twice that
+    is read once, is a client's mistake (400 bad_request), not silently ignored or read as its last
+    value. Values are read unstripped: ' 5' is not a number, ' a' is the file it names."""
+
+    query: ClassVar[Taken] = {}
+
+    def check_query(self) -> None:
+        taken = self.query.get(self.request.method or "", {})
+        for name, values in self.request.query_arguments.items():
+            if name in JUPYTER_QUERY:
+                continue
+            if name not in taken:
+                words = ", ".join(taken) or "none"
+                raise WorkerError(ErrorReason.BAD_REQUEST, f"{shown(name)} is not a parameter here (taken: {words})")
+            if len(values) > 1 and not taken[name]:
+                raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: given {len(values)} times, taken once")
+
+    def one_argument(self, name: str, default: str) -> str:
+        return self.get_query_argument(name, default, strip=False)
+
+    def int_argument(self, name: str, default: int | None) -> int | None:
+        """A whole number from 0 to protocol.MAX_INT in plain ASCII digits: offsets, sizes,
+        counts, cursors and seconds (no sign, space, '_' or other script's digits)."""
+        value = self.get_query_argument(name, None, strip=False)
+        if value is None:
+            return default
+        if not _WHOLE.fullmatch(value) or int(value) > protocol.MAX_INT:
+            raise WorkerError(
+                ErrorReason.BAD_REQUEST, f"{name}: {shown(value)} is not a whole number from 0 to {protocol.MAX_INT}"
+            )
+        return int(value)
+
+
+class WorkerHandler(_Query, _Refusals, ExtensionHandlerMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
 
     @property
@@ -104,6 +143,8 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
     async def prepare(self) -> None:
         self._track_activity = self.request.method not in ("GET", "HEAD")
         await super().prepare()
+        if self.current_user is not None:  # no login: @web.authenticated refuses (403), telling nothing
+            self.check_query()
         await self.worker.ensure_executor()
 
     async def visible_job(self, job_id: str) -> JobRecord:
@@ -123,18 +164,6 @@ class WorkerHandler(_Refusals, ExtensionHandlerMixin, APIHandler):
             raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
         # the protocol's own decoding: strict JSON, no NaN or Infinity, bounded nesting and numbers
         return protocol.load_object(self.request.body or b"{}", "the body")
-
-    def int_argument(self, name: str, default: int | None) -> int | None:
-        value = self.get_argument(name, None)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: {shown(value)} is not a whole number") from None
-        if not 0 <= number <= protocol.MAX_INT:  # offsets, sizes, counts and cursors: none is negative
-            raise WorkerError(ErrorReason.BAD_REQUEST, f"{name}: a whole number from 0 to {protocol.MAX_INT}")
-        return number
 
 
 def requester(handler: JupyterHandler) -> str | None:
@@ -160,15 +189,17 @@ def _visible(worker: JupyterWorker, job: JobRecord, job_id: str) -> JobRecord:
 
 
 class JobsHandler(WorkerHandler):
+    query: ClassVar[Taken] = {"GET": {"status": True, "limit": False, "cursor": False, "order": False}}
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
         """A page of jobs, newest first: ?status=RUNNING&status=QUEUED&limit=50&cursor=...&order=oldest."""
-        order = self.get_argument("order", "newest")
+        order = self.one_argument("order", "newest")
         if order not in ("newest", "oldest"):
             raise WorkerError(ErrorReason.BAD_REQUEST, "order: newest or oldest")
         jobs, cursor = await self.client.list(
-            status=self.get_arguments("status") or None,
+            status=self.get_query_arguments("status", strip=False) or None,
             limit=self.int_argument("limit", 50),
             cursor=self.int_argument("cursor", None),
             order=order,
@@ -207,6 +238,8 @@ class JobsHandler(WorkerHandler):
 
 
 class JobHandler(WorkerHandler):
+    query: ClassVar[Taken] = {"GET": {"wait_s": False}}
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
@@ -249,6 +282,8 @@ class StopHandler(WorkerHandler):
 
 
 class LogsHandler(WorkerHandler):
+    query: ClassVar[Taken] = {"GET": {"offset": False, "max_bytes": False}}
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
@@ -275,22 +310,26 @@ class MetricsHandler(WorkerHandler):
 
 
 class FilesHandler(WorkerHandler):
+    query: ClassVar[Taken] = {"GET": {"path": False, "offset": False}}
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
         """?path=sub/folder&offset=N: a page of a folder of the job's /work (never following the
         job's links); next_offset says where the next page starts."""
         offset = self.int_argument("offset", 0) or 0
-        self.finish(await self.client.files(await self.job_ref(job_id), self.get_argument("path", ""), offset))
+        self.finish(await self.client.files(await self.job_ref(job_id), self.one_argument("path", ""), offset))
 
 
 class DownloadHandler(WorkerHandler):
+    query: ClassVar[Taken] = {"GET": {"path": False}}
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
         """?path=file: a regular file of the job's /work, streamed in pieces."""
         job = await self.visible_job(job_id)
-        path = self.get_argument("path", "")
+        path = self.one_argument("path", "")
         data, size = await self.client.read_file(job.id, path, 0)
         name = path.rstrip("/").rsplit("/", 1)[-1] or "file"
         self.set_header("Content-Type", "application/octet-stream")
@@ -341,7 +380,7 @@ class OpenAPIHandler(WorkerHandler):
             self.finish(f.read())
 
 
-class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+class _Stream(_Query, _Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
     """A websocket fed from an executor stream; closed when that stream ends or the peer leaves."""
 
     auth_resource = AUTH_RESOURCE
@@ -365,6 +404,7 @@ class _Stream(_Refusals, ExtensionHandlerMixin, WebSocketMixin, websocket.WebSoc
 
     async def check_request(self, *args: str) -> None:
         """Refuse before the upgrade (with a JSON 4xx) what would fail once connected."""
+        self.check_query()
         await self.worker.ensure_executor()
 
     def events(self, *args: str) -> AsyncIterator[dict[str, Any] | bytes]:
@@ -397,15 +437,12 @@ class JobStreamHandler(_Stream):
     message with the bytes decoded as UTF-8 (an undecodable byte shown as U+FFFD). Every other
     message is a JSON text frame in either form (docs/rest-api.md)."""
 
+    query: ClassVar[Taken] = {"GET": {"offset": False, "frames": False}}
+
     async def check_request(self, job_id: str) -> None:  # type: ignore[override]
         await super().check_request()
-        try:
-            self.offset = int(self.get_argument("offset", "0"))
-        except ValueError:
-            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number") from None
-        if not 0 <= self.offset <= protocol.MAX_INT:  # refused before the upgrade, not by a closed socket
-            raise WorkerError(ErrorReason.BAD_REQUEST, "offset: a whole number >= 0")
-        self.frames = self.get_argument("frames", "text")
+        self.offset = self.int_argument("offset", 0) or 0  # refused before the upgrade, not by a closed socket
+        self.frames = self.one_argument("frames", "text")
         if self.frames not in FRAMES:
             raise WorkerError(ErrorReason.BAD_REQUEST, f"frames: {shown(self.frames)} is not text or binary")
         self.job_id = _visible(self.worker, await self.worker.client.get(job_id), job_id).id
