@@ -163,7 +163,21 @@ class WorkerHandler(_Query, _Refusals, ExtensionHandlerMixin, APIHandler):
         if len(self.request.body) > MAX_BODY:
             raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
         # the protocol's own decoding: strict JSON, no NaN or Infinity, bounded nesting and numbers
-        return protocol.load_object(self.request.body or b"{}", "the body")
+        data = protocol.load_object(self.request.body or b"{}", "the body")
+        if self.request.body:
+            # a key twice is read as its last value here and as its first by some other parser
+            # (a proxy, a log reader): refused, as the query's repeats are
+            json.loads(self.request.body, object_pairs_hook=_unique_keys)
+        return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise WorkerError(ErrorReason.BAD_REQUEST, f"the body: {shown(twice)} given twice, taken once")
+    return data
 
 
 def requester(handler: JupyterHandler) -> str | None:
@@ -277,7 +291,11 @@ class StopHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def post(self, job_id: str) -> None:
-        grace = self.body().get("grace_s")
+        data = self.body()
+        unknown = set(data) - {"grace_s"}
+        if unknown:
+            raise WorkerError(ErrorReason.INVALID, f"stop: unknown field(s) {', '.join(map(shown, sorted(unknown)))}")
+        grace = data.get("grace_s")
         self.finish((await self.client.stop(await self.job_ref(job_id), grace)).to_dict())
 
 
