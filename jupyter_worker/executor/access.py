@@ -35,6 +35,9 @@ class Caller:
     groups: tuple[int, ...]
     name: str
     role: Role
+    # the connecting process's umask (/proc/PID/status), for files the executor makes as the caller
+    # (--artifacts): unknown, private
+    umask: int = 0o077
 
     @property
     def sees_all(self) -> bool:

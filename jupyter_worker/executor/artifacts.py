@@ -19,7 +19,9 @@ nothing may be written there that they could not write themselves, nor anything 
   folder made in DIR, `DIR/<id8>` (the job id's first 8 characters; `<id8>-2`, `<id8>-3`... if the
   name is taken), never an existing one. So a job cannot plant `.git/hooks/pre-commit`, a
   `numpy.py` beside the notebook, a `conftest.py` or an `.envrc` that would run later, outside the
-  sandbox. Files are made 0644 (exec bits dropped), folders 0755.
+  sandbox. Files are made 0644 (exec bits dropped), folders 0755, less what the requester's umask
+  (read from /proc/PID/status of the submitting process) and DIR itself close to group or others:
+  under umask 077, or in a DIR of 0700, they are 0600 and 0700.
 - DIR is opened as the requester (openat2 RESOLVE_NO_MAGICLINKS: their own links in its path are
   theirs to follow); beneath it every folder is reached with RESOLVE_BENEATH|NO_SYMLINKS, and each
   file is written to a new hidden name (O_CREAT|O_EXCL|O_NOFOLLOW relative to its folder's fd) and
@@ -107,6 +109,7 @@ class Request:
     max_bytes: int
     max_files: int
     timeout_s: float
+    umask: int = 0o022  # the requester's, when they submitted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -361,6 +364,9 @@ def collect(request: Request) -> Outcome:
             if not os.access(f"/proc/self/fd/{top}", os.W_OK | os.X_OK, effective_ids=True):
                 outcome.error = f"{request.destination} is no longer a folder the requester can write"
                 return outcome
+            # private whatever the executor's umask: made as the requester's own files would be (their
+            # umask at submission), and never more open than DIR itself is to group or others
+            os.umask(0o022 | (request.umask & 0o077) | (~info.st_mode & 0o077))
             dest = _new_folder(top, request, outcome)
         finally:
             os.close(top)

@@ -20,20 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import struct
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
 from ..sandbox import disk as sandbox_disk
 from ..spec import MAX_STOP_GRACE_S, JobRequest, JobStatus, shown, validate_holder
+from . import workfiles
 from .access import Caller, Role, Roles
 from .policy import Policy
 from .service import Executor, ListQuery
@@ -41,9 +44,16 @@ from .service import Executor, ListQuery
 _PEERCRED = struct.Struct("3i")
 LOGS_DEFAULT_BYTES = 512 << 10
 READ_FILE_DEFAULT_BYTES = 1 << 20
+# A job's /work is read (files, read_file) in threads of the server's own: a folder of 100k names,
+# or a kept disk image mounted for one read (sandbox/disk.view), never holds the event loop. Each
+# uid has at most FILE_TURNS of them at once (more wait their turn, within max_requests_per_user),
+# so one user's slow reads cannot take every thread from the others.
+FILE_THREADS = 8
+FILE_TURNS = 2
 MAX_WHOLE = 1 << 53  # offsets, sizes and cursors: JSON-safe whole numbers, far inside 64 bits
 
 Request = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,13 +125,15 @@ class Server:
         self.roles = Roles(admin_group, viewer_group)
         self.admission = Admission.of(executor.policy)
         self.server: asyncio.AbstractServer | None = None
+        self._file_threads = concurrent.futures.ThreadPoolExecutor(
+            FILE_THREADS, thread_name_prefix="jupyter-worker-files"
+        )
+        self._file_turns: dict[int, tuple[asyncio.Semaphore, list[int]]] = {}  # uid -> turns, users
         self.ops: dict[str, Callable[[Caller, Request], dict[str, Any]]] = {
             "hello": self._hello,
             "run": self._run,
             "list": self._list,
             "get": self._get,
-            "files": self._files,
-            "read_file": self._read_file,
             "logs": self._logs,
             "metrics": self._metrics,
             "stop": self._stop,
@@ -152,13 +164,14 @@ class Server:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        self._file_threads.shutdown(wait=False, cancel_futures=True)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
 
     def caller(self, sock: socket.socket) -> Caller:
         """The peer's identity as the kernel reports it, and its role under this executor's policy."""
-        _, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-        return self.roles.caller(uid, gid)
+        pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        return dataclasses.replace(self.roles.caller(uid, gid), umask=_umask_of(pid))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -221,14 +234,37 @@ class Server:
                 await _send(writer, protocol.failed(request_id, exc))
 
     async def _answer(self, caller: Caller, request: Request) -> dict[str, Any]:
-        """handle, with a listing (up to workfiles.MAX_SCANNED names) in a thread, off the loop,
-        and a run answered once its job has started."""
+        """handle; a job's /work listed or read in a file thread, off the loop (_in_work), and a
+        run answered once its job has started."""
         if request.get("op") == "files":
-            return await self.executor.work_listing_off_loop(caller, *_files_args(request))
+            job_ref, path, offset = _files_args(request)
+            folder, ran_as = self.executor.work_of(caller, job_ref)  # who may see it: on the loop
+            return await self._in_work(caller, workfiles.listing, folder, ran_as, path, offset)
+        if request.get("op") == "read_file":
+            job_ref, path = _job_ref(request), _path(request)
+            offset, max_bytes = (
+                _whole(request, "offset", 0, 0),
+                _whole(request, "max_bytes", READ_FILE_DEFAULT_BYTES, 1),
+            )
+            folder, ran_as = self.executor.work_of(caller, job_ref)
+            data, size = await self._in_work(caller, workfiles.read, folder, path, offset, max_bytes, ran_as)
+            return {"data": base64.b64encode(data).decode(), "size": size}
         if request.get("op") == "run":  # answered once the job has started (its start is off the loop)
             job = await self.executor.submit_started(caller, JobRequest.from_dict(request.get("job")))
             return {"job": job.to_dict()}
         return self.handle(caller, request)
+
+    async def _in_work(self, caller: Caller, read: Callable[..., T], *args: Any) -> T:
+        """read(*args) in one of the file threads, on one of the caller's FILE_TURNS turns."""
+        turns, users = self._file_turns.setdefault(caller.uid, (asyncio.Semaphore(FILE_TURNS), [0]))
+        users[0] += 1
+        try:
+            async with turns:
+                return await asyncio.get_running_loop().run_in_executor(self._file_threads, lambda: read(*args))
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._file_turns[caller.uid]
 
     def handle(self, caller: Caller, request: Request) -> dict[str, Any]:
         """One request-response operation."""
@@ -255,15 +291,6 @@ class Server:
 
     def _get(self, caller: Caller, request: Request) -> dict[str, Any]:
         return {"job": self.executor.find(caller, _job_ref(request)).to_dict()}
-
-    def _files(self, caller: Caller, request: Request) -> dict[str, Any]:
-        return self.executor.work_listing(caller, *_files_args(request))
-
-    def _read_file(self, caller: Caller, request: Request) -> dict[str, Any]:
-        job_ref, path = _job_ref(request), _path(request)
-        offset, max_bytes = _whole(request, "offset", 0, 0), _whole(request, "max_bytes", READ_FILE_DEFAULT_BYTES, 1)
-        data, size = self.executor.work_read(caller, job_ref, path, offset, max_bytes)
-        return {"data": base64.b64encode(data).decode(), "size": size}
 
     def _logs(self, caller: Caller, request: Request) -> dict[str, Any]:
         job_ref = _job_ref(request)
@@ -329,6 +356,16 @@ class Server:
         await _send_all(writer, [protocol.ok(request_id, following=True), *(_event(request_id, e) for e in first)])
         async for batch in batches:  # what one look found goes out in one write
             await _send_all(writer, [_event(request_id, event) for event in batch])
+
+
+def _umask_of(pid: int) -> int:
+    """The peer's umask as the kernel shows it (Linux 4.7+); 0o077 (private) when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    return 0o077
 
 
 def _files_args(request: Request) -> tuple[str, str, int]:

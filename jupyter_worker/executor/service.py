@@ -40,7 +40,7 @@ from ..spec import (
     clip,
     default_name,
 )
-from . import artifacts, capacity, history, retention, waits, workfiles
+from . import artifacts, capacity, history, retention, waits
 from .access import Caller, Role, runs_as
 from .folders import JobFolder, empty_trash
 from .holds import Holds
@@ -120,6 +120,7 @@ class Executor:
         if request.artifacts is not None:
             groups = list(caller.groups)
             place = artifacts.check_destination(request.artifacts.destination, caller.uid, caller.gid, groups)
+            place["umask"] = caller.umask  # the files are the requester's: made as their own would be
         owner = request.owner or caller.name
         allowance = self.policy.allowance(owner)
         local = request.backend is BackendName.LOCAL
@@ -311,23 +312,10 @@ class Executor:
             samples = [point.to_dict() for point in history.load(path)]
         return history.reply(samples, record.limits.memory_mb, record.limits.cpu_percent)
 
-    def work_listing(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
-        """A page of a folder of the job's /work, for whoever may see the job."""
-        return workfiles.listing(*self.work_of(caller, job_ref), path, offset)
-
-    async def work_listing_off_loop(self, caller: Caller, job_ref: str, path: str, offset: int = 0) -> dict[str, Any]:
-        """work_listing with the folder read in a thread (up to workfiles.MAX_SCANNED names)."""
-        folder, ran_as = self.work_of(caller, job_ref)
-        return await asyncio.to_thread(workfiles.listing, folder, ran_as, path, offset)
-
     def work_of(self, caller: Caller, job_ref: str) -> tuple[JobFolder, tuple[int, int]]:
         """A job's folder and the uid, gid it ran as, for whoever may see the job."""
         record = self.find(caller, job_ref)
         return self.folder(record.id), self._ran_as(record)
-
-    def work_read(self, caller: Caller, job_ref: str, path: str, offset: int, max_bytes: int) -> tuple[bytes, int]:
-        record = self.find(caller, job_ref)
-        return workfiles.read(self.folder(record.id), path, offset, max_bytes, self._ran_as(record))
 
     def _ran_as(self, record: JobRecord) -> tuple[int, int]:
         launch = self.store.launch_of(record.id)
@@ -576,6 +564,7 @@ class Executor:
             max_bytes=self.policy.max_artifacts_mb << 20,
             max_files=self.policy.max_artifacts_files,
             timeout_s=self.policy.artifacts_timeout_s,
+            umask=int(record.artifacts.get("umask", 0o022)),
         )
 
     def _finish(self, record: JobRecord, outcome: Outcome) -> None:

@@ -329,3 +329,26 @@ def test_another_users_file_planted_at_a_downloads_name_in_a_shared_folder_is_ne
         assert os.listdir(shared) == ["out.txt"]  # no temporary left behind
     finally:
         shutil.rmtree(shared)
+
+
+def test_bob_fails_to_read_the_artifacts_of_alices_job_submitted_under_umask_077_into_a_folder_open_to_all(
+    daemon, alices
+):
+    """alice's folder is 0755 (a home or a shared project), her umask 077: her own files there are
+    hers alone, and so are her job's (they were 0644 and 0755 whatever her umask)."""
+    job = {"command": ["sh", "-c", "mkdir /work/d && echo secret > /work/d/token"], "artifacts": alices}
+
+    def submit_under_077() -> dict:
+        os.umask(0o077)
+        with Client(daemon.socket) as client:
+            handle = Job(client.run(job), daemon.socket)
+        handle.wait()
+        return handle.record.to_dict()
+
+    record = as_user(ALICE, submit_under_077)
+    folder = record["artifacts"]["folder"]
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(folder, "d")).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(folder, "d", "token")).st_mode) == 0o600
+    assert not as_user(BOB, lambda: os.access(os.path.join(folder, "d", "token"), os.R_OK))
+    assert as_user(ALICE, lambda: open(os.path.join(folder, "d", "token")).read()) == "secret\n"

@@ -238,3 +238,55 @@ def test_followers_that_hang_up_on_a_quiet_job_fail_to_keep_their_places(executo
         return sum(client.capabilities() is not None for client in again)
 
     assert as_user("jwtest-alice", follow_and_hang_up) == 20
+
+
+# Run as alice: N threads, each listing a folder of her job's /work over and over for SECONDS.
+LISTER = """
+import sys, threading, time
+from jupyter_worker.client import Client
+path, job, threads, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+def lister():
+    with Client(path) as client:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            client.files(job, "big")
+workers = [threading.Thread(target=lister) for _ in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+"""
+
+
+def test_one_users_flood_of_slow_work_listings_fails_to_keep_another_users_listing_waiting(executor, users):
+    """alice lists a folder of 99,000 names (~0.1 s each) on 8 connections at once: the executor's
+    file threads were shared by everyone, so bob's own listing waited ~0.5 s behind hers; now each
+    user has at most executor/server.py's FILE_TURNS of them."""
+    big = run_as(
+        executor,
+        "jwtest-alice",
+        {"command": ["sh", "-c", "mkdir /work/big && cd /work/big && seq 99000 | xargs touch"]},
+    )
+    bobs = run_as(executor, "jwtest-bob", {"command": ["sh", "-c", "echo hi > /work/f"]})
+    for user, job in (("jwtest-alice", big), ("jwtest-bob", bobs)):
+        wait_for(lambda user=user, job=job: ask_as(executor, user, "get", job.id).finished, timeout=120)
+
+    def bobs_listing() -> float:
+        start = time.monotonic()
+        assert [e["name"] for e in ask_as(executor, "jwtest-bob", "files", bobs.id)["entries"]] == ["f"]
+        return time.monotonic() - start
+
+    entry = pwd.getpwnam("jwtest-alice")
+    flood = subprocess.Popen(
+        [sys.executable, "-c", LISTER, executor.socket, big.id, "8", "8"],
+        user=entry.pw_uid,
+        group=entry.pw_gid,
+        cwd="/",
+    )
+    try:
+        time.sleep(2)  # her listings fill what they can
+        waits = sorted(bobs_listing() for _ in range(9))
+    finally:
+        flood.wait(timeout=60)
+    assert flood.returncode == 0
+    assert waits[4] < 0.25, waits  # the median: it was ~0.5 s
