@@ -29,6 +29,7 @@ from traitlets import Bool, Enum, Float, Unicode, default
 from ..client import HOLDER_ENV, AsyncClient, ExecutorUnavailable, socket_path
 from ..errors import ErrorReason, WorkerError
 from .handlers import AUTH_RESOURCE, handlers
+from .shares import Shares
 from .waits import JobWaits
 
 ACTIVITY_KEY = "worker_jobs_last_activity"
@@ -74,6 +75,7 @@ class JupyterWorker(ExtensionApp):
         os.environ["JUPYTER_WORKER_SOCKET"] = self.socket
         self.client = AsyncClient(self.socket)
         self.waits = JobWaits(self.socket)  # GET jobs/{id}?wait_s=: one executor watch for them all
+        self.streams = Shares("open websockets")  # each an executor connection: fair shares of them
         self.embedded: subprocess.Popen | None = None
         self.executor_problem: str | None = None
         self._checked: asyncio.Future | None = None

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 AUTH_RESOURCE = "worker"
 MAX_BODY = 256 << 10
 MAX_MESSAGE = 1000
+# websockets of one server open at once, each an executor connection of the server's user (of
+# Policy.max_connections_per_user, 64 by default: the rest stay for the user's kernels and CLI), and
+# of those one requester's (server/shares.py: the others together never take the owner's)
+MAX_STREAMS = 40
+MAX_STREAMS_PER_REQUESTER = 20
 MAX_WAIT_S = 300  # a GET jobs/{id}?wait_s= holds its request at most this long (on the shared watch: waits.py)
 # a log chunk as a binary websocket frame (?frames=binary): this header, then the chunk's raw bytes
 LOG_FRAME = struct.Struct(">BQQ")  # stream (output.STREAM_NUMBERS), offset, next_offset
@@ -416,9 +421,21 @@ class _Stream(_Query, _Refusals, ExtensionHandlerMixin, WebSocketMixin, websocke
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await self.pre_get()
         await self.check_request(*args)
-        result = super().get(*args, **kwargs)
-        if result is not None:
-            await result
+        self._requester = requester(self)
+        self.worker.streams.take(self._requester, MAX_STREAMS, MAX_STREAMS_PER_REQUESTER)  # busy before the upgrade
+        self._holding = True
+        try:
+            result = super().get(*args, **kwargs)
+            if result is not None:
+                await result
+        finally:
+            if self.ws_connection is None:  # not upgraded (or already closed): on_close may never come
+                self._give_back()
+
+    def _give_back(self) -> None:
+        if getattr(self, "_holding", False):
+            self._holding = False
+            self.worker.streams.give_back(self._requester)
 
     async def check_request(self, *args: str) -> None:
         """Refuse before the upgrade (with a JSON 4xx) what would fail once connected."""
@@ -443,6 +460,7 @@ class _Stream(_Query, _Refusals, ExtensionHandlerMixin, WebSocketMixin, websocke
             self.close()
 
     def on_close(self) -> None:
+        self._give_back()
         feed = getattr(self, "_feed", None)
         if feed is not None:
             feed.cancel()

@@ -6,10 +6,9 @@ executor shows every job (root, admin: no per-user caps) its global max_connecti
 watch is opened when the first wait begins and closed when the last one ends, and its changes fan
 out to the waiting requests by job id; a request's wait ends (and leaves) when its client goes.
 At most MAX_WAITS waits at once per server, and at most MAX_WAITS_PER_REQUESTER of them for any one
-requester (the server's owner, or another hub user or service its worker scopes let in): one of them
-holding waits by the hundred leaves the rest to the others, and the owner always has that many kept
-for them (the others together hold at most MAX_WAITS - MAX_WAITS_PER_REQUESTER). More are refused
-as busy; a plain GET (no wait_s) is never refused for it.
+requester (the server's owner, or another hub user or service its worker scopes let in), the owner's
+share kept for them (server/shares.py). More are refused as busy; a plain GET (no wait_s) is never
+refused for it.
 """
 
 from __future__ import annotations
@@ -17,13 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..errors import ErrorReason, WorkerError
 from ..spec import JobRecord
 from .handlers import _ExecutorStream
+from .shares import OWNER, Shares
 
 MAX_WAITS = 1000  # waiting requests of one server at once: each is a future here and an HTTP connection
 MAX_WAITS_PER_REQUESTER = 250  # of those, one requester's; the owner's share is kept for them
-OWNER = None  # the requester key of the server's owner (handlers.requester)
 
 
 class JobWaits:
@@ -32,8 +30,7 @@ class JobWaits:
     def __init__(self, socket: str):
         self.socket = socket
         self._waiting: dict[str, set[asyncio.Future[JobRecord]]] = {}
-        self.count = 0
-        self.held: dict[str | None, int] = {}  # waits at once by requester (OWNER: the server's owner)
+        self.shares = Shares("waiting requests")
         self._watch: asyncio.Task[None] | None = None
         self._subscribed: asyncio.Future[None] | None = None
 
@@ -42,23 +39,15 @@ class JobWaits:
         """Whether the shared watch (its executor connection) is open."""
         return self._watch is not None
 
-    def admit(self, requester: str | None) -> None:
-        """Refuses (busy) a wait beyond the server's bound, beyond the requester's share, or one of
-        another requester's that would take what is kept for the owner."""
-        if self.count >= MAX_WAITS:
-            raise WorkerError(ErrorReason.BUSY, f"too many waiting requests: this server has {MAX_WAITS} at once")
-        if self.held.get(requester, 0) >= MAX_WAITS_PER_REQUESTER:
-            raise WorkerError(
-                ErrorReason.BUSY,
-                f"too many waiting requests: you have {MAX_WAITS_PER_REQUESTER} on this server at once, "
-                "the most one requester may (a plain GET without wait_s still answers)",
-            )
-        others = self.count - self.held.get(OWNER, 0)
-        if requester is not OWNER and others >= MAX_WAITS - MAX_WAITS_PER_REQUESTER:
-            raise WorkerError(
-                ErrorReason.BUSY,
-                "too many waiting requests: the rest of this server's are kept for its owner",
-            )
+    @property
+    def count(self) -> int:
+        """Waits at once."""
+        return self.shares.count
+
+    @property
+    def held(self) -> dict[str | None, int]:
+        """Waits at once by requester."""
+        return self.shares.held
 
     async def until_ended(
         self,
@@ -71,13 +60,11 @@ class JobWaits:
         """The job once it has ended, or as it is after wait_s seconds or once `gone` is done (the
         client went). The request is registered and the watch subscribed BEFORE the job is read
         again, so an ending between the watch opening and that read is not missed. `requester`:
-        whose wait it is (handlers.requester), for the shares `admit` keeps."""
-        self.admit(requester)
+        whose wait it is (handlers.requester), for the shares kept (server/shares.py)."""
+        self.shares.take(requester, MAX_WAITS, MAX_WAITS_PER_REQUESTER)
         ended: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
         waiters = self._waiting.setdefault(job_id, set())
         waiters.add(ended)
-        self.count += 1
-        self.held[requester] = self.held.get(requester, 0) + 1
         try:
             if self._watch is None:
                 self._subscribed = asyncio.get_running_loop().create_future()
@@ -98,10 +85,7 @@ class JobWaits:
                 self._waiting.pop(job_id, None)
             if ended.done() and not ended.cancelled():
                 ended.exception()  # a failure no one asked for is not logged as never retrieved
-            self.count -= 1
-            self.held[requester] -= 1
-            if not self.held[requester]:
-                del self.held[requester]
+            self.shares.give_back(requester)
             if self.count == 0:
                 self.close()
 
