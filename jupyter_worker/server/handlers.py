@@ -27,6 +27,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado import web, websocket
+from tornado.iostream import StreamClosedError
 from tornado.log import gen_log
 
 from .. import protocol
@@ -350,7 +351,9 @@ class DownloadHandler(WorkerHandler):
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        """?path=file: a regular file of the job's /work, streamed in pieces."""
+        """?path=file: a regular file of the job's /work, streamed in pieces: its size when the
+        download began (Content-Length), so a download cut short (the client went, the job was
+        deleted, the file shrank) is never taken for the whole file, nor logged as a fault."""
         job = await self.visible_job(job_id)
         path = self.one_argument("path", "")
         data, size = await self.client.read_file(job.id, path, 0)
@@ -358,13 +361,25 @@ class DownloadHandler(WorkerHandler):
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{urllib.parse.quote(name)}")
         self.set_header("X-Content-Type-Options", "nosniff")
-        offset = len(data)
-        self.write(data)
-        while data and offset < size:
-            await self.flush()
-            data, _ = await self.client.read_file(job.id, path, offset)
-            self.write(data)
-            offset += len(data)
+        self.set_header("Content-Length", str(size))
+        offset = 0
+        try:
+            while True:
+                data = data[: size - offset]  # what the file grew by since is not this download's
+                self.write(data)
+                offset += len(data)
+                if not data or offset >= size:
+                    break
+                await self.flush()
+                data, _ = await self.client.read_file(job.id, path, offset)
+        except StreamClosedError:
+            return  # the client went: no one to answer
+        except WorkerError as exc:
+            gen_log.warning("download of %s cut short at %d of %d bytes: %s", self.request.uri, offset, size, exc)
+            offset = -1
+        if offset != size:  # closed, not finished: the client sees fewer bytes than the length said
+            self.request.connection.close()
+            return
         self.finish()
 
 
