@@ -129,7 +129,7 @@ class ExecutorApp(Application):
         backends: dict[str, Backend] = {"local": LocalBackend(sandbox, policy.log_max_bytes, jobs_dir)}
         slurm = SlurmBackendConfig(parent=self)
         if slurm.enabled:  # jobs that ask for it go to the cluster (docs/slurm.md)
-            backends["slurm"] = SlurmBackend(slurm, policy.log_max_bytes)
+            backends["slurm"] = SlurmBackend(slurm, policy.log_max_bytes, policy.disk_reserve_bytes)
         executor = Executor(policy, store, backends, self.state_dir, self.root_runs_as)
         server = Server(executor, self.socket, self.admin_group or None, self.viewer_group or None)
         stopping = asyncio.Event()

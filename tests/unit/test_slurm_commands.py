@@ -455,10 +455,11 @@ class HostileNode:
         return value
 
 
-def pull(tmp_path, node: HostileNode, budget: int = 1 << 20) -> _Pull:
+def pull(tmp_path, node: HostileNode, budget: int = 1 << 20, reserve: int = 0) -> _Pull:
     work = tmp_path / "work"
     work.mkdir()
-    found = _Pull(node, "job", os.getuid(), os.getgid(), budget)  # type: ignore[arg-type]
+    found = _Pull(node, "job", os.getuid(), os.getgid(), budget, into=str(tmp_path))  # type: ignore[arg-type]
+    found.reserve = reserve
     top = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
     try:
         asyncio.run(found.folder("", top))
@@ -496,3 +497,13 @@ def test_a_folder_that_pages_forever_ends_the_pull(tmp_path, monkeypatch):
     node = HostileNode({"loop": {}}, endless="loop")
     found = pull(tmp_path, node)
     assert found.capped and node.calls <= 52
+
+
+def test_a_node_jobs_work_is_not_brought_back_past_the_heads_disk_reserve(tmp_path):
+    """A user's whole Slurm queue ending at once pulls every /work onto the head's disk: each
+    piece is taken only while Policy.disk_reserve_bytes stays free, so the disk never fills."""
+    node = HostileNode({"small.txt": b"kept", "zbig.bin": b"\x00" * (64 << 20)})
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    found = pull(tmp_path, node, budget=128 << 20, reserve=free - (2 << 20))  # room for 2 MiB of 64
+    assert found.short_of_disk and found.capped
+    assert sorted(os.listdir(tmp_path / "work")) == ["small.txt"]  # the big one not kept cut short

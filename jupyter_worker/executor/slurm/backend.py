@@ -40,6 +40,7 @@ from ...errors import WorkerError
 from ...sandbox import LaunchSpec
 from ...sandbox.output import HEADER, MAX_RECORD, NOTICE, STDOUT, STREAM_NUMBERS
 from ...spec import Outcome, Reason
+from .. import retention
 from ..supervision import Backend, JobEvents, JobHandle, Launch, StartError
 from . import commands
 from .commands import SlurmError, SlurmState
@@ -67,9 +68,10 @@ class SlurmBackend(Backend):
 
     name = "slurm"
 
-    def __init__(self, config: SlurmBackendConfig, log_cap: int | None = None):
+    def __init__(self, config: SlurmBackendConfig, log_cap: int | None = None, disk_reserve: int = 0):
         self.config = config
         self.log_cap = log_cap
+        self.disk_reserve = disk_reserve  # Policy.disk_reserve_bytes: a pull never takes the head's disk below it
         self.jobs: dict[str, _Job] = {}
         self._poller: asyncio.Task | None = None
         self._addresses: dict[str, str] = {}  # node name -> NodeAddr
@@ -460,7 +462,8 @@ class SlurmBackend(Backend):
         spec = job.launch.spec
         budget = max(0, self.config.max_return_mb) << 20
         connection = await self._connect(job)
-        pull = _Pull(connection, job.state["node_job"], spec.uid, spec.gid, budget)
+        pull = _Pull(connection, job.state["node_job"], spec.uid, spec.gid, budget, into=job.launch.folder.dir)
+        pull.reserve = self.disk_reserve
         top = await asyncio.to_thread(_open_dir, None, job.launch.folder.work)
         try:
             await pull.folder("", top)
@@ -468,7 +471,10 @@ class SlurmBackend(Backend):
             os.close(top)
             connection.close()
         notes = []
-        if pull.capped:
+        if pull.short_of_disk:
+            reserve = self.disk_reserve >> 20
+            notes.append(f"/work brought back until the head's disk was down to its reserve ({reserve} MiB free)")
+        elif pull.capped:
             notes.append(f"/work brought back from the node up to {self.config.max_return_mb} MiB")
         if pull.skipped:
             why = "links, special files, unsafe names, folders too deep"
@@ -656,11 +662,17 @@ class _Connection:
 class _Pull:
     """One /work brought back: folders walked page by page, files read piece by piece."""
 
-    def __init__(self, connection: _Connection, node_job: str, uid: int, gid: int, budget: int):
+    def __init__(self, connection: _Connection, node_job: str, uid: int, gid: int, budget: int, *, into: str):
         self.connection = connection
         self.node_job = node_job
         self.uid, self.gid = uid, gid
         self.budget = budget
+        # Every job's pull lands on the head's disk, many at once (a user's whole Slurm queue ending):
+        # each piece is taken only while the disk keeps Policy.disk_reserve_bytes free, as local
+        # jobs' disk limits are (executor/retention.py), so the head's disk never fills.
+        self.into = into
+        self.reserve = 0
+        self.short_of_disk = False
         self.taken = 0
         self.entries = 0
         self.pages = 0
@@ -719,6 +731,9 @@ class _Pull:
                 room = self.budget - self.taken
                 if room <= 0:  # it grew past what the listing said: not kept cut short
                     self.capped = True
+                    return
+                if retention.free_bytes(self.into) - min(PIECE, room) < self.reserve:
+                    self.capped = self.short_of_disk = True  # the file is not kept cut short either
                     return
                 reply = await self.connection.call(
                     "read_file", job_id=self.node_job, path=path, offset=offset, max_bytes=min(PIECE, room)
