@@ -507,3 +507,11 @@ def test_a_node_jobs_work_is_not_brought_back_past_the_heads_disk_reserve(tmp_pa
     found = pull(tmp_path, node, budget=128 << 20, reserve=free - (2 << 20))  # room for 2 MiB of 64
     assert found.short_of_disk and found.capped
     assert sorted(os.listdir(tmp_path / "work")) == ["small.txt"]  # the big one not kept cut short
+
+
+def test_a_relays_forged_metrics_out_of_range_are_dropped_not_recorded():
+    """The metrics a head records for a Slurm job come through a relay its user can replace: NaN,
+    infinities, negatives and 1e308 (which would widen every listing's row) are dropped."""
+    forged = {"cpu_seconds": 1e308, "memory_bytes": float("nan"), "memory_peak_bytes": -1, "pids": 7}
+    assert commands.usage_of(forged) == commands.usage_of({"pids": 7})
+    assert commands.usage_of({"cpu_seconds": 12.5}).cpu_seconds == 12.5

@@ -460,10 +460,12 @@ def node_outcome(record: Any) -> Outcome:
 
 
 _USAGE_FIELDS = {f.name: f.type for f in fields(Usage)}
+MAX_USAGE = 1 << 53  # bytes, seconds, percent, counts: JSON-safe whole numbers, far past any real job
 
 
 def usage_of(data: Any) -> Usage:
-    """A Usage from a node's metrics, keeping only known fields with number values."""
+    """A Usage from a node's metrics, keeping only known fields with number values, from 0 to
+    MAX_USAGE (a relay is its user's to make: 1e308 CPU seconds would widen every listing's row)."""
     if not isinstance(data, dict):
         return Usage()
     kept: dict[str, Any] = {}
@@ -471,7 +473,7 @@ def usage_of(data: Any) -> Usage:
         value = data.get(name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        if value < 0 or not math.isfinite(value):
+        if not 0 <= value <= MAX_USAGE:  # NaN fails too
             continue
         kept[name] = float(value) if kind in ("float", float) else int(value)
     return Usage(**kept)
