@@ -39,11 +39,10 @@ from .mounts import (
     prepare_root,
     write_identity,
 )
-from .native import INIT_NAME
+from .native import INIT_NAME, JOB_STAGE_ERROR_FD, JOB_STAGE_NAME
 from .netns import loopback_up
 
 _HIGH_FD = 100
-JOB_STAGE_NAME = "jw-job"
 STATUS = struct.Struct("i")
 
 
@@ -71,8 +70,9 @@ class InitLines:
 
 
 def _report(fd: int, message: str) -> None:
+    """A setup error on the error pipe, with its NUL (the native stages' messages end so too)."""
     try:
-        os.write(fd, message.encode(errors="replace")[:4000])
+        os.write(fd, message.encode(errors="replace")[:4000] + b"\0")
     except OSError:
         pass
 
@@ -247,7 +247,7 @@ def _exec_job_stage(job_stage: int, fds: list[int], seccomp_program: bytes) -> N
     try:
         os.execve(stage, [JOB_STAGE_NAME], {})
     except OSError as exc:
-        _report(5, f"sandbox setup failed: could not exec the job stage: {exc}")  # the error pipe, at 5 now
+        _report(JOB_STAGE_ERROR_FD, f"sandbox setup failed: could not exec the job stage: {exc}")
     os._exit(127)
 
 
@@ -280,12 +280,14 @@ def _become_native_init(native_init: int, job_pid: int, lines: InitLines, ready_
     its processes end), then releases the job (ready_w), reaps every orphan and, when the job
     process ends, writes its wait status to the status pipe and exits, ending the namespace. The
     job is released only by it: a failed exec leaves the job process to read EOF and end, so no
-    command runs without the native init in place. The error pipe is close-on-exec: its EOF tells
-    the supervisor the exec happened; otherwise the supervisor reads why it did not."""
-    os.set_inheritable(lines.status_fd, True)
-    os.set_inheritable(ready_w, True)
+    command runs without the native init in place. The error pipe goes with it: a step of its that
+    fails is reported there, and it closes the pipe once the job is released, so the pipe's EOF
+    tells the supervisor the job started (the job stage's copy closes at the command's exec)."""
+    fds = [lines.status_fd, ready_w, lines.error_fd]
+    for fd in fds:
+        os.set_inheritable(fd, True)
     try:
-        os.execve(native_init, [INIT_NAME, str(job_pid), str(lines.status_fd), str(ready_w)], {})
+        os.execve(native_init, [INIT_NAME, str(job_pid), *map(str, fds)], {})
     except OSError as exc:
         _report(lines.error_fd, f"sandbox setup failed: could not exec the native init: {exc}")
     os._exit(125)

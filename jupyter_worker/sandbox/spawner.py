@@ -11,6 +11,7 @@ Started as
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -18,6 +19,7 @@ import select
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SpecError
@@ -79,27 +81,35 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
         message, fds, _, _ = socket.recv_fds(sock, MAX_LAUNCH_MESSAGE, 5)
         if not message:
             break
-        if not pool:
-            pool.append(_new_standby(context, sock, starting))
-        reply = _launch(message, fds, pool[0])
+        reply = _launch(message, fds, pool, lambda: _new_standby(context, sock, [*pool, *starting]))
         sock.send(json.dumps(reply).encode())
         if "pid" in reply:
             starting.append(pool.pop(0).link)
     _shut_down(pool, starting)
 
 
-def _launch(message: bytes, fds: list[int], standby: _Standby) -> dict:
-    """Hand the request, with its descriptors, to a prepared standby, which validates it."""
+def _launch(message: bytes, fds: list[int], pool: list[_Standby], fork: Callable[[], _Standby]) -> dict:
+    """Hand the request, with its descriptors, to the first prepared standby, which validates it.
+    A standby that is gone (its link broken: killed, or its preparation ended it) is dropped and
+    the next one tried, so one dead standby does not fail every later launch."""
     try:
         if len(fds) not in (4, 5):
             raise SpecError("a launch needs stdin, stdout, stderr (or log, result, listener) and a control socket")
-        socket.send_fds(standby.link, [message], fds)
+        for _ in range(len(pool) + 2):
+            if not pool:
+                pool.append(fork())
+            try:
+                socket.send_fds(pool[0].link, [message], fds)
+            except (BrokenPipeError, ConnectionError):
+                pool.pop(0).link.close()
+                continue
+            return {"pid": pool[0].pid}
+        raise OSError(errno.EPIPE, "no standby could take the job: each one ended before it")
     except (SpecError, OSError) as exc:
         return {"error": str(exc)}
     finally:
         for fd in fds:
             os.close(fd)
-    return {"pid": standby.pid}
 
 
 def _new_standby(context: HostContext, sock: socket.socket, others: list) -> _Standby:

@@ -239,8 +239,13 @@ def _prepare_in(cgroup: JobCgroup, context: HostContext) -> _Prepared:
     try:
         cgroup.place(pid)
         os.write(placed_w, b"1")
-    finally:
+    except BaseException:  # the init reads EOF and exits: reaped before its cgroup is removed
         os.close(placed_w)
+        job_ours.close()
+        _close_all([error_r, status_r, limits_w])
+        os.waitpid(pid, 0)
+        raise
+    os.close(placed_w)
     return _Prepared(cgroup, pid, job_ours, error_r, status_r, limits_w)
 
 
@@ -322,7 +327,8 @@ def _release(prepared: _Prepared) -> str:
     while chunk := os.read(prepared.error_fd, 4096):
         error += chunk
     os.close(prepared.error_fd)
-    return error.decode(errors="replace")
+    # each message ends with a NUL; the first says why (one after it only that a line then broke)
+    return error.split(b"\0", 1)[0].decode(errors="replace")
 
 
 def _watch(job: _Job, cgroup: JobCgroup, running: _Running) -> Outcome:
@@ -394,11 +400,22 @@ def _finish(cgroup: JobCgroup, running: _Running, status: int | None, decided: O
     os.close(running.status_fd)
     cgroup.kill()
     usage = _usage(cgroup, running)
-    outcome = decided or _classify(status if status is not None else init_status, usage)
+    if decided is not None:
+        outcome = decided
+    elif status is not None:
+        outcome = _classify(status, usage)
+    else:  # the init ended without the job's status: its own exit code is not the job's
+        error = f"the job's init ended without saying how the job ended ({_said(init_status)})"
+        outcome = Outcome(Reason.LOST, error=error)
     if status is not None and outcome.exit_code is None and outcome.signal is None:
         outcome.exit_code, outcome.signal = _split(status)
     outcome.usage = usage
     return outcome
+
+
+def _said(status: int) -> str:
+    code, signum = _split(status)
+    return f"exit code {code}" if code is not None else f"signal {signum}"
 
 
 def _split(status: int) -> tuple[int | None, int | None]:

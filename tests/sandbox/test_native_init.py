@@ -195,6 +195,25 @@ def test_the_engine_refuses_a_native_binary_someone_but_root_could_have_written(
         os.close(native.open_trusted(str(folder / native.INIT_NAME)))
 
 
+@pytest.mark.parametrize("mode", [0o755, 0o1777])
+def test_the_engine_refuses_a_native_binary_beneath_a_folder_someone_but_root_owns(monkeypatch, tmp_path, mode):
+    # a user who owns any folder on the way could swap what is beneath it (say, for a link to an
+    # older install's binaries): refused even where the binaries and their own folder are root's
+    theirs = tmp_path / "theirs"
+    folder = theirs / "native"
+    folder.mkdir(parents=True)
+    for name, path in (("INIT_PATH", native.INIT_PATH), ("JOB_STAGE_PATH", native.JOB_STAGE_PATH)):
+        copy = folder / os.path.basename(path)
+        shutil.copy2(path, copy)
+        monkeypatch.setattr(native, name, str(copy))
+    os.chown(theirs, 65534, 65534)
+    theirs.chmod(mode)
+    refusal = f"the folder {theirs} of the native binary .* is not owned by root"
+    with pytest.raises(native.UntrustedBinary, match=refusal):
+        os.close(native.open_trusted(str(folder / native.INIT_NAME)))
+    assert "is not owned by root" in (native.init_problem() or "")
+
+
 def test_the_spawner_holds_each_native_binary_open_once_for_every_standby(sandbox, run):
     opened = sorted(fd_targets(sandbox._process.pid).values())
     assert opened.count(os.path.realpath(native.INIT_PATH)) == 1
@@ -221,19 +240,22 @@ def test_the_largest_command_and_environment_the_spec_accepts_start(run):
 def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_when_it_cannot_start():
     status_r, status_w = os.pipe()
     ready_r, ready_w = os.pipe()
+    error_r, error_w = os.pipe()
     held_r, held_w = os.pipe()  # stands for a job's output pipe the Python init held at its exec
     child = subprocess.Popen(
-        [native.INIT_PATH, str(os.getpid()), str(status_w), str(ready_w)], pass_fds=[status_w, ready_w, held_w]
+        [native.INIT_PATH, str(os.getpid()), str(status_w), str(ready_w), str(error_w)],
+        pass_fds=[status_w, ready_w, error_w, held_w],
     )
-    for fd in (status_w, ready_w, held_w):
+    for fd in (status_w, ready_w, error_w, held_w):
         os.close(fd)
     try:
         assert os.read(ready_r, 2) == b"1"
         assert os.read(held_r, 1) == b""  # closed before the release: the job's output ends with it
         assert os.read(ready_r, 1) == b""
+        assert os.read(error_r, 1) == b""  # closed after the release, with nothing said: started
         assert child.wait(timeout=10) == 0  # no child at all: nothing to report
     finally:
-        for fd in (status_r, ready_r, held_r):
+        for fd in (status_r, ready_r, error_r, held_r):
             os.close(fd)
     ready_r, ready_w = os.pipe()
     refused = subprocess.Popen([native.INIT_PATH, "1", str(ready_w)], pass_fds=[ready_w])  # no ready fd
@@ -241,6 +263,29 @@ def test_the_native_init_releases_the_job_only_once_it_holds_nothing_and_never_w
     assert refused.wait(timeout=10) == 2
     assert os.read(ready_r, 1) == b""  # never released: the job process reads EOF and ends
     os.close(ready_r)
+
+
+def test_a_native_init_step_that_fails_is_said_on_the_error_pipe_and_the_job_is_never_released():
+    status_r, status_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    error_r, error_w = os.pipe()
+    fds = [status_w, ready_w, error_w]
+    # a mount namespace of its own whose /dev is empty: the init cannot open /dev/null
+    script = 'mount -t tmpfs jw-test-nodev /dev && exec "$@"'
+    command = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", native.INIT_PATH]
+    child = subprocess.Popen([*command, str(os.getpid()), *map(str, fds)], pass_fds=fds)
+    for fd in fds:
+        os.close(fd)
+    try:
+        assert child.wait(timeout=10) == 3
+        said = os.read(error_r, 4096)
+        assert said.endswith(b"\0") and said.count(b"\0") == 1
+        assert said.startswith(b"sandbox setup failed: the native init could not close what it must not hold: ")
+        assert os.read(ready_r, 1) == b""  # never released
+        assert os.read(status_r, 1) == b""  # and no status: the supervisor says the job was lost, not code 3
+    finally:
+        for fd in (status_r, ready_r, error_r):
+            os.close(fd)
 
 
 def descendants(pid: int) -> list[int]:

@@ -5,19 +5,22 @@
  * program (by an fd opened before pivot_root: the host path is not visible inside the new root) so
  * that a running job costs a few pages, not a Python interpreter.
  *
- *     jw-init JOB_PID STATUS_FD READY_FD
+ *     jw-init JOB_PID STATUS_FD READY_FD ERROR_FD
  *
  * It drops every capability (it needs none) and holds nothing of the job's (0-2 become /dev/null,
- * every other fd but STATUS_FD and READY_FD is closed), then releases the job: one byte '1' on
- * READY_FD, which it closes. So no command runs unless this init is in place (a failed exec, or a
- * failed step here, leaves the job process to read EOF and end). The job's output ends when its
- * processes end; it reaps every orphan; when JOB_PID ends it writes
- * that wait status (a native int, struct "i") to STATUS_FD and exits 0. Signals are left as the
- * Python init left them (default dispositions, nothing blocked): as pid 1 it ignores every signal
- * but SIGKILL and SIGSTOP from its ancestors' namespaces, and every signal from inside.
+ * every other fd but its three is closed), then releases the job: one byte '1' on READY_FD, which it
+ * closes, and closes ERROR_FD. So no command runs unless this init is in place (a failed exec, or a
+ * failed step here, leaves the job process to read EOF and end); a failed step is written to
+ * ERROR_FD, which the supervisor reports as the job's start error. The job's output ends when its
+ * processes end; it reaps every orphan; when JOB_PID ends it writes that wait status (a native int,
+ * struct "i") to STATUS_FD and exits 0. Signals are left as the Python init left them (default
+ * dispositions, nothing blocked): as pid 1 it ignores every signal but SIGKILL and SIGSTOP from its
+ * ancestors' namespaces, and every signal from inside.
  *
- * Exit codes: 0 reported (or no child left to wait for), 1 the status could not be written,
- * 2 bad arguments, 3 a setup step failed. Static, no loader or libc needed inside the root.
+ * Exit codes (for a person reading a wait status: the supervisor takes an init that ended without
+ * writing the job's status as a job lost): 0 reported (or no child left to wait for), 1 the status
+ * could not be written, 2 bad arguments, 3 a setup step failed. Static, no loader or libc needed
+ * inside the root.
  *
  * Duties are steps in main(), each a small function; later ones (holding the job's output pipes
  * and its status across a supervisor restart) would be more steps and fds passed the same way.
@@ -27,6 +30,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -34,6 +38,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "fds.h"
 
 enum { EXIT_REPORTED = 0, EXIT_NOT_REPORTED = 1, EXIT_USAGE = 2, EXIT_SETUP = 3 };
 
@@ -48,28 +54,6 @@ static long parse_number(const char *text, long low, long high) {
     return value;
 }
 
-/* Close every fd from `first` to `last` (inclusive); close_range where the kernel has it. */
-static int close_fds(unsigned int first, unsigned int last) {
-    if (first > last) {
-        return 0;
-    }
-    if (syscall(SYS_close_range, first, last, 0) == 0) {
-        return 0;
-    }
-    if (errno != ENOSYS) {
-        return -1;
-    }
-    struct rlimit nofile;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) {
-        return -1;
-    }
-    unsigned long end = nofile.rlim_cur == RLIM_INFINITY ? 1UL << 20 : nofile.rlim_cur;
-    for (unsigned long fd = first; fd <= last && fd < end; fd++) {
-        close((int)fd); /* EBADF for most: nothing was open there */
-    }
-    return 0;
-}
-
 /* No capability in any set: pid 1 of the job's namespace needs none, and an inheritable set (an
  * older container runtime leaves it full) must not outlive the exec that made this process. */
 static int drop_capabilities(void) {
@@ -79,14 +63,9 @@ static int drop_capabilities(void) {
     return (int)syscall(SYS_capset, &header, none);
 }
 
-/* 0-2 on /dev/null, nothing else open but `keep` and `also`: the init holds no end of the job's
- * pipes. */
-static int hold_nothing(int keep, int also) {
-    if (keep > also) {
-        int swap = keep;
-        keep = also;
-        also = swap;
-    }
+/* 0-2 on /dev/null, nothing else open but the `count` fds of `keep` (sorted, each above 2): the init
+ * holds no end of the job's pipes. */
+static int hold_nothing(const int *keep, int count) {
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0) {
         return -1;
@@ -99,11 +78,28 @@ static int hold_nothing(int keep, int also) {
     if (null > 2 && close(null) != 0) {
         return -1;
     }
-    if (close_fds(3, (unsigned int)keep - 1) != 0 || close_fds((unsigned int)keep + 1, (unsigned int)also - 1) != 0 ||
-        close_fds((unsigned int)also + 1, UINT_MAX) != 0) {
-        return -1;
+    unsigned int next = 3;
+    for (int i = 0; i < count; i++) {
+        if (close_fds(next, (unsigned int)keep[i] - 1) != 0) {
+            return -1;
+        }
+        next = (unsigned int)keep[i] + 1;
     }
-    return 0;
+    return close_fds(next, UINT_MAX);
+}
+
+/* A setup step failed: say which on the error pipe (the supervisor reports it as the job's start
+ * error), and end; the job process reads EOF on its ready pipe and ends without running anything. */
+static void fail(int error_fd, const char *step) {
+    char message[256];
+    int length = snprintf(message, sizeof message, "sandbox setup failed: the native init could not %s: %s", step,
+                          strerror(errno));
+    if (length > 0) {
+        size_t size = ((size_t)length < sizeof message ? (size_t)length : sizeof message - 1) + 1; /* its NUL too */
+        ssize_t ignored = write(error_fd, message, size);
+        (void)ignored;
+    }
+    _exit(EXIT_SETUP);
 }
 
 /* Write all of `size` bytes, through EINTR and short writes. */
@@ -141,25 +137,42 @@ static void reap(pid_t job, int status_fd) {
     }
 }
 
+static int compare_fds(const void *a, const void *b) {
+    return *(const int *)a - *(const int *)b;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) {
+    if (argc != 5) {
         return EXIT_USAGE;
     }
     long job = parse_number(argv[1], 1, INT_MAX);
-    long status_fd = parse_number(argv[2], 3, INT_MAX);
-    long ready_fd = parse_number(argv[3], 3, INT_MAX);
-    if (job < 0 || status_fd < 0 || ready_fd < 0 || status_fd == ready_fd || fcntl((int)status_fd, F_GETFD) < 0 ||
-        fcntl((int)ready_fd, F_GETFD) < 0) {
+    int held[3];
+    for (int i = 0; i < 3; i++) {
+        long fd = parse_number(argv[2 + i], 3, INT_MAX);
+        if (fd < 0 || fcntl((int)fd, F_GETFD) < 0) {
+            return EXIT_USAGE;
+        }
+        held[i] = (int)fd;
+    }
+    int status_fd = held[0], ready_fd = held[1], error_fd = held[2];
+    if (job < 0 || status_fd == ready_fd || status_fd == error_fd || ready_fd == error_fd) {
         return EXIT_USAGE;
     }
+    qsort(held, 3, sizeof *held, compare_fds);
     /* exec made us dumpable again; the Python init was not (its memory is root's business) */
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || drop_capabilities() != 0 ||
-        hold_nothing((int)status_fd, (int)ready_fd) != 0) {
-        return EXIT_SETUP;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        fail(error_fd, "stay undumpable");
+    }
+    if (drop_capabilities() != 0) {
+        fail(error_fd, "drop its capabilities");
+    }
+    if (hold_nothing(held, 3) != 0) {
+        fail(error_fd, "close what it must not hold");
     }
     /* holding nothing, with nothing: only now may the command run */
-    if (write_all((int)ready_fd, "1", 1) != 0 || close((int)ready_fd) != 0) {
-        return EXIT_SETUP;
+    if (write_all(ready_fd, "1", 1) != 0 || close(ready_fd) != 0) {
+        fail(error_fd, "release the job");
     }
-    reap((pid_t)job, (int)status_fd);
+    close(error_fd); /* its EOF (with the job stage's exec) tells the supervisor the job started */
+    reap((pid_t)job, status_fd);
 }

@@ -19,7 +19,7 @@
  * At start it sheds what the Python init shed before forking it (the bounding set, the inheritable
  * set, signals, core dumps): it is forked before, so that its exec keeps root's capabilities for
  * the steps below.
- * Then, in the order job_main used to: the host network for 'host', a new cgroup namespace, its
+ * Then: the host network for 'host', a new cgroup namespace, its
  * own session, the OOM score back to 0, fds 0-2 (and 3) the job's and the error pipe next (every
  * other fd closed), no groups, the job's gid and uid, no new privileges, SIGKILL at the init's
  * death, the cwd, umask 022, seccomp last, and exec with PATH taken from the job's environment.
@@ -44,6 +44,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fds.h"
+
 enum { JOB_FD = 3, READY_FD = 4, ERROR_FD = 5, NETWORK_FD = 6, FILTER_FD = 7, HIGH_FD = 100 };
 enum { MAX_ORDER = 1 << 20, MAX_FILTER = 1 << 20, MAX_STDIO = 4 };
 
@@ -54,7 +56,10 @@ static void fail(const char *what, const char *detail) {
     char message[4096];
     int length = snprintf(message, sizeof message, "%s%s", what, detail ? detail : "");
     if (length > 0) {
-        ssize_t ignored = write(error_fd, message, (size_t)length < sizeof message ? (size_t)length : sizeof message - 1);
+        /* with its NUL: the supervisor reports the first message only (the init's next one, that the
+         * job line broke, says nothing more) */
+        size_t size = ((size_t)length < sizeof message ? (size_t)length : sizeof message - 1) + 1;
+        ssize_t ignored = write(error_fd, message, size);
         (void)ignored;
     }
     _exit(127);
@@ -167,10 +172,13 @@ static int parse_order(char *data, size_t size, struct order *order) {
 
 /* One message with its fds from the job line; 0 bytes (a closed line) means there is no job. */
 static ssize_t receive(char *data, size_t size, int *fds, int *count) {
-    char control[CMSG_SPACE(sizeof(int) * MAX_STDIO)];
+    union {
+        char bytes[CMSG_SPACE(sizeof(int) * MAX_STDIO)];
+        struct cmsghdr align; /* CMSG_FIRSTHDR reads a header here */
+    } control;
     struct iovec vector = {data, size};
-    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control,
-                            .msg_controllen = sizeof control};
+    struct msghdr header = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.bytes,
+                            .msg_controllen = sizeof control.bytes};
     ssize_t got;
     do {
         got = recvmsg(JOB_FD, &header, MSG_CMSG_CLOEXEC);
@@ -214,8 +222,8 @@ static void arrange_fds(int *stdio, int count) {
         fail_errno("could not start the command: fds");
     }
     error_fd = count;
-    if (syscall(SYS_close_range, (unsigned)count + 1, ~0U, 0) != 0) {
-        fail_errno("could not start the command: close_range");
+    if (close_fds((unsigned)count + 1, ~0U) != 0) {
+        fail_errno("could not start the command: closing fds");
     }
 }
 
@@ -319,7 +327,8 @@ int main(void) {
 
     char *data = malloc(MAX_ORDER);
     int stdio[MAX_STDIO], count = 0;
-    if (filter == NULL || filter_size == 0 || filter_size % sizeof *filter || data == NULL) {
+    if (filter == NULL || filter_size == 0 || filter_size % sizeof *filter || filter_size / sizeof *filter > BPF_MAXINSNS ||
+        data == NULL) {
         fail("could not start the command: ", "no seccomp program");
     }
     ssize_t got = receive(data, MAX_ORDER, stdio, &count);
