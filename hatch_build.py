@@ -1,9 +1,11 @@
-"""Build hook: compile the native init (jupyter_worker/sandbox/native/init.c) into the package.
+"""Build hook: compile a job's native stages (jupyter_worker/sandbox/native/: init.c, the init, and
+job.c, the job stage; fds.h is theirs) into the package.
 
-Runs for the wheel and for editable installs (`pip install -e .` builds it in the checkout, where the
-package is imported from); `python hatch_build.py` does the same by hand. The binary is static, so
-it runs inside a job's root with no loader or libc there, and platform-specific: the wheel is tagged
-for this platform. CC and CFLAGS from the environment are honoured; the default is `cc -O2`.
+Runs for the wheel and for editable installs (`pip install -e .` builds them in the checkout, where
+the package is imported from); `python hatch_build.py` does the same by hand. The binaries are
+static, so they run inside a job's root with no loader or libc there, and platform-specific: the
+wheel is tagged for this platform. CC and CFLAGS from the environment are honoured; the default is
+`cc -O2`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def _build(root: str, source: str, binary: str) -> str:
             subprocess.run(command, check=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             raise RuntimeError(
-                f"could not compile the native init ({shlex.join(command)}: {exc}); jupyter-worker needs a C "
-                "compiler and a static libc to install (Debian: apt install gcc libc6-dev)"
+                f"could not compile {os.path.basename(source)} ({shlex.join(command)}: {exc}); jupyter-worker needs "
+                "a C compiler and a static libc to install (Debian: apt install gcc libc6-dev)"
             ) from None
         os.chmod(partial, 0o755)
         os.replace(partial, binary)
