@@ -125,6 +125,12 @@ EXTREME_CALLS = {
     "a download path of bad UTF-8": ("GET", "jobs/{alice}/files/download?path=%ff%fe", None),
     "a files path with NUL": ("GET", "jobs/{alice}/files?path=a%00b", None),
     "a status that is no status": ("GET", "jobs?status=%ff&status=RUNNING", None),
+    "a wait_s twice": ("GET", "jobs/{alice}?wait_s=0&wait_s=300", None),
+    "a wait_s in other digits": ("GET", "jobs/{alice}?wait_s=%D9%A5", None),
+    "a query name of bad UTF-8": ("GET", "jobs?%ff%fe=1", None),
+    "a frames twice": ("GET", "jobs/{alice}/stream?frames=text&frames=binary", None),
+    "a body key twice": ("POST", "jobs", b'{"command": ["true"], "command": ["false"]}'),
+    "a stop field it does not take": ("POST", "jobs/{alice}/stop", b'{"grace_s": 1, "now": true}'),
 }
 
 
