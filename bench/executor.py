@@ -112,11 +112,33 @@ def throughput(daemon: Daemon, seconds: float, clients: int = 8) -> None:
     while time.monotonic() < bare_end:
         subprocess.run(["/bin/true"], check=True)
         bare += 1
+    bwrap_rate = _bwrap_rate(seconds, clients)
     print(
         f"sustained: {sum(done) / elapsed:.1f} jobs/s with {clients} clients over {elapsed:.1f} s "
-        f"(target >= 150; anchor: a bare subprocess loop, {bare} /bin/true a second); CPU a job: the "
-        f"daemon {daemon_ms:.2f} ms of the host's {host_ms:.1f} ms (every process, other users' too)"
+        f"(target >= 150; anchors: bwrap'd /bin/true in {clients} loops {bwrap_rate:.1f}/s, a bare subprocess "
+        f"loop {bare} /bin/true a second); CPU a job: the daemon {daemon_ms:.2f} ms of the host's {host_ms:.1f} ms "
+        "(every process, other users' too)"
     )
+
+
+def _bwrap_rate(seconds: float, loops: int) -> float:
+    """bwrap (as in bench/start_latency.py: namespaces and a root, no cgroup) of /bin/true, run by
+    `loops` threads at once for `seconds`: a sandbox's throughput on this host, beside ours."""
+    done = [0] * loops
+    stop_at = time.monotonic() + seconds
+
+    def loop(index: int) -> None:
+        while time.monotonic() < stop_at:
+            subprocess.run(BWRAP, check=True)
+            done[index] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(loops)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - start)
 
 
 def busy_seconds() -> float:
