@@ -98,7 +98,11 @@ class Spares:
     def _make(self) -> _Spare:
         folder = JobFolder(os.path.join(self.jobs_dir, SPARE_PREFIX + uuid.uuid4().hex))
         folder.make(0, 0)
-        log, result, listener = _open_files(folder)
+        try:
+            log, result, listener = _open_files(folder)
+        except BaseException:  # a half-made spare is not left for the next start to find
+            shutil.rmtree(folder.dir, ignore_errors=True)
+            raise
         return _Spare(folder.dir, log, result, listener)
 
 

@@ -598,11 +598,14 @@ class Executor:
     def _unstarted(self, job_id: str) -> None:
         """A job recorded RUNNING that never reached its supervisor (the executor was stopped in
         between): QUEUED again, so the scheduling after recover starts it (it never ran: it cannot
-        run twice)."""
+        run twice); one that was stopped meanwhile ends STOPPED instead."""
         record = self.store.get(job_id)
         if record is None or record.status is not JobStatus.RUNNING:
             return
         self.network.release(job_id)
+        if record.stopped_by is not None:  # stopped while its start was under way: it never runs
+            self._finish(record, Outcome(Reason.STOPPED))
+            return
         record.status, record.started_at = JobStatus.QUEUED, None
         self.store.save(record)
 

@@ -268,7 +268,7 @@ class Supervision:
             if self.live.get(launch.id) is not live:  # the executor is stopping: the job runs on, attached after
                 backend.abandon(begun)
                 return
-            live.handle = backend.complete(launch, begun, self)
+            self._complete(backend, launch, begun, live)
         except Exception as exc:  # whatever it is, the job ends as a start error, never stays RUNNING
             if not isinstance(exc, (StartError, WorkerError)):
                 logging.getLogger(__name__).exception("starting job %s", launch.id)
@@ -279,6 +279,23 @@ class Supervision:
         self.newsroom.wake(launch.id)  # its log exists now: followers that found none look again
         if isinstance(starting, _Starting) and starting.stopping and self.live.get(launch.id) is live:
             live.handle.stop(starting.grace_s)
+
+    def _complete(self, backend: Backend, launch: Launch, begun: Any, live: _Live) -> None:
+        """The start's last step. Should it fail, the job begun runs on under its supervisor, so it
+        is followed as after a restart (attach) rather than recorded as never started."""
+        try:
+            live.handle = backend.complete(launch, begun, self)
+            return
+        except Exception:
+            logging.getLogger(__name__).exception("completing the start of job %s: attaching to it", launch.id)
+        backend.abandon(begun)
+        live.handle = _Detached()
+        handle = backend.attach(launch, self)  # may report the job's end, which forgets it
+        if handle is None:
+            if self.live.get(launch.id) is live:
+                del self.live[launch.id]
+        elif self.live.get(launch.id) is live:
+            live.handle = handle
 
     async def started(self, job_id: str) -> None:
         """Until the job's start under way (if any) has handed it to its backend, or failed."""

@@ -216,6 +216,30 @@ def test_a_job_recorded_running_whose_folder_or_result_file_was_never_made_runs_
             assert log == f"once {i}\n".encode()  # run once, from its new folder
 
 
+def test_a_job_stopped_while_its_start_was_under_way_never_runs_after_a_kill(daemon):
+    """Stopped before its start reached a supervisor, then the executor killed: the next start
+    ends it STOPPED rather than queuing it again (made by hand, as above: the instant is a race)."""
+    with daemon.client() as client:
+        job_id = client.run({"command": ["sh", "-c", "echo ran"]}).id
+        wait_for(lambda: client.get(job_id).finished, what="the job")
+    daemon.kill_hard()
+    store = JobStore(os.path.join(daemon.state_dir, "jobs.db"))
+    try:
+        record = store.get(job_id)
+        assert record is not None
+        record.status, record.reason, record.exit_code, record.finished_at = JobStatus.RUNNING, None, None, None
+        record.stopped_by = "root"
+        store.save(record)
+    finally:
+        store.close()
+    shutil.rmtree(JobFolder.of(os.path.join(daemon.state_dir, "jobs"), job_id).dir)  # no supervisor had it
+    daemon.start()
+    with daemon.client() as client:
+        final = wait_for(lambda: (j := client.get(job_id)).finished and j, 60, what="the job")
+        assert (final.status, final.reason) == ("STOPPED", "stopped"), final.error
+        assert client.logs(job_id)[0] == []  # it never ran again
+
+
 def test_the_folders_a_killed_executor_made_ahead_are_removed_at_its_next_start(daemon):
     jobs = os.path.join(daemon.state_dir, "jobs")
 
