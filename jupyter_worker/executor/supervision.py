@@ -413,6 +413,7 @@ class Supervision:
         for backend in self.backends.values():
             backend.close()
         self.newsroom.close()
+        self._launcher.shutdown(wait=False)  # a start under way finishes in its thread; its job is attached next time
 
 
 class _Starting(JobHandle):
