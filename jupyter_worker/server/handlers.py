@@ -56,6 +56,8 @@ FRAMES = ("text", "binary")
 JUPYTER_QUERY = ("token", "_xsrf")  # Jupyter's own, read by its login (a websocket's token: the panel's)
 Taken = dict[str, dict[str, bool]]  # method -> the query parameters it takes (True: may repeat)
 _WHOLE = re.compile(r"[0-9]{1,19}")
+_JOB_ID = "[0-9a-fA-F-]{1,36}"  # a job id or a prefix of one, as the routes take it
+_JOB_PATH = re.compile(r"/api/worker/jobs/([^/]+)(?:/.*)?")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 
 
@@ -409,6 +411,22 @@ class CapabilitiesHandler(WorkerHandler):
         self.finish({**offered, **body})
 
 
+class UnknownRouteHandler(WorkerHandler):
+    """Whatever else under api/worker/ (a route that is not there, a job id that is no job id):
+    404 not_found in the worker's JSON, as every other refusal, not Jupyter's HTML page."""
+
+    async def prepare(self) -> None:
+        await super(WorkerHandler, self).prepare()  # the login only: no query to check, no executor
+        if self.current_user is None:
+            raise web.HTTPError(403)
+        if not await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE)):
+            raise web.HTTPError(403)
+        job = _JOB_PATH.fullmatch(self.request.path[len(self.base_url) - 1 :])
+        if job is not None and not re.fullmatch(_JOB_ID, job.group(1)):
+            raise WorkerError(ErrorReason.NOT_FOUND, f"no job {shown(urllib.parse.unquote(job.group(1)))}")
+        raise WorkerError(ErrorReason.NOT_FOUND, "no such route in the worker's API (see api/worker/openapi.yaml)")
+
+
 class OpenAPIHandler(WorkerHandler):
     @web.authenticated
     @authorized
@@ -592,7 +610,7 @@ def _chunk(offset: int, stream: str, data: bytes) -> dict[str, Any]:
 
 
 def handlers() -> list[tuple[str, type]]:
-    job = r"([0-9a-fA-F-]{1,36})"
+    job = f"({_JOB_ID})"
     return [
         (r"/api/worker/jobs", JobsHandler),
         (rf"/api/worker/jobs/{job}", JobHandler),
@@ -605,4 +623,5 @@ def handlers() -> list[tuple[str, type]]:
         (r"/api/worker/events", JobEventsHandler),
         (r"/api/worker/capabilities", CapabilitiesHandler),
         (r"/api/worker/openapi.yaml", OpenAPIHandler),
+        (r"/api/worker(?:/.*[^/])?", UnknownRouteHandler),  # last; a trailing slash is Jupyter's to redirect
     ]

@@ -90,3 +90,25 @@ def test_a_file_name_with_spaces_at_its_ends_downloads_that_file_not_another(ali
     _, _, _, _, rest, job_id = alices
     code, data = rest.call("GET", f"jobs/{job_id}/files/download?path={urllib.parse.quote(' a ')}")
     assert (code, data) == (200, "spaced\n")
+
+
+def test_a_route_or_job_id_the_api_has_not_is_a_json_404_not_jupyters_html_page(alices):
+    _, executor_log, server, server_log, rest, job_id = alices
+    for method, path, words in (
+        ("GET", "nope", "no such route"),
+        ("GET", f"jobs/{job_id}/nope", "no such route"),
+        ("POST", "jobs/zzz/stop", "no job 'zzz'"),
+        ("GET", "jobs/" + "a" * 40, "no job 'aaaa"),
+        ("DELETE", "jobs/%1b%5b2J", "no job '\\x1b[2J'"),
+    ):
+        code, body = rest.call(method, path)
+        assert code == 404 and isinstance(body, dict), (path, code, body)
+        assert body["reason"] == ErrorReason.NOT_FOUND.value and words in body["message"], (path, body)
+    server.token, token = "not-the-token", server.token
+    try:
+        code, body = rest.call("GET", "nope")  # without a login: refused as every worker route is
+        assert code == 403, body
+    finally:
+        server.token = token
+    for log in (executor_log.text(), server_log.text()):
+        assert "Traceback" not in log and not _SERVER_ERROR.search(log), log
