@@ -113,8 +113,8 @@ class _Query(web.RequestHandler):
     def check_query(self) -> None:
         taken = self.query.get(self.request.method or "", {})
         for name, values in self.request.query_arguments.items():
-            if name in JUPYTER_QUERY:
-                continue
+            if name in JUPYTER_QUERY or (_WHOLE.fullmatch(name) and values == [b""]):
+                continue  # Jupyter's own, or JupyterLab's cache-buster (`?` and the time in ms, no value)
             if name not in taken:
                 words = ", ".join(taken) or "none"
                 raise WorkerError(ErrorReason.BAD_REQUEST, f"{shown(name)} is not a parameter here (taken: {words})")

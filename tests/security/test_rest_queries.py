@@ -55,6 +55,10 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_on_every_route_not_i
         "jobs?%1b%5b2J=1",
     ):
         refused(rest, path, "is not a parameter here")
+    for path in (f"jobs/{job_id}?1796088023277", "capabilities?1796088023277"):  # JupyterLab's cache-buster
+        code, _ = rest.call("GET", path)
+        assert code == 200, path
+    refused(rest, "jobs?1796088023277=1", "is not a parameter here")  # a number with a value is no cache-buster
     _, body = rest.call("GET", "jobs?%1b%5b2J=1")
     assert "\x1b" not in body["message"] and "\\x1b" in body["message"]  # the name is shown inert
     for log in (executor_log.text(), server_log.text()):
