@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from .. import protocol
 from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
+from ..sandbox import cgroups as sandbox_cgroups
 from ..sandbox import disk as sandbox_disk
 from ..spec import MAX_STOP_GRACE_S, JobRequest, JobStatus, shown, validate_holder
 from . import workfiles
@@ -169,13 +170,22 @@ class Server:
             os.unlink(self.socket_path)
 
     def caller(self, sock: socket.socket) -> Caller:
-        """The peer's identity as the kernel reports it, and its role under this executor's policy."""
+        """The peer's identity as the kernel reports it, and its role under this executor's policy.
+        A process inside a job is nobody here: a job whose owner mounted this socket's folder into
+        it must not act as its owner beyond its sandbox (submit, stop, delete), whatever path it
+        reached the socket by."""
         pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if sandbox_cgroups.in_a_job(pid):
+            raise WorkerError(ErrorReason.FORBIDDEN, "a job may not use the executor (it runs inside a sandbox)")
         return dataclasses.replace(self.roles.caller(uid, gid), umask=_umask_of(pid))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            caller = self.caller(writer.get_extra_info("socket"))
+            try:
+                caller = self.caller(writer.get_extra_info("socket"))
+            except WorkerError as exc:
+                await asyncio.wait_for(_send(writer, protocol.failed(None, exc)), 1)
+                return
             privileged = caller.role is Role.ADMIN
             refused = self.admission.enter(caller.uid, privileged)
             if refused is not None:

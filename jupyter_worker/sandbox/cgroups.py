@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -337,6 +338,22 @@ class Hierarchy:
     @property
     def own_dir(self) -> str:
         return os.path.join(self.mountpoint, self.own.lstrip("/"))
+
+
+# A job's processes live in <the executor's cgroup>/jupyter-worker/<32 hex digits> (supervisor.py
+# names them), in every hierarchy; they cannot make cgroups of their own below it.
+_JOB_CGROUP = re.compile(rf"/{PROJECT_DIR}/[0-9a-f]{{32}}(?:/|$)")
+
+
+def in_a_job(pid: int) -> bool:
+    """Whether the process runs inside a job's cgroup, of any executor on this host; also True when
+    that cannot be told (the process is gone, or not visible from here): callers refuse on True."""
+    try:
+        text = _read(f"/proc/{pid}/cgroup") if pid > 0 else ""
+    except OSError:
+        return True
+    paths = [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
+    return not paths or any(_JOB_CGROUP.search(path) for path in paths)
 
 
 def _own_paths(pid: str) -> dict[frozenset[str], str]:
