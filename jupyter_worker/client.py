@@ -36,6 +36,14 @@ RELEASE_WAIT_S = 5.0
 _METRICS_KEYS = ("samples", "memory_limit_bytes", "cpu_limit_percent")
 
 
+def _unreachable(path: str, exc: OSError) -> WorkerError:
+    """Why a connect failed, for both clients: no executor there, or a socket (or a folder on its
+    way) closed to this user."""
+    if isinstance(exc, PermissionError):
+        return WorkerError(ErrorReason.FORBIDDEN, f"{path}: this user may not reach that socket")
+    return ExecutorUnavailable(path, exc.strerror or str(exc))
+
+
 class ExecutorUnavailable(WorkerError):
     """No executor answers at the socket."""
 
@@ -180,12 +188,9 @@ class Client(_Requests):
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
             sock.close()
-            raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
-        except PermissionError:  # the socket, or a folder on its way, is closed to this user
-            sock.close()
-            raise WorkerError(ErrorReason.FORBIDDEN, f"{self.path}: this user may not reach that socket") from None
+            raise _unreachable(self.path, exc) from None
         try:
             replies = self._exchange(sock, ("hello", {"version": protocol.VERSION}), *then)
         except BaseException:
@@ -281,8 +286,8 @@ class AsyncClient(_Requests):
         """A greeted connection; requests in then go with the hello, in one write (as Client._connect)."""
         try:
             streams = await asyncio.open_unix_connection(self.path, limit=protocol.MAX_FRAME + 4)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise ExecutorUnavailable(self.path, exc.strerror or str(exc)) from None
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+            raise _unreachable(self.path, exc) from None
         try:
             replies = await self._exchange_all(streams, ("hello", {"version": protocol.VERSION}), *then)
         except BaseException:

@@ -115,6 +115,10 @@ class JupyterWorker(ExtensionApp):
             return
         except ExecutorUnavailable as exc:
             problem = str(exc)
+        except WorkerError as exc:  # an executor, or its socket, refusing this server: not ours to replace
+            self.executor_problem = exc.message
+            self.log.warning("jupyter-worker: %s", self.executor_problem)
+            return
         if not self.embedded_executor or os.geteuid() != 0:
             self.executor_problem = (
                 f"{problem}. This server does not run as root, so it cannot start one itself; as root run "
