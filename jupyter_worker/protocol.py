@@ -74,7 +74,9 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 def load_object(body: bytes | str, what: str) -> dict[str, Any]:
     """The JSON object in body, or one bad_request saying what is wrong with it."""
     try:
-        message = json.loads(body, parse_constant=_no_constant, parse_int=_whole, parse_float=_finite)
+        message = json.loads(
+            body, parse_constant=_no_constant, parse_int=_whole, parse_float=_finite, object_pairs_hook=_unique
+        )
     except RecursionError:
         raise WorkerError(ErrorReason.BAD_REQUEST, f"{what} nests deeper than {MAX_DEPTH}") from None
     except _Refused as exc:
@@ -94,6 +96,19 @@ def load_object(body: bytes | str, what: str) -> dict[str, Any]:
 
 class _Refused(ValueError):
     """A JSON value refused while decoding."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are each given once: a key twice would be read as its last value here
+    and as its first by another parser (a proxy, a log reader), so it is refused, at any depth."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"{json.dumps(key)[:100]} given twice, taken once")  # escaped: inert
+            seen.add(key)
+    return data
 
 
 def _no_constant(name: str) -> Any:

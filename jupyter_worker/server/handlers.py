@@ -170,22 +170,9 @@ class WorkerHandler(_Query, _Refusals, ExtensionHandlerMixin, APIHandler):
     def body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
             raise WorkerError(ErrorReason.TOO_LARGE, f"request body over {MAX_BODY} bytes")
-        # the protocol's own decoding: strict JSON, no NaN or Infinity, bounded nesting and numbers
-        data = protocol.load_object(self.request.body or b"{}", "the body")
-        if self.request.body:
-            # a key twice is read as its last value here and as its first by some other parser
-            # (a proxy, a log reader): refused, as the query's repeats are
-            json.loads(self.request.body, object_pairs_hook=_unique_keys)
-        return data
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) < len(pairs):
-        seen: set[str] = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise WorkerError(ErrorReason.BAD_REQUEST, f"the body: {shown(twice)} given twice, taken once")
-    return data
+        # the protocol's own decoding: strict JSON, no NaN or Infinity, no key twice, bounded
+        # nesting and numbers
+        return protocol.load_object(self.request.body or b"{}", "the body")
 
 
 def requester(handler: JupyterHandler) -> str | None:

@@ -10,6 +10,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +110,16 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max(map(_depth, value), default=0)
     return 0
+
+
+def test_a_key_given_twice_at_any_depth_is_refused_at_the_socket_as_at_rest():
+    for body in (
+        b'{"op": "run", "op": "stop"}',
+        b'{"op": "run", "job": {"command": ["true"], "command": ["false"]}}',
+        b'{"a": [{"x": 1, "x": 2}]}',
+        b'{"\\u001b[2J": 1, "\\u001b[2J": 2}',
+    ):
+        with pytest.raises(WorkerError, match="given twice, taken once") as refused:
+            protocol.decode(body)
+        assert refused.value.reason is ErrorReason.BAD_REQUEST
+        assert "\x1b" not in refused.value.message  # a key is named escaped: inert on a terminal
