@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -15,6 +16,8 @@ from jupyter_worker.client import Client
 from jupyter_worker.server.handlers import MAX_STREAMS_PER_REQUESTER
 from tests.executor.conftest import as_user
 from tests.hub.conftest import ALICE, CAROL, hub, system_executor  # noqa: F401 - the hub's fixtures
+
+pytestmark = pytest.mark.hub  # a real JupyterHub: the host lane's (the VM lane leaves hub tests out)
 
 FLOOD = 70
 
