@@ -550,9 +550,12 @@ class JobWidget:
         self.stop_button.disabled = True
         try:
             async with AsyncClient(self.socket) as client:
-                self.job = await client.stop(self.job.id)
+                record = await client.stop(self.job.id)
         except WorkerError as exc:
             self.notes.append(str(exc))
+        else:  # the answer may come after the follow saw the end: the ended record stays
+            if not (self.finished or self.job.finished_at):
+                self.job = record
         self.render()
 
     async def load_all(self) -> None:
