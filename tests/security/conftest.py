@@ -13,8 +13,11 @@ client call, and what the tests read afterwards:
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import pwd
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -185,3 +188,30 @@ def stop_and_see_them_end_normally(daemon: Daemon, long_jobs: list[str]) -> None
         chunks, _, _ = client.logs(long_jobs[0], 0, 1 << 20)
         log = b"".join(c.data for c in chunks)
         assert log.startswith(b"started\n") and b"bye\n" in log, log
+
+
+# a 5xx in a Jupyter server's log: what no client's request may cause
+SERVER_ERROR = re.compile(r"\b5\d\d (GET|POST|DELETE|PUT|PATCH|HEAD)\b")
+
+
+class Rest:
+    """Raw HTTP to a user's server: bytes in, (status, the JSON body, or its text if not JSON) out."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        try:
+            headers = {"Authorization": f"token {self.server.token}"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            connection.request(method, f"/api/worker/{path}", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(data) if data else None
+        except ValueError:
+            return response.status, data.decode(errors="replace")

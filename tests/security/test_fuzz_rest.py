@@ -9,9 +9,7 @@ traceback, and the jobs that ran before (bob's and alice's) still run and end no
 
 from __future__ import annotations
 
-import http.client
 import json
-import re
 import urllib.parse
 from typing import Any
 
@@ -22,7 +20,13 @@ from hypothesis import strategies as st
 from jupyter_worker.errors import ErrorReason, WorkerError
 from jupyter_worker.spec import JobStatus, Reason
 from tests.executor.conftest import run_as, wait_for
-from tests.security.conftest import REASONS, logged_user_server, stop_and_see_them_end_normally
+from tests.security.conftest import (
+    REASONS,
+    SERVER_ERROR,
+    Rest,
+    logged_user_server,
+    stop_and_see_them_end_normally,
+)
 from tests.security.fuzzing import ANY, FUZZ, JOB, NUMBERS, NUMERIC, TEXTS
 
 ALICE, BOB = "jwtest-alice", "jwtest-bob"
@@ -39,30 +43,6 @@ ROUTES = [
     "capabilities",
 ]
 QUERY_FIELDS = ["offset", "max_bytes", "limit", "cursor", "status", "order", "path"]
-_SERVER_ERROR = re.compile(r"\b5\d\d (GET|POST|DELETE|PUT|PATCH|HEAD)\b")
-
-
-class Rest:
-    """Raw HTTP to a user's server: bytes in, (status, the JSON body, or its text if not JSON) out."""
-
-    def __init__(self, server):
-        self.server = server
-
-    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
-        try:
-            headers = {"Authorization": f"token {self.server.token}"}
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            connection.request(method, f"/api/worker/{path}", body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        finally:
-            connection.close()
-        try:
-            return response.status, json.loads(data) if data else None
-        except ValueError:
-            return response.status, data.decode(errors="replace")
 
 
 def _text(value: Any) -> str:
@@ -156,7 +136,7 @@ def unharmed(daemon, executor_log, server_log, long_jobs: list[str]) -> list[str
     still there."""
     for log in (executor_log.text(), server_log.text()):
         assert "Traceback" not in log, log
-        assert not _SERVER_ERROR.search(log), log
+        assert not SERVER_ERROR.search(log), log
     assert daemon.process is not None and daemon.process.poll() is None
     with daemon.client() as client:
         bobs = client.get(long_jobs[0])
@@ -213,4 +193,4 @@ def test_the_jobs_that_ran_through_the_rest_fuzzing_end_normally(fuzzed):
     daemon, executor_log, server_log, _, long_jobs = fuzzed
     stop_and_see_them_end_normally(daemon, unharmed(daemon, executor_log, server_log, long_jobs))
     for log in (executor_log.text(), server_log.text()):
-        assert "Traceback" not in log and not _SERVER_ERROR.search(log), log
+        assert "Traceback" not in log and not SERVER_ERROR.search(log), log

@@ -13,8 +13,7 @@ import pytest
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.spec import JobStatus
 from tests.executor.conftest import wait_for
-from tests.security.conftest import logged_user_server
-from tests.security.test_fuzz_rest import _SERVER_ERROR, Rest
+from tests.security.conftest import SERVER_ERROR, Rest, logged_user_server
 
 ALICE = "jwtest-alice"
 
@@ -39,7 +38,7 @@ def test_a_body_with_a_key_given_twice_is_refused_and_runs_nothing(alices):
         assert "given twice" in error["message"], error
     assert rest.call("GET", "jobs")[1]["jobs"] == before
     for log in (executor_log.text(), server_log.text()):
-        assert "Traceback" not in log and not _SERVER_ERROR.search(log), log
+        assert "Traceback" not in log and not SERVER_ERROR.search(log), log
 
 
 def test_a_stop_with_a_field_it_does_not_take_or_a_key_twice_is_refused_and_the_job_runs_on(alices):

@@ -13,8 +13,7 @@ import pytest
 
 from jupyter_worker.spec import JobStatus
 from tests.executor.conftest import wait_for
-from tests.security.conftest import logged_user_server
-from tests.security.test_fuzz_rest import _SERVER_ERROR, Rest
+from tests.security.conftest import SERVER_ERROR, Rest, logged_user_server
 
 ALICE = "jwtest-alice"
 SIZE = 64 << 20
@@ -49,7 +48,7 @@ def started_download(server, job_id: str) -> tuple[socket.socket, bytes]:
 def clean(*logs) -> None:
     for log in logs:
         text = log.text()
-        assert "Traceback" not in text and "Uncaught exception" not in text and not _SERVER_ERROR.search(text), text
+        assert "Traceback" not in text and "Uncaught exception" not in text and not SERVER_ERROR.search(text), text
 
 
 def test_a_client_that_drops_downloads_midway_leaves_no_traceback_and_the_next_download_is_whole(alices):

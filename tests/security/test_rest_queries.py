@@ -15,8 +15,7 @@ import pytest
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.spec import JobStatus
 from tests.executor.conftest import wait_for
-from tests.security.conftest import logged_user_server
-from tests.security.test_fuzz_rest import _SERVER_ERROR, Rest
+from tests.security.conftest import SERVER_ERROR, Rest, logged_user_server
 
 ALICE = "jwtest-alice"
 WRITES = "mkdir d; echo spaced > ' a '; echo plain > a; echo inner > d/f"
@@ -62,7 +61,7 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_on_every_route_not_i
     _, body = rest.call("GET", "jobs?%1b%5b2J=1")
     assert "\x1b" not in body["message"] and "\\x1b" in body["message"]  # the name is shown inert
     for log in (executor_log.text(), server_log.text()):
-        assert "Traceback" not in log and not _SERVER_ERROR.search(log), log
+        assert "Traceback" not in log and not SERVER_ERROR.search(log), log
 
 
 def test_a_query_parameter_given_twice_where_one_is_read_is_refused_and_status_may_repeat(alices):
@@ -115,4 +114,4 @@ def test_a_route_or_job_id_the_api_has_not_is_a_json_404_not_jupyters_html_page(
     finally:
         server.token = token
     for log in (executor_log.text(), server_log.text()):
-        assert "Traceback" not in log and not _SERVER_ERROR.search(log), log
+        assert "Traceback" not in log and not SERVER_ERROR.search(log), log

@@ -10,8 +10,7 @@ import socket
 import tempfile
 
 from jupyter_worker.errors import ErrorReason
-from tests.security.conftest import logged_user_server
-from tests.security.test_fuzz_rest import _SERVER_ERROR, Rest
+from tests.security.conftest import SERVER_ERROR, Rest, logged_user_server
 
 ALICE = "jwtest-alice"
 
@@ -32,7 +31,7 @@ def test_a_socket_closed_to_the_servers_user_is_a_403_saying_so_not_a_500(users)
                 assert body["message"] == f"{path}: this user may not reach that socket"
             code, body = rest.call("GET", "capabilities")  # says what the server knows, and why no more
             assert code == 200 and "this user may not reach that socket" in str(body), body
-            assert "Traceback" not in server_log.text() and not _SERVER_ERROR.search(server_log.text())
+            assert "Traceback" not in server_log.text() and not SERVER_ERROR.search(server_log.text())
     finally:
         listener.close()
         shutil.rmtree(folder)
