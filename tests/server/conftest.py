@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -16,6 +17,7 @@ import urllib.request
 import pytest
 import yaml
 from openapi_schema_validator import OAS30Validator
+from tornado.httpclient import HTTPClientError
 
 from jupyter_worker.server.handlers import OPENAPI
 from tests.conftest import free_port
@@ -113,3 +115,24 @@ class UserServer:
         self.process.terminate()
         self.process.wait(timeout=30)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+async def submit(jp_fetch, **job) -> dict:
+    response = await jp_fetch("api", "worker", "jobs", method="POST", body=json.dumps(job))
+    assert response.code == 201
+    return json.loads(response.body)
+
+
+async def finished(jp_fetch, job_id: str) -> dict:
+    for _ in range(400):
+        job = json.loads((await jp_fetch("api", "worker", "jobs", job_id)).body)
+        if job["status"] not in ("QUEUED", "RUNNING"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+async def refusal(call) -> tuple[int, dict]:
+    with pytest.raises(HTTPClientError) as caught:
+        await call
+    return caught.value.code, json.loads(caught.value.response.body)

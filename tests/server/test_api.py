@@ -11,23 +11,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_worker.server.app import ACTIVITY_KEY
+from tests.server.conftest import finished, submit
 
 COUNTER = "import sys\nfor i in range(3000): print(i)\nprint('err', file=sys.stderr)"
-
-
-async def submit(jp_fetch, **job) -> dict:
-    response = await jp_fetch("api", "worker", "jobs", method="POST", body=json.dumps(job))
-    assert response.code == 201
-    return json.loads(response.body)
-
-
-async def finished(jp_fetch, job_id: str) -> dict:
-    for _ in range(400):
-        job = json.loads((await jp_fetch("api", "worker", "jobs", job_id)).body)
-        if job["status"] not in ("QUEUED", "RUNNING"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError("the job did not finish")
 
 
 async def error_of(call) -> tuple[int, dict]:

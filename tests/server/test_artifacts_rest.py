@@ -8,7 +8,7 @@ import os
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.server.test_api import finished, submit
+from tests.server.conftest import finished, submit
 
 
 async def test_a_rest_job_with_artifacts_copies_its_files_before_it_is_reported_ended(jp_fetch, conforms, tmp_path):

@@ -14,17 +14,11 @@ import os
 import tempfile
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.server.handlers import MAX_BODY
 from tests.executor.conftest import started_daemon
-
-
-async def refusal(call) -> tuple[int, dict]:
-    with pytest.raises(HTTPClientError) as caught:
-        await call
-    return caught.value.code, json.loads(caught.value.response.body)
+from tests.server.conftest import refusal
 
 
 async def refused(call, reason: ErrorReason, conforms) -> str:

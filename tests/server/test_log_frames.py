@@ -11,7 +11,7 @@ import json
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.sandbox.output import STREAM_NUMBERS
 from jupyter_worker.server.handlers import LOG_FRAME
-from tests.server.test_errors import refusal
+from tests.server.conftest import refusal
 
 # bytes that are not UTF-8 (a lone continuation byte, 0xff, a truncated sequence), a character
 # split across two writes, markup and NULs: each must arrive exactly, with its stream

@@ -10,7 +10,7 @@ import time
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.server import waits as waits_module
 from jupyter_worker.server.handlers import MAX_WAIT_S
-from tests.server.test_errors import refusal
+from tests.server.conftest import refusal
 
 
 async def submitted(jp_fetch, command: list[str]) -> dict:
