@@ -8,14 +8,19 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from jupyter_worker.client import HOLDER_ENV
 from jupyter_worker.sandbox import LaunchSpec, RunResult, Sandbox
+
+if TYPE_CHECKING:
+    from tests.executor.conftest import Daemon
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
@@ -222,3 +227,18 @@ def notebook_run():
             yield run, folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CLI = [sys.executable, "-m", "jupyter_worker.cli"]
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout
+
+
+def cli(
+    *args: str, daemon: Daemon | None = None, user: str | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess:
+    """The real command, as root or as a test user, against daemon's socket if given, from cwd."""
+    as_user = ["runuser", "-u", user, "--"] if user else []
+    at = ["--socket", daemon.socket] if daemon else []
+    command = [*as_user, *CLI, *at, *args]
+    env = {**os.environ, "PYTHONPATH": REPOSITORY}  # found from any folder, as an installed package is
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)

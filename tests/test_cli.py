@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 
@@ -17,22 +16,8 @@ import pytest
 
 from jupyter_worker import protocol
 from jupyter_worker.errors import ErrorReason
-from tests.conftest import is_root
+from tests.conftest import CLI, REPOSITORY, cli, is_root
 from tests.executor.conftest import Daemon, started_daemon, wait_for
-
-CLI = [sys.executable, "-m", "jupyter_worker.cli"]
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(
-    *args: str, daemon: Daemon | None = None, user: str | None = None, cwd: str | None = None
-) -> subprocess.CompletedProcess:
-    """The real command, as root or as a test user, against daemon's socket if given, from cwd."""
-    as_user = ["runuser", "-u", user, "--"] if user else []
-    at = ["--socket", daemon.socket] if daemon else []
-    command = [*as_user, *CLI, *at, *args]
-    env = {**os.environ, "PYTHONPATH": REPOSITORY}  # found from any folder, as an installed package is
-    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
 
 
 def submitted(daemon: Daemon, *args: str) -> dict:

@@ -11,9 +11,8 @@ import tempfile
 import pytest
 
 from jupyter_worker.sandbox.network import ipv4_forwarding
-from tests.conftest import is_root
+from tests.conftest import cli, is_root
 from tests.executor.conftest import started_daemon
-from tests.test_cli import cli
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="asks a real executor as the test users")
 

@@ -14,8 +14,8 @@ import pytest
 
 from jupyter_worker.client import Client
 from jupyter_worker.jobs import Job
+from tests.conftest import cli
 from tests.executor.conftest import as_user, job_status, run_as, started_daemon, wait_for
-from tests.test_cli import cli
 from tests.test_magics import kernel, run_cell  # noqa: F401  (kernel: a fixture)
 
 BIG = 3 * (1 << 20) + 12345  # more than three pieces of 1 MiB

@@ -17,9 +17,8 @@ import textwrap
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import is_root
+from tests.conftest import cli, is_root
 from tests.executor.conftest import started_daemon
-from tests.test_cli import cli
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="runs as a test user against a real executor")
 

@@ -15,10 +15,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import nbformat
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import free_port
+from tests.conftest import DEMO, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = os.environ.get(
@@ -196,3 +197,38 @@ def open_job(page: Page, name: str):
     expect(job).to_have_count(1, timeout=30_000)
     job.click()
     return job, page.locator(".jw-job-view").filter(has_text=name)
+
+
+NOTEBOOK_READY = """(name) => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  return panel && panel.context && panel.context.path === name
+    && panel.sessionContext.session?.kernel?.status === 'idle';
+}"""
+ALL_EXECUTED = """() => window.jupyterapp.shell.currentWidget.content.widgets
+  .every(c => c.model.type !== 'code' || c.model.executionCount !== null)"""
+
+
+def open_and_run_all(page: Page, lab, name: str) -> None:
+    """Opens the notebook alone (a fresh workspace) and runs every cell, as Run > Run All Cells does."""
+    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
+    page.wait_for_function(NOTEBOOK_READY, arg=name, timeout=90_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_EXECUTED, timeout=120_000)
+
+
+def place(lab, name: str, notebook: nbformat.NotebookNode | None = None) -> None:
+    path = os.path.join(lab.root, name)
+    if notebook is None:
+        shutil.copy(DEMO, path)
+    else:
+        nbformat.write(notebook, path)
+    os.chmod(path, 0o644)
+
+
+def new_job_form(page: Page):
+    panel = page.locator("#jupyter-worker-panel")
+    if not panel.is_visible():  # a click on the tab of the panel shown would close the sidebar
+        page.locator('.lm-TabBar-tab[data-id="jupyter-worker-panel"]').click()
+    if not panel.locator(".jw-form").is_visible():
+        panel.get_by_role("button", name="New job").click()
+    return panel

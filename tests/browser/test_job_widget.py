@@ -3,41 +3,13 @@ bottom, and the widget's Stop button clicked."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import nbformat
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.conftest import DEMO
+from tests.browser.conftest import open_and_run_all, place
 
 pytestmark = pytest.mark.browser
-
-NOTEBOOK_READY = """(name) => {
-  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  return panel && panel.context && panel.context.path === name
-    && panel.sessionContext.session?.kernel?.status === 'idle';
-}"""
-ALL_EXECUTED = """() => window.jupyterapp.shell.currentWidget.content.widgets
-  .every(c => c.model.type !== 'code' || c.model.executionCount !== null)"""
-
-
-def open_and_run_all(page: Page, lab, name: str) -> None:
-    """Opens the notebook alone (a fresh workspace) and runs every cell, as Run > Run All Cells does."""
-    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
-    page.wait_for_function(NOTEBOOK_READY, arg=name, timeout=90_000)
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(ALL_EXECUTED, timeout=120_000)
-
-
-def place(lab, name: str, notebook: nbformat.NotebookNode | None = None) -> None:
-    path = os.path.join(lab.root, name)
-    if notebook is None:
-        shutil.copy(DEMO, path)
-    else:
-        nbformat.write(notebook, path)
-    os.chmod(path, 0o644)
 
 
 def test_the_demo_notebook_runs_top_to_bottom_and_its_widgets_tell_each_ending(lab, page):

@@ -8,7 +8,7 @@ import os
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ARTIFACTS, open_job, open_panel
+from tests.browser.conftest import ARTIFACTS, new_job_form, open_job, open_panel
 
 pytestmark = pytest.mark.browser
 
@@ -41,15 +41,6 @@ def browse(page: Page, *names: str) -> None:
         item = page.locator(".jp-DirListing-item").filter(has=page.locator(".jp-DirListing-itemText", has_text=name))
         item.first.dblclick()
         expect(page.locator(".jp-BreadCrumbs")).to_contain_text(name)
-
-
-def new_job_form(page: Page):
-    panel = page.locator("#jupyter-worker-panel")
-    if not panel.is_visible():  # a click on the tab of the panel shown would close the sidebar
-        page.locator('.lm-TabBar-tab[data-id="jupyter-worker-panel"]').click()
-    if not panel.locator(".jw-form").is_visible():
-        panel.get_by_role("button", name="New job").click()
-    return panel
 
 
 def test_the_form_runs_a_script_from_the_folder_the_file_browser_shows(lab, project, page):

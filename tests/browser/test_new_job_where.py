@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import open_job, open_panel, rest
-from tests.browser.test_new_job_folder import new_job_form
+from tests.browser.conftest import new_job_form, open_job, open_panel, rest
 
 pytestmark = pytest.mark.browser
 

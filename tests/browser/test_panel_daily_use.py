@@ -15,8 +15,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ARTIFACTS, open_job, open_panel, rest, row
-from tests.browser.test_job_widget import open_and_run_all, place
+from tests.browser.conftest import ARTIFACTS, open_and_run_all, open_job, open_panel, place, rest, row
 
 pytestmark = pytest.mark.browser
 

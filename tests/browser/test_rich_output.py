@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_job_widget import open_and_run_all, place
+from tests.browser.conftest import open_and_run_all, place
 
 pytestmark = pytest.mark.browser
 

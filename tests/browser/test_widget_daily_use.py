@@ -12,8 +12,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ARTIFACTS
-from tests.browser.test_job_widget import NOTEBOOK_READY, open_and_run_all, place
+from tests.browser.conftest import ARTIFACTS, NOTEBOOK_READY, open_and_run_all, place
 
 pytestmark = pytest.mark.browser
 

@@ -35,3 +35,7 @@ def slurm_jobs_cancelled_after_each_test(request):
         left = request.getfixturevalue("slurm_cluster").cancel_all(grace_s=5)
         if left:
             print(f"cancelled Slurm jobs left by {request.node.name}: {', '.join(left)}")
+
+
+def head_flags(cluster: SlurmCluster) -> list[str]:
+    return cluster.head_config(poll_s=0.2, linger_s=60)

@@ -10,10 +10,18 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ARTIFACTS, Lab, chromium, open_job, open_panel, rest, screenshotted_page
-from tests.browser.test_new_job_folder import new_job_form
+from tests.browser.conftest import (
+    ARTIFACTS,
+    Lab,
+    chromium,
+    new_job_form,
+    open_job,
+    open_panel,
+    rest,
+    screenshotted_page,
+)
 from tests.executor.conftest import Daemon, started_daemon
-from tests.slurm.test_slurm_jobs import head_flags
+from tests.slurm.conftest import head_flags
 
 pytestmark = [pytest.mark.slurm, pytest.mark.browser]
 

@@ -17,16 +17,12 @@ import pytest
 from jupyter_worker.client import Client
 from jupyter_worker.errors import WorkerError
 from tests.executor.conftest import Daemon, as_user, started_daemon, wait_for
-from tests.slurm.cluster import SlurmCluster
+from tests.slurm.conftest import head_flags
 
 pytestmark = pytest.mark.slurm
 
 MEMORY_BOMB = "b = []\nwhile True:\n    b.append(bytearray(8 << 20))\n"
 ENDED = ("COMPLETED", "FAILED", "STOPPED")
-
-
-def head_flags(cluster: SlurmCluster) -> list[str]:
-    return cluster.head_config(poll_s=0.2, linger_s=60)
 
 
 @pytest.fixture(scope="module")
