@@ -554,7 +554,7 @@ class JobWidget:
         except WorkerError as exc:
             self.notes.append(str(exc))
         else:  # the answer may come after the follow saw the end: the ended record stays
-            if not (self.finished or self.job.finished_at):
+            if not self.job.finished_at:
                 self.job = record
         self.render()
 
