@@ -22,9 +22,9 @@ from jupyter_worker.client import Client
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.server import handlers
 from jupyter_worker.server import waits as waits_module
-from jupyter_worker.server.handlers import MAX_WAIT_S
 from tests.executor.conftest import as_user, run_as, started_daemon
 from tests.security.conftest import logged_user_server
+from tests.server.conftest import held_waits
 
 ALICE = "jwtest-alice"
 # token -> the hub's model of who sends it: the owner, a reader, and a service
@@ -66,18 +66,6 @@ def jp_server_config(daemon, monkeypatch):
         },
         "JupyterWorker": {"socket": daemon.socket, "embedded_executor": False},
     }
-
-
-async def held_waits(serverapp, job_id: str, token: str, count: int) -> list[asyncio.StreamWriter]:
-    """count waits of MAX_WAIT_S sent with the token on connections of their own, left open."""
-    path = f"{serverapp.base_url}api/worker/jobs/{job_id}?wait_s={MAX_WAIT_S}"
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n\r\n"
-    writers = []
-    for _ in range(count):
-        _, writer = await asyncio.open_connection("127.0.0.1", serverapp.port)
-        writer.write(head.encode())
-        writers.append(writer)
-    return writers
 
 
 async def ask(jp_fetch, job_id: str, token: str, wait_s: str | None) -> tuple[int, dict]:

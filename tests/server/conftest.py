@@ -19,7 +19,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from tornado.httpclient import HTTPClientError
 
-from jupyter_worker.server.handlers import OPENAPI
+from jupyter_worker.server.handlers import MAX_WAIT_S, OPENAPI
 from tests.conftest import free_port
 from tests.executor.conftest import started_daemon
 
@@ -136,3 +136,16 @@ async def refusal(call) -> tuple[int, dict]:
     with pytest.raises(HTTPClientError) as caught:
         await call
     return caught.value.code, json.loads(caught.value.response.body)
+
+
+async def held_waits(serverapp, job_id: str, token: str, count: int) -> list[asyncio.StreamWriter]:
+    """count GET ?wait_s=MAX_WAIT_S sent with the token on connections of their own, left open
+    (the caller drops them by closing the writers)."""
+    path = f"{serverapp.base_url}api/worker/jobs/{job_id}?wait_s={MAX_WAIT_S}"
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\n\r\n"
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", serverapp.port)
+        writer.write(head.encode())
+        writers.append(writer)
+    return writers

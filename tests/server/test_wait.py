@@ -10,7 +10,7 @@ import time
 from jupyter_worker.errors import ErrorReason
 from jupyter_worker.server import waits as waits_module
 from jupyter_worker.server.handlers import MAX_WAIT_S
-from tests.server.conftest import refusal
+from tests.server.conftest import held_waits, refusal
 
 
 async def submitted(jp_fetch, command: list[str]) -> dict:
@@ -67,19 +67,6 @@ def executor_connections(socket_path: str) -> int:
     return sum(1 for row in rows if len(row) == 8 and row[7] == socket_path and row[5] == "03")
 
 
-async def dropped_waits(serverapp, job_id: str, count: int) -> list[asyncio.StreamWriter]:
-    """count GET ?wait_s=MAX_WAIT_S requests sent on connections of their own, left open: the
-    caller drops them by closing the writers."""
-    path = f"{serverapp.base_url}api/worker/jobs/{job_id}?wait_s={MAX_WAIT_S}"
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {serverapp.identity_provider.token}\r\n\r\n"
-    writers = []
-    for _ in range(count):
-        _, writer = await asyncio.open_connection("127.0.0.1", serverapp.port)
-        writer.write(head.encode())
-        writers.append(writer)
-    return writers
-
-
 async def test_many_waits_dropped_by_their_client_leave_no_executor_connection_behind(
     jp_fetch, jp_serverapp, executor_socket
 ):
@@ -88,7 +75,7 @@ async def test_many_waits_dropped_by_their_client_leave_no_executor_connection_b
     try:
         before = executor_connections(executor_socket)
         for _ in range(2):
-            writers = await dropped_waits(jp_serverapp, job["id"], 60)
+            writers = await held_waits(jp_serverapp, job["id"], jp_serverapp.identity_provider.token, 60)
             deadline = time.monotonic() + 20
             while waits.count < 60 and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
@@ -121,7 +108,7 @@ async def test_waits_beyond_the_servers_bound_are_refused_as_busy(jp_fetch, jp_s
     monkeypatch.setattr(waits_module, "MAX_WAITS", 3)
     waits = jp_serverapp.web_app.settings["jupyter_worker"].waits
     job = await submitted(jp_fetch, ["sleep", "300"])
-    writers = await dropped_waits(jp_serverapp, job["id"], 3)
+    writers = await held_waits(jp_serverapp, job["id"], jp_serverapp.identity_provider.token, 3)
     try:
         deadline = time.monotonic() + 20
         while waits.count < 3 and time.monotonic() < deadline:
