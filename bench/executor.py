@@ -225,28 +225,39 @@ def _spawner_pid(daemon_pid: int, children: dict[int, list[int]]) -> int:
 
 
 def job_pss_kib(daemon_pid: int) -> tuple[list[dict[str, int]], list[int]]:
-    """Per running job, the PSS (KiB) of every one of its processes: its supervisor (a child of the
-    spawner), the job's init and the job's own processes (every descendant of the supervisor, so a
-    daemonized orphan counts too). Also the standbys' PSS (supervisors whose job process is still
-    Python: no job yet). PSS charges each shared page to its sharers, so the per-job
-    sum is each job's share of the host memory its processes use."""
+    """Per running job, the PSS (KiB) of every one of its processes: its share of the monitor (the
+    one process that follows every running job: its PSS over the jobs it follows), the job's init
+    (adopted by the spawner once its standby handed the job over) and the job's own processes
+    (every descendant of the init, so a daemonized orphan counts too). Also the standbys' PSS (a
+    Python supervisor with its Python init: no job yet). PSS charges each shared page to its
+    sharers, so the per-job sum is each job's share of the host memory its processes use."""
     children = _process_tree()
     spawner = _spawner_pid(daemon_pid, children)
     python = _exe(spawner)
-    jobs, standbys = [], []
-    for supervisor in children.get(spawner, []):
-        inits = children.get(supervisor, [])
-        own = [pid for init in inits for pid in _descendants(init, children)]
-        pss = {
-            "supervisor": _pss_kib(supervisor),
-            "init": sum(map(_pss_kib, inits)),
-            "job": sum(map(_pss_kib, own)),
-        }
-        if any(_exe(pid) != python for pid in own):  # the command runs: not a standby's job process
-            jobs.append(pss)
+    monitor, inits, standbys = 0, [], []
+    for child in children.get(spawner, []):
+        if _comm(child) == "jw-monitor":
+            monitor = _pss_kib(child)
+        elif _exe(child) == python:
+            standbys.append(sum(map(_pss_kib, [child, *_descendants(child, children)])))
         else:
-            standbys.append(sum(pss.values()))
+            inits.append(child)
+    jobs = [
+        {"supervisor": 0, "init": _pss_kib(init), "job": sum(map(_pss_kib, _descendants(init, children)))}
+        for init in inits
+        if _descendants(init, children)
+    ]
+    for job in jobs:
+        job["supervisor"] = monitor // len(jobs)
     return jobs, standbys
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def bwrap_sleepers_pss_kib(count: int) -> float:
@@ -292,7 +303,7 @@ def many_sleepers(daemon: Daemon, count: int) -> None:
         f"(target < 300); {len(jobs)} jobs measured"
     )
     print(
-        f"  PSS a job, every process of it: {per_job:.2f} MiB (supervisor {parts['supervisor']:.2f}, init "
+        f"  PSS a job, every process of it: {per_job:.2f} MiB (monitor's share {parts['supervisor']:.2f}, init "
         f"{parts['init']:.2f}, the job's own {parts['job']:.2f}); target <= 2 MiB; a bwrap'd sleep "
         f"{anchor / 1024:.2f} MiB ({per_job * 1024 / anchor:.1f}x); {len(standbys)} standbys "
         f"{sum(standbys) / 1024:.1f} MiB in all"

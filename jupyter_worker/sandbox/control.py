@@ -46,6 +46,9 @@ class Channels:
         self.connections = [first] if first is not None else []
         self.listener = listener
         self.greeting = greeting
+        # told of each connection that joins (once greeted) and each that leaves (before it closes)
+        self.joined: Callable[[socket.socket], None] = _nothing
+        self.leaving: Callable[[socket.socket], None] = _nothing
 
     def fds(self) -> list[int]:
         return [c.fileno() for c in self.connections] + ([self.listener.fileno()] if self.listener else [])
@@ -86,13 +89,16 @@ class Channels:
             connection, _ = self.listener.accept()  # type: ignore[union-attr]
         except OSError:
             return
-        self.connections.append(connection)
         try:
             connection.send(json.dumps(self.greeting()).encode(), socket.MSG_DONTWAIT)
         except OSError:
-            self._drop(connection)
+            connection.close()
+            return
+        self.connections.append(connection)
+        self.joined(connection)
 
     def _drop(self, connection: socket.socket) -> None:
+        self.leaving(connection)
         self.connections.remove(connection)
         connection.close()
 
@@ -101,6 +107,10 @@ class Channels:
             connection.close()
         if self.listener is not None:
             self.listener.close()
+
+
+def _nothing(connection: socket.socket) -> None:
+    pass
 
 
 class Capture:
@@ -120,8 +130,27 @@ class Capture:
             self.streams[read_end] = stream
             self.job_ends.append(write_end)
 
+    @classmethod
+    def adopt(cls, log_fd: int, result_fd: int, cap_bytes: int, display_cap: int, streams: dict[int, int]) -> Capture:
+        """A capture handed over by another process (monitor.Handover): its log goes on at its end,
+        and its pipes' read ends (fd: stream) are read on; the write ends are the job's."""
+        capture = cls.__new__(cls)
+        capture.log = LogWriter(log_fd, cap_bytes, display_cap)
+        capture.result_fd = result_fd
+        capture.cgroup = ""
+        capture.streams = dict(streams)
+        capture.job_ends = []
+        return capture
+
     def fds(self) -> list[int]:
         return list(self.streams)
+
+    def close(self) -> None:
+        """Let go of every descriptor without finishing (another process finishes the job)."""
+        for fd in [*self.streams, self.log.fd, self.result_fd]:
+            if fd >= 0:
+                os.close(fd)
+        self.streams, self.log.fd, self.result_fd = {}, -1, -1
 
     def pump(self, fd: int) -> None:
         """Move what one pipe holds to the log; close the pipe at end of file."""
@@ -150,6 +179,7 @@ class Capture:
         self.log.close()
         self._write_result({**outcome.to_dict(), "cgroup": self.cgroup})
         os.close(self.result_fd)
+        self.log.fd, self.result_fd = -1, -1  # closed: close() has nothing left to let go of
 
     def _write_result(self, data: dict) -> None:
         os.ftruncate(self.result_fd, 0)

@@ -5,16 +5,20 @@ caller (an asyncio daemon, a test) starts this process once and sends it launch 
 job's stdio and control socket attached (SCM_RIGHTS). It keeps a few standby supervisors whose
 sandboxes are already prepared and hands each request to one; once that job has started, it forks
 a replacement (preparing one during a start would contend for the kernel's mount and cgroup locks).
-Started as
+A standby whose job has started hands it over here; the spawner keeps a copy of its descriptors
+(keeper.Keeper) and passes it on to its monitor (monitor.Monitor), one process for every running
+job. Started as
 `python -I -c ... FD CGROUP_ROOT RUNTIME_DIR POOL_SIZE` by engine.Sandbox.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -23,9 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SpecError
+from . import libc
 from .cgroups import CgroupError, CgroupHost
+from .keeper import Keeper, close_all_but
 from .launch import HostContext
 from .launch_spec import MAX_LAUNCH_MESSAGE, fit_launch_messages
+from .monitor import MAX_HANDOVER_FDS
 from .native import INIT_PATH, JOB_STAGE_PATH, UntrustedBinary, open_trusted
 from .seccomp import compile_filter
 from .supervisor import rehearse_shared, standby
@@ -57,6 +64,10 @@ class _Standby:
 def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A handed-over job's init outlives its standby: orphaned, it becomes ours, and is reaped
+    # (SIGCHLD ignored) when it ends.
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    job_fd_limit = _raise_fd_limit()
     try:
         context = prepare(cgroup_root, runtime_dir)
     except UntrustedBinary as exc:
@@ -64,28 +75,63 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
         return
     rehearse_shared(context)
     gc.freeze()
-    pool = [_new_standby(context, sock, []) for _ in range(pool_size)]
-    starting: list[socket.socket] = []
+    keeper = Keeper(context.cgroups, [])
+    keeper.start_monitor()
+    fork = functools.partial(_new_standby, context, job_fd_limit)
+    pool = [fork() for _ in range(pool_size)]
+    starting: dict[int, socket.socket] = {}
     hello = {"ready": True, "cgroup_mode": context.cgroups.mode, "problem": context.cgroups.problem}
     sock.send(json.dumps(hello).encode())
     while True:
-        ready = select.select([sock, *starting], [], [])[0]
-        for link in ready:
-            if link is not sock:
-                starting.remove(link)
-                link.close()
+        ready = _wait([sock.fileno(), *starting, *keeper.fds()])
+        for fd in ready:
+            if fd in starting and _from_standby(starting[fd], keeper):
+                starting.pop(fd).close()
                 if len(pool) < pool_size:  # a burst that emptied the pool must not grow it for good
-                    pool.append(_new_standby(context, sock, [*pool, *starting]))
-        if sock not in ready:
+                    pool.append(fork())
+            elif fd != sock.fileno():
+                keeper.readable(fd)
+        if sock.fileno() not in ready:
             continue
         message, fds, _, _ = socket.recv_fds(sock, MAX_LAUNCH_MESSAGE, 5)
         if not message:
             break
-        reply = _launch(message, fds, pool, lambda: _new_standby(context, sock, [*pool, *starting]))
+        reply = _launch(message, fds, pool, fork)
         sock.send(json.dumps(reply).encode())
         if "pid" in reply:
-            starting.append(pool.pop(0).link)
-    _shut_down(pool, starting)
+            link = pool.pop(0).link
+            starting[link.fileno()] = link
+    _shut_down(pool, list(starting.values()))
+    keeper.linger()
+
+
+def _from_standby(link: socket.socket, keeper: Keeper) -> bool:
+    """A starting standby's line is readable: its job, handed over once started (kept, and passed
+    to the monitor), or its end; True at the end (the standby's job has started, or failed to)."""
+    try:
+        message, fds, _, _ = socket.recv_fds(link, MAX_LAUNCH_MESSAGE, MAX_HANDOVER_FDS)
+    except OSError:
+        return True
+    if not message:
+        return True
+    keeper.take(message, fds)
+    return False
+
+
+def _wait(fds: list[int]) -> list[int]:
+    """The readable ones of fds (poll: the kept descriptors take the spawner past select's 1024)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll()]
+
+
+def _raise_fd_limit() -> int:
+    """Let the spawner (and its monitor) hold every running job's descriptors; returns the limit
+    as it was, which each standby puts back so that no job gets more than before."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft
 
 
 def _launch(message: bytes, fds: list[int], pool: list[_Standby], fork: Callable[[], _Standby]) -> dict:
@@ -112,15 +158,16 @@ def _launch(message: bytes, fds: list[int], pool: list[_Standby], fork: Callable
             os.close(fd)
 
 
-def _new_standby(context: HostContext, sock: socket.socket, others: list) -> _Standby:
-    """Fork a standby; it must not hold the caller's socket or any other standby's link."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def _new_standby(context: HostContext, fd_limit: int) -> _Standby:
+    """Fork a standby; it holds nothing of the spawner's but its own link and the native binaries
+    (not the caller's socket, no other standby's link, no running job's kept descriptors)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     fit_launch_messages(ours, theirs)
     pid = os.fork()
     if pid == 0:
         try:
-            for other in [sock, ours, *(o.link if isinstance(o, _Standby) else o for o in others)]:
-                other.close()
+            close_all_but([theirs.fileno(), context.job_stage, context.native_init])
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
             standby(context, theirs)

@@ -1,46 +1,38 @@
-"""The per-job supervisor: outside the sandbox, it owns the job's cgroups, deadline and exit status.
+"""The per-job supervisor: outside the sandbox, it prepares the job's sandbox and starts the job.
 
 One supervisor process per job, forked from the spawner into a session of its own before the job
 exists (a standby, which prepares the sandbox ahead), so it does not depend on whoever asked for
 the job. It talks over control connections (control.Channels): JSON events out (started, metrics
 about every second, exit), JSON requests in (stop). A client that goes away does not end the job.
 With capture (control.Capture) it also owns the job's output and writes its outcome to a file.
+Once the job runs, the supervisor hands it over to the spawner's monitor (sandbox/monitor.py) and
+exits; a job with a disk image of its own (which this process holds) is followed here, by a monitor
+of its own, as is any job the spawner can no longer take.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import select
-import signal
 import socket
 import time
 import uuid
 from dataclasses import dataclass
 
 from ..errors import SpecError
-from ..spec import MAX_STOP_GRACE_S, NetworkMode, Outcome, Reason, Usage
+from ..spec import NetworkMode, Outcome, Reason, Usage
 from . import libc, network
 from .cgroups import JobCgroup
 from .control import Capture, Channels
 from .devices import io_devices
 from .disk import DiskError, JobDisk
-from .launch import STATUS, HostContext, InitLines, init_main, rehearse_parse
+from .launch import HostContext, InitLines, init_main, rehearse_parse
 from .launch_spec import MAX_LAUNCH_MESSAGE, LaunchSpec, fit_launch_messages
+from .monitor import Monitor, Watched, classify
 from .mounts import acting_as
 
-METRICS_INTERVAL_S = 1.0
 DEFAULT_LOG_CAP = 1 << 30
-
-
-@dataclass
-class _Running:
-    init_pid: int
-    status_fd: int
-    started: float
-    disk: JobDisk | None = None
 
 
 @dataclass
@@ -64,13 +56,10 @@ class _Job:
     stdio: list[int]
     channels: Channels
     capture: Capture | None
-    running: _Running | None = None
 
     def greeting(self) -> dict:
-        """What a newly attached connection is told first."""
-        if self.running is None:
-            return {"event": "attached", "started": False}
-        return {"event": "attached", "started": True, "pid": self.running.init_pid}
+        """What a connection that attaches before the job has started is told first."""
+        return {"event": "attached", "started": False}
 
 
 def _take_job(message: bytes, fds: list[int]) -> _Job:
@@ -142,13 +131,34 @@ def standby(context: HostContext, link: socket.socket) -> None:
         _discard(prepared)
         _report(job, Outcome(Reason.START_ERROR, error=str(exc)))
         return
-    try:
-        outcome = _run(job, context, prepared, link, disk)
-    finally:
+    started = _run(job, context, prepared, disk)
+    if isinstance(started, Outcome):
+        link.close()
         if disk is not None:
             disk.close()  # before the outcome is told: a job said ended holds no device
-    _report(job, outcome)
-    prepared.cgroup.remove()
+        _report(job, started)
+        prepared.cgroup.remove()
+        return
+    _follow(started, context, link)
+
+
+def _follow(job: Watched, context: HostContext, link: socket.socket) -> None:
+    """Hand the running job to the spawner's monitor, or, with a disk of its own (or no spawner to
+    take it), follow it here to its end."""
+    if job.disk is None:
+        handover = job.handover()
+        try:
+            socket.send_fds(link, [handover.encode()], handover.fds)
+        except OSError:
+            pass
+        else:
+            link.close()
+            job.close()
+            return
+    link.close()  # the spawner prepares the next standby
+    monitor = Monitor(context.cgroups)
+    monitor.add(job)
+    monitor.run()
 
 
 def _rehearse(context: HostContext, prepared: _Prepared) -> None:
@@ -159,7 +169,7 @@ def _rehearse(context: HostContext, prepared: _Prepared) -> None:
         spec = rehearse_parse()
         context.cgroups.refusals(spec.limits)
         usage = JobCgroup(context.cgroups, prepared.cgroup.dirs).usage()
-        json.dumps({"event": "exit", "outcome": _classify(0, usage).to_dict()})
+        json.dumps({"event": "exit", "outcome": classify(0, usage).to_dict()})
 
 
 def rehearse_shared(context: HostContext) -> None:
@@ -171,7 +181,7 @@ def rehearse_shared(context: HostContext) -> None:
         with contextlib.suppress(Exception):
             spec = rehearse_parse()
             context.cgroups.refusals(spec.limits)
-            json.dumps({"event": "exit", "outcome": _classify(0, Usage()).to_dict()})
+            json.dumps({"event": "exit", "outcome": classify(0, Usage()).to_dict()})
 
 
 def _make_disk(job: _Job) -> JobDisk | None:
@@ -272,48 +282,67 @@ def _apply_limits(spec: LaunchSpec, context: HostContext, cgroup: JobCgroup) -> 
     return warnings
 
 
-def _run(job: _Job, context: HostContext, prepared: _Prepared, link: socket.socket, disk: JobDisk | None) -> Outcome:
-    """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start; follow it.
+def _run(job: _Job, context: HostContext, prepared: _Prepared, disk: JobDisk | None) -> Watched | Outcome:
+    """Hand the job to the waiting init, limit its cgroups meanwhile, then let it start: the job to
+    follow, or why it did not start.
 
     The init says 'joined' once inside the job's v1 cgroups (a standby may still be preparing when
     its job arrives). The init finishes the root while the limits are written (and, for the isolated
-    network, its eth0 is made); it lets the job run
-    only after the 'limits set' byte, so no user code runs unlimited. The outcome goes out as soon as the job's
-    processes are gone; the empty cgroups are removed after it.
+    network, its eth0 is made); it lets the job run only after the 'limits set' byte, so no user
+    code runs unlimited.
     """
     cgroup = prepared.cgroup
-    running = _Running(prepared.init_pid, prepared.status_fd, time.monotonic(), disk)
+    started = time.monotonic()
     try:
-        try:
-            os.sched_setscheduler(prepared.init_pid, os.SCHED_OTHER, os.sched_param(0))
-            prepared.job.recv(16)
-            socket.send_fds(prepared.job, [job.message], job.stdio)
-        except OSError:
-            pass
-        prepared.job.close()
-        if job.capture is not None:
-            job.capture.begin(cgroup.name, prepared.init_pid)
-        try:
-            warnings = _apply_limits(job.spec, context, cgroup)
-            if job.spec.network is NetworkMode.ISOLATED:
-                network.attach(job.spec.link, prepared.init_pid, job.spec.limits.net_bps)
-        except (SpecError, OSError, network.NetworkError) as exc:
-            _close_all(job.stdio)
-            os.close(prepared.limits_set_fd)
-            return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=str(exc)))
+        os.sched_setscheduler(prepared.init_pid, os.SCHED_OTHER, os.sched_param(0))
+        prepared.job.recv(16)
+        socket.send_fds(prepared.job, [job.message], job.stdio)
+    except OSError:
+        pass
+    prepared.job.close()
+    if job.capture is not None:
+        job.capture.begin(cgroup.name, prepared.init_pid)
+    try:
+        warnings = _apply_limits(job.spec, context, cgroup)
+        if job.spec.network is NetworkMode.ISOLATED:
+            network.attach(job.spec.link, prepared.init_pid, job.spec.limits.net_bps)
+    except (SpecError, OSError, network.NetworkError) as exc:
         _close_all(job.stdio)
-        error = _release(prepared)
-        if error:
-            return _finish(cgroup, running, None, Outcome(Reason.START_ERROR, error=error))
-        if disk is not None:
-            disk.watch(running.init_pid)
-        job.running = running
-        job.channels.broadcast({"event": "started", "pid": running.init_pid, "warnings": warnings})
-        link.close()
-        return _watch(job, cgroup, running)
-    finally:
-        link.close()
-        cgroup.kill()
+        os.close(prepared.limits_set_fd)
+        return _start_failed(prepared, started, str(exc))
+    _close_all(job.stdio)
+    error = _release(prepared)
+    if error:
+        return _start_failed(prepared, started, error)
+    if disk is not None:
+        disk.watch(prepared.init_pid)
+    job.channels.broadcast({"event": "started", "pid": prepared.init_pid, "warnings": warnings})
+    watched = Watched(
+        key=cgroup.name,
+        cgroup=cgroup,
+        init_pid=prepared.init_pid,
+        status_fd=prepared.status_fd,
+        started=started,
+        timeout_s=job.spec.limits.timeout_s,
+        stop_grace_s=job.spec.stop_grace_s,
+        channels=job.channels,
+        capture=job.capture,
+        disk=disk,
+    )
+    job.channels.greeting = watched.greeting
+    os.set_blocking(prepared.status_fd, False)
+    return watched
+
+
+def _start_failed(prepared: _Prepared, started: float, error: str) -> Outcome:
+    """The job did not start: wait for its init, empty its cgroups, and say why with what it used."""
+    os.waitpid(prepared.init_pid, 0)
+    os.close(prepared.status_fd)
+    prepared.cgroup.kill()
+    outcome = Outcome(Reason.START_ERROR, error=error)
+    outcome.usage = prepared.cgroup.usage()
+    outcome.usage.wall_seconds = round(time.monotonic() - started, 3)
+    return outcome
 
 
 def _release(prepared: _Prepared) -> str:
@@ -329,106 +358,3 @@ def _release(prepared: _Prepared) -> str:
     os.close(prepared.error_fd)
     # each message ends with a NUL; the first says why (one after it only that a line then broke)
     return error.split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _watch(job: _Job, cgroup: JobCgroup, running: _Running) -> Outcome:
-    """Until the job ends: its output to the log, metrics out, stop requests in, the deadline."""
-    timeout = job.spec.limits.timeout_s
-    deadline = running.started + timeout if timeout else None
-    next_sample = time.monotonic() + METRICS_INTERVAL_S
-    output = job.capture.fds() if job.capture else []
-    while True:
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return _stop(job, cgroup, running, Reason.TIMEOUT, None)
-        if now >= next_sample:
-            job.channels.broadcast({"event": "metrics", "usage": _usage(cgroup, running).to_dict()})
-            next_sample = now + METRICS_INTERVAL_S
-        wait = min(next_sample, deadline or next_sample) - now
-        ready = select.select([running.status_fd, *output, *job.channels.fds()], [], [], max(wait, 0))[0]
-        for fd in ready:
-            if fd == running.status_fd:
-                return _finish(cgroup, running, _read_status(running.status_fd), None)
-            if fd in output:
-                job.capture.pump(fd)  # type: ignore[union-attr]
-                output = job.capture.fds()  # type: ignore[union-attr]
-                continue
-            request = job.channels.handle(fd)
-            if request and request.get("op") == "stop":
-                grace = _grace(request, job.spec.stop_grace_s)
-                return _stop(job, cgroup, running, Reason.STOPPED, grace)
-
-
-def _grace(request: dict, default: float) -> float:
-    """The grace period a stop asks for, within 0..MAX_STOP_GRACE_S (select() takes no inf or NaN,
-    and an error here would lose the job); the job's own if it is not a number."""
-    try:
-        grace = float(request.get("grace_s", default))
-    except (TypeError, ValueError, OverflowError):
-        return default
-    return min(max(grace, 0.0), MAX_STOP_GRACE_S) if math.isfinite(grace) else default
-
-
-def _read_status(fd: int) -> int | None:
-    data = os.read(fd, STATUS.size)
-    return STATUS.unpack(data)[0] if len(data) == STATUS.size else None
-
-
-def _stop(job: _Job, cgroup: JobCgroup, running: _Running, reason: Reason, grace: float | None) -> Outcome:
-    """SIGTERM to every process of the job, a grace period, then SIGKILL of the whole tree."""
-    grace = job.spec.stop_grace_s if grace is None else grace
-    cgroup.signal_all(signal.SIGTERM, spare=running.init_pid)
-    ready, _, _ = select.select([running.status_fd], [], [], grace)
-    status = _read_status(running.status_fd) if ready else None
-    cgroup.kill()
-    if status is None:
-        status = _read_status(running.status_fd)
-    return _finish(cgroup, running, signal.SIGKILL if status is None else status, Outcome(reason))
-
-
-def _usage(cgroup: JobCgroup, running: _Running) -> Usage:
-    usage = cgroup.usage()
-    usage.wall_seconds = round(time.monotonic() - running.started, 3)
-    if running.disk is not None:
-        usage.disk_bytes = running.disk.used_bytes()
-    return usage
-
-
-def _finish(cgroup: JobCgroup, running: _Running, status: int | None, decided: Outcome | None) -> Outcome:
-    """Wait for init, empty the cgroup, read the final counters, and say how the job ended."""
-    _, init_status = os.waitpid(running.init_pid, 0)
-    os.close(running.status_fd)
-    cgroup.kill()
-    usage = _usage(cgroup, running)
-    if decided is not None:
-        outcome = decided
-    elif status is not None:
-        outcome = _classify(status, usage)
-    else:  # the init ended without the job's status: its own exit code is not the job's
-        error = f"the job's init ended without saying how the job ended ({_said(init_status)})"
-        outcome = Outcome(Reason.LOST, error=error)
-    if status is not None and outcome.exit_code is None and outcome.signal is None:
-        outcome.exit_code, outcome.signal = _split(status)
-    outcome.usage = usage
-    return outcome
-
-
-def _said(status: int) -> str:
-    code, signum = _split(status)
-    return f"exit code {code}" if code is not None else f"signal {signum}"
-
-
-def _split(status: int) -> tuple[int | None, int | None]:
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status), None
-    return None, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-
-
-def _classify(status: int, usage: Usage) -> Outcome:
-    code, signum = _split(status)
-    failed = code != 0
-    if usage.oom_kills and failed and (signum in (None, signal.SIGKILL)):
-        return Outcome(Reason.OOM, exit_code=code, signal=signum)
-    if signum is not None:
-        return Outcome(Reason.SIGNAL, signal=signum)
-    return Outcome(Reason.EXIT, exit_code=code)

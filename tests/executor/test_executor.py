@@ -288,38 +288,6 @@ def test_a_state_folder_too_deep_for_a_socket_address_still_runs_and_reattaches_
         shutil.rmtree(parent)
 
 
-def test_a_job_whose_supervisor_vanished_is_recorded_as_lost(daemon):
-    marker = "4242"
-    with daemon.client() as client:
-        job = client.run({"command": ["sleep", marker + "0"]})
-        wait_for(lambda: _pid_of(["sleep", marker + "0"]), what="the job")
-    daemon.kill_hard()
-    supervisor = _parent(_parent(_pid_of(["sleep", marker + "0"])))
-    os.kill(supervisor, signal.SIGKILL)
-    daemon.start()
-    with daemon.client() as client:
-        lost = client.get(job.id)
-    assert (lost.status, lost.reason) == ("FAILED", "lost")
-    wait_for(lambda: not _pid_of(["sleep", marker + "0"]), what="the orphaned job to be killed")
-
-
-def _pid_of(argv: list[str]) -> int | None:
-    wanted = "\0".join(argv).encode() + b"\0"
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read() == wanted:
-                    return int(pid)
-        except OSError:
-            pass
-    return None
-
-
-def _parent(pid: int | None) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
-
-
 def test_retention_deletes_old_jobs_and_delete_removes_one(daemon):
     with daemon.client() as client:
         kept = client.run({"command": ["true"]}).id

@@ -1,0 +1,149 @@
+"""The monitor (one process following every running job of a spawner) can be killed with nothing lost.
+
+A kill -9 of the monitor, alone or with the executor, loses no job, no byte of output and no
+outcome: the spawner keeps a copy of every job's descriptors and gives them to a new monitor. Only
+when the monitor and its keeper are both gone is a job lost (recorded so, and killed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.executor.conftest import wait_for
+
+WRITER = "for i in $(seq 1 3000); do echo $i; done; sleep 3; for i in $(seq 3001 6000); do echo $i; done"
+IGNORES_TERM = "trap '' TERM; echo ready; sleep 300 & wait"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _session(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[3])
+
+
+def _spawner(daemon) -> int:
+    """The daemon's spawner: its one child whose command line runs the spawner."""
+    for pid in _children(daemon.process.pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"jupyter_worker.sandbox.spawner" in f.read():
+                return pid
+    raise AssertionError("the executor has no spawner")
+
+
+def _monitor(spawner: int) -> int:
+    found = [pid for pid in _children(spawner) if _comm(pid) == "jw-monitor"]
+    assert len(found) == 1, f"the spawner has one monitor, not {found}"
+    return found[0]
+
+
+def _in_session(session: int, comm: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if _comm(int(pid)) == comm and _session(int(pid)) == session:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def _running(cmdline: bytes) -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == cmdline:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def _ended(client, job_id: str):
+    return wait_for(lambda: (j := client.get(job_id)).status not in ("QUEUED", "RUNNING") and j, what="the end")
+
+
+def _log(client, job_id: str) -> bytes:
+    data, offset = b"", 0
+    while True:
+        chunks, offset = client.logs(job_id, offset=offset, max_bytes=1 << 20)
+        if not chunks:
+            return data
+        data += b"".join(c.data for c in chunks if c.stream == "stdout")
+
+
+def test_a_kill_of_the_monitor_loses_no_job_no_output_and_no_outcome(daemon):
+    with daemon.client() as client:
+        writer = client.run({"command": ["sh", "-c", WRITER]}).id
+        sleeper = client.run({"command": ["sleep", "300"]}).id
+        timed = client.run({"command": ["sleep", "300"], "limits": {"timeout_s": 5}}).id
+        failing = client.run({"command": ["sh", "-c", "sleep 2; exit 3"]}).id
+        stubborn = client.run({"command": ["sh", "-c", IGNORES_TERM]}).id
+        for job_id in (writer, sleeper, timed, failing, stubborn):
+            wait_for(lambda job_id=job_id: client.get(job_id).status == "RUNNING", what="the jobs to run")
+        wait_for(lambda: b"ready" in _log(client, stubborn), what="the trap")
+        client.stop(stubborn, grace_s=3)  # in its grace period when the monitor dies
+        spawner = _spawner(daemon)
+        first = _monitor(spawner)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: _children(spawner) and _monitor(spawner) != first, what="a new monitor")
+        assert (_ended(client, failing).status, _ended(client, failing).exit_code) == ("FAILED", 3)
+        assert _ended(client, writer).status == "COMPLETED"
+        assert _log(client, writer) == b"".join(b"%d\n" % i for i in range(1, 6001))
+        assert (_ended(client, timed).status, _ended(client, timed).reason) == ("FAILED", "timeout")
+        assert _ended(client, stubborn).status == "STOPPED"
+        assert client.get(sleeper).status == "RUNNING"
+        client.stop(sleeper, grace_s=0)
+        assert _ended(client, sleeper).status == "STOPPED"
+
+
+def test_a_kill_of_the_executor_and_the_monitor_together_loses_no_job(daemon):
+    with daemon.client() as client:
+        sleeper = client.run({"command": ["sh", "-c", "echo before; sleep 300"]}).id
+        wait_for(lambda: _log(client, sleeper), what="output")
+    spawner = _spawner(daemon)
+    monitor = _monitor(spawner)
+    daemon.kill_hard()
+    os.kill(monitor, signal.SIGKILL)
+    wait_for(lambda: _in_session(spawner, "jw-monitor") not in ([], [monitor]), what="a new monitor")
+    daemon.start()
+    with daemon.client() as client:
+        assert client.get(sleeper).status == "RUNNING"
+        client.stop(sleeper, grace_s=0)
+        final = _ended(client, sleeper)
+        assert (final.status, _log(client, sleeper)) == ("STOPPED", b"before\n")
+
+
+def test_a_job_whose_monitor_and_its_keeper_both_vanished_is_recorded_as_lost(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["sleep", "42420"]})
+        wait_for(lambda: client.get(job.id).status == "RUNNING", what="the job")
+    spawner = _spawner(daemon)
+    monitor = _monitor(spawner)
+    daemon.kill_hard()
+    # told to stop, the spawner leaves a keeper behind for its running job (in its session)
+    keeper = wait_for(lambda: _in_session(spawner, "jw-keeper"), what="the keeper")
+    for pid in [*keeper, monitor]:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    daemon.start()
+    with daemon.client() as client:
+        lost = client.get(job.id)
+        assert (lost.status, lost.reason) == ("FAILED", "lost")
+    wait_for(lambda: not _running(b"sleep\x0042420\x00"), what="the orphaned job to be killed")
