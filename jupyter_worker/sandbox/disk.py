@@ -254,6 +254,14 @@ class JobDisk:
             raise
         self.root: int | None = None
 
+    @classmethod
+    def held(cls, image: str, root: int | None) -> JobDisk:
+        """The disk of a running job handed over by its supervisor (monitor.Handover): only the
+        handle on its /work, root (None: the job's /work could not be reached)."""
+        disk = cls.__new__(cls)
+        disk.image, disk.fd, disk.device, disk.root = image, -1, "", root
+        return disk
+
     def watch(self, pid: int) -> None:
         """The job's init has mounted the device: hold its /work (for statvfs), not the device."""
         self.root = open_live(pid, self.image)

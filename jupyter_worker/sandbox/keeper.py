@@ -92,6 +92,11 @@ class Keeper:
         kept = _Kept(facts, base, {os.fstat(fd).st_ino: fd for fd in connections})
         self.jobs[key] = kept
         self._send(kept)
+        if (facts.get("disk") or {}).get("root"):
+            # The handle on the job's /work keeps its filesystem mounted: only the monitor may hold
+            # it, which closes it before it tells the outcome; a successor opens its own.
+            os.close(kept.fds.pop())
+            facts["disk"]["root"] = False
 
     def readable(self, fd: int) -> None:
         if self.link is not None and fd == self.link.fileno():
@@ -160,12 +165,11 @@ class Keeper:
     def linger(self) -> None:
         """The spawner is told to stop: the monitor goes on while jobs run, kept by a process of
         its own (the spawner's caller waits for the spawner, not for its jobs); then it ends."""
-        if self.jobs and os.fork() != 0:
-            return
-        _name("jw-keeper")
-        while self.jobs and self.link is not None:
-            for fd in _wait([self.link.fileno(), self.pidfd]):
-                self.readable(fd)
+        if self.jobs and os.fork() == 0:
+            _name("jw-keeper")
+            while self.jobs and self.link is not None:
+                for fd in _wait([self.link.fileno(), self.pidfd]):
+                    self.readable(fd)
         if self.link is not None:
             self.link.close()  # a monitor with no job and no keeper ends
 

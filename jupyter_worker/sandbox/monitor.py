@@ -34,7 +34,7 @@ from typing import Any
 from ..spec import MAX_STOP_GRACE_S, Outcome, Reason, Usage
 from .cgroups import CgroupHost, JobCgroup
 from .control import Capture, Channels
-from .disk import JobDisk
+from .disk import JobDisk, open_live
 from .launch import STATUS
 from .launch_spec import MAX_LAUNCH_MESSAGE
 
@@ -98,6 +98,10 @@ class Watched:
         facts["listener"] = self.channels.listener is not None
         if self.channels.listener is not None:
             fds.append(self.channels.listener.fileno())
+        facts["disk"] = None
+        if self.disk is not None:  # its handle on /work, which the keeper must not hold (keeper.py)
+            facts["disk"] = {"image": self.disk.image, "root": self.disk.root is not None}
+            fds += [self.disk.root] if self.disk.root is not None else []
         connections = [c.fileno() for c in self.channels.connections][: MAX_HANDOVER_FDS - len(fds)]
         facts["connections"] = len(connections)
         return Handover(facts, fds + connections)
@@ -132,6 +136,11 @@ def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
         capture = Capture.adopt(log_fd, result_fd, options["log_cap"], options["display_cap"], pipes)
         capture.cgroup = options["cgroup"]
     listener = socket.socket(fileno=fds.pop(0)) if facts["listener"] else None
+    disk = None
+    if facts["disk"] is not None:
+        image = facts["disk"]["image"]
+        root = fds.pop(0) if facts["disk"]["root"] else open_live(facts["init_pid"], image)
+        disk = JobDisk.held(image, root)
     connections = [socket.socket(fileno=fd) for fd in fds]
     job = Watched(
         key=facts["key"],
@@ -143,6 +152,7 @@ def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
         stop_grace_s=facts["stop_grace_s"],
         channels=Channels(None, listener, dict),
         capture=capture,
+        disk=disk,
         status=facts.get("status"),
         decided=Reason(facts["decided"]) if facts.get("decided") else None,
         kill_at=facts.get("kill_at"),

@@ -55,6 +55,9 @@ def prepare(cgroup_root: str, runtime_dir: str) -> HostContext:
     return HostContext(host, compile_filter(), new_root, job_stage, native_init)
 
 
+SHUT_DOWN_WAIT_S = 30.0  # for a start under way when the spawner is told to stop
+
+
 @dataclass
 class _Standby:
     pid: int
@@ -101,7 +104,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
         if "pid" in reply:
             link = pool.pop(0).link
             starting[link.fileno()] = link
-    _shut_down(pool, list(starting.values()))
+    _shut_down(pool, list(starting.values()), keeper)
     keeper.linger()
 
 
@@ -118,12 +121,12 @@ def _from_standby(link: socket.socket, keeper: Keeper) -> bool:
     return False
 
 
-def _wait(fds: list[int]) -> list[int]:
+def _wait(fds: list[int], timeout_s: float | None = None) -> list[int]:
     """The readable ones of fds (poll: the kept descriptors take the spawner past select's 1024)."""
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    return [fd for fd, _ in poller.poll()]
+    return [fd for fd, _ in poller.poll(None if timeout_s is None else timeout_s * 1000)]
 
 
 def _raise_fd_limit() -> int:
@@ -177,9 +180,12 @@ def _new_standby(context: HostContext, fd_limit: int) -> _Standby:
     return _Standby(pid, ours)
 
 
-def _shut_down(pool: list[_Standby], starting: list[socket.socket]) -> None:
-    """Standbys take their sandboxes apart when told there is no job; wait until they are gone."""
+def _shut_down(pool: list[_Standby], starting: list[socket.socket], keeper: Keeper) -> None:
+    """Standbys take their sandboxes apart when told there is no job; wait until they are gone.
+    A start under way is waited for, so its job is handed over and kept like every other."""
     for link in starting:
+        while _wait([link.fileno()], SHUT_DOWN_WAIT_S) and not _from_standby(link, keeper):
+            pass
         link.close()
     for item in pool:
         item.link.shutdown(socket.SHUT_WR)

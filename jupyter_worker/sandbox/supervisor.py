@@ -6,8 +6,8 @@ the job. It talks over control connections (control.Channels): JSON events out (
 about every second, exit), JSON requests in (stop). A client that goes away does not end the job.
 With capture (control.Capture) it also owns the job's output and writes its outcome to a file.
 Once the job runs, the supervisor hands it over to the spawner's monitor (sandbox/monitor.py) and
-exits; a job with a disk image of its own (which this process holds) is followed here, by a monitor
-of its own, as is any job the spawner can no longer take.
+exits; a job the spawner can no longer take (it is stopping) is followed here, by a monitor of
+its own.
 """
 
 from __future__ import annotations
@@ -143,18 +143,19 @@ def standby(context: HostContext, link: socket.socket) -> None:
 
 
 def _follow(job: Watched, context: HostContext, link: socket.socket) -> None:
-    """Hand the running job to the spawner's monitor, or, with a disk of its own (or no spawner to
-    take it), follow it here to its end."""
-    if job.disk is None:
-        handover = job.handover()
-        try:
-            socket.send_fds(link, [handover.encode()], handover.fds)
-        except OSError:
-            pass
-        else:
-            link.close()
-            job.close()
-            return
+    """Hand the running job to the spawner's monitor, or, with no spawner to take it (it is
+    stopping), follow it here to its end."""
+    handover = job.handover()
+    try:
+        socket.send_fds(link, [handover.encode()], handover.fds)
+    except OSError:
+        pass
+    else:
+        link.close()
+        job.close()
+        if job.disk is not None:
+            job.disk.close()
+        return
     link.close()  # the spawner prepares the next standby
     monitor = Monitor(context.cgroups)
     monitor.add(job)

@@ -47,8 +47,12 @@ def _spawner(daemon) -> int:
     raise AssertionError("the executor has no spawner")
 
 
+def _monitors(spawner: int) -> list[int]:
+    return [pid for pid in _children(spawner) if _comm(pid) == "jw-monitor"]
+
+
 def _monitor(spawner: int) -> int:
-    found = [pid for pid in _children(spawner) if _comm(pid) == "jw-monitor"]
+    found = _monitors(spawner)
     assert len(found) == 1, f"the spawner has one monitor, not {found}"
     return found[0]
 
@@ -75,6 +79,20 @@ def _running(cmdline: bytes) -> bool:
     return False
 
 
+def _holding(path: str, comm: str) -> list[int]:
+    """The processes named comm that have path open."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if _comm(int(pid)) != comm:
+            continue
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd")):
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def _ended(client, job_id: str):
     return wait_for(lambda: (j := client.get(job_id)).status not in ("QUEUED", "RUNNING") and j, what="the end")
 
@@ -82,7 +100,7 @@ def _ended(client, job_id: str):
 def _log(client, job_id: str) -> bytes:
     data, offset = b"", 0
     while True:
-        chunks, offset = client.logs(job_id, offset=offset, max_bytes=1 << 20)
+        chunks, offset, _ = client.logs(job_id, offset=offset, max_bytes=1 << 20)
         if not chunks:
             return data
         data += b"".join(c.data for c in chunks if c.stream == "stdout")
@@ -102,7 +120,7 @@ def test_a_kill_of_the_monitor_loses_no_job_no_output_and_no_outcome(daemon):
         spawner = _spawner(daemon)
         first = _monitor(spawner)
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: _children(spawner) and _monitor(spawner) != first, what="a new monitor")
+        wait_for(lambda: _monitors(spawner) not in ([], [first]), what="a new monitor")
         assert (_ended(client, failing).status, _ended(client, failing).exit_code) == ("FAILED", 3)
         assert _ended(client, writer).status == "COMPLETED"
         assert _log(client, writer) == b"".join(b"%d\n" % i for i in range(1, 6001))
@@ -121,7 +139,8 @@ def test_a_kill_of_the_executor_and_the_monitor_together_loses_no_job(daemon):
     monitor = _monitor(spawner)
     daemon.kill_hard()
     os.kill(monitor, signal.SIGKILL)
-    wait_for(lambda: _in_session(spawner, "jw-monitor") not in ([], [monitor]), what="a new monitor")
+    log = os.path.join(daemon.state_dir, "jobs", sleeper, "log")
+    wait_for(lambda: _holding(log, "jw-monitor") not in ([], [monitor]), what="a new monitor")
     daemon.start()
     with daemon.client() as client:
         assert client.get(sleeper).status == "RUNNING"
@@ -137,7 +156,6 @@ def test_a_job_whose_monitor_and_its_keeper_both_vanished_is_recorded_as_lost(da
     spawner = _spawner(daemon)
     monitor = _monitor(spawner)
     daemon.kill_hard()
-    # told to stop, the spawner leaves a keeper behind for its running job (in its session)
     keeper = wait_for(lambda: _in_session(spawner, "jw-keeper"), what="the keeper")
     for pid in [*keeper, monitor]:
         os.kill(pid, signal.SIGKILL)
