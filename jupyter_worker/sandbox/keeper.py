@@ -6,9 +6,9 @@ monitor notes to the keeper what a successor would need (a connection that joine
 job's status once read, a stop under way, the outcome once decided) and says when a job is done.
 A monitor that dies (kill -9, a crash) is replaced at once, and the new one is given every job as
 last noted: the jobs' pipes, connections and listeners never closed, so no job, no output and no
-outcome is lost. A monitor that keeps dying (MAX_RESTARTS within RESTART_WINDOW_S) is not
-restarted: its jobs are killed and their copies closed, so the executor records them as lost
-rather than waiting on them for ever.
+outcome is lost. A monitor that keeps dying (MAX_RESTARTS within RESTART_WINDOW_S) gives its
+jobs up: they are killed and their copies closed, so the executor records them as lost rather than
+waiting on them for ever; the next monitor starts with no job.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ class Keeper:
         return True
 
     def _monitor_ended(self) -> None:
-        """Take what the dead monitor said, then start its successor, or, if it keeps dying, give
-        its jobs up (killed, their copies closed: the executor records them lost)."""
+        """Take what the dead monitor said, then start its successor; if it keeps dying, its jobs
+        are given up first (killed, their copies closed: the executor records them lost)."""
         while self._hear():
             pass
         self.link.close()  # type: ignore[union-attr]
@@ -150,7 +150,7 @@ class Keeper:
         self.link, self.pidfd = None, -1
         if len(self.starts) == MAX_RESTARTS and time.monotonic() - self.starts[0] < RESTART_WINDOW_S:
             self.give_up()
-            return
+            self.starts.clear()  # a fresh monitor for the jobs to come
         self.start_monitor()
 
     def give_up(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import time
 import uuid
@@ -143,19 +144,21 @@ def standby(context: HostContext, link: socket.socket) -> None:
 
 
 def _follow(job: Watched, context: HostContext, link: socket.socket) -> None:
-    """Hand the running job to the spawner's monitor, or, with no spawner to take it (it is
-    stopping), follow it here to its end."""
-    handover = job.handover()
-    try:
-        socket.send_fds(link, [handover.encode()], handover.fds)
-    except OSError:
-        pass
-    else:
-        link.close()
-        job.close()
-        if job.disk is not None:
-            job.disk.close()
-        return
+    """Hand the running job to the spawner's monitor, or follow it here to its end: a job that has
+    ended already (a short command: its outcome is told sooner without a handover), or one the
+    spawner can no longer take (it is stopping)."""
+    if not select.select([job.status_fd], [], [], 0)[0]:
+        handover = job.handover()
+        try:
+            socket.send_fds(link, [handover.encode()], handover.fds)
+        except OSError:
+            pass
+        else:
+            link.close()
+            job.close()
+            if job.disk is not None:
+                job.disk.close()
+            return
     link.close()  # the spawner prepares the next standby
     monitor = Monitor(context.cgroups)
     monitor.add(job)

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 
+from jupyter_worker.sandbox.keeper import MAX_RESTARTS
 from tests.executor.conftest import wait_for
 
 WRITER = "for i in $(seq 1 3000); do echo $i; done; sleep 3; for i in $(seq 3001 6000); do echo $i; done"
@@ -165,3 +166,20 @@ def test_a_job_whose_monitor_and_its_keeper_both_vanished_is_recorded_as_lost(da
         lost = client.get(job.id)
         assert (lost.status, lost.reason) == ("FAILED", "lost")
     wait_for(lambda: not _running(b"sleep\x0042420\x00"), what="the orphaned job to be killed")
+
+
+def test_a_monitor_that_keeps_dying_gives_its_jobs_up_as_lost_rather_than_unfollowed(daemon):
+    with daemon.client() as client:
+        job = client.run({"command": ["sleep", "42421"]})
+        wait_for(lambda: client.get(job.id).status == "RUNNING", what="the job")
+        spawner = _spawner(daemon)
+        for _ in range(MAX_RESTARTS):
+            wait_for(lambda: _monitors(spawner), what="a monitor")
+            killed = _monitor(spawner)
+            os.kill(killed, signal.SIGKILL)
+            wait_for(lambda killed=killed: killed not in _monitors(spawner), what="its end")
+        lost = _ended(client, job.id)
+        assert (lost.status, lost.reason) == ("FAILED", "lost")
+        assert not _running(b"sleep\x0042421\x00")
+        again = client.run({"command": ["true"]})
+        assert _ended(client, again.id).status == "COMPLETED"
