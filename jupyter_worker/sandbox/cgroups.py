@@ -652,6 +652,13 @@ class JobCgroup:
         hierarchy, path = self._tracking()
         return hierarchy.dialect.populated(path)
 
+    def send_kill(self) -> None:
+        """SIGKILL every process in the job, forks in flight included, without waiting: for a
+        caller told of the end another way (the monitor, by its init's pidfd)."""
+        if not self._emptied and self.populated():
+            hierarchy, path = self._tracking()
+            hierarchy.dialect.kill(path)
+
     def kill(self) -> None:
         """SIGKILL every process in the job, forks in flight included, and wait until it is empty.
 

@@ -152,20 +152,25 @@ class Capture:
                 os.close(fd)
         self.streams, self.log.fd, self.result_fd = {}, -1, -1
 
-    def pump(self, fd: int) -> None:
-        """Move what one pipe holds to the log; close the pipe at end of file."""
+    def pump(self, fd: int) -> bool:
+        """Move what one pipe holds to the log; False at its end (the caller then lets it go:
+        release, after it stops watching it)."""
         data = os.read(fd, _READ_SIZE)
-        if data:
-            self.log.write(self.streams[fd], data)
-        else:
-            del self.streams[fd]
-            os.close(fd)
+        if not data:
+            return False
+        self.log.write(self.streams[fd], data)
+        return True
+
+    def release(self, fd: int) -> None:
+        del self.streams[fd]
+        os.close(fd)
 
     def drain(self) -> None:
         """Once no job process is left, every pipe reaches end of file: take what remains."""
         for fd in list(self.streams):
-            while fd in self.streams:
-                self.pump(fd)
+            while self.pump(fd):
+                pass
+            self.release(fd)
 
     def begin(self, cgroup: str, pid: int | None = None) -> None:
         """Until the outcome replaces it, the result file names the job's cgroup, so whoever finds

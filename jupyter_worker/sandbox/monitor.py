@@ -66,6 +66,7 @@ class Watched:
     key: str  # the name of its cgroup: unique among jobs
     cgroup: JobCgroup
     init_pid: int
+    init_fd: int  # a pidfd of the init, readable once it (and with it every process of the job) is gone
     status_fd: int
     started: float  # time.monotonic(), which every process on the host shares
     timeout_s: float | None
@@ -80,7 +81,7 @@ class Watched:
 
     def handover(self) -> Handover:
         """The job as a new owner takes it (see Monitor.adopt)."""
-        fds = [self.status_fd]
+        fds = [self.init_fd, self.status_fd]
         facts: dict[str, Any] = {
             "key": self.key,
             "dirs": self.cgroup.dirs,
@@ -112,14 +113,16 @@ class Watched:
 
     def fds(self) -> list[int]:
         output = self.capture.fds() if self.capture is not None else []
-        return [self.status_fd, *output, *self.channels.fds()]
+        status = [self.status_fd] if self.status is None else []
+        return [self.init_fd, *status, *output, *self.channels.fds()]
 
     def close(self) -> None:
         """Every descriptor this owner holds of the job (the job itself is not touched)."""
         self.channels.close()
-        if self.status_fd >= 0:
-            os.close(self.status_fd)
-            self.status_fd = -1
+        for fd in (self.init_fd, self.status_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.init_fd = self.status_fd = -1
         if self.capture is not None:
             self.capture.close()
 
@@ -127,7 +130,7 @@ class Watched:
 def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
     """A Watched from a handover, taking ownership of its descriptors."""
     facts, fds = handover.facts, list(handover.fds)
-    status_fd = fds.pop(0)
+    init_fd, status_fd = fds.pop(0), fds.pop(0)
     capture = None
     if facts["capture"] is not None:
         options = facts["capture"]
@@ -146,6 +149,7 @@ def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
         key=facts["key"],
         cgroup=JobCgroup(cgroups, facts["dirs"]),
         init_pid=facts["init_pid"],
+        init_fd=init_fd,
         status_fd=status_fd,
         started=facts["started"],
         timeout_s=facts["timeout_s"],
@@ -187,9 +191,8 @@ class Monitor:
         if job.outcome is not None:  # decided, maybe written already: written again, the same
             self._report(job, Outcome.from_dict(job.outcome))
             return
-        if job.status is not None:
-            self._end(job, job.status)
-            return
+        if job.channels.listener is not None:
+            job.channels.listener.setblocking(False)  # an accept never waits: the loop serves every job
         for fd in job.fds():
             self.selector.register(fd, selectors.EVENT_READ, job.key)
         job.channels.joined = lambda connection: self._joined(job, connection)
@@ -249,18 +252,16 @@ class Monitor:
                 _complain(f"ending job {key} as lost: {again!r}")
 
     def _readable(self, job: Watched, fd: int) -> None:
-        if fd == job.status_fd:
-            data = _read(fd)
-            if data is None:
-                return
-            status = STATUS.unpack(data)[0] if len(data) == STATUS.size else None
-            if status is not None:
-                self._note(job, status=status)
-            self._end(job, status)
+        if fd == job.init_fd:
+            self._end(job)
+        elif fd == job.status_fd:
+            self._read_status(job)
         elif job.capture is not None and fd in job.capture.streams:
-            job.capture.pump(fd)
-            if fd not in job.capture.streams:
+            if not job.capture.pump(fd):
+                # unwatched before it is closed: the keeper's copy keeps the pipe alive, and epoll
+                # would go on reporting it under a number the next open may reuse
                 self.selector.unregister(fd)
+                job.capture.release(fd)
         else:
             self._from_client(job, fd)
 
@@ -284,7 +285,7 @@ class Monitor:
         while self.timers and self.timers[0][0] <= now:
             when, _, key, kind = heapq.heappop(self.timers)
             job = self.jobs.get(key)
-            if job is None or job.status is not None:
+            if job is None or job.status is not None:  # ended: its init is about to say so
                 continue
             if kind == "sample":
                 samples.append(job)
@@ -312,20 +313,31 @@ class Monitor:
         self._note(job, decided=job.decided.value, kill_at=kill_at)
         self._at(kill_at, job, "kill")
 
-    def _kill(self, job: Watched) -> None:
-        """The grace period is over: kill the whole tree; its init may not have told the status."""
-        job.cgroup.kill()
+    def _read_status(self, job: Watched) -> None:
+        """The job's wait status, which its init writes just before it exits (then, at its exit,
+        the pidfd says the job has ended): noted, so a successor need not read it."""
         data = _read(job.status_fd)
-        status = STATUS.unpack(data)[0] if data and len(data) == STATUS.size else None
-        self._end(job, signal.SIGKILL if status is None else status)
+        if data is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(job.status_fd)
+        if len(data) == STATUS.size:
+            job.status = STATUS.unpack(data)[0]
+            self._note(job, status=job.status)
 
-    def _end(self, job: Watched, status: int | None) -> None:
-        """The job's processes are gone, or going: empty its cgroups, read the final counters, and
-        say how it ended."""
+    def _kill(self, job: Watched) -> None:
+        """The grace period is over: kill the whole tree (the init's pidfd then says it is gone)."""
+        job.cgroup.send_kill()
+
+    def _end(self, job: Watched) -> None:
+        """The init has exited, and the kernel has reaped every other process of its namespace
+        before that: read the final counters and say how the job ended."""
+        if job.status is None:
+            self._read_status(job)
+        status = job.status
         if status is None and job.decided is not None:
             status = signal.SIGKILL  # stopped, and its init killed before it could tell
-        job.status = status
-        job.cgroup.kill()
+        job.cgroup.kill()  # empty already, but for a process moved in from outside the namespace
         usage = _usage(job)
         decided = Outcome(job.decided) if job.decided is not None else None
         outcome = _outcome(status, usage, decided)

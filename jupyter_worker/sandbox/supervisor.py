@@ -325,6 +325,7 @@ def _run(job: _Job, context: HostContext, prepared: _Prepared, disk: JobDisk | N
         key=cgroup.name,
         cgroup=cgroup,
         init_pid=prepared.init_pid,
+        init_fd=os.pidfd_open(prepared.init_pid),  # our child, not yet reaped: no other process's pid
         status_fd=prepared.status_fd,
         started=started,
         timeout_s=job.spec.limits.timeout_s,
