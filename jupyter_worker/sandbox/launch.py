@@ -192,8 +192,9 @@ def init_main(cgroup: JobCgroup, context: HostContext, lines: InitLines) -> NoRe
         # Before the shedding: the job stage's exec keeps root's capabilities only with a bounding
         # set; it sheds the same itself (native/job.c).
         job_pid, job_line, ready_w = _fork_job(context, lines, host_network)
+        # Before the shedding too: the mapper's exec keeps the capabilities its unshare may need.
+        mapper = UserNamespaceChild(context.native_init)
         _shed_inheritable_privileges()
-        mapper = UserNamespaceChild()
         _rehearse_finish(context.new_root)
         _normal_priority()
         message, stdio = _receive_job(lines.job)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from .libc import (
     MS_REC,
     MS_REMOUNT,
 )
+from .native import INIT_NAME
 
 # The size, in MiB, of each of /tmp, /var/tmp, /dev/shm and a tmpfs /work when a job's limits set no tmp_mb
 # (direct users of the engine such as `jupyter-worker sandbox`; the executor always sets tmp_mb, from
@@ -427,15 +429,21 @@ def mapping_namespace(proc: str, requester: tuple[int, int], job: tuple[int, int
 class UserNamespaceChild:
     """A child in a new user namespace of its own, waiting for its maps (see mapping_namespace).
 
-    The fork is the slow part of an id-mapped bind (a copy of a Python process's page tables), so
-    a job's init makes one ahead, before its job exists, and ends it (reap) before the job runs:
-    it holds no descriptor but its own two pipes, and dies with the init's pid namespace.
+    Making the child is the slow part of an id-mapped bind, so a job's init makes one ahead,
+    before its job exists, and ends it (reap) before the job runs: it holds no descriptor but its
+    own two pipes, and dies with the init's pid namespace. Given the native init (an fd: see
+    launch.HostContext), the child is that binary in its mapper mode (native/init.c), spawned
+    without copying this process: a forked copy of the Python init costs a millisecond or more to
+    make, and as much again to tear down when it ends, which it does while a job starts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, native_init: int | None = None) -> None:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        if native_init is not None:
+            pid = _spawn_mapper(native_init, ready_w, done_r)
+        else:
+            pid = os.fork()
         if pid == 0:  # the child: in the new namespace, then wait to be told to end (a closed pipe)
             try:
                 _close_all_but(ready_w, done_r)
@@ -477,6 +485,16 @@ class UserNamespaceChild:
             os.close(self._ready)
             self._ready = -1
             os.waitpid(self.pid, 0)
+
+
+def _spawn_mapper(native_init: int, ready_w: int, done_r: int) -> int:
+    """The native init in its mapper mode, with ready_w and done_r (it closes every other fd
+    itself), default signal dispositions and nothing blocked; spawned (vfork and exec), not forked."""
+    for fd in (ready_w, done_r):
+        os.set_inheritable(fd, True)  # both are closed here once it runs: only the child keeps them
+    catchable = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+    argv = [INIT_NAME, "map", str(ready_w), str(done_r)]
+    return os.posix_spawn(_fd_path(native_init), argv, {}, setsigmask=(), setsigdef=catchable)
 
 
 def _close_all_but(*keep: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 from jupyter_worker.limits import Limits
 from jupyter_worker.sandbox import LaunchSpec, Sandbox, SandboxError, native
 from jupyter_worker.sandbox.doctor import diagnose, render
+from jupyter_worker.sandbox.mounts import UserNamespaceChild
 from jupyter_worker.spec import MAX_COMMAND_BYTES, MAX_ENV_BYTES, Reason, validate_argv, validate_env
 from tests.conftest import is_root
 
@@ -310,3 +311,30 @@ def test_a_standing_by_job_stage_holds_no_host_folder_as_its_cwd(sandbox):
         time.sleep(0.05)
     assert stages  # the standbys' job processes, waiting for a job
     assert {os.readlink(f"/proc/{pid}/cwd") for pid in stages} == {"/"}
+
+
+def test_the_native_init_as_the_id_mapper_holds_only_its_pipes_in_a_user_namespace_of_its_own_until_told_to_end():
+    binary = native.open_trusted(native.INIT_PATH)
+    held_r, held_w = os.pipe()  # inheritable: stands for a line of the Python init's
+    ours = os.readlink("/proc/self/ns/user")
+    try:
+        mapper = UserNamespaceChild(binary)
+        try:
+            deadline = time.monotonic() + 10
+            while os.readlink(f"/proc/{mapper.pid}/ns/user") == ours:  # unshared once it holds nothing else
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            held = fd_targets(mapper.pid)
+            assert os.readlink(f"/proc/{mapper.pid}/exe") == os.path.realpath(native.INIT_PATH)
+            assert {held[fd] for fd in (0, 1, 2)} == {"/dev/null"}
+            lines = [target for fd, target in held.items() if fd > 2]
+            assert len(lines) == 2 and os.readlink(f"/proc/self/fd/{held_w}") not in lines  # its two pipes only
+            namespace = mapper.namespace("/proc", (0, 0), (65534, 65534))  # maps written: it is told to end
+            os.close(namespace)
+        finally:
+            mapper.reap()
+        assert not os.path.exists(f"/proc/{mapper.pid}")
+    finally:
+        for fd in (binary, held_r, held_w):
+            os.close(fd)
+    assert subprocess.run([native.INIT_PATH, "map", "3", "3"], check=False).returncode == 2

@@ -24,12 +24,22 @@
  *
  * Duties are steps in main(), each a small function; later ones (holding the job's output pipes
  * and its status across a supervisor restart) would be more steps and fds passed the same way.
+ *
+ *     jw-init map READY_FD DONE_FD
+ *
+ * The same binary is also the init's id mapper (sandbox/mounts.py UserNamespaceChild), spawned
+ * before a job asks: it enters a new user namespace, says so ('1' on READY_FD) and waits until
+ * DONE_FD closes, holding nothing else. A fork of the Python init would do the same, but its copy
+ * of the interpreter's page tables costs a millisecond or more to make and again to tear down when
+ * it ends, and it ends while a job starts; this one costs a few pages. Exit codes: 0 told to end,
+ * 2 bad arguments, 3 no user namespace (READY_FD closes unwritten: the caller sees the refusal).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,11 +147,35 @@ static void reap(pid_t job, int status_fd) {
     }
 }
 
+/* The id mapper (see the top): a new user namespace, '1' on ready_fd, then wait for done_fd's EOF.
+ * After the unshare it holds no capability outside that namespace. Never returns. */
+static void map_ids(int ready_fd, int done_fd) {
+    int held[2] = {ready_fd < done_fd ? ready_fd : done_fd, ready_fd < done_fd ? done_fd : ready_fd};
+    /* undumpable, as the Python init it serves (exec made it dumpable again) */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || hold_nothing(held, 2) != 0 || unshare(CLONE_NEWUSER) != 0) {
+        _exit(EXIT_SETUP);
+    }
+    if (write_all(ready_fd, "1", 1) != 0) {
+        _exit(EXIT_SETUP);
+    }
+    char byte;
+    while (read(done_fd, &byte, 1) < 0 && errno == EINTR) {
+    }
+    _exit(EXIT_REPORTED);
+}
+
 static int compare_fds(const void *a, const void *b) {
     return *(const int *)a - *(const int *)b;
 }
 
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "map") == 0) {
+        long ready = parse_number(argv[2], 3, INT_MAX), done = parse_number(argv[3], 3, INT_MAX);
+        if (ready < 0 || done < 0 || ready == done) {
+            return EXIT_USAGE;
+        }
+        map_ids((int)ready, (int)done);
+    }
     if (argc != 5) {
         return EXIT_USAGE;
     }
