@@ -115,7 +115,8 @@ def _normal_priority() -> None:
 def _rehearse_finish(new_root: str) -> None:
     """The start of _finish_sandbox for a sample job (see rehearse_parse): its order for the job
     stage made, its binds opened as its requester, and its identity files written (a job's own
-    replace them). Best effort, as every rehearsal: one that fails costs the job time, nothing else."""
+    replace those that differ: mounts.write_identity). Best effort, as every rehearsal: one that
+    fails costs the job time, nothing else."""
     with contextlib.suppress(Exception):
         spec = rehearse_parse()
         _job_order(spec, reset_oom=True)

@@ -570,8 +570,17 @@ def _copy_system_files(root: str) -> None:
     os.mkdir(os.path.join(root, "var"), 0o755)  # /var/tmp: a tmpfs of the job's (finish_root)
 
 
+# What this process last wrote to each identity file of its root (write_identity): an init's
+# rehearsal writes a sample job's (nobody's, launch._rehearse_finish) before its job exists, and
+# the job's own identity is most often the same, then left as it is. An init is the only writer
+# of its root, which is a tmpfs of its own mount namespace.
+_WRITTEN: dict[str, str] = {}
+
+
 def write_identity(plan: RootPlan) -> None:
-    """passwd and group holding the job's user, so whoami and getpass work; hostname and hosts."""
+    """passwd and group holding the job's user, so whoami and getpass work; hostname and hosts.
+    Each file is written with one write (no buffered file object: four system calls fewer a file),
+    and only where it does not hold these bytes already."""
     group_name = "nogroup" if plan.gid == 65534 else plan.user
     files = {
         "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\n{plan.user}:x:{plan.uid}:{plan.gid}::/work:/bin/sh\n",
@@ -582,8 +591,17 @@ def write_identity(plan: RootPlan) -> None:
     if plan.resolv_conf is not None:
         files["resolv.conf"] = plan.resolv_conf
     for name, text in files.items():
-        with open(os.path.join(plan.new_root, "etc", name), "w") as f:
-            f.write(text)
+        path = os.path.join(plan.new_root, "etc", name)
+        if _WRITTEN.get(path) == text:
+            continue
+        data = text.encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # open()'s mode
+        try:
+            if os.write(fd, data) != len(data):
+                raise SetupError(f"/etc/{name}: written in part")
+        finally:
+            os.close(fd)
+        _WRITTEN[path] = text
 
 
 def _mount_proc(tree: Tree) -> None:
