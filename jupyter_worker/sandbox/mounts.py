@@ -196,6 +196,7 @@ class Tree:
     def __init__(self, new_root: str):
         self.root_fd = os.open(new_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.host_folders: list[str] = []
+        self.tmp_mb = 0  # the size of the TMP_FOLDERS, once prepare_root has mounted them
 
     def _walk(self, destination: str, is_dir: bool) -> tuple[int, str]:
         """The parent of destination as an O_PATH handle, and the leaf's name (made if missing)."""
@@ -321,8 +322,14 @@ class Tree:
         self._mount(destination, True, mount)
 
 
+# The job's own tmpfs folders, each of its tmp_mb: mounted ahead at the usual size (prepare_root),
+# resized at the job's start where its tmp_mb differs (finish_root), so a start makes no mount for them.
+TMP_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
 def prepare_root(new_root: str) -> Tree:
-    """The part of every job's root that does not depend on the job: done before a job asks."""
+    """The part of every job's root that does not depend on the job: done before a job asks (the
+    TMP_FOLDERS at DEFAULT_TMP_MB, which is what most jobs ask for)."""
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
     libc.mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
     tree = Tree(new_root)
@@ -335,19 +342,17 @@ def prepare_root(new_root: str) -> Tree:
     for path in [f"/{name}" for name in SYSTEM_DIRS] + [f"/etc/{name}" for name in ETC_ENTRIES]:
         if os.path.isdir(path) and not os.path.islink(path):
             ops.append((path, lambda t, p=path: t.mount_bind(p, p)))
+    ops += [(path, lambda t, p=path: _mount_tmpfs(t, p, DEFAULT_TMP_MB)) for path in TMP_FOLDERS]
     _apply(tree, ops)
+    tree.tmp_mb = DEFAULT_TMP_MB
     return tree
 
 
 def finish_root(tree: Tree, plan: RootPlan) -> None:
     """Add what this job needs (its user, /work, /tmp sizes, mounts), then pivot into the root."""
     write_identity(plan)
-    ops: list[tuple[str, Callable[[Tree], None]]] = [
-        ("/tmp", lambda t: _mount_tmpfs(t, "/tmp", plan.tmp_mb)),
-        ("/var/tmp", lambda t: _mount_tmpfs(t, "/var/tmp", plan.tmp_mb)),
-        ("/dev/shm", lambda t: _mount_tmpfs(t, "/dev/shm", plan.tmp_mb)),
-        ("/work", lambda t: _mount_work(t, plan)),
-    ]
+    _size_tmp_folders(tree, plan.tmp_mb)
+    ops: list[tuple[str, Callable[[Tree], None]]] = [("/work", lambda t: _mount_work(t, plan))]
     if plan.host_network and os.path.exists("/etc/resolv.conf"):
         resolv = "/etc/resolv.conf"
         ops.append((resolv, lambda t: t.mount_bind(resolv, resolv, is_dir=os.path.isdir(resolv))))
@@ -567,7 +572,7 @@ def _copy_system_files(root: str) -> None:
         elif os.path.isfile(path):
             with open(path, "rb") as src, open(os.path.join(root, "etc", name), "wb") as dst:
                 dst.write(src.read())
-    os.mkdir(os.path.join(root, "var"), 0o755)  # /var/tmp: a tmpfs of the job's (finish_root)
+    os.mkdir(os.path.join(root, "var"), 0o755)  # /var/tmp: a tmpfs of the job's (prepare_root)
 
 
 # What this process last wrote to each identity file of its root (write_identity): an init's
@@ -643,6 +648,19 @@ def _mount_dev(tree: Tree) -> None:
 
 def _mount_tmpfs(tree: Tree, destination: str, size_mb: int) -> None:
     tree.mount_fs("tmpfs", destination, MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=1777")
+
+
+def _size_tmp_folders(tree: Tree, size_mb: int) -> None:
+    """The TMP_FOLDERS, mounted by prepare_root, resized to size_mb where that differs (a remount
+    keeps their flags and mode; they are empty still: nothing runs in the root before its job)."""
+    if tree.tmp_mb == size_mb:
+        return
+    for path in TMP_FOLDERS:
+        try:
+            libc.mount(None, tree_path(tree, path), None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size_mb}m")
+        except OSError as exc:
+            raise SetupError(f"mount {path}: {exc.strerror}") from None
+    tree.tmp_mb = size_mb
 
 
 def _mount_work(tree: Tree, plan: RootPlan) -> None:
