@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from ..errors import ErrorReason, WorkerError
 from ..limits import LIMITS, Limits
 from ..sandbox import cgroups as sandbox_cgroups
 from ..sandbox import disk as sandbox_disk
+from ..sandbox import unix_address
 from ..spec import MAX_STOP_GRACE_S, JobRequest, JobStatus, shown, validate_holder
 from . import workfiles
 from .access import Caller, Role, Roles
@@ -151,15 +153,9 @@ class Server:
             logging.getLogger(__name__).warning(
                 "%s is not searchable by other users: only root can reach the socket in it", folder
             )
-        if os.path.exists(self.socket_path):
-            os.unlink(self.socket_path)
-        # The socket is 0666 from the moment it exists (a chmod after binding would leave a moment in
-        # which, under a strict umask, users are refused); nothing else creates files meanwhile.
-        umask = os.umask(0o111)
-        try:
-            self.server = await asyncio.start_unix_server(self._serve, self.socket_path, limit=protocol.MAX_FRAME + 4)
-        finally:
-            os.umask(umask)
+        self.server = await asyncio.start_unix_server(
+            self._serve, sock=_open_to_everyone(self.socket_path), limit=protocol.MAX_FRAME + 4
+        )
 
     async def close(self) -> None:
         if self.server is not None:
@@ -366,6 +362,32 @@ class Server:
         await _send_all(writer, [protocol.ok(request_id, following=True), *(_event(request_id, e) for e in first)])
         async for batch in batches:  # what one look found goes out in one write
             await _send_all(writer, [_event(request_id, event) for event in batch])
+
+
+def _open_to_everyone(path: str) -> socket.socket:
+    """A Unix socket bound at path (in place of any there), 0666 from the moment it exists there (a
+    chmod after binding there would leave a moment in which, under a strict umask, users are
+    refused): bound in a private folder beside it (root's, 0700: nothing there can be swapped for a
+    link before the chmod), opened up, then renamed into place. Not by lowering the process's umask
+    around the bind: the threads making files meanwhile made them under it too (the spare job
+    folders, executor/local.py, whose /work lost its x bits: the first jobs after a start failed at
+    chdir /work)."""
+    private = tempfile.mkdtemp(dir=os.path.dirname(path))
+    partial = os.path.join(private, "s")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        with unix_address(partial) as address:
+            sock.bind(address)
+        os.chmod(partial, 0o666)
+        os.rename(partial, path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        os.rmdir(private)
+    return sock
 
 
 def _umask_of(pid: int) -> int:
