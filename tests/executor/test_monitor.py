@@ -11,6 +11,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from jupyter_worker.sandbox.keeper import MAX_RESTARTS
 from tests.executor.conftest import wait_for
 
@@ -183,3 +185,19 @@ def test_a_monitor_that_keeps_dying_gives_its_jobs_up_as_lost_rather_than_unfoll
         assert not _running(b"sleep\x0042421\x00")
         again = client.run({"command": ["true"]})
         assert _ended(client, again.id).status == "COMPLETED"
+
+
+@pytest.mark.executor_flags("--Policy.log_max_bytes=1000000")
+def test_a_job_flooding_its_output_does_not_hold_up_the_other_jobs_the_monitor_follows(daemon):
+    with daemon.client() as client:
+        flood = client.run({"command": ["sh", "-c", "yes flooding"]}).id
+        sleeper = client.run({"command": ["sleep", "300"]}).id
+        wait_for(lambda: client.get(sleeper).status == "RUNNING", what="the sleeper")
+        wait_for(lambda: client.get(flood).usage.cpu_seconds > 1, what="the flood", timeout=60)
+        short = client.run({"command": ["sh", "-c", "echo done; exit 4"]}).id
+        ended = wait_for(lambda: (j := client.get(short)).status == "FAILED" and j, what="the short job")
+        assert (ended.exit_code, _log(client, short)) == (4, b"done\n")
+        client.stop(sleeper, grace_s=0)
+        assert _ended(client, sleeper).status == "STOPPED"
+        client.stop(flood, grace_s=0)
+        assert _ended(client, flood).status == "STOPPED"
