@@ -16,6 +16,10 @@ import pytest
 from jupyter_worker.sandbox.keeper import MAX_RESTARTS
 from tests.executor.conftest import wait_for
 
+# every job of a test runs at once (by default a user runs 2)
+SLOTS = ("--Policy.max_concurrent_jobs=8", "--Policy.max_jobs_per_user=0")
+pytestmark = pytest.mark.executor_flags(*SLOTS)
+
 WRITER = "for i in $(seq 1 3000); do echo $i; done; sleep 3; for i in $(seq 3001 6000); do echo $i; done"
 IGNORES_TERM = "trap '' TERM; echo ready; sleep 300 & wait"
 
@@ -187,13 +191,13 @@ def test_a_monitor_that_keeps_dying_gives_its_jobs_up_as_lost_rather_than_unfoll
         assert _ended(client, again.id).status == "COMPLETED"
 
 
-@pytest.mark.executor_flags("--Policy.log_max_bytes=1000000")
+@pytest.mark.executor_flags(*SLOTS, "--Policy.log_max_bytes=1000000")
 def test_a_job_flooding_its_output_does_not_hold_up_the_other_jobs_the_monitor_follows(daemon):
     with daemon.client() as client:
         flood = client.run({"command": ["sh", "-c", "yes flooding"]}).id
         sleeper = client.run({"command": ["sleep", "300"]}).id
         wait_for(lambda: client.get(sleeper).status == "RUNNING", what="the sleeper")
-        wait_for(lambda: client.get(flood).usage.cpu_seconds > 1, what="the flood", timeout=60)
+        wait_for(lambda: client.get(flood).metrics.get("cpu_seconds", 0) > 1, what="the flood", timeout=60)
         short = client.run({"command": ["sh", "-c", "echo done; exit 4"]}).id
         ended = wait_for(lambda: (j := client.get(short)).status == "FAILED" and j, what="the short job")
         assert (ended.exit_code, _log(client, short)) == (4, b"done\n")
