@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 from ..spec import Outcome
+from . import libc
 from .output import DISPLAY, STDERR, STDOUT, LogWriter
 
 _PIPE_SIZE = 1 << 20
@@ -89,13 +90,12 @@ class Channels:
             connection, _ = self.listener.accept()  # type: ignore[union-attr]
         except OSError:
             return
+        self.connections.append(connection)
+        self.joined(connection)  # before the greeting: told to the keeper, it survives our death
         try:
             connection.send(json.dumps(self.greeting()).encode(), socket.MSG_DONTWAIT)
         except OSError:
-            connection.close()
-            return
-        self.connections.append(connection)
-        self.joined(connection)
+            self._drop(connection)
 
     def _drop(self, connection: socket.socket) -> None:
         self.leaving(connection)
@@ -113,6 +113,28 @@ def _nothing(connection: socket.socket) -> None:
     pass
 
 
+_SCRATCH: tuple[int, int] | None = None
+
+
+def _scratch_pipe() -> tuple[int, int]:
+    """This process's pipe that output is copied through (Capture.pump), made at its first use."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a smaller pipe copies in smaller pieces
+            fcntl.fcntl(read_end, _F_SETPIPE_SZ, _READ_SIZE)
+        _SCRATCH = read_end, write_end
+    return _SCRATCH
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """size bytes that fd (a pipe) is known to hold."""
+    data = b""
+    while len(data) < size:
+        data += os.read(fd, size - len(data))
+    return data
+
+
 class Capture:
     """The job's stdout, stderr and (with display) display output, read from pipes into its log;
     its outcome, into a result file. job_ends are the pipes' write ends, in that order: the job's
@@ -127,15 +149,23 @@ class Capture:
         for stream in (STDOUT, STDERR, DISPLAY) if display else (STDOUT, STDERR):
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             fcntl.fcntl(read_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+            # Read only when ready, and never waited on: a job can hand its pipe's write end to a
+            # process outside it, so "the job has ended" does not mean "end of file soon".
+            os.set_blocking(read_end, False)
             self.streams[read_end] = stream
             self.job_ends.append(write_end)
 
     @classmethod
-    def adopt(cls, log_fd: int, result_fd: int, cap_bytes: int, display_cap: int, streams: dict[int, int]) -> Capture:
-        """A capture handed over by another process (monitor.Handover): its log goes on at its end,
-        and its pipes' read ends (fd: stream) are read on; the write ends are the job's."""
+    def adopt(
+        cls, log_fd: int, result_fd: int, cap_bytes: int, display_cap: int, streams: dict[int, int], *, whole: int = 0
+    ) -> Capture:
+        """A capture handed over by another process (monitor.Handover): its log goes on after its
+        last whole record (found from `whole`, an offset known to end one: a writer killed in the
+        middle of a record leaves a torn one), and its pipes' read ends (fd: stream) are read on;
+        the write ends are the job's."""
         capture = cls.__new__(cls)
         capture.log = LogWriter(log_fd, cap_bytes, display_cap)
+        capture.log.cut_torn_tail(whole)
         capture.result_fd = result_fd
         capture.cgroup = ""
         capture.streams = dict(streams)
@@ -152,13 +182,22 @@ class Capture:
                 os.close(fd)
         self.streams, self.log.fd, self.result_fd = {}, -1, -1
 
-    def pump(self, fd: int) -> bool:
-        """Move what one pipe holds to the log; False at its end (the caller then lets it go:
-        release, after it stops watching it)."""
-        data = os.read(fd, _READ_SIZE)
-        if not data:
+    def pump(self, fd: int) -> bool | None:
+        """Move what one pipe holds to the log: True if it moved some, None if the pipe is empty
+        now, False at its end (the caller then lets it go: release, after it stops watching it).
+
+        The bytes are copied out of the pipe (tee), written to the log, and only then taken from
+        the pipe: a monitor killed between leaves them for its successor (which may write that
+        record again: a kill costs at most one record twice, never a byte lost)."""
+        scratch_out, scratch_in = _scratch_pipe()
+        try:
+            size = libc.tee(fd, scratch_in, _READ_SIZE, libc.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return None
+        if not size:
             return False
-        self.log.write(self.streams[fd], data)
+        self.log.write(self.streams[fd], _read_exactly(scratch_out, size))
+        _read_exactly(fd, size)  # now in the log: taken from the pipe
         return True
 
     def release(self, fd: int) -> None:
@@ -166,7 +205,9 @@ class Capture:
         os.close(fd)
 
     def drain(self) -> None:
-        """Once no job process is left, every pipe reaches end of file: take what remains."""
+        """Once no job process is left, take what the pipes hold: everything the job wrote is in
+        them (what a process outside the job may still write, through a write end the job handed
+        it, is not the job's output and is not waited for)."""
         for fd in list(self.streams):
             while self.pump(fd):
                 pass

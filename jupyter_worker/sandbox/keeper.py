@@ -2,8 +2,8 @@
 
 A standby hands its started job over to the spawner (monitor.Handover); the keeper keeps the
 descriptors and sends copies to the monitor, a child process that follows every running job. The
-monitor notes to the keeper what a successor would need (a connection that joined or left, the
-job's status once read, a stop under way, the outcome once decided) and says when a job is done.
+monitor notes to the keeper what a successor would need (a connection that joined or left, a stop
+under way, the outcome once decided) and says when a job is done.
 A monitor that dies (kill -9, a crash) is replaced at once, and the new one is given every job as
 last noted: the jobs' pipes, connections and listeners never closed, so no job, no output and no
 outcome is lost. A monitor that keeps dying (MAX_RESTARTS within RESTART_WINDOW_S) gives its
@@ -134,7 +134,7 @@ class Keeper:
         elif op == "left" and note.get("ino") in kept.connections:
             os.close(kept.connections.pop(note["ino"]))
         elif op == "note":
-            kept.facts.update({k: v for k, v in note.items() if k in ("status", "decided", "kill_at", "outcome")})
+            kept.facts.update({k: v for k, v in note.items() if k in ("decided", "kill_at", "outcome", "log_whole")})
         elif op == "done":
             del self.jobs[note["key"]]
             kept.close()

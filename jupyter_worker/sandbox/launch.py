@@ -280,11 +280,12 @@ def _job_order(spec: LaunchSpec, reset_oom: bool) -> bytes:
 def _become_native_init(native_init: int, job_pid: int, lines: InitLines, ready_w: int) -> NoReturn:
     """Exec the native init (native/init.c), which holds nothing of the job's (its output ends when
     its processes end), then releases the job (ready_w), reaps every orphan and, when the job
-    process ends, writes its wait status to the status pipe and exits, ending the namespace. The
-    job is released only by it: a failed exec leaves the job process to read EOF and end, so no
-    command runs without the native init in place. The error pipe goes with it: a step of its that
-    fails is reported there, and it closes the pipe once the job is released, so the pipe's EOF
-    tells the supervisor the job started (the job stage's copy closes at the command's exec)."""
+    process ends, writes its wait status to the status line (a SOCK_SEQPACKET socket) and exits,
+    ending the namespace. The job is released only by it: a failed exec leaves the job process to
+    read EOF and end, so no command runs without the native init in place. The error pipe goes with
+    it: a step of its that fails is reported there, and it closes the pipe once the job is
+    released, so the pipe's EOF tells the supervisor the job started (the job stage's copy closes
+    at the command's exec)."""
     fds = [lines.status_fd, ready_w, lines.error_fd]
     for fd in fds:
         os.set_inheritable(fd, True)

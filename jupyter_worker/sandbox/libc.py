@@ -82,6 +82,21 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+SPLICE_F_NONBLOCK = 2
+_libc.tee.restype = ctypes.c_ssize_t
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int = 0) -> int:
+    """Copy up to length bytes from one pipe to another without consuming them (tee(2)); 0 at
+    the end of fd_in; BlockingIOError when fd_in is empty (with SPLICE_F_NONBLOCK)."""
+    result = _libc.tee(fd_in, fd_out, length, flags)
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # errno.EAGAIN makes it a BlockingIOError
+    return result
+
+
 def _b(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 

@@ -9,9 +9,10 @@ The monitor owns each job's deadline, metrics, stop requests, output (into its l
 (into its result file), as the per-job supervisor did; it never blocks on one job's clients. The
 spawner (its keeper) holds a copy of every descriptor, so a monitor that dies (kill -9) loses
 nothing: the jobs' pipes, control connections and listeners stay open, and a new monitor is given
-every job again with what the old one noted of it (`Monitor.note`: the job's status once read, a
-stop under way, the outcome once decided). A failure in the handling of one job ends that job (as
-lost, saying why), never the others.
+every job again with what the old one noted of it (`Monitor._note`: a stop under way, the outcome
+once decided, where the log last ended on a whole record); the job's status is only ever peeked
+at, and its output taken from its pipe only once in the log, so both are there for the successor
+too. A failure in the handling of one job ends that job (as lost, saying why), never the others.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Watched:
     decided: Reason | None = None  # why it is being ended (stopped, timed out), once asked
     kill_at: float | None = None  # when a stop under way kills what is left
     outcome: dict | None = None  # once decided, before the result file is written
+    log_whole: int = 0  # a size of the log last noted to the keeper (it ended on a whole record)
 
     def handover(self) -> Handover:
         """The job as a new owner takes it (see Monitor.adopt)."""
@@ -94,6 +96,7 @@ class Watched:
         if self.capture is not None:
             log = self.capture.log
             facts["capture"] = {"log_cap": log.cap, "display_cap": log.display_cap, "cgroup": self.capture.cgroup}
+            facts["log_whole"] = log.size  # nothing is being written as it is handed over
             facts["capture"]["streams"] = list(self.capture.streams.values())
             fds += [log.fd, self.capture.result_fd, *self.capture.streams]
         facts["listener"] = self.channels.listener is not None
@@ -136,7 +139,8 @@ def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
         options = facts["capture"]
         log_fd, result_fd = fds.pop(0), fds.pop(0)
         pipes = {fds.pop(0): stream for stream in options["streams"]}
-        capture = Capture.adopt(log_fd, result_fd, options["log_cap"], options["display_cap"], pipes)
+        whole = facts.get("log_whole", 0)
+        capture = Capture.adopt(log_fd, result_fd, options["log_cap"], options["display_cap"], pipes, whole=whole)
         capture.cgroup = options["cgroup"]
     listener = socket.socket(fileno=fds.pop(0)) if facts["listener"] else None
     disk = None
@@ -157,8 +161,8 @@ def adopt(cgroups: CgroupHost, handover: Handover) -> Watched:
         channels=Channels(None, listener, dict),
         capture=capture,
         disk=disk,
-        status=facts.get("status"),
         decided=Reason(facts["decided"]) if facts.get("decided") else None,
+        log_whole=facts.get("log_whole", 0),
         kill_at=facts.get("kill_at"),
         outcome=facts.get("outcome"),
     )
@@ -201,7 +205,8 @@ class Monitor:
         self._at(now + METRICS_INTERVAL_S, job, "sample")
         if job.timeout_s:
             self._at(job.started + job.timeout_s, job, "deadline")
-        if job.kill_at is not None:
+        if job.kill_at is not None:  # a stop under way: its SIGTERM again, in case it was not sent
+            job.cgroup.signal_all(signal.SIGTERM, spare=job.init_pid)
             self._at(job.kill_at, job, "kill")
 
     def run(self) -> None:
@@ -257,7 +262,7 @@ class Monitor:
         elif fd == job.status_fd:
             self._read_status(job)
         elif job.capture is not None and fd in job.capture.streams:
-            if not job.capture.pump(fd):
+            if job.capture.pump(fd) is False:
                 # unwatched before it is closed: the keeper's copy keeps the pipe alive, and epoll
                 # would go on reporting it under a number the next open may reuse
                 self.selector.unregister(fd)
@@ -298,6 +303,10 @@ class Monitor:
 
     def _sample(self, job: Watched) -> None:
         job.channels.broadcast({"event": "metrics", "usage": _usage(job).to_dict()})
+        if job.capture is not None and job.capture.log.size != job.log_whole:
+            # where a successor starts looking for a torn record (Capture.adopt)
+            job.log_whole = job.capture.log.size
+            self._note(job, log_whole=job.log_whole)
         self._at(time.monotonic() + METRICS_INTERVAL_S, job, "sample")
 
     def _stop(self, job: Watched, reason: Reason, grace: float | None) -> None:
@@ -306,24 +315,24 @@ class Monitor:
         kill_at = time.monotonic() + (job.stop_grace_s if grace is None else grace)
         if job.kill_at is not None and job.kill_at <= kill_at:
             return
-        if job.decided is None:
-            job.decided = reason
-            job.cgroup.signal_all(signal.SIGTERM, spare=job.init_pid)
+        first = job.decided is None
+        job.decided = job.decided or reason
         job.kill_at = kill_at
-        self._note(job, decided=job.decided.value, kill_at=kill_at)
+        self._note(job, decided=job.decided.value, kill_at=kill_at)  # first: a successor then stops it too
+        if first:
+            job.cgroup.signal_all(signal.SIGTERM, spare=job.init_pid)
         self._at(kill_at, job, "kill")
 
     def _read_status(self, job: Watched) -> None:
-        """The job's wait status, which its init writes just before it exits (then, at its exit,
-        the pidfd says the job has ended): noted, so a successor need not read it."""
-        data = _read(job.status_fd)
+        """The job's wait status, which its init sends just before it exits (then, at its exit,
+        the pidfd says the job has ended). Peeked, not taken: a successor reads it again."""
+        data = _peek(job.status_fd)
         if data is None:
             return
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(job.status_fd)
         if len(data) == STATUS.size:
             job.status = STATUS.unpack(data)[0]
-            self._note(job, status=job.status)
 
     def _kill(self, job: Watched) -> None:
         """The grace period is over: kill the whole tree (the init's pidfd then says it is gone)."""
@@ -370,6 +379,9 @@ class Monitor:
 
     def _forget(self, job: Watched) -> None:
         self.jobs.pop(job.key, None)
+        if len(self.timers) > 8 * len(self.jobs) + 64:  # a forgotten job's timers stay until due: drop them
+            self.timers = [timer for timer in self.timers if timer[2] in self.jobs]
+            heapq.heapify(self.timers)
         for fd in job.fds():
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(fd)
@@ -390,16 +402,21 @@ class Monitor:
 
 
 def _complain(words: str) -> None:
-    """To the spawner's stderr, which is the executor's log."""
-    print(f"jupyter-worker monitor: {words}", file=sys.stderr, flush=True)
+    """To the spawner's stderr, which is the executor's log; never an error of its own (a closed
+    log must not end the monitor)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"jupyter-worker monitor: {words}", file=sys.stderr, flush=True)
 
 
-def _read(fd: int) -> bytes | None:
-    """What the status pipe holds (b'' at its end); None if nothing yet."""
+def _peek(fd: int) -> bytes | None:
+    """The status message (a SOCK_SEQPACKET line), left in place; b'' at the end, None if none yet."""
+    line = socket.socket(fileno=fd)
     try:
-        return os.read(fd, STATUS.size)
+        return line.recv(STATUS.size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return None
+    finally:
+        line.detach()
 
 
 def _inode(connection: socket.socket) -> int:

@@ -99,6 +99,23 @@ class LogWriter:
             written += os.write(self.fd, record[written:])
         self.size += len(record)
 
+    def cut_torn_tail(self, whole: int) -> None:
+        """Cut the log back to its last whole record, read from `whole` (an offset at which a
+        record begins) on: what a writer killed in the middle of a record left."""
+        reader = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)  # ours is write-only
+        try:
+            position = whole
+            while position + HEADER.size <= self.size:
+                _, length = HEADER.unpack(os.pread(reader, HEADER.size, position))
+                if position + HEADER.size + length > self.size:
+                    break
+                position += HEADER.size + length
+        finally:
+            os.close(reader)
+        if position < self.size:
+            os.ftruncate(self.fd, position)
+            self.size = position
+
     def close(self) -> None:
         # The final counts go in even past the log cap: they are small, and said once.
         if self.display_dropped:

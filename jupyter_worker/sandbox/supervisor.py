@@ -237,7 +237,9 @@ def _prepare_in(cgroup: JobCgroup, context: HostContext) -> _Prepared:
     job_ours, job_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fit_launch_messages(job_ours, job_theirs)
     error_r, error_w = os.pipe2(os.O_CLOEXEC)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    # The job's wait status comes on a SOCK_SEQPACKET line, not a pipe: the monitor peeks at it
+    # (MSG_PEEK), so a monitor killed after reading it leaves it for its successor.
+    status_r, status_w = (end.detach() for end in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     limits_r, limits_w = os.pipe2(os.O_CLOEXEC)
     placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
     libc.unshare(libc.CLONE_NEWPID)
