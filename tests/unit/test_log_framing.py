@@ -176,3 +176,29 @@ def test_a_log_not_yet_made_reads_as_nothing_at_the_offset_asked(log):
 
 def test_an_unknown_stream_reads_as_stdout():
     assert Chunk(0, 9, b"").stream_name == "stdout"
+
+
+def test_a_log_taken_over_after_a_writer_died_mid_record_goes_on_after_its_last_whole_record(log):
+    path = log
+    first = writer(path)
+    first.write(STDOUT, b"one\n")
+    whole = first.size
+    first.write(STDOUT, b"two\n")
+    os.write(first.fd, HEADER.pack(STDOUT, 100) + b"torn")  # killed 4 bytes into a record of 100
+    os.close(first.fd)
+    successor = LogWriter(os.open(path, os.O_WRONLY | os.O_APPEND), 1 << 20)
+    successor.cut_torn_tail(whole)
+    successor.write(STDOUT, b"three\n")
+    successor.close()
+    chunks, _ = read_chunks(path)
+    assert [c.data for c in chunks] == [b"one\n", b"two\n", b"three\n"]
+
+
+def test_a_log_with_no_torn_record_is_left_as_it_is(log):
+    path = log
+    first = writer(path)
+    first.write(STDOUT, b"whole\n")
+    size = first.size
+    first.cut_torn_tail(0)
+    assert first.size == os.path.getsize(path) == size
+    first.close()
