@@ -37,7 +37,7 @@ def fd_targets(pid: int) -> dict[int, str]:
     return {int(fd): os.readlink(f"{folder}/{fd}") for fd in os.listdir(folder)}
 
 
-def test_a_running_jobs_pid_1_is_the_native_init_with_no_capabilities_and_only_dev_null_and_its_status_pipe(
+def test_a_running_jobs_pid_1_is_the_native_init_with_no_capabilities_and_only_dev_null_and_its_status_line(
     sandbox,
 ):
     with sandbox.launch(LaunchSpec(["sleep", "30"], limits=Limits(timeout_s=60))) as job:
@@ -55,7 +55,7 @@ def test_a_running_jobs_pid_1_is_the_native_init_with_no_capabilities_and_only_d
         fds = fd_targets(init)
         assert {fds[0], fds[1], fds[2]} == {"/dev/null"}
         others = [target for fd, target in fds.items() if fd > 2]
-        assert len(others) == 1 and others[0].startswith("pipe:"), fds  # the status pipe, nothing else
+        assert len(others) == 1 and others[0].startswith("socket:"), fds  # the status line, nothing else
         job.stop(grace_s=5)
         outcome = job.wait(timeout=30)
     assert outcome is not None and outcome.reason is Reason.STOPPED
