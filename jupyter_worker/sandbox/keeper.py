@@ -49,10 +49,8 @@ class _Kept:
 class Keeper:
     """Keeps the running jobs' descriptors and a monitor that follows them (see the module)."""
 
-    def __init__(self, cgroups: CgroupHost, keep_open: list[int]):
-        """keep_open: descriptors of the spawner's that its monitor needs (none today but 0-2)."""
+    def __init__(self, cgroups: CgroupHost):
         self.cgroups = cgroups
-        self.keep_open = keep_open
         self.jobs: dict[str, _Kept] = {}
         self.link: socket.socket | None = None
         self.pidfd = -1
@@ -69,7 +67,7 @@ class Keeper:
         pid = os.fork()
         if pid == 0:
             try:
-                _become_monitor(self.cgroups, theirs, self.keep_open)
+                _become_monitor(self.cgroups, theirs)
             finally:
                 os._exit(0)
         theirs.close()
@@ -168,24 +166,24 @@ class Keeper:
         if self.jobs and os.fork() == 0:
             _name("jw-keeper")
             while self.jobs and self.link is not None:
-                for fd in _wait([self.link.fileno(), self.pidfd]):
+                for fd in wait_readable([self.link.fileno(), self.pidfd]):
                     self.readable(fd)
         if self.link is not None:
             self.link.close()  # a monitor with no job and no keeper ends
 
 
-def _wait(fds: list[int]) -> list[int]:
-    """The readable ones of fds (poll: a spawner's descriptors may pass select's 1024)."""
+def wait_readable(fds: list[int], timeout_s: float | None = None) -> list[int]:
+    """The readable ones of fds (poll: the kept descriptors take a spawner past select's 1024)."""
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    return [fd for fd, _ in poller.poll()]
+    return [fd for fd, _ in poller.poll(None if timeout_s is None else timeout_s * 1000)]
 
 
-def _become_monitor(cgroups: CgroupHost, link: socket.socket, keep_open: list[int]) -> None:
+def _become_monitor(cgroups: CgroupHost, link: socket.socket) -> None:
     """In the forked child: nothing of the spawner's but the line to it (not the daemon's socket,
     no standby's link, no kept descriptor: each job comes again on the line)."""
-    close_all_but([link.fileno(), *keep_open])
+    close_all_but([link.fileno()])
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     _name("jw-monitor")

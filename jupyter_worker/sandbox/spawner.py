@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import resource
-import select
 import signal
 import socket
 import sys
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from ..errors import SpecError
 from . import libc
 from .cgroups import CgroupError, CgroupHost
-from .keeper import Keeper, close_all_but
+from .keeper import Keeper, close_all_but, wait_readable
 from .launch import HostContext
 from .launch_spec import MAX_LAUNCH_MESSAGE, fit_launch_messages
 from .monitor import MAX_HANDOVER_FDS
@@ -78,7 +77,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
         return
     rehearse_shared(context)
     gc.freeze()
-    keeper = Keeper(context.cgroups, [])
+    keeper = Keeper(context.cgroups)
     keeper.start_monitor()
     fork = functools.partial(_new_standby, context, job_fd_limit)
     pool = [fork() for _ in range(pool_size)]
@@ -86,7 +85,7 @@ def serve(sock: socket.socket, cgroup_root: str, runtime_dir: str, pool_size: in
     hello = {"ready": True, "cgroup_mode": context.cgroups.mode, "problem": context.cgroups.problem}
     sock.send(json.dumps(hello).encode())
     while True:
-        ready = _wait([sock.fileno(), *starting, *keeper.fds()])
+        ready = wait_readable([sock.fileno(), *starting, *keeper.fds()])
         for fd in ready:
             if fd in starting and _from_standby(starting[fd], keeper):
                 starting.pop(fd).close()
@@ -119,14 +118,6 @@ def _from_standby(link: socket.socket, keeper: Keeper) -> bool:
         return True
     keeper.take(message, fds)
     return False
-
-
-def _wait(fds: list[int], timeout_s: float | None = None) -> list[int]:
-    """The readable ones of fds (poll: the kept descriptors take the spawner past select's 1024)."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    return [fd for fd, _ in poller.poll(None if timeout_s is None else timeout_s * 1000)]
 
 
 def _raise_fd_limit() -> int:
@@ -184,7 +175,7 @@ def _shut_down(pool: list[_Standby], starting: list[socket.socket], keeper: Keep
     """Standbys take their sandboxes apart when told there is no job; wait until they are gone.
     A start under way is waited for, so its job is handed over and kept like every other."""
     for link in starting:
-        while _wait([link.fileno()], SHUT_DOWN_WAIT_S) and not _from_standby(link, keeper):
+        while wait_readable([link.fileno()], SHUT_DOWN_WAIT_S) and not _from_standby(link, keeper):
             pass
         link.close()
     for item in pool:
