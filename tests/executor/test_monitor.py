@@ -256,7 +256,10 @@ def test_a_monitor_killed_in_the_middle_of_copying_output_loses_no_byte_of_it(da
             tracer.wait(timeout=30)
         assert not os.path.exists(f"/proc/{monitor}"), "the monitor was killed as it wrote"
         expected = b"".join(b"%d\n" % i for i in range(1, lines + 1))
-        assert _repeats_in(_records(client, job), expected) == 1
+        # no byte lost (checked by _repeats_in); the record cut short is written again only when an
+        # earlier record of the same copy made it to the log first, which depends on how much the
+        # pipe held at that copy
+        assert _repeats_in(_records(client, job), expected) <= 1
 
 
 HOLD = """
